@@ -1,0 +1,72 @@
+"""Exceptions raised by facegen.
+
+Every user mistake raises a :class:`FacegenError` subclass whose message says what was
+wrong and what to do.  The CLI prints ``error: <message>`` on one line and exits 2 for
+these; anything else is an internal failure (exit 1).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+
+class FacegenError(Exception):
+    """Base class of every error caused by a user's input or environment."""
+
+    exit_code: int = 2
+
+
+class BadImageError(FacegenError):
+    """The image could not be read, or is not allowed (format, size, content)."""
+
+
+class NoFaceError(FacegenError):
+    """No usable face was found in an image."""
+
+
+class FaceTooSmallError(NoFaceError):
+    """A face was found but is too small to align and embed reliably."""
+
+
+class ModelNotFoundError(FacegenError):
+    """Weight files are missing: the message names them and the folder to put them in."""
+
+    def __init__(self, what: str, files: Iterable[str] = (), folder: str | Path | None = None,
+                 hint: str = "") -> None:
+        self.what = what
+        self.files = list(files)
+        self.folder = str(folder) if folder is not None else None
+        msg = f"{what}: model files not found"
+        if self.files:
+            msg += f": {', '.join(self.files)}"
+        if self.folder:
+            msg += f" (put them in {self.folder})"
+        if hint:
+            msg += f"; {hint}"
+        super().__init__(msg)
+
+
+class EncoderMismatchError(FacegenError):
+    """An ID embedding from one encoder was given to something expecting another."""
+
+
+class LicenseNotAcceptedError(FacegenError):
+    """Non-commercial weights were requested without an explicit licence acceptance."""
+
+
+class ConsentRequiredError(FacegenError):
+    """Editing a real person's face needs an explicit consent flag."""
+
+
+class MissingDependencyError(FacegenError):
+    """An optional package is needed for this feature."""
+
+    def __init__(self, package: str, extra: str | None = None, feature: str = "") -> None:
+        where = f"pip install 'facegen[{extra}]'" if extra else f"pip install {package}"
+        what = f" for {feature}" if feature else ""
+        super().__init__(f"the optional package '{package}' is needed{what}: {where}")
+
+
+class InvalidArgumentError(FacegenError, ValueError):
+    """An argument has a value that cannot be used; the message names it."""

@@ -1,0 +1,82 @@
+"""IDEmbedding: an identity vector that remembers which encoder made it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from facegen.errors import EncoderMismatchError, InvalidArgumentError
+from facegen.faces.types import Face
+
+
+@dataclass(frozen=True, eq=False)
+class IDEmbedding:
+    """An identity vector.
+
+    vector: float32 ``(D,)`` as the encoder produced it (raw, never silently normalised).
+    encoder: the registry name of the encoder that produced it (``facegen.id.ENCODERS``).
+    face: the face it was computed from, when known.
+    """
+
+    vector: np.ndarray
+    encoder: str
+    face: Face | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        vec = np.asarray(self.vector, dtype=np.float32).reshape(-1)
+        if vec.size == 0 or not np.all(np.isfinite(vec)):
+            raise InvalidArgumentError(f"an ID embedding must be a finite, non-empty vector (encoder {self.encoder})")
+        object.__setattr__(self, "vector", vec)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vector.shape[0])
+
+    @property
+    def norm(self) -> float:
+        return float(np.linalg.norm(self.vector))
+
+    def normalised(self) -> np.ndarray:
+        """The unit-norm vector (insightface's ``normed_embedding``)."""
+        n = self.norm
+        return self.vector / n if n > 0 else self.vector.copy()
+
+    def as_adapter_input(self, normalise: bool) -> np.ndarray:
+        """The vector an adapter expects: unit-norm or raw, as its contract says."""
+        return self.normalised() if normalise else self.vector.copy()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"encoder": self.encoder, "embedding": [round(float(v), 6) for v in self.vector]}
+
+
+def check_same_encoder(embeddings: Sequence[IDEmbedding]) -> str:
+    """Return the common encoder name, or raise EncoderMismatchError."""
+    names = {e.encoder for e in embeddings}
+    if len(names) != 1:
+        raise EncoderMismatchError(
+            f"embeddings come from different encoders ({', '.join(sorted(names))}): "
+            "vectors of different recognition networks cannot be compared or mixed")
+    return names.pop()
+
+
+def mean_embedding(embeddings: Sequence[IDEmbedding], normalise_each: bool = True) -> IDEmbedding:
+    """Average several embeddings of one person (from one encoder).
+
+    Each vector is unit-normalised before averaging when ``normalise_each`` (insightface
+    practice for normalised contracts); the mean is rescaled to the average input norm, so a
+    raw-vector contract keeps its usual magnitude.
+    """
+    if not embeddings:
+        raise InvalidArgumentError("mean_embedding needs at least one embedding")
+    enc = check_same_encoder(embeddings)
+    vecs = np.stack([e.normalised() if normalise_each else e.vector for e in embeddings])
+    mean = vecs.mean(axis=0)
+    target_norm = float(np.mean([e.norm for e in embeddings]))
+    n = float(np.linalg.norm(mean))
+    if n > 0:
+        mean = mean / n * target_norm
+    return IDEmbedding(mean.astype(np.float32), enc, face=embeddings[0].face,
+                       meta={"averaged_from": len(embeddings)})
