@@ -1,0 +1,168 @@
+"""ID encoders: a face in an image → an IDEmbedding, each by its registry contract."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from facegen.errors import InvalidArgumentError, ModelNotFoundError
+from facegen.faces.align import warp_face
+from facegen.faces.detect import FacePolicy, detect_faces, get_detector, select_faces
+from facegen.faces.types import Face
+from facegen.id.embedding import IDEmbedding, check_same_encoder
+from facegen.id.registry import DEFAULT_ENCODER, EncoderSpec, get_encoder_spec
+from facegen.onnx_runtime import create_session
+from facegen.paths import models_dir as default_models_dir
+from facegen.paths import require_licence
+
+logger = logging.getLogger(__name__)
+
+
+class Encoder(Protocol):
+    spec: EncoderSpec
+
+    def embed(self, rgb: np.ndarray, face: Face) -> IDEmbedding: ...
+
+    def detect(self, rgb: np.ndarray) -> list[Face]: ...
+
+
+class DlibEncoder:
+    """dlib's ResNet 128-D face descriptor on dlib's 5-point face chip (real, offline)."""
+
+    def __init__(self, spec: EncoderSpec, num_jitters: int = 0) -> None:
+        from facegen.faces.dlib_backend import (LANDMARKS_5, RESNET_DESCRIPTOR, _dlib,  # noqa: PLC0415
+                                                dlib_model_path, shape_predictor)
+        self.spec = spec
+        self.num_jitters = num_jitters
+        self._dlib = _dlib()
+        self._sp5 = shape_predictor(LANDMARKS_5)
+        self._net = self._dlib.face_recognition_model_v1(str(dlib_model_path(RESNET_DESCRIPTOR)))
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        return detect_faces(rgb, backend="dlib")
+
+    def embed(self, rgb: np.ndarray, face: Face) -> IDEmbedding:
+        rgb = np.ascontiguousarray(rgb)
+        x1, y1, x2, y2 = (int(round(v)) for v in face.bbox)
+        shape = self._sp5(rgb, self._dlib.rectangle(x1, y1, x2, y2))
+        vec = np.asarray(self._net.compute_face_descriptor(rgb, shape, self.num_jitters), dtype=np.float32)
+        return IDEmbedding(vec, self.spec.name, face=face)
+
+
+class OnnxArcFaceEncoder:
+    """An insightface-style ArcFace ONNX model: 112 ArcFace crop, RGB, (x − mean) / std."""
+
+    def __init__(self, spec: EncoderSpec, models_dir: str | Path | None = None,
+                 providers: str | Sequence[str] | None = None, accept_license: bool = False,
+                 session_factory: Any = None, det_size: tuple[int, int] = (640, 640)) -> None:
+        if not spec.commercial_use:
+            require_licence(f"encoder '{spec.name}'", spec.licence, accept_license)
+        self.spec = spec
+        root = default_models_dir(models_dir)
+        paths = [root / f.relpath for f in spec.files]
+        missing = [f.relpath for f, p in zip(spec.files, paths) if not p.is_file()]
+        if missing:
+            raise ModelNotFoundError(f"encoder '{spec.name}'", missing, root,
+                                     hint=f"network: {spec.network}")
+        self.path = paths[0]
+        self.session = create_session(self.path, providers, session_factory)
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.mean, self.std = self._input_norm(spec)
+        self._det_options = dict(pack=spec.detector_pack, models_dir=models_dir, det_size=det_size,
+                                 providers=providers, accept_license=accept_license)
+        if session_factory is not None:
+            self._det_options["session_factory"] = session_factory
+
+    def _input_norm(self, spec: EncoderSpec) -> tuple[float, float]:
+        """insightface rule: an MXNet export whose first nodes hold Sub+Mul normalises inside
+        the graph (mean 0, std 1); otherwise the registry's mean/std (127.5/127.5)."""
+        try:
+            import onnx  # noqa: PLC0415
+            graph = onnx.load(str(self.path), load_external_data=False).graph
+            ops = [n.op_type for n in graph.node[:8]]
+            if "Sub" in ops and "Mul" in ops:
+                return 0.0, 1.0
+        except Exception:  # noqa: BLE001 - onnx absent or unreadable header: keep the contract's values
+            logger.debug("could not inspect %s; using registry normalisation", self.path)
+        return spec.mean, spec.std
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        return detect_faces(rgb, detector=get_detector("insightface", **self._det_options))
+
+    def preprocess(self, rgb: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
+        crops = [warp_face(rgb, f.kps, self.spec.crop_size, "arcface")[0] for f in faces]
+        batch = np.stack(crops).astype(np.float32)
+        if self.spec.color_order == "bgr":
+            batch = batch[..., ::-1]
+        batch = (batch - self.mean) / self.std
+        return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+
+    def embed_many(self, rgb: np.ndarray, faces: Sequence[Face]) -> list[IDEmbedding]:
+        out = self.session.run(None, {self.input_name: self.preprocess(rgb, faces)})[0]
+        return [IDEmbedding(np.asarray(v, dtype=np.float32), self.spec.name, face=f) for v, f in zip(out, faces)]
+
+    def embed(self, rgb: np.ndarray, face: Face) -> IDEmbedding:
+        return self.embed_many(rgb, [face])[0]
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_encoder(name: str, models_dir: str | None, providers: Any, accept_license: bool) -> Encoder:
+    spec = get_encoder_spec(name)
+    if spec.backend == "dlib":
+        return DlibEncoder(spec)
+    return OnnxArcFaceEncoder(spec, models_dir, providers, accept_license)
+
+
+def get_encoder(name: str = DEFAULT_ENCODER, models_dir: str | Path | None = None,
+                providers: str | Sequence[str] | None = None, accept_license: bool = False) -> Encoder:
+    """The encoder registered as ``name``, loaded once per process and options."""
+    prov = tuple(providers) if isinstance(providers, (list, tuple)) else providers
+    return _cached_encoder(name, str(models_dir) if models_dir else None, prov, bool(accept_license))
+
+
+def embed_image(rgb: np.ndarray, encoder: str | Encoder = DEFAULT_ENCODER,
+                policy: "str | int | FacePolicy" = "largest", reference: IDEmbedding | None = None,
+                models_dir: str | Path | None = None, accept_license: bool = False,
+                providers: str | Sequence[str] | None = None) -> list[IDEmbedding]:
+    """Detect, select (policy), align and embed the faces of an RGB image.
+
+    ``most-similar`` needs ``reference`` (an embedding by the same encoder).
+    """
+    enc = encoder if not isinstance(encoder, str) else get_encoder(encoder, models_dir, providers, accept_license)
+    faces = enc.detect(rgb)
+    pol = FacePolicy.parse(policy)
+    if pol.kind == "most-similar":
+        if reference is None:
+            raise InvalidArgumentError("the most-similar face policy needs a reference embedding")
+        embs = [enc.embed(rgb, f) for f in faces]
+        scores = [similarity(reference, e) for e in embs]
+        return [embs[int(np.argmax(scores))]]
+    return [enc.embed(rgb, f) for f in select_faces(faces, pol)]
+
+
+def similarity(a: IDEmbedding, b: IDEmbedding) -> float:
+    """Similarity in the encoder's own metric (higher = more alike).
+
+    Cosine for ArcFace networks; ``1 − Euclidean distance`` for dlib, whose vectors are not
+    centred (raw cosine between strangers is ~0.8 there). Mixed encoders are refused.
+    """
+    name = check_same_encoder([a, b])
+    spec = get_encoder_spec(name)
+    if spec.metric == "euclidean":
+        return float(1.0 - np.linalg.norm(a.vector - b.vector))
+    na, nb = a.norm, b.norm
+    if na == 0 or nb == 0:
+        return 0.0
+    return float(np.dot(a.vector, b.vector) / (na * nb))
+
+
+def same_person(a: IDEmbedding, b: IDEmbedding) -> tuple[bool, float, float]:
+    """(same, similarity, threshold) by the encoder's registry threshold."""
+    s = similarity(a, b)
+    thr = get_encoder_spec(a.encoder).threshold
+    return s >= thr, s, thr

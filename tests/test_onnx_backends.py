@@ -1,0 +1,148 @@
+"""insightface SCRFD backend and ArcFace ONNX encoders, with fake onnxruntime sessions (no weights)."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from facegen.errors import LicenseNotAcceptedError, ModelNotFoundError
+from facegen.faces.align import warp_face
+from facegen.faces.insightface_backend import SCRFDDetector, anchor_centers, nms
+from facegen.faces.types import Face
+from facegen.id.encoders import OnnxArcFaceEncoder
+from facegen.id.registry import get_encoder_spec
+
+
+class FakeSession:
+    """Stands in for onnxruntime.InferenceSession: records inputs, returns scripted outputs."""
+
+    def __init__(self, path, providers, n_outputs, input_shape, respond):
+        self.path, self.providers = path, providers
+        self._outputs = [SimpleNamespace(name=f"out{i}") for i in range(n_outputs)]
+        self._inputs = [SimpleNamespace(name="input.1", shape=input_shape)]
+        self.respond = respond
+        self.calls = []
+
+    def get_inputs(self):
+        return self._inputs
+
+    def get_outputs(self):
+        return self._outputs
+
+    def get_providers(self):
+        return self.providers
+
+    def run(self, names, feeds):
+        self.calls.append(feeds)
+        return self.respond(feeds)
+
+
+def _write_pack(root, pack, files):
+    d = root / pack
+    d.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        (d / f).write_bytes(b"not a real model")
+    return d
+
+
+def scrfd_outputs(face_center, dist, kps_off, stride=16, det=(640, 640)):
+    """9 SCRFD outputs (3 strides × scores/boxes/kps, 2 anchors) holding one face."""
+    outs = {}
+    for i, s in enumerate((8, 16, 32)):
+        n = (det[0] // s) * (det[1] // s) * 2
+        outs[i] = np.zeros((n, 1), np.float32)
+        outs[i + 3] = np.zeros((n, 4), np.float32)
+        outs[i + 6] = np.zeros((n, 10), np.float32)
+    centers = anchor_centers(det[1] // stride, det[0] // stride, stride, 2)
+    idx = int(np.where((centers == face_center).all(1))[0][0])
+    k = (8, 16, 32).index(stride)
+    outs[k][idx] = 0.9
+    outs[k + 3][idx] = np.array(dist) / stride
+    outs[k + 6][idx] = np.array(kps_off).reshape(-1) / stride
+    return [outs[i] for i in range(9)]
+
+
+def test_scrfd_decodes_boxes_and_keypoints_in_image_pixels(tmp_path):
+    _write_pack(tmp_path, "antelopev2", ["scrfd_10g_bnkps.onnx"])
+    center = np.array([192.0, 160.0])
+    dist = [32, 48, 32, 48]
+    kps_off = [[-12, -10], [12, -10], [0, 0], [-10, 16], [10, 16]]
+    seen = {}
+
+    def factory(path, providers):
+        def respond(feeds):
+            seen["blob"] = feeds["input.1"]
+            return scrfd_outputs(center, dist, kps_off)
+        return FakeSession(path, providers, 9, [1, 3, 640, 640], respond)
+
+    det = SCRFDDetector("antelopev2", tmp_path, det_size=(640, 640), accept_license=True, session_factory=factory)
+    img = np.zeros((960, 1280, 3), np.uint8)
+    img[..., 0] = 255                               # pure red image: RGB order must reach the model
+    faces = det.detect(img)
+    assert len(faces) == 1
+    # letterbox 1280x960 -> 640x480, scale 0.5
+    assert np.allclose(faces[0].bbox, [(192 - 32) * 2, (160 - 48) * 2, (192 + 32) * 2, (160 + 48) * 2])
+    assert np.allclose(faces[0].kps, (center + np.array(kps_off)) * 2)
+    blob = seen["blob"]
+    assert blob.shape == (1, 3, 640, 640)
+    assert blob[0, 0, 0, 0] == pytest.approx((255 - 127.5) / 128)   # channel 0 = R
+    assert blob[0, 2, 0, 0] == pytest.approx((0 - 127.5) / 128)
+    assert blob[0, 0, 600, 0] == pytest.approx(-127.5 / 128)          # padding below the image
+
+
+def test_scrfd_needs_licence_and_files(tmp_path, monkeypatch):
+    monkeypatch.delenv("FACEGEN_ACCEPT_NONCOMMERCIAL", raising=False)
+    with pytest.raises(LicenseNotAcceptedError, match="non-commercial"):
+        SCRFDDetector("antelopev2", tmp_path)
+    with pytest.raises(ModelNotFoundError, match="scrfd_10g_bnkps.onnx") as err:
+        SCRFDDetector("antelopev2", tmp_path, accept_license=True)
+    assert str(tmp_path / "antelopev2") in str(err.value)
+
+
+def test_nms_keeps_best_of_overlaps():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], np.float32)
+    assert nms(boxes, np.array([0.8, 0.9, 0.5]), 0.4) == [1, 2]
+
+
+@pytest.mark.parametrize("name,pack", [("antelopev2-glintr100", "antelopev2"),
+                                       ("buffalo_l-w600k-r50", "buffalo_l")])
+def test_arcface_encoder_preprocessing_and_routing(tmp_path, name, pack):
+    spec = get_encoder_spec(name)
+    _write_pack(tmp_path, pack, [spec.files[0].relpath.split("/")[1]])
+    fed = {}
+
+    def factory(path, providers):
+        def respond(feeds):
+            fed["x"] = feeds["input.1"]
+            return [np.tile(np.arange(512, dtype=np.float32), (feeds["input.1"].shape[0], 1))]
+        return FakeSession(path, providers, 1, [None, 3, 112, 112], respond)
+
+    enc = OnnxArcFaceEncoder(spec, tmp_path, accept_license=True, session_factory=factory)
+    assert enc.path == tmp_path / spec.files[0].relpath
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (300, 300, 3), dtype=np.uint8)
+    kps = np.array([[120, 130], [180, 130], [150, 165], [125, 200], [175, 200]], np.float32)
+    face = Face(np.array([90, 90, 210, 230], np.float32), kps, 0.9)
+    emb = enc.embed(img, face)
+    assert emb.encoder == name and emb.dim == 512 and emb.face is face
+    assert np.allclose(emb.vector, np.arange(512))          # raw, not normalised
+    crop, _ = warp_face(img, kps, 112, "arcface")
+    x = fed["x"]
+    assert x.shape == (1, 3, 112, 112) and x.dtype == np.float32
+    assert np.allclose(x[0].transpose(1, 2, 0), (crop.astype(np.float32) - 127.5) / 127.5)  # RGB, [-1, 1]
+
+
+def test_arcface_encoder_missing_file_names_file_and_folder(tmp_path):
+    spec = get_encoder_spec("arc2face-arcface")
+    with pytest.raises(ModelNotFoundError) as err:
+        OnnxArcFaceEncoder(spec, tmp_path, accept_license=True)
+    assert "arc2face/arcface.onnx" in str(err.value) and str(tmp_path) in str(err.value)
+
+
+def test_arcface_encoder_refuses_without_licence(tmp_path, monkeypatch):
+    monkeypatch.delenv("FACEGEN_ACCEPT_NONCOMMERCIAL", raising=False)
+    with pytest.raises(LicenseNotAcceptedError):
+        OnnxArcFaceEncoder(get_encoder_spec("buffalo_l-w600k-r50"), tmp_path)
+    monkeypatch.setenv("FACEGEN_ACCEPT_NONCOMMERCIAL", "1")
+    with pytest.raises(ModelNotFoundError):                 # accepted via env: now it looks for files
+        OnnxArcFaceEncoder(get_encoder_spec("buffalo_l-w600k-r50"), tmp_path)
