@@ -57,14 +57,16 @@ def _read_image(path: str):
 
 # ---------------------------------------------------------------- embed / verify
 def cmd_embed(args: argparse.Namespace) -> int:
+    from facegen.faces.detect import FacePolicy  # noqa: PLC0415
     from facegen.id.encoders import embed_image  # noqa: PLC0415
 
+    policy = FacePolicy.parse(args.faces)           # a bad policy fails before any work
     failed = 0
     for image in args.images:
         try:
             t0 = time.perf_counter()
             rgb = _read_image(image)
-            embs = embed_image(rgb, args.encoder, policy=args.faces, models_dir=args.models_dir,
+            embs = embed_image(rgb, args.encoder, policy=policy, models_dir=args.models_dir,
                                accept_license=args.accept_license)
             logger.info("%s: %d face(s) in %.3f s", image, len(embs), time.perf_counter() - t0)
         except FacegenError as exc:
