@@ -39,3 +39,25 @@ def require_licence(what: str, licence: str, accepted: bool = False) -> None:
         raise LicenseNotAcceptedError(
             f"{what} is under a non-commercial licence ({licence}); accept it with "
             f"--accept-license or {ENV_ACCEPT_LICENCES}=1 to use it")
+
+
+def sha256_of(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    import hashlib  # noqa: PLC0415
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_sha256(path: str | os.PathLike[str], expected: str | None) -> None:
+    """Refuse a weight file whose sha256 differs from the registry's (no-op when none is pinned)."""
+    if not expected:
+        return
+    actual = sha256_of(path)
+    if actual != expected.lower():
+        from facegen.errors import ModelNotFoundError  # noqa: PLC0415
+        raise ModelNotFoundError(f"weight file {Path(path).name}", [Path(path).name], Path(path).parent,
+                                 hint=f"its sha256 is {actual}, expected {expected}: the file is corrupt or "
+                                      "a different model; download it again")

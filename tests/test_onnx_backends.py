@@ -146,3 +146,15 @@ def test_arcface_encoder_refuses_without_licence(tmp_path, monkeypatch):
     monkeypatch.setenv("FACEGEN_ACCEPT_NONCOMMERCIAL", "1")
     with pytest.raises(ModelNotFoundError):                 # accepted via env: now it looks for files
         OnnxArcFaceEncoder(get_encoder_spec("buffalo_l-w600k-r50"), tmp_path)
+
+
+def test_pinned_checksum_mismatch_is_refused(tmp_path):
+    import dataclasses
+
+    from facegen.id.registry import WeightFile
+    spec = get_encoder_spec("buffalo_l-w600k-r50")
+    _write_pack(tmp_path, "buffalo_l", ["w600k_r50.onnx"])
+    pinned = dataclasses.replace(spec, files=(WeightFile("buffalo_l/w600k_r50.onnx", sha256="0" * 64),))
+    with pytest.raises(ModelNotFoundError, match="sha256"):
+        OnnxArcFaceEncoder(pinned, tmp_path, accept_license=True,
+                           session_factory=lambda p, providers: FakeSession(p, providers, 1, [1, 3, 112, 112], None))

@@ -17,7 +17,7 @@ from facegen.id.embedding import IDEmbedding, check_same_encoder
 from facegen.id.registry import DEFAULT_ENCODER, EncoderSpec, get_encoder_spec
 from facegen.onnx_runtime import create_session
 from facegen.paths import models_dir as default_models_dir
-from facegen.paths import require_licence
+from facegen.paths import check_sha256, require_licence
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ class OnnxArcFaceEncoder:
             raise ModelNotFoundError(f"encoder '{spec.name}'", missing, root,
                                      hint=f"network: {spec.network}")
         self.path = paths[0]
+        check_sha256(self.path, spec.files[0].sha256)
         self.session = create_session(self.path, providers, session_factory)
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
