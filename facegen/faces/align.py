@@ -88,9 +88,9 @@ def estimate_norm(kps: np.ndarray, size: int = 112, template: TemplateName = "ar
     return umeyama(kps, template_points(size, template))
 
 
-def warp_face(image: np.ndarray, kps: np.ndarray, size: int = 112, template: TemplateName = "arcface",
-              margin: float = 0.0, border: int = cv2.BORDER_CONSTANT) -> tuple[np.ndarray, np.ndarray]:
-    """Crop the face to ``size``×``size`` on the template; return ``(crop, M)``.
+def align_matrix(kps: np.ndarray, size: int = 112, template: TemplateName = "arcface",
+                 margin: float = 0.0) -> np.ndarray:
+    """The image → crop 2×3 matrix of :func:`warp_face` (no pixels touched).
 
     ``margin`` > 0 zooms out (a margin of 0.25 shows 25 % more context on each side) while
     keeping the face centred, for edit tasks that need hair and chin.
@@ -101,7 +101,15 @@ def warp_face(image: np.ndarray, kps: np.ndarray, size: int = 112, template: Tem
         s = 1.0 / (1.0 + 2.0 * margin)
         zoom = np.array([[s, 0, c - s * c], [0, s, c - s * c], [0, 0, 1]])
         m = (zoom @ np.vstack([m, [0, 0, 1]]))[:2]
-    crop = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=border, borderValue=0.0)
+    return m
+
+
+def warp_face(image: np.ndarray, kps: np.ndarray, size: int = 112, template: TemplateName = "arcface",
+              margin: float = 0.0, border: int = cv2.BORDER_CONSTANT,
+              flags: int = cv2.INTER_LINEAR) -> tuple[np.ndarray, np.ndarray]:
+    """Crop the face to ``size``×``size`` on the template; return ``(crop, M)``."""
+    m = align_matrix(kps, size, template, margin)
+    crop = cv2.warpAffine(image, m, (size, size), flags=flags, borderMode=border, borderValue=0.0)
     return crop, m
 
 
