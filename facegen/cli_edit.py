@@ -1,0 +1,146 @@
+"""``facegen swap | age | restore``: ID-conditioned edits that touch only the face.
+
+    facegen swap --model tiny --source me.jpg --target photo.jpg --out swapped.png --consent
+    facegen age --model tiny-faceid --image photo.jpg --age 70 --from-age 35 --out old.png --consent
+    facegen restore --model tiny --image blurry.jpg [--reference sharp.jpg] --out restored.png --consent
+
+Each writes one image (same size and orientation as the input, tagged AI-edited in its
+metadata) and prints its path, seed and ID similarity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from facegen.errors import InvalidArgumentError
+
+logger = logging.getLogger(__name__)
+
+OUT_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+
+
+def _common(p: argparse.ArgumentParser, offline_model: str) -> None:
+    from facegen.models.registry import list_presets  # noqa: PLC0415
+
+    p.add_argument("--model", "-m", required=True, choices=list_presets(), metavar="PRESET",
+                   help=f"model preset ({offline_model} runs offline): {', '.join(list_presets())}")
+    p.add_argument("--out", "-o", required=True, metavar="FILE", help="output image (.png, .jpg, .webp)")
+    p.add_argument("--consent", action="store_true",
+                   help="I have the right to edit the face of the person in this photo (required)")
+    p.add_argument("--seed", type=int, default=None, help="default: random, recorded in the output")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the preset's)")
+    p.add_argument("--guidance", type=float, default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--models-dir", default=None)
+    p.add_argument("--accept-license", action="store_true",
+                   help="accept the non-commercial licences of the preset's weights and encoders")
+
+
+def _check_out(path: str) -> Path:
+    out = Path(path)
+    if out.suffix.lower() not in OUT_SUFFIXES:
+        raise InvalidArgumentError(f"--out {out}: use a .png, .jpg or .webp file name")
+    if out.is_dir():
+        raise InvalidArgumentError(f"--out {out} is a folder; give a file name")
+    return out
+
+
+def _load(cls: Any, args: argparse.Namespace) -> Any:
+    return cls.from_preset(args.model, models_dir=args.models_dir, device=args.device, dtype=args.dtype,
+                           accept_license=args.accept_license)
+
+
+def _write(result: Any, out: Path, t0: float) -> int:
+    from facegen.io import save_image  # noqa: PLC0415
+
+    save_image(out, result.images[0], metadata=result.provenance(0))
+    sim = result.id_similarity[0]
+    print(f"{out}  seed={result.seeds[0]}  id_similarity={'-' if sim is None else f'{sim:.3f}'}  "
+          f"({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def run_swap(args: argparse.Namespace) -> int:
+    from facegen.pipelines._edit_base import require_consent  # noqa: PLC0415
+    from facegen.pipelines.swap import FaceSwapPipeline  # noqa: PLC0415
+
+    require_consent(args.consent, "face swap")          # refuse before loading any model
+    out = _check_out(args.out)
+    t0 = time.perf_counter()
+    pipe = _load(FaceSwapPipeline, args)
+    result = pipe(args.sources, args.target, consent=args.consent, target_face=args.target_face,
+                  references=args.references, strength=args.strength, seed=args.seed,
+                  num_inference_steps=args.steps, guidance_scale=args.guidance, prompt=args.prompt,
+                  adapter_scale=args.adapter_scale, progress=not args.no_progress)
+    return _write(result, out, t0)
+
+
+def run_age(args: argparse.Namespace) -> int:
+    from facegen.pipelines._edit_base import require_consent  # noqa: PLC0415
+    from facegen.pipelines.aging import FaceAgingPipeline  # noqa: PLC0415
+
+    require_consent(args.consent, "aging")
+    out = _check_out(args.out)
+    if args.from_age is None:
+        raise InvalidArgumentError("the current age is needed: give --from-age N "
+                                   "(no age-estimation model is installed)")
+    t0 = time.perf_counter()
+    pipe = _load(FaceAgingPipeline, args)
+    pipe.check_supported()
+    result = pipe(args.image, args.age, from_age=args.from_age, consent=args.consent, gender=args.gender,
+                  face=args.face, seed=args.seed, num_inference_steps=args.steps, guidance_scale=args.guidance,
+                  progress=not args.no_progress)
+    return _write(result, out, t0)
+
+
+def run_restore(args: argparse.Namespace) -> int:
+    from facegen.pipelines._edit_base import require_consent  # noqa: PLC0415
+    from facegen.pipelines.restoration import FaceRestorationPipeline  # noqa: PLC0415
+
+    require_consent(args.consent, "restoration")
+    out = _check_out(args.out)
+    t0 = time.perf_counter()
+    pipe = _load(FaceRestorationPipeline, args)
+    result = pipe(args.image, reference=args.reference, consent=args.consent, face=args.face,
+                  strength=args.strength, seed=args.seed, num_inference_steps=args.steps,
+                  guidance_scale=args.guidance, gfpgan=args.gfpgan, progress=not args.no_progress)
+    return _write(result, out, t0)
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("swap", help="put the source person's identity on the target photo's face(s)")
+    p.add_argument("--source", dest="sources", action="append", required=True, metavar="IMG",
+                   help="photo of the person to put in (repeat for several target faces)")
+    p.add_argument("--target", required=True, metavar="IMG", help="the photo to edit")
+    p.add_argument("--target-face", default="largest", help="largest (default), all, or an index N (left to right)")
+    p.add_argument("--reference", dest="references", action="append", default=None, metavar="IMG",
+                   help="one per --source: a photo of the target person that source replaces")
+    p.add_argument("--strength", type=float, default=0.85, help="how much of the target face is re-drawn (0-1]")
+    p.add_argument("--prompt", default=None, help="text for presets that take text")
+    p.add_argument("--adapter-scale", type=float, default=None)
+    _common(p, "tiny")
+    p.set_defaults(func=run_swap)
+
+    p = sub.add_parser("age", help="age or rejuvenate the face in a photo (two passes, identity restored)")
+    p.add_argument("--image", required=True, metavar="IMG")
+    p.add_argument("--age", type=int, required=True, help="target age in years")
+    p.add_argument("--from-age", type=int, default=None, help="the person's current age (required)")
+    p.add_argument("--gender", default="person", choices=["person", "woman", "man"], help="word used in the prompt")
+    p.add_argument("--face", default="largest", help="largest (default), all, or an index N")
+    _common(p, "tiny-faceid")
+    p.set_defaults(func=run_age)
+
+    p = sub.add_parser("restore", help="restore a degraded face, ID from a reference photo or the input")
+    p.add_argument("--image", required=True, metavar="IMG")
+    p.add_argument("--reference", default=None, metavar="IMG", help="a clean photo of the same person")
+    p.add_argument("--face", default="largest", help="largest (default), all, or an index N")
+    p.add_argument("--strength", type=float, default=None, help="default: adapted to the measured degradation")
+    p.add_argument("--gfpgan", action="store_true", help="GFPGAN v1.4 pre-pass (pip install gfpgan + weights)")
+    _common(p, "tiny")
+    p.set_defaults(func=run_restore)

@@ -1,0 +1,178 @@
+"""What the three edit jobs (swap, aging, restoration) share.
+
+Each one finds a face in a real photo, works on an aligned crop at the diffusion model's
+resolution, regenerates the face region conditioned on an identity (ID-conditioned
+inpainting: a 4-channel UNet by latent blending, as diffusers' inpainting pipeline does),
+colour-matches it to the photo and pastes it back, so that nothing outside the feathered
+face mask changes.  The diffusion model is the one :class:`IDGenerationPipeline` loaded for
+the preset: same weights, same adapter contract.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+from facegen import __version__
+from facegen.adapters.base import ConditionRequest
+from facegen.edit import crop_face, face_mask, match_color, paste_back
+from facegen.edit.crop import FaceCrop
+from facegen.errors import ConsentRequiredError, InvalidArgumentError
+from facegen.faces.detect import FacePolicy, detect_faces, select_faces
+from facegen.faces.types import Face
+from facegen.id.embedding import IDEmbedding
+from facegen.pipelines.generation import IDGenerationPipeline, seeds_for
+
+logger = logging.getLogger(__name__)
+
+ImageInput = Any
+
+
+def require_consent(consent: bool, task: str) -> None:
+    """Edits of a real person's face need the user's explicit attestation."""
+    if not consent:
+        raise ConsentRequiredError(
+            f"{task} edits a real person's face: confirm you have the right to do so with --consent "
+            "(consent=True in Python)")
+
+
+@dataclass
+class RegeneratedCrop:
+    crop: np.ndarray       # (S, S, 3) uint8, colour-matched
+    mask: np.ndarray       # (S, S) float32 soft mask used for paste-back
+    face_crop: FaceCrop
+
+
+class FaceEditPipeline:
+    """Base of the edit pipelines: loads the preset once and regenerates face crops."""
+
+    task: ClassVar[str] = "edit"
+
+    def __init__(self, generator: IDGenerationPipeline) -> None:
+        self.gen = generator
+        self._inpaint: Any = None
+        self._judge: Any = None
+
+    @classmethod
+    def from_preset(cls, name: str, models_dir: str | os.PathLike[str] | None = None, device: Any = None,
+                    dtype: Any = None, accept_license: bool = False) -> "FaceEditPipeline":
+        return cls(IDGenerationPipeline.from_preset(name, models_dir=models_dir, device=device, dtype=dtype,
+                                                    accept_license=accept_license))
+
+    @property
+    def preset(self):  # noqa: ANN201
+        return self.gen.preset
+
+    @property
+    def crop_size(self) -> int:
+        return int(self.preset.defaults.height)
+
+    # ------------------------------------------------------------------ model
+    def inpaint_pipe(self) -> Any:
+        """The preset's weights in diffusers' inpainting pipeline (components shared, not copied)."""
+        if self._inpaint is None:
+            family, base = self.preset.family, self.preset.base
+            if family == "instantid":
+                raise InvalidArgumentError(
+                    f"preset '{self.preset.name}' (InstantID) is not supported for {self.task} yet: "
+                    "use an arc2face or faceid-* preset")
+            from diffusers import StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline  # noqa: PLC0415
+            cls = StableDiffusionXLInpaintPipeline if base == "sdxl" else StableDiffusionInpaintPipeline
+            self._inpaint = cls.from_pipe(self.gen.pipe)
+        return self._inpaint
+
+    # ------------------------------------------------------------------ faces
+    def find_faces(self, rgb: np.ndarray, policy: "str | int | FacePolicy" = "largest") -> list[Face]:
+        return select_faces(detect_faces(rgb), policy)
+
+    def embed_reference(self, src: ImageInput | IDEmbedding) -> tuple[IDEmbedding, np.ndarray | None]:
+        """An identity from a photo (with the adapter's encoder) or an IDEmbedding as given."""
+        if isinstance(src, IDEmbedding):
+            self.gen.adapter.check_embedding(src)
+            return src, None
+        embs, rgbs = self.gen.embed_photos([src])
+        return embs[0], rgbs[0]
+
+    # ------------------------------------------------------------------ regenerate
+    def regenerate(self, rgb: np.ndarray, face: Face, identity: IDEmbedding, *, strength: float, seed: int,
+                   steps: int | None = None, guidance_scale: float | None = None, prompt: str | None = None,
+                   negative_prompt: str | None = None, adapter_scale: float | None = None,
+                   margin: float = 0.0, source_crop: np.ndarray | None = None, progress: bool = False,
+                   callback: Any = None) -> RegeneratedCrop:
+        """Re-draw ``face`` of ``rgb`` with ``identity`` (ID-conditioned inpainting of its crop).
+
+        ``source_crop`` replaces the crop fed to the model (a second pass starts from the
+        first pass's result); colour matching always targets the photo's own crop.
+        """
+        import torch  # noqa: PLC0415
+        from PIL import Image  # noqa: PLC0415
+
+        if not 0.0 < strength <= 1.0:
+            raise InvalidArgumentError(f"strength must be in (0, 1], got {strength}")
+        size = self.crop_size
+        fc = crop_face(rgb, face, size=size, template="ffhq", margin=margin)
+        mask = face_mask(fc, face)
+        d = self.preset.defaults
+        guidance = d.guidance if guidance_scale is None else float(guidance_scale)
+        n_steps = d.steps if steps is None else int(steps)
+        if n_steps * strength < 1:
+            raise InvalidArgumentError(f"{n_steps} steps at strength {strength} run no denoising step; "
+                                       "raise steps or strength")
+        request = ConditionRequest(prompt=prompt, negative_prompt=negative_prompt, guidance_scale=guidance,
+                                   height=size, width=size, adapter_scale=adapter_scale)
+        kwargs = self.gen.adapter.condition(self.gen.pipe, [identity], request)
+        pipe = self.inpaint_pipe()
+        pipe.set_progress_bar_config(disable=not progress)
+        extra: dict[str, Any] = {}
+        if callback is not None:
+            def on_step(_p: Any, step: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+                callback(step + 1, max(1, int(n_steps * strength)))
+                return tensors
+            extra["callback_on_step_end"] = on_step
+        init = source_crop if source_crop is not None else fc.crop
+        mask_img = Image.fromarray(((mask > 0.02) * 255).astype(np.uint8), "L")
+        out = pipe(**kwargs, **extra, image=Image.fromarray(init), mask_image=mask_img, strength=float(strength),
+                   height=size, width=size, num_inference_steps=n_steps, guidance_scale=guidance,
+                   generator=torch.Generator(device="cpu").manual_seed(int(seed)), output_type="np")
+        gen_crop = (np.clip(out.images[0], 0, 1) * 255).round().astype(np.uint8)
+        matched = match_color(gen_crop, fc.crop, mask)
+        return RegeneratedCrop(matched, mask, fc)
+
+    # ------------------------------------------------------------------ measure / provenance
+    def judge(self, reference_rgb: np.ndarray | None, reference_face: Face | None,
+              outputs: Sequence[tuple[np.ndarray, Face]]) -> tuple[list[float | None], str | None]:
+        """ID similarity of each edited face to the reference, by an independent encoder."""
+        if reference_rgb is None:
+            return [None] * len(outputs), None
+        from facegen.errors import FacegenError  # noqa: PLC0415
+        from facegen.id.encoders import similarity  # noqa: PLC0415
+        from facegen.metrics import IDJudge  # noqa: PLC0415
+        try:
+            if self._judge is None:
+                self._judge = IDJudge.create(exclude=self.gen.encoder, models_dir=self.gen.models_dir,
+                                             accept_license=self.gen.accept_license)
+            judge = self._judge
+            ref = judge.encoder.embed(reference_rgb, reference_face) if reference_face is not None \
+                else judge.reference(reference_rgb)
+            if ref is None:
+                return [None] * len(outputs), judge.encoder_name
+            return [similarity(ref, judge.encoder.embed(rgb, face)) for rgb, face in outputs], judge.encoder_name
+        except FacegenError as exc:
+            logger.warning("ID similarity not measured: %s", exc)
+            return [None] * len(outputs), None
+
+    def provenance(self, **fields: Any) -> dict[str, Any]:
+        return {"task": self.task, "ai_edited": True, "facegen_version": __version__,
+                "encoder": self.gen.encoder, "licence": self.preset.licence, **fields}
+
+    @staticmethod
+    def seeds(n: int, seed: int | None) -> list[int]:
+        return seeds_for(n, seed)
+
+    @staticmethod
+    def paste(rgb: np.ndarray, regen: RegeneratedCrop) -> np.ndarray:
+        return paste_back(rgb, regen.crop, regen.face_crop.M, regen.mask)
