@@ -23,10 +23,10 @@ logger = logging.getLogger(__name__)
 OUT_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 
 
-def _common(p: argparse.ArgumentParser, offline_model: str) -> None:
+def _common(p: argparse.ArgumentParser, offline_model: str, model_required: bool = True) -> None:
     from facegen.models.registry import list_presets  # noqa: PLC0415
 
-    p.add_argument("--model", "-m", required=True, choices=list_presets(), metavar="PRESET",
+    p.add_argument("--model", "-m", required=model_required, default=None, choices=list_presets(), metavar="PRESET",
                    help=f"model preset ({offline_model} runs offline): {', '.join(list_presets())}")
     p.add_argument("--out", "-o", required=True, metavar="FILE", help="output image (.png, .jpg, .webp)")
     p.add_argument("--consent", action="store_true",
@@ -73,6 +73,15 @@ def run_swap(args: argparse.Namespace) -> int:
     require_consent(args.consent, "face swap")          # refuse before loading any model
     out = _check_out(args.out)
     t0 = time.perf_counter()
+    if args.engine == "inswapper":
+        from facegen.pipelines.inswapper import InswapperSwapPipeline  # noqa: PLC0415
+        if len(args.sources) != 1 or args.references:
+            raise InvalidArgumentError("the inswapper engine takes one --source and no --reference")
+        pipe = InswapperSwapPipeline(args.models_dir, accept_license=args.accept_license)
+        return _write(pipe(args.sources[0], args.target, consent=args.consent, target_face=args.target_face,
+                           seed=args.seed), out, t0)
+    if args.model is None:
+        raise InvalidArgumentError("the diffusion swap needs --model PRESET (tiny runs offline)")
     pipe = _load(FaceSwapPipeline, args)
     result = pipe(args.sources, args.target, consent=args.consent, target_face=args.target_face,
                   references=args.references, strength=args.strength, seed=args.seed,
@@ -124,7 +133,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--strength", type=float, default=0.85, help="how much of the target face is re-drawn (0-1]")
     p.add_argument("--prompt", default=None, help="text for presets that take text")
     p.add_argument("--adapter-scale", type=float, default=None)
-    _common(p, "tiny")
+    p.add_argument("--engine", default="diffusion", choices=["diffusion", "inswapper"],
+                   help="diffusion (ID-conditioned inpainting, --model) or inswapper (inswapper_128.onnx + "
+                        "buffalo_l in --models-dir, 128 px, fast)")
+    _common(p, "tiny", model_required=False)
     p.set_defaults(func=run_swap)
 
     p = sub.add_parser("age", help="age or rejuvenate the face in a photo (two passes, identity restored)")

@@ -158,3 +158,56 @@ def test_pinned_checksum_mismatch_is_refused(tmp_path):
     with pytest.raises(ModelNotFoundError, match="sha256"):
         OnnxArcFaceEncoder(pinned, tmp_path, accept_license=True,
                            session_factory=lambda p, providers: FakeSession(p, providers, 1, [1, 3, 112, 112], None))
+
+
+def test_inswapper_routing_and_preprocessing(tmp_path, tom_hanks_path):
+    from facegen.errors import ConsentRequiredError, EncoderMismatchError
+    from facegen.faces import detect_faces
+    from facegen.id import IDEmbedding
+    from facegen.io import load_image
+    from facegen.pipelines.inswapper import InswapperSwapPipeline, find_inswapper, source_latent
+
+    with pytest.raises(ModelNotFoundError, match="inswapper_128.onnx"):
+        find_inswapper(tmp_path)
+    (tmp_path / "inswapper_128.onnx").write_bytes(b"fake")
+    rng = np.random.default_rng(0)
+    emap = rng.normal(size=(512, 512)).astype(np.float32)
+    fed = {}
+
+    def factory(path, providers):
+        sess = FakeSession(path, providers, 1, [1, 3, 128, 128], None)
+        sess._inputs = [SimpleNamespace(name="target"), SimpleNamespace(name="source")]
+
+        def respond(feeds):
+            fed.update(feeds)
+            return [np.full((1, 3, 128, 128), 0.5, np.float32)]   # a flat grey "face"
+        sess.respond = respond
+        return sess
+
+    class DlibAsBuffalo:                    # detection + a buffalo_l-labelled vector, no weights needed
+        def detect(self, rgb):
+            return detect_faces(rgb)
+
+        def embed(self, rgb, face):
+            return IDEmbedding(rng.normal(size=512), "buffalo_l-w600k-r50", face=face)
+
+    pipe = InswapperSwapPipeline(tmp_path, accept_license=True, session_factory=factory, emap=emap,
+                                 encoder=DlibAsBuffalo())
+    with pytest.raises(ConsentRequiredError):
+        pipe(tom_hanks_path, tom_hanks_path)
+    src = IDEmbedding(rng.normal(size=512), "buffalo_l-w600k-r50")
+    from PIL import Image
+    canvas = np.full((360, 360, 3), 200, np.uint8)
+    canvas[120:232, 120:232] = load_image(tom_hanks_path)
+    target = tmp_path / "target.png"
+    Image.fromarray(canvas).save(target)
+    out = pipe(src, target, consent=True)
+    lat = fed["source"]
+    assert lat.shape == (1, 512) and np.isclose(np.linalg.norm(lat), 1.0)
+    assert np.allclose(lat, source_latent(src, emap))
+    assert fed["target"].shape == (1, 3, 128, 128) and 0 <= fed["target"].min() and fed["target"].max() <= 1
+    before, after = canvas, out.rgb(0)
+    assert after.shape == before.shape and np.any(after[120:232, 120:232] != before[120:232, 120:232])
+    assert np.array_equal(after[:60], before[:60]) and np.array_equal(after[300:], before[300:])  # untouched
+    with pytest.raises(EncoderMismatchError, match="buffalo_l"):
+        source_latent(IDEmbedding(rng.normal(size=512), "antelopev2-glintr100"), emap)

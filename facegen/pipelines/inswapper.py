@@ -1,0 +1,123 @@
+"""The fast swap path: insightface ``inswapper_128.onnx``, when the user has its file.
+
+A 128-px GAN swapper (no diffusion): the target face is cropped on the ArcFace template at
+128 (the template shifted 8 px in x), the source identity enters as
+``normed_embedding @ emap`` re-normalised (``emap`` = the graph's last initializer), and the
+RGB [0, 1] output is pasted back with insightface's eroded, blurred box mask.  It accepts
+**only** ``buffalo_l`` (w600k_r50) source embeddings; the weights are non-commercial.
+Looked for at ``<models_dir>/inswapper_128.onnx`` or ``<models_dir>/inswapper/inswapper_128.onnx``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from facegen import __version__
+from facegen.edit import box_mask, paste_back
+from facegen.errors import InvalidArgumentError, MissingDependencyError, ModelNotFoundError
+from facegen.faces.align import warp_face
+from facegen.faces.detect import FacePolicy, select_faces
+from facegen.id.embedding import IDEmbedding
+from facegen.io import load_image
+from facegen.onnx_runtime import create_session
+from facegen.paths import models_dir as default_models_dir
+from facegen.paths import require_licence
+from facegen.pipelines._edit_base import ImageInput, require_consent
+from facegen.pipelines.output import PipelineOutput
+
+logger = logging.getLogger(__name__)
+
+INSWAPPER_FILE = "inswapper_128.onnx"
+INSWAPPER_ENCODER = "buffalo_l-w600k-r50"
+INSWAPPER_LICENCE = "insightface inswapper_128: non-commercial research use only"
+CROP = 128
+
+
+def find_inswapper(models_dir: str | os.PathLike[str] | None = None) -> Path:
+    root = default_models_dir(models_dir)
+    for path in (root / INSWAPPER_FILE, root / "inswapper" / INSWAPPER_FILE):
+        if path.is_file():
+            return path
+    raise ModelNotFoundError("inswapper fast swap", [INSWAPPER_FILE], root,
+                             hint="it also needs the buffalo_l pack (det_10g.onnx, w600k_r50.onnx); "
+                                  "without it use the diffusion swap (--model PRESET)")
+
+
+def load_emap(path: Path) -> np.ndarray:
+    """The 512×512 embedding map stored as the graph's last initializer."""
+    try:
+        import onnx  # noqa: PLC0415
+        from onnx import numpy_helper  # noqa: PLC0415
+    except ImportError:
+        raise MissingDependencyError("onnx", feature="the inswapper fast swap") from None
+    graph = onnx.load(str(path)).graph
+    emap = numpy_helper.to_array(graph.initializer[-1]).astype(np.float32)
+    if emap.shape != (512, 512):
+        raise InvalidArgumentError(f"{path.name}: last initializer has shape {emap.shape}, not (512, 512): "
+                                   "not an inswapper_128 model")
+    return emap
+
+
+def source_latent(embedding: IDEmbedding, emap: np.ndarray) -> np.ndarray:
+    """``normed_embedding @ emap`` re-normalised, as insightface's INSwapper does."""
+    if embedding.encoder != INSWAPPER_ENCODER:
+        from facegen.errors import EncoderMismatchError  # noqa: PLC0415
+        raise EncoderMismatchError(f"inswapper accepts only '{INSWAPPER_ENCODER}' embeddings, got "
+                                   f"'{embedding.encoder}'")
+    latent = embedding.normalised().reshape(1, -1) @ emap
+    return (latent / np.linalg.norm(latent)).astype(np.float32)
+
+
+class InswapperSwapPipeline:
+    """Face swap with inswapper_128 (same call and output as FaceSwapPipeline)."""
+
+    task = "swap"
+
+    def __init__(self, models_dir: str | os.PathLike[str] | None = None, accept_license: bool = False,
+                 providers: str | Sequence[str] | None = None, session_factory: Any = None,
+                 emap: np.ndarray | None = None, encoder: Any = None) -> None:
+        require_licence("inswapper_128", INSWAPPER_LICENCE, accept_license)
+        self.path = find_inswapper(models_dir)
+        self.session = create_session(self.path, providers, session_factory)
+        names = [i.name for i in self.session.get_inputs()]
+        if len(names) != 2:
+            raise InvalidArgumentError(f"{self.path.name} has {len(names)} inputs: not an inswapper model")
+        self.target_name, self.source_name = names
+        self.emap = load_emap(self.path) if emap is None else emap
+        if encoder is None:
+            from facegen.id.encoders import get_encoder  # noqa: PLC0415
+            encoder = get_encoder(INSWAPPER_ENCODER, models_dir, providers, accept_license)
+        self.encoder = encoder
+
+    def swap_face(self, rgb: np.ndarray, face: Any, latent: np.ndarray) -> np.ndarray:
+        crop, m = warp_face(rgb, face.kps, CROP, "arcface")
+        blob = (crop.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
+        out = self.session.run(None, {self.target_name: blob, self.source_name: latent})[0]
+        fake = (np.clip(out[0].transpose(1, 2, 0), 0, 1) * 255).round().astype(np.uint8)
+        return paste_back(rgb, fake, m, box_mask(CROP))
+
+    def __call__(self, source: ImageInput | IDEmbedding, target: ImageInput, *, consent: bool = False,
+                 target_face: "str | int | FacePolicy" = "largest", seed: int | None = None,
+                 **_ignored: Any) -> PipelineOutput:
+        require_consent(consent, "face swap")
+        if isinstance(source, IDEmbedding):
+            src = source
+        else:
+            src_rgb = load_image(source)
+            src = self.encoder.embed(src_rgb, select_faces(self.encoder.detect(src_rgb), "largest")[0])
+        latent = source_latent(src, self.emap)
+        rgb = load_image(target)
+        faces = select_faces(self.encoder.detect(rgb), target_face)
+        out = rgb.copy()
+        for f in faces:
+            out = self.swap_face(out, f, latent)
+        meta = {"task": "swap", "ai_edited": True, "facegen_version": __version__, "engine": "inswapper_128",
+                "encoder": INSWAPPER_ENCODER, "licence": INSWAPPER_LICENCE, "faces_swapped": len(faces)}
+        return PipelineOutput(images=[Image.fromarray(out)], seeds=[0 if seed is None else int(seed)],
+                              preset="inswapper_128", adapter="inswapper", id_similarity=[None], metadata=[meta])
