@@ -1,0 +1,557 @@
+"""Dataset runner: a spec in, a verified, resumable dataset out, on one or many workers.
+
+Work is split by shard of identities.  Every image's seed and perturbed embedding derive
+from (run seed, identity, image index, attempt) (:mod:`facegen.dataset.variation`), and a
+generator must make an item's pixels from the item alone (per-item ``torch.Generator``), so
+the dataset is the same for any engine, worker count or batch size.
+
+Resume: ``spec.yaml`` (with the spec's fingerprint) and ``identities.npy`` are written
+first; a shard counts as done once its files are renamed into place and its manifest part
+is written (last).  A rerun skips done shards, deletes the temporary files of unfinished
+ones and redoes them; a different spec in the same folder is refused.
+
+Engines: ``local`` (in this process, or ``workers`` spawned processes), ``accelerate``
+(``accelerate launch``: process ``i`` of ``n`` takes shards ``k`` with ``k % n == i``) and
+``ray`` (one actor per worker, one GPU each when the cluster has GPUs).
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import importlib
+import io
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facegen.dataset import writers as W
+from facegen.dataset.filters import EmbedFn, FaceFn, FilterChain, ImageScores, QualityFn, build_filter_chain
+from facegen.dataset.identities import GaussianPrior, load_embeddings, sample_identities
+from facegen.dataset.spec import DatasetSpec, read_stored_fingerprint
+from facegen.dataset.stats import IDENTITIES_FILE, SPEC_FILE, SUMMARY_FILE, Summary, dataset_stats
+from facegen.dataset.variation import VariationConfig, WorkItem, embedding_sha256, make_work_item
+from facegen.errors import FacegenError, InvalidArgumentError, MissingDependencyError
+
+logger = logging.getLogger(__name__)
+
+GenerateFn = Callable[[list[WorkItem]], list[np.ndarray]]
+AlignFn = Callable[[np.ndarray], "np.ndarray | None"]
+
+#: where :class:`PipelineGenerateFn` finds the generation pipeline's dataset factory
+DEFAULT_GENERATOR_FACTORY = "facegen.pipelines.generation:make_dataset_generate_fn"
+
+
+# ---------------------------------------------------------------------- generator hook
+class PipelineGenerateFn:
+    """A picklable ``generate_fn`` that builds the real generation pipeline lazily, once per
+    process (worker process, Ray actor, accelerate rank).
+
+    The pipeline comes from ``factory`` ("module:function"), called as
+    ``factory(preset=..., models_dir=..., device=..., accept_license=..., **options)`` and
+    returning a ``generate_fn(items: list[WorkItem]) -> list[RGB uint8 arrays]`` that seeds
+    each item with ``torch.Generator(device).manual_seed(item.seed)`` and conditions it on
+    ``item.embedding`` (unit norm; rescale for raw-vector adapters), ``item.prompt`` and
+    ``item.pose``.
+    """
+
+    def __init__(self, preset: str, models_dir: str | None = None, device: str | None = None,
+                 accept_license: bool = False, factory: str = DEFAULT_GENERATOR_FACTORY, **options: Any) -> None:
+        self.preset = preset
+        self.models_dir = models_dir
+        self.device = device
+        self.accept_license = accept_license
+        self.factory = factory
+        self.options = options
+        self._fn: GenerateFn | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_fn"] = None  # each process builds its own pipeline
+        return state
+
+    def _build(self) -> GenerateFn:
+        module_name, _, attr = self.factory.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise FacegenError(
+                f"the dataset generator factory '{self.factory}' is not available ({exc}); "
+                "this facegen build cannot generate dataset images with a pipeline yet") from exc
+        return factory(preset=self.preset, models_dir=self.models_dir, device=self.device,
+                       accept_license=self.accept_license, **self.options)
+
+    def __call__(self, items: list[WorkItem]) -> list[np.ndarray]:
+        if self._fn is None:
+            self._fn = self._build()
+        return self._fn(items)
+
+
+def make_generate_fn(preset: str, models_dir: str | None = None, device: str | None = None,
+                     accept_license: bool = False, **options: Any) -> PipelineGenerateFn:
+    """The generator of a preset for :func:`run_dataset` (pipeline built on first use)."""
+    return PipelineGenerateFn(preset, models_dir=models_dir, device=device, accept_license=accept_license,
+                              **options)
+
+
+# ---------------------------------------------------------------------- per-shard work
+@dataclass
+class ShardResult:
+    shard: int
+    accepted: int = 0
+    generated: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    dropped: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class RunContext:
+    """What a worker needs to process shards (picklable when its callables are)."""
+
+    spec: DatasetSpec                 # resolved
+    fingerprint: str
+    generate_fn: GenerateFn
+    embed_fn: EmbedFn | None = None
+    face_fn: FaceFn | None = None
+    quality_fn: QualityFn | None = None
+    align_fn: AlignFn | None = None
+
+    def __post_init__(self) -> None:
+        self._identities: np.ndarray | None = None
+        self._chain: FilterChain | None = None
+        self._chain_built = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.update(_identities=None, _chain=None, _chain_built=False)
+        return state
+
+    @property
+    def root(self) -> Path:
+        return Path(self.spec.out)
+
+    @property
+    def identities(self) -> np.ndarray:
+        if self._identities is None:
+            # memory-mapped: worker processes share the pages of a large identity file
+            self._identities = np.load(self.root / IDENTITIES_FILE, mmap_mode="r", allow_pickle=False)
+        return self._identities
+
+    @property
+    def chain(self) -> FilterChain | None:
+        if not self._chain_built:
+            self._chain = build_filter_chain(self.spec, embed_fn=self.embed_fn, face_fn=self.face_fn,
+                                             quality_fn=self.quality_fn)
+            self._chain_built = True
+        return self._chain
+
+
+def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _generate(ctx: RunContext, items: list[WorkItem]) -> list[np.ndarray]:
+    out: list[np.ndarray] = []
+    for batch in _batches(items, ctx.spec.batch_size):
+        images = list(ctx.generate_fn(list(batch)))
+        if len(images) != len(batch):
+            raise FacegenError(f"generate_fn returned {len(images)} images for {len(batch)} items")
+        for item, rgb in zip(batch, images):
+            rgb = np.asarray(rgb)
+            if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+                raise FacegenError(f"generate_fn must return RGB uint8 (H, W, 3) arrays; item {item.key} "
+                                   f"got {rgb.dtype} {rgb.shape}")
+            out.append(rgb)
+    return out
+
+
+def _score(ctx: RunContext, rgb: np.ndarray) -> ImageScores:
+    chain = ctx.chain
+    if chain is not None:
+        return chain.score(rgb)
+    scores = ImageScores()
+    if ctx.embed_fn is not None:
+        scores.embedding = ctx.embed_fn(rgb)
+    return scores
+
+
+def _finalise_identities(ctx: RunContext, identities: Sequence[int], result: ShardResult
+                         ) -> dict[int, dict[int, tuple[WorkItem, np.ndarray, ImageScores]]]:
+    """Generate, filter and regenerate the images of a few identities until every image
+    passed or used its ``max_attempts`` tries."""
+    spec = ctx.spec
+    cfg = VariationConfig(spec.noise_levels, spec.noise_shares, spec.prompts, spec.poses)
+    k = spec.images_per_id
+    accepted: dict[int, dict[int, tuple[WorkItem, np.ndarray, ImageScores]]] = {i: {} for i in identities}
+    pending = [make_work_item(spec.seed, i, j, ctx.identities[i], k, cfg, attempt=0)
+               for i in identities for j in range(k)]
+    while pending:
+        images = _generate(ctx, pending)
+        result.generated += len(pending)
+        scored = [(item, rgb, _score(ctx, rgb)) for item, rgb in zip(pending, images)]
+        retry: list[WorkItem] = []
+        by_identity: dict[int, list[tuple[WorkItem, np.ndarray, ImageScores]]] = collections.defaultdict(list)
+        for entry in scored:
+            by_identity[entry[0].identity].append(entry)
+        for ident in sorted(by_identity):
+            group = by_identity[ident]
+            chain = ctx.chain
+            verdict: dict[int, str | None] = (
+                chain.decide({j: e[2] for j, e in accepted[ident].items()}, {e[0].index: e[2] for e in group})
+                if chain is not None else {e[0].index: None for e in group})
+            for item, rgb, scores in group:
+                reason = verdict[item.index]
+                if reason is None:
+                    accepted[ident][item.index] = (item, rgb, scores)
+                    continue
+                result.rejected[reason] = result.rejected.get(reason, 0) + 1
+                if item.attempt + 1 < spec.max_attempts:
+                    retry.append(make_work_item(spec.seed, ident, item.index, ctx.identities[ident], k, cfg,
+                                                attempt=item.attempt + 1))
+                else:
+                    result.dropped += 1
+                    logger.info("image %s dropped after %d attempts (last: %s)", item.key, spec.max_attempts, reason)
+        pending = retry
+    return accepted
+
+
+def _provenance(ctx: RunContext, item: WorkItem) -> dict[str, Any]:
+    return {"model": ctx.spec.model, "seed": item.seed, "identity": item.identity, "index": item.index,
+            "attempt": item.attempt, "dataset": ctx.fingerprint}
+
+
+def process_shard(ctx: RunContext, shard: int, on_images: Callable[[int], None] | None = None) -> ShardResult:
+    """Generate, filter and write one shard; its manifest part is written last."""
+    t0 = time.perf_counter()
+    spec, root = ctx.spec, ctx.root
+    W.clean_shard_temps(root, shard)
+    result = ShardResult(shard)
+    records: list[dict[str, Any]] = []
+    embeddings: list[np.ndarray | None] = []
+    judge: str | None = None
+    ids = list(spec.shard_identities(shard))
+    # identities finished together: about four generator batches of work at a time
+    per_chunk = max(1, -(-4 * spec.batch_size // spec.images_per_id))
+    writer = W.ShardWriter(root, shard, spec.format)
+    try:
+        for chunk in _batches(ids, per_chunk):
+            done = _finalise_identities(ctx, chunk, result)
+            for ident in chunk:
+                for index in sorted(done[ident]):
+                    item, rgb, scores = done[ident][index]
+                    meta = _provenance(ctx, item)
+                    png = W.encode_png(rgb, meta)
+                    crop_png = crop_ref = None
+                    if spec.crops and ctx.align_fn is not None:
+                        crop = ctx.align_fn(rgb)
+                        if crop is not None:
+                            crop_png = W.encode_png(np.ascontiguousarray(crop, dtype=np.uint8), {**meta, "crop": "arcface112"})
+                            crop_ref = (W.image_relpath(ident, index, crop=True) if spec.format == "imagefolder"
+                                        else f"{item.key}.crop112.png")
+                    record: dict[str, Any] = {
+                        "key": item.key, "identity": ident, "index": index, "attempt": item.attempt,
+                        "seed": item.seed, "noise_level": item.noise_level,
+                        "embedding_sha256": embedding_sha256(item.embedding),
+                        "identity_sha256": embedding_sha256(ctx.identities[ident]),
+                        "prompt": item.prompt, "pose": item.pose,
+                        "scores": scores.to_dict() if ctx.chain is not None else None,
+                        "crop": crop_ref,
+                    }
+                    writer.add(item.key, ident, index, png, record, crop_png)
+                    records.append({**record, **writer.location(ident, index)})
+                    emb = scores.embedding
+                    if emb is not None:
+                        judge = emb.encoder
+                    embeddings.append(None if emb is None else emb.vector)
+                    result.accepted += 1
+                if on_images is not None:
+                    on_images(len(done[ident]))
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    emb_matrix = None
+    dim = next((e.shape[0] for e in embeddings if e is not None), 0)
+    if dim:
+        emb_matrix = np.stack([e if e is not None else np.full(dim, np.nan, np.float32) for e in embeddings])
+    stats = {"shard": shard, "identities": [ids[0], ids[-1] + 1] if ids else [], "accepted": result.accepted,
+             "generated": result.generated, "rejected": dict(sorted(result.rejected.items())),
+             "dropped": result.dropped, "embedding_encoder": judge}
+    W.write_part(root, shard, records, stats, emb_matrix)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+# ---------------------------------------------------------------------- preparation
+def _identity_vectors(spec: DatasetSpec) -> np.ndarray:
+    prior = GaussianPrior.from_npy(spec.prior) if spec.prior else None
+    real = load_embeddings(spec.reject_near) if spec.reject_near else None
+    assert spec.embedding_dim is not None
+    return sample_identities(spec.num_ids, spec.embedding_dim, spec.seed, max_cosine=spec.max_cosine,
+                             prior=prior, reject_near=real, leakage_threshold=spec.leakage_threshold)
+
+
+def _check_folder(spec: DatasetSpec) -> DatasetSpec:
+    """Resolve the spec and compare it with the one stored in the folder (read-only)."""
+    root = Path(spec.out)
+    spec_file = root / SPEC_FILE
+    if spec_file.is_file():
+        stored = DatasetSpec.from_yaml(spec_file, out=root)
+        resolved = spec.resolved(stored=stored)
+        if resolved.fingerprint() != read_stored_fingerprint(spec_file):
+            changed = resolved.differences(stored) or ["(files or version)"]
+            raise InvalidArgumentError(
+                f"{root} holds a dataset made with a different spec (changed: {', '.join(changed)}); "
+                "use a new output folder, or rerun with the original settings to resume")
+        return resolved
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise InvalidArgumentError(
+            f"{root} exists and is not an empty folder or a facegen dataset: choose a new or empty folder")
+    return spec.resolved()
+
+
+def _write_start_files(spec: DatasetSpec, fingerprint: str) -> None:
+    from facegen import __version__
+    from facegen.dataset.spec import SPEC_VERSION
+
+    root = Path(spec.out)
+    root.mkdir(parents=True, exist_ok=True)
+    if not (root / SPEC_FILE).is_file():
+        spec.to_yaml(root / SPEC_FILE, runtime=False,
+                     extra={"fingerprint": fingerprint, "spec_version": SPEC_VERSION, "facegen_version": __version__})
+    ids_file = root / IDENTITIES_FILE
+    if ids_file.is_file():
+        ids = np.load(ids_file, allow_pickle=False)
+        if ids.shape == (spec.num_ids, spec.embedding_dim):
+            return
+        logger.warning("%s has shape %s, expected %s: sampling again", ids_file, ids.shape,
+                       (spec.num_ids, spec.embedding_dim))
+    buf = io.BytesIO()
+    np.save(buf, _identity_vectors(spec), allow_pickle=False)
+    W.atomic_write_bytes(ids_file, buf.getvalue())
+
+
+# ---------------------------------------------------------------------- engines
+def _progress_bar(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="img", desc="dataset", disable=not enabled, smoothing=0.1)
+
+
+def _merge(results: list[ShardResult]) -> ShardResult:
+    total = ShardResult(-1)
+    for r in results:
+        total.accepted += r.accepted
+        total.generated += r.generated
+        total.dropped += r.dropped
+        for k, v in r.rejected.items():
+            total.rejected[k] = total.rejected.get(k, 0) + v
+    return total
+
+
+def _run_local(ctx: RunContext, shards: list[int], workers: int, bar) -> list[ShardResult]:
+    if workers <= 1 or len(shards) <= 1:
+        return [process_shard(ctx, k, on_images=bar.update) for k in shards]
+    import multiprocessing
+
+    results: list[ShardResult] = []
+    n = min(workers, len(shards))
+    mp = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=n, mp_context=mp, initializer=_init_worker,
+                             initargs=(ctx, n, mp.Value("i", 0))) as pool:
+        futures = [pool.submit(_worker_process_shard, k) for k in shards]
+        for fut in as_completed(futures):
+            res = fut.result()
+            bar.update(res.accepted)
+            results.append(res)
+    return results
+
+
+_WORKER_CTX: RunContext | None = None  # set in spawned worker processes only
+
+
+def _on_device(fn: PipelineGenerateFn, device: str) -> PipelineGenerateFn:
+    clone = copy.copy(fn)
+    clone.device = device
+    clone._fn = None
+    return clone
+
+
+def _init_worker(ctx: RunContext, n_workers: int, counter: Any) -> None:
+    """Runs once in each spawned worker: keeps the context, shares out CPU threads and GPUs."""
+    global _WORKER_CTX
+    with counter.get_lock():
+        index = counter.value
+        counter.value += 1
+    if "torch" in sys.modules or isinstance(ctx.generate_fn, PipelineGenerateFn):
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_workers))
+        if isinstance(ctx.generate_fn, PipelineGenerateFn) and ctx.generate_fn.device is None \
+                and torch.cuda.is_available():
+            ctx.generate_fn = _on_device(ctx.generate_fn, f"cuda:{index % torch.cuda.device_count()}")
+    _WORKER_CTX = ctx
+
+
+def _worker_process_shard(shard: int) -> ShardResult:
+    assert _WORKER_CTX is not None, "worker not initialised"
+    return process_shard(_WORKER_CTX, shard)
+
+
+class _ShardActor:
+    """Ray actor body: holds one context (and so one pipeline) and processes shards."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+
+    def run(self, shard: int) -> ShardResult:
+        return process_shard(self.ctx, shard)
+
+
+def _run_ray(ctx: RunContext, shards: list[int], workers: int, bar) -> list[ShardResult]:
+    try:
+        import ray
+        from ray.util import ActorPool
+    except ImportError:
+        raise MissingDependencyError("ray", "dist", "the ray engine") from None
+    started = False
+    if not ray.is_initialized():
+        if os.environ.get("RAY_ADDRESS"):  # join the running cluster (its resources, not ours)
+            ray.init(log_to_driver=False, configure_logging=False)
+        else:  # a local cluster of `workers` CPUs (plus this machine's GPUs)
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        started = True
+    try:
+        gpus = float(ray.cluster_resources().get("GPU", 0))
+        options = {"num_gpus": 1} if gpus >= 1 else {"num_cpus": 1}
+        actor_cls = ray.remote(**options)(_ShardActor)
+        actors = [actor_cls.remote(ctx) for _ in range(max(1, min(workers, len(shards))))]
+        results: list[ShardResult] = []
+        for res in ActorPool(actors).map_unordered(lambda a, k: a.run.remote(k), shards):
+            bar.update(res.accepted)
+            results.append(res)
+        return results
+    finally:
+        if started:
+            ray.shutdown()
+
+
+# ---------------------------------------------------------------------- entry point
+def run_dataset(spec: DatasetSpec, generate_fn: GenerateFn, engine: str | None = None, workers: int | None = None,
+                progress: bool = True, embed_fn: EmbedFn | None = None, face_fn: FaceFn | None = None,
+                quality_fn: QualityFn | None = None, align_fn: AlignFn | None = None,
+                batch_size: int | None = None) -> Summary:
+    """Generate (or finish) the dataset ``spec`` describes; return its summary.
+
+    ``generate_fn(items) -> [RGB uint8]`` makes the images (:func:`make_generate_fn` for a
+    preset); ``embed_fn(rgb) -> IDEmbedding | None`` overrides the independent encoder of the
+    ID filter and, given with filters off, still measures the summary's similarities;
+    ``align_fn(rgb) -> 112x112 crop | None`` makes the crops when ``spec.crops``
+    (default :class:`~facegen.dataset.writers.ArcFaceCropFn`).  ``engine``, ``workers`` and
+    ``batch_size`` override the spec's and never change the output.
+    """
+    overrides = {k: v for k, v in (("engine", engine), ("workers", workers), ("batch_size", batch_size))
+                 if v is not None}
+    spec = replace(spec, **overrides).validate()
+    t0 = time.perf_counter()
+    state = None
+    if spec.engine == "accelerate":
+        try:
+            from accelerate import PartialState
+        except ImportError:
+            raise MissingDependencyError("accelerate", None, "the accelerate engine") from None
+        import torch
+
+        # cpu=True lets torchrun/mpirun ranks without CUDA form a gloo group (MULTI_CPU)
+        state = PartialState(cpu=not torch.cuda.is_available())
+        if isinstance(generate_fn, PipelineGenerateFn) and generate_fn.device is None:
+            generate_fn = _on_device(generate_fn, str(state.device))
+    is_main = state is None or state.is_main_process
+
+    resolved = _check_folder(spec)  # every rank checks (and fails alike) before anything is written
+    resolved.out = str(Path(resolved.out).absolute())  # workers (Ray actors) may run elsewhere
+    fingerprint = resolved.fingerprint()
+    if resolved.is_tiny() and not resolved.filters and spec.filters is None and is_main:
+        logger.warning("model '%s' is a tiny preset that cannot draw faces: the face, ID-consistency and "
+                       "duplicate filters are off (set filters: true / dedup: true to force them)", resolved.model)
+    if state is not None:
+        state.wait_for_everyone()
+    start_error: BaseException | None = None
+    if is_main:
+        try:
+            _write_start_files(resolved, fingerprint)
+        except BaseException as exc:
+            if state is None:
+                raise
+            start_error = exc  # the other ranks must still reach the barrier
+    if state is not None:
+        state.wait_for_everyone()
+        if start_error is not None:
+            raise start_error
+        if not (Path(resolved.out) / IDENTITIES_FILE).is_file():
+            raise FacegenError("the main process could not prepare the dataset folder (see its error)")
+    if resolved.crops and align_fn is None:
+        align_fn = W.ArcFaceCropFn()
+    ctx = RunContext(resolved, fingerprint, generate_fn, embed_fn=embed_fn, face_fn=face_fn,
+                     quality_fn=quality_fn, align_fn=align_fn)
+
+    root = Path(resolved.out)
+    all_shards = list(range(resolved.num_shards))
+    if state is not None:
+        all_shards = [k for k in all_shards if k % state.num_processes == state.process_index]
+    done = [k for k in all_shards if W.shard_complete(root, k, resolved.format)]
+    todo = [k for k in all_shards if k not in done]
+    per_image_done = sum(len(resolved.shard_identities(k)) for k in done) * resolved.images_per_id
+    total = sum(len(resolved.shard_identities(k)) for k in all_shards) * resolved.images_per_id
+    logger.info("dataset %s: %d identities x %d images, %d shards (%d done already), fingerprint %s, engine %s",
+                root, resolved.num_ids, resolved.images_per_id, len(all_shards), len(done), fingerprint,
+                resolved.engine)
+    error: BaseException | None = None
+    results: list[ShardResult] = []
+    t_gen = time.perf_counter()
+    with _progress_bar(total, per_image_done, progress and is_main) as bar:
+        try:
+            if resolved.engine == "ray":
+                results = _run_ray(ctx, todo, resolved.workers, bar)
+            elif resolved.engine == "local":
+                results = _run_local(ctx, todo, resolved.workers, bar)
+            else:
+                results = [process_shard(ctx, k, on_images=bar.update) for k in todo]
+        except BaseException as exc:
+            if state is None:
+                raise
+            error = exc
+    gen_seconds = time.perf_counter() - t_gen
+    if state is not None:
+        state.wait_for_everyone()
+        if error is not None:
+            raise error
+
+    summary = dataset_stats(root)
+    if not summary.complete:
+        raise FacegenError(f"{summary.shards - summary.shards_done} of {summary.shards} shards of {root} are "
+                           "unfinished: rerun the same command to resume")
+    this_run = _merge(results)
+    summary.shards_skipped = len(done)
+    summary.seconds = round(time.perf_counter() - t0, 3)
+    summary.images_per_second = round(this_run.accepted / gen_seconds, 3) if this_run.accepted and gen_seconds > 0 else None
+    if is_main:
+        n_lines = W.write_manifest(root, resolved.num_shards)
+        if n_lines != summary.accepted:
+            raise FacegenError(f"manifest of {root} has {n_lines} lines for {summary.accepted} samples")
+        W.atomic_write_bytes(root / SUMMARY_FILE, W.json_bytes(summary.to_dict()) + b"\n")
+        tmp = root / W.TMP_DIR
+        if tmp.is_dir() and not any(tmp.iterdir()):
+            tmp.rmdir()
+        logger.info("%s", summary.format_text())
+    return summary

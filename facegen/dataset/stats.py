@@ -1,0 +1,243 @@
+"""Dataset summaries: counts, and identity separation measured by an independent encoder.
+
+``mean_intra_similarity``: per identity, the mean similarity between its images (all
+pairs), averaged over identities.  ``max_inter_similarity``: the largest similarity between
+two identities' mean embeddings.  Both in the judging encoder's own metric (cosine for
+ArcFace networks, ``1 - Euclidean distance`` for dlib).  ``identity_max_cosine`` is the
+largest cosine between the sampled identity vectors (the conditioning space).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facegen.dataset import writers as W
+from facegen.errors import InvalidArgumentError
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_FILE = "summary.json"
+IDENTITIES_FILE = "identities.npy"
+SPEC_FILE = "spec.yaml"
+_MAX_IDS_FOR_PAIRWISE = 20000
+
+
+@dataclass
+class Summary:
+    out: str
+    model: str
+    format: str
+    num_ids: int
+    images_per_id: int
+    expected: int
+    accepted: int = 0
+    rejected: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    dropped: int = 0
+    generated: int = 0
+    shards: int = 0
+    shards_done: int = 0
+    shards_skipped: int = 0
+    seconds: float | None = None
+    images_per_second: float | None = None
+    filters: bool = False
+    filter_encoder: str | None = None
+    judge: str | None = None
+    mean_intra_similarity: float | None = None
+    max_inter_similarity: float | None = None
+    identity_max_cosine: float | None = None
+    fingerprint: str = ""
+
+    @property
+    def complete(self) -> bool:
+        return self.shards_done == self.shards
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def format_text(self) -> str:
+        def f(v: float | None, nd: int = 3) -> str:
+            return "n/a" if v is None else f"{v:.{nd}f}"
+
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.rejected_by_reason.items()) if v) or "none"
+        skipped = f" ({self.shards_skipped} already done before this run)" if self.shards_skipped else ""
+        judge = f"on (judge {self.filter_encoder})" if self.filters else "off"
+        lines = [
+            f"dataset {self.out} ({self.format}, model {self.model}, fingerprint {self.fingerprint})",
+            (f"  identities {self.num_ids} x {self.images_per_id} images: {self.accepted}/{self.expected} written, "
+             f"{self.dropped} dropped; shards {self.shards_done}/{self.shards} done{skipped}"),
+            f"  filters {judge}; rejected {self.rejected} ({reasons})",
+            (f"  similarity ({self.judge or 'no judge'}): mean intra-identity {f(self.mean_intra_similarity)}, "
+             f"max inter-identity {f(self.max_inter_similarity)}; identity vectors max cosine "
+             f"{f(self.identity_max_cosine)}"),
+        ]
+        if self.seconds is not None:
+            lines.append(f"  time {self.seconds:.1f}s, {f(self.images_per_second, 2)} images/s")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- similarity maths
+def similarity_matrix(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
+    """Pairwise similarity of rows: cosine, or ``1 - Euclidean distance``."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if metric == "cosine":
+        an = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+        bn = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+        return an @ bn.T
+    if metric == "euclidean":
+        d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
+        return 1.0 - np.sqrt(np.maximum(d2, 0.0))
+    raise InvalidArgumentError(f"unknown similarity metric {metric!r}")
+
+
+def separation(labels: np.ndarray, vectors: np.ndarray, metric: str, chunk: int = 2048
+               ) -> tuple[float | None, float | None]:
+    """(mean intra-identity similarity, max inter-identity similarity of centroids)."""
+    labels = np.asarray(labels)
+    ok = np.all(np.isfinite(vectors), axis=1)
+    labels, vectors = labels[ok], np.asarray(vectors, dtype=np.float64)[ok]
+    if labels.size == 0:
+        return None, None
+    intra: list[float] = []
+    centroids: list[np.ndarray] = []
+    for ident in np.unique(labels):
+        v = vectors[labels == ident]
+        if v.shape[0] >= 2:
+            s = similarity_matrix(v, v, metric)
+            n = v.shape[0]
+            intra.append(float((s.sum() - np.trace(s)) / (n * (n - 1))))
+        if metric == "cosine":
+            v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        centroids.append(v.mean(axis=0))
+    inter: float | None = None
+    if len(centroids) >= 2:
+        c = np.stack(centroids)
+        best = -np.inf
+        for start in range(0, len(c), chunk):
+            s = similarity_matrix(c[start:start + chunk], c[start:], metric)
+            k = s.shape[0]
+            s[np.arange(k), np.arange(k)] = -np.inf
+            best = max(best, float(s.max()))
+        inter = best
+    return (float(np.mean(intra)) if intra else None), inter
+
+
+# ---------------------------------------------------------------------- reading a dataset
+def iter_images(root: Path, fmt: str, records: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], bytes]]:
+    """(manifest record, PNG bytes) for every sample, in manifest order."""
+    if fmt == "webdataset":
+        by_shard: dict[str, list[dict[str, Any]]] = {}
+        for r in records:
+            by_shard.setdefault(r["shard"], []).append(r)
+        for shard, recs in by_shard.items():
+            samples = W.read_tar_samples(root / shard)
+            for r in recs:
+                yield r, samples[r["key"]]["png"]
+    else:
+        for r in records:
+            yield r, (root / r["file"]).read_bytes()
+
+
+def _metric_of(encoder: str | None) -> str:
+    from facegen.id.registry import ENCODERS
+
+    spec = ENCODERS.get(encoder or "")
+    return spec.metric if spec is not None else "cosine"
+
+
+def dataset_stats(root: str | Path, embed_fn: Callable[[np.ndarray], Any] | None = None,
+                  progress: bool = False) -> Summary:
+    """The summary of an existing dataset folder (complete or not) from its parts.
+
+    Similarities use the embeddings the run stored (``parts/*.emb.npy``); when it stored
+    none and ``embed_fn`` (``rgb -> IDEmbedding | None``) is given, images are embedded now.
+    """
+    from facegen.dataset.spec import DatasetSpec, read_stored_fingerprint
+
+    root = Path(root)
+    spec_path = root / SPEC_FILE
+    if not spec_path.is_file():
+        raise InvalidArgumentError(f"{root} is not a facegen dataset (no {SPEC_FILE})")
+    spec = DatasetSpec.from_yaml(spec_path, out=root)
+    summary = Summary(
+        out=str(root), model=spec.model, format=spec.format, num_ids=spec.num_ids,
+        images_per_id=spec.images_per_id, expected=spec.num_ids * spec.images_per_id,
+        shards=spec.num_shards, filters=bool(spec.filters), filter_encoder=spec.filter_encoder,
+        fingerprint=read_stored_fingerprint(spec_path) or "")
+    records: list[dict[str, Any]] = []   # kept only while images may still need embedding
+    labels_list: list[int] = []
+    emb_blocks: list[np.ndarray] = []
+    judge: str | None = None
+    have_all_embeddings = True
+    for k in range(spec.num_shards):
+        if not W.shard_complete(root, k, spec.format):
+            continue
+        summary.shards_done += 1
+        part = W.read_jsonl(W.part_path(root, k))
+        labels_list.extend(r["identity"] for r in part)
+        summary.accepted += len(part)
+        stats = json.loads(W.stats_path(root, k).read_text(encoding="utf-8"))
+        for reason, n in stats.get("rejected", {}).items():
+            summary.rejected_by_reason[reason] = summary.rejected_by_reason.get(reason, 0) + int(n)
+        summary.dropped += int(stats.get("dropped", 0))
+        summary.generated += int(stats.get("generated", 0))
+        judge = judge or stats.get("embedding_encoder")
+        emb_file = W.embeddings_path(root, k)
+        if emb_file.is_file():
+            emb_blocks.append(np.load(emb_file, allow_pickle=False))
+        elif part:
+            have_all_embeddings = False
+        if embed_fn is not None:
+            records.extend(part)
+    summary.rejected = sum(summary.rejected_by_reason.values())
+    if summary.shards_done < summary.shards:
+        logger.warning("%s: %d of %d shards are not finished", root, summary.shards - summary.shards_done,
+                       summary.shards)
+
+    labels = np.array(labels_list, dtype=np.int64)
+    vectors: np.ndarray | None = None
+    if labels.size and have_all_embeddings and emb_blocks:
+        vectors = np.concatenate(emb_blocks)
+    elif records and embed_fn is not None:
+        from tqdm.auto import tqdm
+
+        from facegen.io import load_image
+
+        rows: list[np.ndarray | None] = []
+        for _, png in tqdm(iter_images(root, spec.format, records), total=len(records), unit="img",
+                           desc="embedding", disable=not progress):
+            emb = embed_fn(load_image(png))
+            if emb is not None:
+                judge = emb.encoder
+            rows.append(None if emb is None else emb.vector)
+        dim = next((r.shape[0] for r in rows if r is not None), 0)
+        if dim:
+            vectors = np.stack([r if r is not None else np.full(dim, np.nan, np.float32) for r in rows])
+    if vectors is not None and judge is not None:
+        summary.judge = judge
+        summary.mean_intra_similarity, summary.max_inter_similarity = separation(labels, vectors, _metric_of(judge))
+
+    ids_file = root / IDENTITIES_FILE
+    if ids_file.is_file() and spec.num_ids <= _MAX_IDS_FOR_PAIRWISE:
+        from facegen.dataset.identities import max_pairwise_cosine
+
+        ids = np.load(ids_file, allow_pickle=False)
+        if len(ids) >= 2:
+            summary.identity_max_cosine = max_pairwise_cosine(ids)
+    summary_file = root / SUMMARY_FILE
+    if summary_file.is_file():
+        try:
+            last = json.loads(summary_file.read_text(encoding="utf-8"))
+            summary.seconds = last.get("seconds")
+            summary.images_per_second = last.get("images_per_second")
+        except (OSError, ValueError):
+            pass
+    return summary

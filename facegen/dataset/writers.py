@@ -1,0 +1,283 @@
+"""Dataset writers: WebDataset ``.tar`` shards, ImageFolder trees, JSON-lines manifests.
+
+Layout of a dataset folder::
+
+    spec.yaml                      the resolved spec and its fingerprint
+    identities.npy                 the sampled identity vectors (num_ids, dim), float32
+    shards/shard-000000.tar        webdataset: <key>.png + <key>.json (+ <key>.crop112.png)
+    images/000000/000.png          imagefolder (crops112/000000/000.png with crops)
+    parts/shard-000000.jsonl       the shard's manifest lines: written last = shard done
+    parts/shard-000000.stats.json  accepted / rejected / dropped counts of the shard
+    parts/shard-000000.emb.npy     independent-encoder embeddings of its images (if any)
+    manifest.jsonl                 all parts concatenated, written at the end
+    .tmp/                          work in progress (a shard's files before they are renamed)
+
+Every file is written under a temporary name and renamed (``os.replace``) when complete,
+and every byte is a function of the spec (tar headers carry no times or owners, PNGs no
+dates), so a resumed run ends byte-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facegen.errors import FacegenError
+
+SHARDS_DIR = "shards"
+IMAGES_DIR = "images"
+CROPS_DIR = "crops112"
+PARTS_DIR = "parts"
+TMP_DIR = ".tmp"
+MANIFEST = "manifest.jsonl"
+CROP_SIZE = 112
+
+AlignFn = Callable[[np.ndarray], "np.ndarray | None"]
+
+
+def shard_name(shard: int) -> str:
+    return f"shard-{shard:06d}"
+
+
+def part_path(root: Path, shard: int) -> Path:
+    return root / PARTS_DIR / f"{shard_name(shard)}.jsonl"
+
+
+def stats_path(root: Path, shard: int) -> Path:
+    return root / PARTS_DIR / f"{shard_name(shard)}.stats.json"
+
+
+def embeddings_path(root: Path, shard: int) -> Path:
+    return root / PARTS_DIR / f"{shard_name(shard)}.emb.npy"
+
+
+def tar_path(root: Path, shard: int) -> Path:
+    return root / SHARDS_DIR / f"{shard_name(shard)}.tar"
+
+
+def image_relpath(identity: int, index: int, crop: bool = False) -> str:
+    return f"{CROPS_DIR if crop else IMAGES_DIR}/{identity:06d}/{index:03d}.png"
+
+
+def json_bytes(record: Mapping[str, Any]) -> bytes:
+    """Canonical compact JSON (sorted keys), the form used in shards and manifests."""
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise FacegenError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def encode_png(rgb: np.ndarray, metadata: Mapping[str, Any]) -> bytes:
+    """PNG bytes of ``rgb`` carrying facegen's provenance text chunks (AI-generated tag).
+
+    Uses ``facegen.io.encode_png`` when the io module has it; otherwise goes through
+    ``facegen.io.save_image`` (the one place provenance is written) via a temporary file.
+    """
+    from facegen import io as fio
+
+    native = getattr(fio, "encode_png", None)
+    if native is not None:
+        return native(rgb, dict(metadata))
+    with tempfile.TemporaryDirectory(prefix="facegen-png-") as tmp:
+        path = Path(tmp) / "image.png"
+        fio.save_image(path, rgb, dict(metadata))
+        return path.read_bytes()
+
+
+def _tar_info(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = 0
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+class ShardWriter:
+    """Writes one shard's samples into the temporary area; ``commit`` moves them into place.
+
+    ``add`` takes samples in key order.  ``abort`` (or a crash) leaves only temporary files,
+    which the next run removes (:func:`clean_shard_temps`).
+    """
+
+    def __init__(self, root: Path, shard: int, fmt: str) -> None:
+        self.root = Path(root)
+        self.shard = shard
+        self.fmt = fmt
+        tmp_root = self.root / TMP_DIR
+        tmp_root.mkdir(parents=True, exist_ok=True)
+        self._stem = tmp_root / f"{shard_name(shard)}.{os.getpid()}"
+        self._tar: tarfile.TarFile | None = None
+        self._identities: list[int] = []
+        if fmt == "webdataset":
+            self._tar_tmp = Path(f"{self._stem}.tar")
+            self._tar = tarfile.open(self._tar_tmp, "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115 - open until commit
+        elif fmt == "imagefolder":
+            self._dir_tmp = Path(f"{self._stem}.d")
+            self._dir_tmp.mkdir(parents=True, exist_ok=False)
+        else:
+            raise FacegenError(f"unknown dataset format {fmt!r}")
+
+    def location(self, identity: int, index: int) -> dict[str, Any]:
+        """Where a sample lands once committed (the manifest's file/shard fields)."""
+        if self.fmt == "webdataset":
+            return {"shard": f"{SHARDS_DIR}/{shard_name(self.shard)}.tar"}
+        return {"file": image_relpath(identity, index)}
+
+    def add(self, key: str, identity: int, index: int, png: bytes, record: Mapping[str, Any],
+            crop_png: bytes | None = None) -> None:
+        if self._tar is not None:
+            members = [(f"{key}.png", png), (f"{key}.json", json_bytes(record))]
+            if crop_png is not None:
+                members.append((f"{key}.crop112.png", crop_png))
+            for name, data in sorted(members):
+                self._tar.addfile(_tar_info(name, len(data)), io.BytesIO(data))
+            return
+        if not self._identities or self._identities[-1] != identity:
+            self._identities.append(identity)
+        self._write(self._dir_tmp / image_relpath(identity, index), png)
+        if crop_png is not None:
+            self._write(self._dir_tmp / image_relpath(identity, index, crop=True), crop_png)
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def commit(self) -> None:
+        if self._tar is not None:
+            self._tar.close()
+            with open(self._tar_tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            final = tar_path(self.root, self.shard)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self._tar_tmp, final)
+            self._tar = None
+            return
+        for sub in (IMAGES_DIR, CROPS_DIR):
+            src_root = self._dir_tmp / sub
+            if not src_root.is_dir():
+                continue
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+            for src in sorted(src_root.iterdir()):
+                dst = self.root / sub / src.name
+                if dst.exists():  # left by a crashed run of this shard: redo it whole
+                    shutil.rmtree(dst)
+                os.replace(src, dst)
+        shutil.rmtree(self._dir_tmp, ignore_errors=True)
+
+    def abort(self) -> None:
+        if self._tar is not None:
+            self._tar.close()
+            self._tar = None
+            self._tar_tmp.unlink(missing_ok=True)
+        elif self.fmt == "imagefolder":
+            shutil.rmtree(self._dir_tmp, ignore_errors=True)
+
+
+def clean_shard_temps(root: Path, shard: int) -> int:
+    """Remove the temporary files a crashed run left for ``shard``; return how many."""
+    tmp_root = Path(root) / TMP_DIR
+    if not tmp_root.is_dir():
+        return 0
+    removed = 0
+    for p in tmp_root.glob(f"{shard_name(shard)}.*"):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def write_part(root: Path, shard: int, records: list[Mapping[str, Any]], stats: Mapping[str, Any],
+               embeddings: np.ndarray | None) -> None:
+    """Write a shard's manifest lines, counts and embeddings; the ``.jsonl`` (last) marks it done."""
+    if embeddings is not None:
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(embeddings, dtype=np.float32), allow_pickle=False)
+        atomic_write_bytes(embeddings_path(root, shard), buf.getvalue())
+    else:
+        embeddings_path(root, shard).unlink(missing_ok=True)
+    atomic_write_bytes(stats_path(root, shard), json_bytes(stats) + b"\n")
+    atomic_write_bytes(part_path(root, shard), b"".join(json_bytes(r) + b"\n" for r in records))
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def shard_complete(root: Path, shard: int, fmt: str) -> bool:
+    """A shard is done when its manifest part exists and its files are in place."""
+    part = part_path(root, shard)
+    if not part.is_file():
+        return False
+    if fmt == "webdataset":
+        return tar_path(root, shard).is_file()
+    return all((Path(root) / r["file"]).is_file() for r in read_jsonl(part))
+
+
+def write_manifest(root: Path, num_shards: int) -> int:
+    """Concatenate the parts, in shard order, into ``manifest.jsonl``; return the line count."""
+    chunks = [part_path(root, k).read_bytes() for k in range(num_shards)]
+    atomic_write_bytes(Path(root) / MANIFEST, b"".join(chunks))
+    return sum(c.count(b"\n") for c in chunks)
+
+
+def read_tar_samples(path: Path) -> dict[str, dict[str, bytes]]:
+    """``{key: {extension: bytes}}`` of a WebDataset shard (for tests and stats)."""
+    out: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(path, "r") as tf:
+        for member in tf.getmembers():
+            if not member.isfile():
+                continue
+            key, _, ext = member.name.partition(".")
+            fh = tf.extractfile(member)
+            if fh is not None:
+                out.setdefault(key, {})[ext] = fh.read()
+    return out
+
+
+class ArcFaceCropFn:
+    """``align_fn`` for 112x112 ArcFace-aligned crops: detect (dlib by default), largest face,
+    warp to the ArcFace template.  Returns None when no face is found.  Picklable: the
+    detector is loaded in the process that first calls it."""
+
+    def __init__(self, backend: str = "dlib", size: int = CROP_SIZE) -> None:
+        self.backend = backend
+        self.size = size
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray | None:
+        from facegen.errors import NoFaceError
+        from facegen.faces import detect_faces, select_faces, warp_face
+
+        try:
+            face = select_faces(detect_faces(rgb, backend=self.backend), "largest")[0]
+        except NoFaceError:
+            return None
+        crop, _ = warp_face(rgb, face.kps, self.size, "arcface")
+        return crop
