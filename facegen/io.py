@@ -46,6 +46,7 @@ __all__ = [
     "load_image",
     "read_metadata",
     "resolve_max_pixels",
+    "encode_png",
     "save_image",
 ]
 
@@ -486,25 +487,10 @@ def save_image(path: str | os.PathLike[str], rgb: np.ndarray | Image.Image,
             f"{', '.join(sorted(_SAVE_FORMATS))}")
     if path.is_dir():
         raise InvalidArgumentError(f"cannot save to {path}: it is a directory")
-    if isinstance(rgb, Image.Image):
-        pixels = _pil_to_rgb(rgb, None, None, "<PIL image>", restore_frame=True)
-    elif isinstance(rgb, np.ndarray):
-        pixels = _array_to_rgb(rgb, None, "<array>")
-    else:
-        raise InvalidArgumentError(
-            f"save_image needs a numpy array or PIL.Image, got {type(rgb).__name__}")
-    meta = _check_metadata(metadata)
-    payload = json.dumps(meta, ensure_ascii=False, sort_keys=True, default=_json_default)
-    software = f"facegen {__version__}"
-    xmp = _build_xmp(software, payload)
-    image = Image.fromarray(pixels)
+    image, meta, payload, software, xmp = _prepare(rgb, metadata, "save_image")
 
     if fmt == "PNG":
-        if len(payload.encode("utf-8")) > _MAX_PNG_METADATA_BYTES:
-            raise InvalidArgumentError(
-                f"metadata is too large ({len(payload):,} characters of JSON; the limit is "
-                f"{_MAX_PNG_METADATA_BYTES:,} bytes): store large data next to the image")
-        options: dict[str, Any] = {"pnginfo": _png_info(meta, software, payload, xmp)}
+        options: dict[str, Any] = {"pnginfo": _png_options(meta, payload, software, xmp)}
     else:
         options = {"quality": 95, "exif": _exif_bytes(software, payload),
                    "xmp": xmp.encode("utf-8")}
@@ -519,8 +505,41 @@ def save_image(path: str | os.PathLike[str], rgb: np.ndarray | Image.Image,
 
     _atomic_write(path, write)
     logger.debug("saved %s (%s, %dx%d) with provenance metadata", path, fmt,
-                 pixels.shape[1], pixels.shape[0])
+                 image.width, image.height)
     return path
+
+
+def _prepare(rgb: np.ndarray | Image.Image, metadata: Mapping[str, Any] | None,
+             caller: str) -> tuple[Image.Image, dict[str, Any], str, str, str]:
+    """Pixels and provenance fields shared by :func:`save_image` and :func:`encode_png`."""
+    if isinstance(rgb, Image.Image):
+        pixels = _pil_to_rgb(rgb, None, None, "<PIL image>", restore_frame=True)
+    elif isinstance(rgb, np.ndarray):
+        pixels = _array_to_rgb(rgb, None, "<array>")
+    else:
+        raise InvalidArgumentError(
+            f"{caller} needs a numpy array or PIL.Image, got {type(rgb).__name__}")
+    meta = _check_metadata(metadata)
+    payload = json.dumps(meta, ensure_ascii=False, sort_keys=True, default=_json_default)
+    software = f"facegen {__version__}"
+    return Image.fromarray(pixels), meta, payload, software, _build_xmp(software, payload)
+
+
+def _png_options(meta: dict[str, Any], payload: str, software: str, xmp: str) -> Any:
+    if len(payload.encode("utf-8")) > _MAX_PNG_METADATA_BYTES:
+        raise InvalidArgumentError(
+            f"metadata is too large ({len(payload):,} characters of JSON; the limit is "
+            f"{_MAX_PNG_METADATA_BYTES:,} bytes): store large data next to the image")
+    return _png_info(meta, software, payload, xmp)
+
+
+def encode_png(rgb: np.ndarray | Image.Image, metadata: Mapping[str, Any] | None = None) -> bytes:
+    """PNG bytes with the same AI-generated provenance chunks :func:`save_image` writes
+    (for archive members such as WebDataset shards)."""
+    image, meta, payload, software, xmp = _prepare(rgb, metadata, "encode_png")
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=_png_options(meta, payload, software, xmp))
+    return buf.getvalue()
 
 
 def _check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -703,3 +703,14 @@ def test_save_into_readonly_folder_is_a_facegen_error(tmp_path):
             save_image(folder / "a.png", np.zeros((2, 2, 3), np.uint8))
     finally:
         folder.chmod(0o700)
+
+
+def test_encode_png_carries_the_same_provenance(tmp_path):
+    from facegen.io import encode_png, read_metadata, save_image
+    rgb = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
+    data = encode_png(rgb, {"preset": "tiny", "seed": 3})
+    (tmp_path / "a.png").write_bytes(data)
+    save_image(tmp_path / "b.png", rgb, {"preset": "tiny", "seed": 3})
+    a, b = read_metadata(tmp_path / "a.png"), read_metadata(tmp_path / "b.png")
+    assert a["ai_generated"] and a["metadata"] == b["metadata"] == {"preset": "tiny", "seed": 3}
+    assert np.array_equal(load_image(data), rgb)
