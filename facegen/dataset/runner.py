@@ -47,7 +47,7 @@ GenerateFn = Callable[[list[WorkItem]], list[np.ndarray]]
 AlignFn = Callable[[np.ndarray], "np.ndarray | None"]
 
 #: where :class:`PipelineGenerateFn` finds the generation pipeline's dataset factory
-DEFAULT_GENERATOR_FACTORY = "facegen.pipelines.generation:make_dataset_generate_fn"
+DEFAULT_GENERATOR_FACTORY = "facegen.dataset.generate:make_dataset_generate_fn"
 
 
 # ---------------------------------------------------------------------- generator hook
