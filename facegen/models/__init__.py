@@ -1,0 +1,45 @@
+"""The model registry (presets), weight resolution, tiny checkpoints and strict loaders."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from facegen.models.registry import (
+    PRESETS,
+    Component,
+    Preset,
+    SamplerDefaults,
+    get_preset,
+    list_presets,
+)
+from facegen.models.resolve import ResolvedPreset, missing_files, resolve_preset
+
+__all__ = [
+    "PRESETS",
+    "Component",
+    "Preset",
+    "ResolvedPreset",
+    "SamplerDefaults",
+    "get_preset",
+    "list_presets",
+    "missing_files",
+    "preset_status",
+    "resolve_preset",
+]
+
+
+def preset_status(models_dir: str | os.PathLike[str] | None = None) -> dict[str, dict[str, Any]]:
+    """For ``facegen doctor``: which real presets have all their files locally (nothing is built)."""
+    from facegen.paths import models_dir as default_models_dir
+
+    root = default_models_dir(models_dir)
+    report: dict[str, dict[str, Any]] = {}
+    for name in list_presets(include_tiny=False):
+        preset = PRESETS[name]
+        missing = [f"{c.repo}/{f}" for c, f in missing_files(preset, root)]
+        report[name] = {"ready": not missing, "missing": missing, "encoder": preset.encoder,
+                        "licence": preset.licence,
+                        "reason": "ready" if not missing else f"{len(missing)} files missing under {root}"}
+    report["tiny"] = {"ready": True, "reason": "built on first use (random weights)", "encoder": PRESETS["tiny"].encoder}
+    return report

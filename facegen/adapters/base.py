@@ -1,0 +1,118 @@
+"""What every ID adapter family provides: its encoder contract, a loader, and ``condition``.
+
+An adapter turns identities (:class:`~facegen.id.IDEmbedding`) into the keyword arguments of
+an existing diffusers pipeline (``prompt_embeds``, ``ip_adapter_image_embeds``, a ControlNet
+image...).  It checks that every embedding comes from the encoder its weights were trained
+on and refuses anything else with :class:`~facegen.errors.EncoderMismatchError`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from facegen.errors import EncoderMismatchError, InvalidArgumentError
+from facegen.id.embedding import IDEmbedding
+from facegen.models.registry import Preset
+from facegen.models.resolve import ResolvedPreset
+
+
+@dataclass(frozen=True)
+class ConditionRequest:
+    """Per-call settings an adapter may use (already filled with preset defaults)."""
+
+    prompt: str | None
+    negative_prompt: str | None
+    guidance_scale: float
+    height: int
+    width: int
+    adapter_scale: float | None = None
+    controlnet_scale: float | None = None
+    lora_scale: float | None = None
+    masks: Sequence[Any] | None = None          # one region mask per identity (FaceID)
+    control_kps: np.ndarray | None = None       # (5, 2) keypoints in output pixels (InstantID)
+
+
+class IDAdapter(ABC):
+    """Base class of the adapter families (one subclass per file)."""
+
+    family: ClassVar[str]
+    supports_prompt: ClassVar[bool] = True
+    supports_masks: ClassVar[bool] = False
+    supports_adapter_scale: ClassVar[bool] = True
+    supports_controlnet_scale: ClassVar[bool] = False
+    supports_lora_scale: ClassVar[bool] = False
+
+    def __init__(self, preset: Preset) -> None:
+        if preset.family != self.family:
+            raise InvalidArgumentError(f"preset '{preset.name}' is a {preset.family} preset, not {self.family}")
+        self.preset = preset
+
+    # ------------------------------------------------------------------ contract
+    @property
+    def encoder(self) -> str:
+        """The ID-encoder name the adapter's weights were trained on."""
+        return self.preset.encoder
+
+    @property
+    def normalise(self) -> bool:
+        return self.preset.normalise
+
+    def check_embedding(self, embedding: IDEmbedding) -> None:
+        if not isinstance(embedding, IDEmbedding):
+            raise InvalidArgumentError(f"expected an IDEmbedding, got {type(embedding).__name__}")
+        if embedding.encoder != self.encoder:
+            raise EncoderMismatchError(
+                f"preset '{self.preset.name}' was trained on '{self.encoder}' embeddings, got one from "
+                f"'{embedding.encoder}'; embed the photo with encoder='{self.encoder}' (or pass id_images)")
+        if embedding.dim != self.preset.id_dim:
+            raise EncoderMismatchError(
+                f"preset '{self.preset.name}' takes {self.preset.id_dim}-D '{self.encoder}' vectors, "
+                f"got {embedding.dim}-D")
+
+    def id_vector(self, embedding: IDEmbedding) -> np.ndarray:
+        """The checked vector, unit-norm or raw as the adapter's training used it."""
+        self.check_embedding(embedding)
+        return embedding.as_adapter_input(self.normalise).astype(np.float32)
+
+    def check_request(self, request: ConditionRequest, n_identities: int) -> None:
+        name = self.preset.name
+        if request.prompt is not None and not self.supports_prompt:
+            raise InvalidArgumentError(f"preset '{name}' takes no text prompt; remove the prompt")
+        if request.negative_prompt is not None and not self.supports_prompt:
+            raise InvalidArgumentError(f"preset '{name}' takes no negative prompt; remove it")
+        if request.adapter_scale is not None and not self.supports_adapter_scale:
+            raise InvalidArgumentError(f"preset '{name}' has no adapter scale (the whole model is ID-conditioned)")
+        if request.controlnet_scale is not None and not self.supports_controlnet_scale:
+            raise InvalidArgumentError(f"preset '{name}' has no ControlNet; remove controlnet_scale")
+        if request.lora_scale is not None and not self.supports_lora_scale:
+            raise InvalidArgumentError(f"preset '{name}' has no adapter LoRA; remove lora_scale")
+        if request.masks is not None:
+            if not self.supports_masks:
+                raise InvalidArgumentError(f"preset '{name}' cannot place several identities by masks")
+            if len(request.masks) != n_identities:
+                raise InvalidArgumentError(
+                    f"got {len(request.masks)} masks for {n_identities} identities; give one mask per identity")
+        elif n_identities != 1:
+            raise InvalidArgumentError(
+                f"got {n_identities} identities without masks; give one region mask per identity "
+                "or average the photos of one person into one identity")
+        if request.control_kps is not None and self.family != "instantid":
+            raise InvalidArgumentError(f"preset '{name}' takes no keypoint control")
+
+    # ------------------------------------------------------------------ family hooks
+    @abstractmethod
+    def load(self, resolved: ResolvedPreset, dtype: Any) -> Any:
+        """Build the diffusers pipeline from the resolved files (same code for tiny and real)."""
+
+    @abstractmethod
+    def condition(self, pipe: Any, identities: Sequence[IDEmbedding], request: ConditionRequest) -> dict[str, Any]:
+        """Diffusers ``__call__`` kwargs for these identities (no generator/steps/batch)."""
+
+    def do_cfg(self, pipe: Any, guidance_scale: float) -> bool:
+        """Mirror of diffusers' ``do_classifier_free_guidance`` for the loaded pipeline."""
+        return guidance_scale > 1.0 and getattr(pipe.unet.config, "time_cond_proj_dim", None) is None

@@ -1,0 +1,202 @@
+"""InstantID: Resampler face tokens in IP attention + IdentityNet on the 5-keypoint drawing.
+
+Released layout (InstantX/InstantID, compat.md 2.3): ``ControlNetModel/`` (IdentityNet, an
+SDXL ControlNet) and ``ip-adapter.bin`` = ``{"image_proj": Resampler (16 queries),
+"ip_adapter": {k}.to_k_ip/to_v_ip at odd k}``.  The ``.bin`` goes through diffusers'
+``load_ip_adapter`` (the Resampler becomes ``IPAdapterPlusImageProjection``).  The one thing
+a stock ``StableDiffusionXLControlNetPipeline`` cannot do is feed IdentityNet the face
+tokens instead of the text: :class:`StableDiffusionXLInstantIDPipeline` adds exactly that, as
+a forward pre-hook on the ControlNet for the duration of a call.
+
+The embedding is the raw (un-normalised) antelopev2 vector; CFG negative = Resampler(zeros).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from facegen.adapters.base import ConditionRequest, IDAdapter
+from facegen.errors import InvalidArgumentError
+from facegen.id.embedding import IDEmbedding
+from facegen.models import loading as L
+from facegen.models.checkpoints import (
+    check_state_dict,
+    ip_adapter_shapes,
+    resampler_shapes,
+)
+from facegen.models.resolve import ResolvedPreset
+
+INSTANTID_QUERIES = 16
+KPS_COLORS = ((255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255))
+KPS_LIMBS = ((0, 2), (1, 2), (3, 2), (4, 2))   # each eye / mouth corner to the nose
+
+# ArcFace 112 template (eyes, nose, mouth corners): the frontal layout used when no face is known
+_TEMPLATE_KPS = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                          [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float32)
+
+
+def draw_kps(width: int, height: int, kps: np.ndarray, stick_width: int = 4, radius: int = 10) -> Any:
+    """IdentityNet's condition image: limbs (point → nose) at 60 % colour, then full-colour dots."""
+    import cv2
+    from PIL import Image
+
+    kps = np.asarray(kps, dtype=np.float64).reshape(5, 2)
+    canvas = np.zeros((height, width, 3), dtype=np.uint8)
+    for a, b in KPS_LIMBS:
+        (xa, ya), (xb, yb) = kps[a], kps[b]
+        length = math.hypot(xa - xb, ya - yb)
+        angle = math.degrees(math.atan2(ya - yb, xa - xb))
+        centre = (int((xa + xb) / 2), int((ya + yb) / 2))
+        poly = cv2.ellipse2Poly(centre, (int(length / 2), stick_width), int(angle), 0, 360, 1)
+        dim = tuple(int(c * 0.6) for c in KPS_COLORS[a])
+        cv2.fillConvexPoly(canvas, poly, dim)
+    for (x, y), colour in zip(kps, KPS_COLORS):
+        cv2.circle(canvas, (int(x), int(y)), radius, colour, -1)
+    return Image.fromarray(canvas)
+
+
+def portrait_kps(kps: np.ndarray | None, width: int, height: int, eye_mouth_fraction: float = 0.16) -> np.ndarray:
+    """Place a face's 5 points (any image coordinates) in a portrait framing of the output.
+
+    Keeps the reference's pose (roll and relative point layout); scales it so the eye-centre to
+    mouth-centre distance is ``eye_mouth_fraction`` of the shorter side and centres it at
+    (50 %, 45 %).  Without a face, the frontal ArcFace layout is used.
+    """
+    pts = np.asarray(_TEMPLATE_KPS if kps is None else kps, dtype=np.float64).reshape(5, 2)
+    eyes, mouth = pts[:2].mean(axis=0), pts[3:].mean(axis=0)
+    span = float(np.linalg.norm(mouth - eyes))
+    if span < 1e-6:
+        raise InvalidArgumentError("the face keypoints are degenerate (eyes and mouth coincide)")
+    scale = eye_mouth_fraction * min(width, height) / span
+    centred = (pts - pts.mean(axis=0)) * scale
+    return (centred + np.array([0.5 * width, 0.45 * height])).astype(np.float32)
+
+
+def check_instantid_checkpoint(state: dict[str, Any], unet: Any, id_dim: int, what: str) -> None:
+    if not {"image_proj", "ip_adapter"} <= set(state):
+        raise InvalidArgumentError(f"{what} has no 'image_proj'/'ip_adapter' entries")
+    proj = state["image_proj"]
+    if "latents" not in proj:
+        raise InvalidArgumentError(f"{what} image_proj is not a Resampler (no 'latents')")
+    _, queries, dim = tuple(proj["latents"].shape)
+    if queries != INSTANTID_QUERIES:
+        raise InvalidArgumentError(f"{what}: the Resampler has {queries} queries, InstantID uses {INSTANTID_QUERIES}")
+    check_state_dict(proj, resampler_shapes(id_dim, dim, unet.config.cross_attention_dim, queries),
+                     f"{what} image_proj")
+    check_state_dict(state["ip_adapter"], ip_adapter_shapes(unet, lora_rank=None), f"{what} ip_adapter")
+
+
+def _pipeline_class() -> type:
+    import torch
+    from diffusers import StableDiffusionXLControlNetPipeline
+
+    class StableDiffusionXLInstantIDPipeline(StableDiffusionXLControlNetPipeline):
+        """SDXL ControlNet pipeline whose ControlNet (IdentityNet) sees the face tokens only.
+
+        Call it like the parent with ``ip_adapter_image_embeds`` (the ID vector, negative first
+        under CFG) and ``image`` (the keypoint drawing).  The UNet gets text + face tokens
+        through the IP-Adapter path; IdentityNet's ``encoder_hidden_states`` are replaced by the
+        same projected face tokens.
+        """
+
+        _face_tokens: Any = None
+
+        def _identitynet_inputs(self, module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+            tokens = self._face_tokens
+            if tokens is None:
+                raise RuntimeError("IdentityNet called without face tokens")
+            sample = args[0] if args else kwargs["sample"]
+            n = sample.shape[0]
+            if tokens.shape[0] == 2 * n:        # guess mode: ControlNet runs on the conditional half
+                tokens = tokens.chunk(2)[1]
+            elif tokens.shape[0] != n:
+                raise RuntimeError(f"face tokens for {tokens.shape[0]} samples, IdentityNet got {n}")
+            kwargs["encoder_hidden_states"] = tokens.to(device=sample.device, dtype=sample.dtype)
+            return args, kwargs
+
+        @torch.no_grad()
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            embeds = kwargs.get("ip_adapter_image_embeds")
+            if embeds is None:
+                raise InvalidArgumentError("InstantID needs ip_adapter_image_embeds (the face embedding)")
+            guidance = kwargs.get("guidance_scale", 5.0)
+            cfg = guidance > 1.0 and self.unet.config.time_cond_proj_dim is None
+            per_prompt = kwargs.get("num_images_per_prompt", 1) or 1
+            prompt = kwargs.get("prompt")
+            n_prompts = len(prompt) if isinstance(prompt, list) else 1
+            proj = self.unet.encoder_hid_proj
+            param = next(proj.parameters())
+            prepared = self.prepare_ip_adapter_image_embeds(None, embeds, param.device, per_prompt * n_prompts, cfg)
+            prepared = [e.to(device=param.device, dtype=param.dtype) for e in prepared]
+            tokens = proj(prepared)[0]                     # (B, images, queries, dim)
+            self._face_tokens = tokens.flatten(1, 2)
+            handle = self.controlnet.register_forward_pre_hook(self._identitynet_inputs, with_kwargs=True)
+            try:
+                return super().__call__(*args, **kwargs)
+            finally:
+                handle.remove()
+                self._face_tokens = None
+
+    return StableDiffusionXLInstantIDPipeline
+
+
+_PIPELINE_CLASS: type | None = None
+
+
+def instantid_pipeline_class() -> type:
+    """The pipeline class (built on first use so importing facegen does not import diffusers)."""
+    global _PIPELINE_CLASS
+    if _PIPELINE_CLASS is None:
+        _PIPELINE_CLASS = _pipeline_class()
+    return _PIPELINE_CLASS
+
+
+class InstantIDAdapter(IDAdapter):
+    family = "instantid"
+    supports_controlnet_scale = True
+
+    def load(self, resolved: ResolvedPreset, dtype: Any) -> Any:
+        path = resolved.file("ip_adapter")
+        with L.quiet_loading():
+            from diffusers import ControlNetModel
+
+            parts = L.load_sdxl_parts(resolved.repo_dir("base"), dtype)
+            controlnet = L.load_diffusers_model(ControlNetModel, resolved.folder("controlnet"), dtype)
+            if controlnet.config.cross_attention_dim != parts["unet"].config.cross_attention_dim:
+                raise InvalidArgumentError("IdentityNet and the SDXL UNet have different cross-attention widths")
+            scheduler = L.make_scheduler(self.preset.defaults.scheduler, parts.pop("scheduler_config"))
+            pipe = instantid_pipeline_class()(**parts, controlnet=controlnet, scheduler=scheduler,
+                                              feature_extractor=None, image_encoder=None)
+            state = L.load_pickle_state(path)
+            check_instantid_checkpoint(state, pipe.unet, self.preset.id_dim, path.name)
+            pipe.load_ip_adapter(state, subfolder="", weight_name=path.name, image_encoder_folder=None,
+                                 low_cpu_mem_usage=False)
+        return pipe
+
+    def condition(self, pipe: Any, identities: Sequence[IDEmbedding], request: ConditionRequest) -> dict[str, Any]:
+        import torch
+
+        self.check_request(request, len(identities))
+        d = self.preset.defaults
+        ident = identities[0]
+        vec = torch.from_numpy(self.id_vector(ident)).reshape(1, 1, 1, -1)     # raw vector, [1, 1, 1, D]
+        embeds = torch.cat([torch.zeros_like(vec), vec]) if self.do_cfg(pipe, request.guidance_scale) else vec
+        if request.control_kps is not None:
+            kps = np.asarray(request.control_kps, dtype=np.float32).reshape(5, 2)
+        else:
+            kps = portrait_kps(ident.face.kps if ident.face is not None else None, request.width, request.height)
+        pipe.set_ip_adapter_scale(d.adapter_scale if request.adapter_scale is None else float(request.adapter_scale))
+        side = min(request.width, request.height)   # upstream draws radius 10 / stick 4 at ~1024 px
+        cn_scale = d.controlnet_scale if request.controlnet_scale is None else float(request.controlnet_scale)
+        return {
+            "ip_adapter_image_embeds": [embeds.to(dtype=pipe.unet.dtype)],
+            "image": draw_kps(request.width, request.height, kps, stick_width=max(1, round(4 * side / 1024)),
+                              radius=max(2, round(10 * side / 1024))),
+            "controlnet_conditioning_scale": cn_scale,
+            "prompt": d.prompt if request.prompt is None else request.prompt,
+            "negative_prompt": d.negative_prompt if request.negative_prompt is None else request.negative_prompt,
+        }

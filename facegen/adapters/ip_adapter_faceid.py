@@ -1,0 +1,131 @@
+"""IP-Adapter-FaceID: four ID tokens in IP attention plus the LoRA shipped in the ``.bin``.
+
+Loaded through diffusers' own ``load_ip_adapter(state_dict, image_encoder_folder=None)``
+(compat.md 2.4): ``image_proj`` (``proj.0``/``proj.2``/``norm``) becomes
+``IPAdapterFaceIDImageProjection``, ``{k}.to_k_ip``/``{k}.to_v_ip`` (odd k) the IP attention,
+and the ``{k}.to_*_lora`` keys a PEFT LoRA named ``faceid_0``.  The checkpoint is read once
+with ``torch.load(weights_only=True)`` and checked key by key against the UNet first.
+
+Conditioning: ``ip_adapter_image_embeds=[cat(zeros, e)]`` (negative first) with the
+unit-norm buffalo_l vector.  Several identities in one picture: one region mask each
+(``IPAdapterMaskProcessor``), the ID tokens of identity i only act inside mask i.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from facegen.adapters.base import ConditionRequest, IDAdapter
+from facegen.errors import InvalidArgumentError
+from facegen.id.embedding import IDEmbedding
+from facegen.models import loading as L
+from facegen.models.checkpoints import (
+    check_state_dict,
+    faceid_image_proj_shapes,
+    ip_adapter_shapes,
+    lora_rank_of,
+)
+from facegen.models.resolve import ResolvedPreset
+
+logger = logging.getLogger(__name__)
+
+FACEID_TOKENS = 4
+LORA_ADAPTER = "faceid_0"
+
+
+def check_faceid_checkpoint(state: dict[str, Any], unet: Any, id_dim: int, what: str) -> int | None:
+    """Validate a FaceID payload against ``unet``; return its LoRA rank (None: no LoRA)."""
+    if not {"image_proj", "ip_adapter"} <= set(state):
+        raise InvalidArgumentError(f"{what} has no 'image_proj'/'ip_adapter' entries (keys: {sorted(state)[:5]})")
+    proj, ip = state["image_proj"], state["ip_adapter"]
+    if "proj.0.weight" not in proj or "norm.weight" not in proj:
+        raise InvalidArgumentError(f"{what} is not an IP-Adapter-FaceID checkpoint (no proj.0/norm in image_proj)")
+    rank = lora_rank_of(ip)
+    check_state_dict(ip, ip_adapter_shapes(unet, lora_rank=rank), f"{what} ip_adapter")
+    hidden = int(proj["proj.0.weight"].shape[0])
+    check_state_dict(proj, faceid_image_proj_shapes(id_dim, unet.config.cross_attention_dim, hidden, FACEID_TOKENS),
+                     f"{what} image_proj")
+    return rank
+
+
+def masks_tensor(masks: Sequence[Any], height: int, width: int) -> Any:
+    """Region masks (PIL or HxW arrays, nonzero = inside) → ``[1, K, H, W]`` for IP attention."""
+    from diffusers.image_processor import IPAdapterMaskProcessor
+    from PIL import Image
+
+    pil = []
+    for i, m in enumerate(masks):
+        if isinstance(m, Image.Image):
+            pil.append(m.convert("L"))
+            continue
+        arr = np.asarray(m)
+        if arr.ndim == 3:
+            arr = arr.max(axis=2)
+        if arr.ndim != 2:
+            raise InvalidArgumentError(f"mask {i} must be an HxW array or a PIL image, got shape {arr.shape}")
+        pil.append(Image.fromarray(((arr > 0) * 255).astype(np.uint8), mode="L"))
+    processed = IPAdapterMaskProcessor().preprocess(pil, height=height, width=width)
+    return processed.reshape(1, processed.shape[0], processed.shape[2], processed.shape[3])
+
+
+class FaceIDAdapter(IDAdapter):
+    family = "faceid"
+    supports_masks = True
+    supports_lora_scale = True
+
+    def load(self, resolved: ResolvedPreset, dtype: Any) -> Any:
+        comp = self.preset.component("ip_adapter")
+        path = resolved.file("ip_adapter")
+        with L.quiet_loading():
+            pipe = self._base_pipeline(resolved, dtype)
+            state = L.load_pickle_state(path)
+            rank = check_faceid_checkpoint(state, pipe.unet, self.preset.id_dim, path.name)
+            pipe.load_ip_adapter(state, subfolder="", weight_name=comp.weight_name, image_encoder_folder=None,
+                                 low_cpu_mem_usage=False)
+        if rank is not None and LORA_ADAPTER not in getattr(pipe.unet, "peft_config", {}):
+            raise InvalidArgumentError(f"the LoRA inside {path.name} was not applied (is peft installed?)")
+        return pipe
+
+    def _base_pipeline(self, resolved: ResolvedPreset, dtype: Any) -> Any:
+        from diffusers import (  # inside quiet_loading
+            StableDiffusionPipeline,
+            StableDiffusionXLPipeline,
+        )
+
+        repo = resolved.repo_dir("base")
+        if self.preset.base == "sd15":
+            parts = L.load_sd15_parts(repo, dtype, with_unet_and_text=True)
+            scheduler = L.make_scheduler(self.preset.defaults.scheduler, parts.pop("scheduler_config"))
+            return StableDiffusionPipeline(**parts, scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                           image_encoder=None, requires_safety_checker=False)
+        parts = L.load_sdxl_parts(repo, dtype)
+        scheduler = L.make_scheduler(self.preset.defaults.scheduler, parts.pop("scheduler_config"))
+        return StableDiffusionXLPipeline(**parts, scheduler=scheduler, image_encoder=None, feature_extractor=None)
+
+    def condition(self, pipe: Any, identities: Sequence[IDEmbedding], request: ConditionRequest) -> dict[str, Any]:
+        import torch
+
+        self.check_request(request, len(identities))
+        d = self.preset.defaults
+        vecs = torch.from_numpy(np.stack([self.id_vector(e) for e in identities]))[None]  # (1, K, D)
+        embeds = torch.cat([torch.zeros_like(vecs), vecs]) if self.do_cfg(pipe, request.guidance_scale) else vecs
+        scale = d.adapter_scale if request.adapter_scale is None else float(request.adapter_scale)
+        kwargs: dict[str, Any] = {
+            "ip_adapter_image_embeds": [embeds.to(dtype=pipe.unet.dtype)],
+            "prompt": d.prompt if request.prompt is None else request.prompt,
+            "negative_prompt": d.negative_prompt if request.negative_prompt is None else request.negative_prompt,
+        }
+        if request.masks is not None:
+            pipe.set_ip_adapter_scale([[scale] * len(identities)])
+            kwargs["cross_attention_kwargs"] = {
+                "ip_adapter_masks": [masks_tensor(request.masks, request.height, request.width)]}
+        else:
+            pipe.set_ip_adapter_scale(scale)
+        if LORA_ADAPTER in getattr(pipe.unet, "peft_config", {}):
+            lora = d.lora_scale if request.lora_scale is None else float(request.lora_scale)
+            pipe.set_adapters([LORA_ADAPTER], adapter_weights=[lora])
+        return kwargs

@@ -1,0 +1,376 @@
+"""The model registry: one frozen preset per way of generating a face from an identity.
+
+A preset is data (timm ``PretrainedCfg`` style): which hub repositories and revisions it
+needs, the exact files inside them (the hub layout is kept on disk:
+``<models_dir>/<owner>/<repo>/<path>``), the ID-encoder contract of its adapter, licence,
+and default sampler settings.  Loading code lives in the adapter families
+(:mod:`facegen.adapters`); locating files lives in :mod:`facegen.models.resolve`.
+
+Layouts follow ../shared/reference/compat.md (sections 2.2-2.4): Arc2Face
+``arc2face/`` UNet + ``encoder/`` CLIP text encoder (``pytorch_model.bin``), IP-Adapter-FaceID
+``ip-adapter-faceid_sd15.bin`` / ``_sdxl.bin`` (``image_proj`` + ``ip_adapter`` incl. LoRA),
+InstantID ``ControlNetModel/`` + ``ip-adapter.bin`` (Resampler ``image_proj`` + ``ip_adapter``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from facegen.errors import InvalidArgumentError
+
+Family = Literal["arc2face", "faceid", "instantid"]
+BaseArch = Literal["sd15", "sdxl"]
+
+
+@dataclass(frozen=True)
+class Component:
+    """Files one component needs from one hub repository.
+
+    role: what the loader uses it for (``base``, ``unet``, ``text_encoder``, ``ip_adapter``,
+        ``controlnet``, ``lcm_lora``).
+    subfolder: the component's folder inside the repository ("" for the repository root).
+    files: every file to fetch, relative to the repository root (hub paths).
+    sha256: optional ``{path: sha256}`` checked after a download.
+    """
+
+    role: str
+    repo: str
+    files: tuple[str, ...]
+    subfolder: str = ""
+    revision: str = "main"
+    weight_name: str | None = None
+    sha256: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class SamplerDefaults:
+    scheduler: str
+    steps: int
+    guidance: float
+    height: int
+    width: int
+    adapter_scale: float | None = None
+    controlnet_scale: float | None = None
+    lora_scale: float | None = None
+    prompt: str | None = None
+    negative_prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One generation preset.
+
+    encoder: the ID-encoder contract (``facegen.id.ENCODERS`` name) the adapter was trained on.
+    normalise: whether the adapter takes unit-norm vectors (Arc2Face, FaceID) or raw ones
+        (InstantID) — a property of the adapter's training, not of the encoder.
+    id_dim: the embedding dimension the adapter's weights take.
+    """
+
+    name: str
+    family: Family
+    base: BaseArch
+    encoder: str
+    normalise: bool
+    id_dim: int
+    components: tuple[Component, ...]
+    defaults: SamplerDefaults
+    licence: str
+    commercial_use: bool
+    description: str
+    tiny: bool = False
+    notes: str = ""
+
+    def component(self, role: str) -> Component:
+        for comp in self.components:
+            if comp.role == role:
+                return comp
+        raise KeyError(f"preset '{self.name}' has no '{role}' component")
+
+    def has(self, role: str) -> bool:
+        return any(c.role == role for c in self.components)
+
+    @property
+    def needs_licence(self) -> bool:
+        return not self.commercial_use
+
+    def all_files(self) -> list[tuple[str, str]]:
+        """Every ``(repo, path)`` the preset needs, without duplicates, in a stable order."""
+        seen: dict[tuple[str, str], None] = {}
+        for comp in self.components:
+            for f in comp.files:
+                seen.setdefault((comp.repo, f), None)
+        return list(seen)
+
+
+PRESETS: dict[str, Preset] = {}
+
+
+def register_preset(preset: Preset) -> Preset:
+    if preset.name in PRESETS:
+        raise InvalidArgumentError(f"preset '{preset.name}' is already registered")
+    PRESETS[preset.name] = preset
+    return preset
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise InvalidArgumentError(
+            f"unknown model preset '{name}'; choose one of: {', '.join(sorted(PRESETS))}") from None
+
+
+def list_presets(include_tiny: bool = True) -> list[str]:
+    return sorted(n for n, p in PRESETS.items() if include_tiny or not p.tiny)
+
+
+# --------------------------------------------------------------------------- file lists
+
+def _tokenizer(folder: str) -> tuple[str, ...]:
+    return tuple(f"{folder}/{n}" for n in
+                 ("merges.txt", "special_tokens_map.json", "tokenizer_config.json", "vocab.json"))
+
+
+def _diffusers_model(folder: str) -> tuple[str, ...]:
+    return (f"{folder}/config.json", f"{folder}/diffusion_pytorch_model.safetensors")
+
+
+def _text_encoder(folder: str) -> tuple[str, ...]:
+    return (f"{folder}/config.json", f"{folder}/model.safetensors")
+
+
+def sd15_base_files(with_unet_and_text: bool) -> tuple[str, ...]:
+    files = ("model_index.json", "scheduler/scheduler_config.json", *_tokenizer("tokenizer"),
+             *_diffusers_model("vae"))
+    if with_unet_and_text:
+        files += (*_text_encoder("text_encoder"), *_diffusers_model("unet"))
+    return files
+
+
+def sdxl_base_files() -> tuple[str, ...]:
+    return ("model_index.json", "scheduler/scheduler_config.json",
+            *_tokenizer("tokenizer"), *_tokenizer("tokenizer_2"),
+            *_text_encoder("text_encoder"), *_text_encoder("text_encoder_2"),
+            *_diffusers_model("unet"), *_diffusers_model("vae"))
+
+
+ARC2FACE_UNET_FILES = _diffusers_model("arc2face")
+ARC2FACE_ENCODER_FILES = ("encoder/config.json", "encoder/pytorch_model.bin")
+INSTANTID_CONTROLNET_FILES = _diffusers_model("ControlNetModel")
+
+SD15_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+SDXL_REPO = "stabilityai/stable-diffusion-xl-base-1.0"
+ARC2FACE_REPO = "FoivosPar/Arc2Face"
+FACEID_REPO = "h94/IP-Adapter-FaceID"
+INSTANTID_REPO = "InstantX/InstantID"
+LCM_SD15_REPO = "latent-consistency/lcm-lora-sdv1-5"
+
+FACEID_PROMPT = "photo of a person, best quality, high quality"
+NEGATIVE_PROMPT = "monochrome, lowres, bad anatomy, worst quality, low quality, blurry"
+INSTANTID_NEGATIVE = ("(lowres, low quality, worst quality:1.2), (text:1.2), watermark, painting, "
+                      "drawing, illustration, glitch, deformed, mutated, cross-eyed, ugly, disfigured")
+
+_SD15_LICENCE = "Stable Diffusion 1.5: CreativeML OpenRAIL-M"
+_SDXL_LICENCE = "SDXL base 1.0: CreativeML OpenRAIL++-M"
+_INSIGHTFACE = "insightface face-recognition packs: non-commercial research use only"
+
+
+def _arc2face_components(tiny: bool) -> tuple[Component, ...]:
+    base_repo = TINY_SD15_REPO if tiny else SD15_REPO
+    a2f_repo = TINY_ARC2FACE_REPO if tiny else ARC2FACE_REPO
+    return (
+        Component("base", base_repo, sd15_base_files(with_unet_and_text=False)),
+        Component("unet", a2f_repo, ARC2FACE_UNET_FILES, subfolder="arc2face"),
+        Component("text_encoder", a2f_repo, ARC2FACE_ENCODER_FILES, subfolder="encoder"),
+    )
+
+
+def _faceid_components(base: BaseArch, tiny: bool) -> tuple[Component, ...]:
+    weight = f"ip-adapter-faceid_{base}.bin"
+    if base == "sd15":
+        base_comp = Component("base", TINY_SD15_REPO if tiny else SD15_REPO,
+                              sd15_base_files(with_unet_and_text=True))
+    else:
+        base_comp = Component("base", TINY_SDXL_REPO if tiny else SDXL_REPO, sdxl_base_files())
+    return (base_comp,
+            Component("ip_adapter", TINY_FACEID_REPO if tiny else FACEID_REPO, (weight,),
+                      weight_name=weight))
+
+
+def _instantid_components(tiny: bool) -> tuple[Component, ...]:
+    repo = TINY_INSTANTID_REPO if tiny else INSTANTID_REPO
+    return (
+        Component("base", TINY_SDXL_REPO if tiny else SDXL_REPO, sdxl_base_files()),
+        Component("controlnet", repo, INSTANTID_CONTROLNET_FILES, subfolder="ControlNetModel"),
+        Component("ip_adapter", repo, ("ip-adapter.bin",), weight_name="ip-adapter.bin"),
+    )
+
+
+# Tiny repositories live in the tiny cache (facegen.models.tiny), in the same layout.
+TINY_SD15_REPO = "facegen-tiny/stable-diffusion-v1-5"
+TINY_SDXL_REPO = "facegen-tiny/stable-diffusion-xl-base-1.0"
+TINY_ARC2FACE_REPO = "facegen-tiny/Arc2Face"
+TINY_FACEID_REPO = "facegen-tiny/IP-Adapter-FaceID"
+TINY_INSTANTID_REPO = "facegen-tiny/InstantID"
+
+TINY_ENCODER = "dlib-resnet-v1"
+TINY_ID_DIM = 128
+_TINY_LICENCE = "facegen tiny random weights (Apache-2.0); no real model inside"
+_TINY_NOTE = ("random weights for tests and demos: outputs are noise-like images, not faces; "
+              "the ID contract is the offline dlib descriptor so it runs on any machine")
+
+register_preset(Preset(
+    name="arc2face",
+    family="arc2face",
+    base="sd15",
+    encoder="arc2face-arcface",
+    normalise=True,
+    id_dim=512,
+    components=_arc2face_components(tiny=False),
+    defaults=SamplerDefaults(scheduler="dpm++", steps=25, guidance=3.0, height=512, width=512),
+    licence=f"Arc2Face weights: CC BY-NC 4.0 (FoivosPar/Arc2Face); {_SD15_LICENCE}; ArcFace "
+            f"encoder + antelopev2 detector: {_INSIGHTFACE}",
+    commercial_use=False,
+    description="Arc2Face: SD1.5 UNet + CLIP text encoder fine-tuned on ArcFace embeddings "
+                "('photo of a id person'); no text prompt",
+))
+
+register_preset(Preset(
+    name="arc2face-lcm",
+    family="arc2face",
+    base="sd15",
+    encoder="arc2face-arcface",
+    normalise=True,
+    id_dim=512,
+    components=_arc2face_components(tiny=False) + (
+        Component("lcm_lora", LCM_SD15_REPO, ("pytorch_lora_weights.safetensors",),
+                  weight_name="pytorch_lora_weights.safetensors"),),
+    defaults=SamplerDefaults(scheduler="lcm", steps=3, guidance=1.0, height=512, width=512),
+    licence=f"Arc2Face weights: CC BY-NC 4.0; LCM-LoRA: OpenRAIL++; {_SD15_LICENCE}; "
+            f"{_INSIGHTFACE}",
+    commercial_use=False,
+    description="Arc2Face with the LCM-LoRA for SD1.5: 2-4 steps, guidance 1.0",
+))
+
+register_preset(Preset(
+    name="faceid-sd15",
+    family="faceid",
+    base="sd15",
+    encoder="buffalo_l-w600k-r50",
+    normalise=True,
+    id_dim=512,
+    components=_faceid_components("sd15", tiny=False),
+    defaults=SamplerDefaults(scheduler="ddim", steps=30, guidance=7.5, height=512, width=512,
+                             adapter_scale=1.0, lora_scale=1.0, prompt=FACEID_PROMPT,
+                             negative_prompt=NEGATIVE_PROMPT),
+    licence=f"IP-Adapter-FaceID (h94): non-commercial research use (insightface); "
+            f"{_SD15_LICENCE}; buffalo_l: {_INSIGHTFACE}",
+    commercial_use=False,
+    description="IP-Adapter-FaceID on SD1.5 (4 ID tokens + the LoRA shipped in the .bin)",
+))
+
+register_preset(Preset(
+    name="faceid-sdxl",
+    family="faceid",
+    base="sdxl",
+    encoder="buffalo_l-w600k-r50",
+    normalise=True,
+    id_dim=512,
+    components=_faceid_components("sdxl", tiny=False),
+    defaults=SamplerDefaults(scheduler="ddim", steps=30, guidance=7.5, height=1024, width=1024,
+                             adapter_scale=1.0, lora_scale=1.0, prompt=FACEID_PROMPT,
+                             negative_prompt=NEGATIVE_PROMPT),
+    licence=f"IP-Adapter-FaceID (h94): non-commercial research use (insightface); "
+            f"{_SDXL_LICENCE}; buffalo_l: {_INSIGHTFACE}",
+    commercial_use=False,
+    description="IP-Adapter-FaceID on SDXL (4 ID tokens + the LoRA shipped in the .bin)",
+))
+
+register_preset(Preset(
+    name="instantid",
+    family="instantid",
+    base="sdxl",
+    encoder="antelopev2-glintr100",
+    normalise=False,
+    id_dim=512,
+    components=_instantid_components(tiny=False),
+    defaults=SamplerDefaults(scheduler="euler", steps=30, guidance=5.0, height=1024, width=1024,
+                             adapter_scale=0.8, controlnet_scale=0.8, prompt=FACEID_PROMPT,
+                             negative_prompt=INSTANTID_NEGATIVE),
+    licence=f"InstantID weights: Apache-2.0 (InstantX/InstantID); {_SDXL_LICENCE}; "
+            f"antelopev2: {_INSIGHTFACE}",
+    commercial_use=False,
+    description="InstantID: SDXL + IdentityNet (ControlNet on the 5-keypoint drawing and the "
+                "face tokens) + Resampler face tokens in IP attention",
+))
+
+register_preset(Preset(
+    name="tiny",
+    family="arc2face",
+    base="sd15",
+    encoder=TINY_ENCODER,
+    normalise=True,
+    id_dim=TINY_ID_DIM,
+    components=_arc2face_components(tiny=True),
+    defaults=SamplerDefaults(scheduler="dpm++", steps=4, guidance=3.0, height=64, width=64),
+    licence=_TINY_LICENCE,
+    commercial_use=True,
+    description="tiny Arc2Face-family checkpoint (random weights, real layout)",
+    tiny=True,
+    notes=_TINY_NOTE,
+))
+
+register_preset(Preset(
+    name="tiny-faceid",
+    family="faceid",
+    base="sd15",
+    encoder=TINY_ENCODER,
+    normalise=True,
+    id_dim=TINY_ID_DIM,
+    components=_faceid_components("sd15", tiny=True),
+    defaults=SamplerDefaults(scheduler="ddim", steps=4, guidance=7.5, height=64, width=64,
+                             adapter_scale=1.0, lora_scale=1.0, prompt=FACEID_PROMPT,
+                             negative_prompt=NEGATIVE_PROMPT),
+    licence=_TINY_LICENCE,
+    commercial_use=True,
+    description="tiny IP-Adapter-FaceID (SD1.5 layout) checkpoint (random weights, real layout)",
+    tiny=True,
+    notes=_TINY_NOTE,
+))
+
+register_preset(Preset(
+    name="tiny-faceid-sdxl",
+    family="faceid",
+    base="sdxl",
+    encoder=TINY_ENCODER,
+    normalise=True,
+    id_dim=TINY_ID_DIM,
+    components=_faceid_components("sdxl", tiny=True),
+    defaults=SamplerDefaults(scheduler="ddim", steps=4, guidance=7.5, height=64, width=64,
+                             adapter_scale=1.0, lora_scale=1.0, prompt=FACEID_PROMPT,
+                             negative_prompt=NEGATIVE_PROMPT),
+    licence=_TINY_LICENCE,
+    commercial_use=True,
+    description="tiny IP-Adapter-FaceID (SDXL layout) checkpoint (random weights, real layout)",
+    tiny=True,
+    notes=_TINY_NOTE,
+))
+
+register_preset(Preset(
+    name="tiny-instantid",
+    family="instantid",
+    base="sdxl",
+    encoder=TINY_ENCODER,
+    normalise=False,
+    id_dim=TINY_ID_DIM,
+    components=_instantid_components(tiny=True),
+    defaults=SamplerDefaults(scheduler="euler", steps=4, guidance=5.0, height=64, width=64,
+                             adapter_scale=0.8, controlnet_scale=0.8, prompt=FACEID_PROMPT,
+                             negative_prompt=INSTANTID_NEGATIVE),
+    licence=_TINY_LICENCE,
+    commercial_use=True,
+    description="tiny InstantID checkpoint (random weights, real layout)",
+    tiny=True,
+    notes=_TINY_NOTE,
+))
