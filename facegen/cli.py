@@ -150,7 +150,7 @@ def doctor_report(models_dir: str | None = None) -> dict[str, Any]:
             except FacegenError as exc:
                 encoders[name] = {"ready": False, "missing": str(exc)}
             continue
-        missing = [f.relpath for f in spec.files if not (root / f.relpath).is_file()]
+        missing = [f.relpath for f in spec.files if f.locate(root) is None]
         encoders[name] = {"ready": not missing, "missing": missing, "licence": spec.licence}
     report: dict[str, Any] = {"facegen": __version__, "python": sys.version.split()[0],
                               "home": str(facegen_home()), "models_dir": str(root),

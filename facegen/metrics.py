@@ -32,7 +32,7 @@ def choose_judge(exclude: str | None = None, models_dir: str | Path | None = Non
             continue
         if not spec.commercial_use and not licence_accepted(accept_license):
             continue
-        if all((root / f.relpath).is_file() for f in spec.files):
+        if all(f.locate(root) is not None for f in spec.files):
             return name
     return DEFAULT_ENCODER
 
@@ -49,7 +49,7 @@ class IDJudge:
                accept_license: bool = False) -> "IDJudge":
         name = choose_judge(exclude, models_dir, accept_license)
         if name == exclude:
-            logger.warning("no independent ID judge installed: scoring with the conditioning encoder '%s'", name)
+            logger.info("no independent ID judge installed: scoring with the conditioning encoder '%s'", name)
         return cls(name, get_encoder(name, models_dir, accept_license=accept_license))
 
     def reference(self, rgb: np.ndarray) -> IDEmbedding | None:

@@ -211,3 +211,13 @@ def test_inswapper_routing_and_preprocessing(tmp_path, tom_hanks_path):
     assert np.array_equal(after[:60], before[:60]) and np.array_equal(after[300:], before[300:])  # untouched
     with pytest.raises(EncoderMismatchError, match="buffalo_l"):
         source_latent(IDEmbedding(rng.normal(size=512), "antelopev2-glintr100"), emap)
+
+
+def test_arc2face_encoder_found_in_hub_layout(tmp_path):
+    spec = get_encoder_spec("arc2face-arcface")
+    hub = tmp_path / "FoivosPar" / "Arc2Face"
+    hub.mkdir(parents=True)
+    (hub / "arcface.onnx").write_bytes(b"fake")
+    enc = OnnxArcFaceEncoder(spec, tmp_path, accept_license=True,
+                             session_factory=lambda p, providers: FakeSession(p, providers, 1, [1, 3, 112, 112], None))
+    assert enc.path == hub / "arcface.onnx"

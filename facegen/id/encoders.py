@@ -63,8 +63,8 @@ class OnnxArcFaceEncoder:
             require_licence(f"encoder '{spec.name}'", spec.licence, accept_license)
         self.spec = spec
         root = default_models_dir(models_dir)
-        paths = [root / f.relpath for f in spec.files]
-        missing = [f.relpath for f, p in zip(spec.files, paths) if not p.is_file()]
+        paths = [f.locate(root) for f in spec.files]
+        missing = [f.relpath for f, p in zip(spec.files, paths) if p is None]
         if missing:
             raise ModelNotFoundError(f"encoder '{spec.name}'", missing, root,
                                      hint=f"network: {spec.network}")

@@ -10,6 +10,7 @@ compared and the threshold for "same person"), plus its licence and weight files
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from facegen.errors import InvalidArgumentError
@@ -17,11 +18,23 @@ from facegen.errors import InvalidArgumentError
 
 @dataclass(frozen=True)
 class WeightFile:
-    """A weight file an entry needs, relative to the models directory."""
+    """A weight file an entry needs, relative to the models directory.
+
+    ``alternatives`` are other accepted places (e.g. the hub layout of the repository that
+    ships it), tried in order after ``relpath``.
+    """
 
     relpath: str
     sha256: str | None = None
     url: str | None = None  # where a user fetches it (hub repo/file), for the error message
+    alternatives: tuple[str, ...] = ()
+
+    def locate(self, root: "Path") -> "Path | None":
+        """The first existing candidate under ``root``, else None."""
+        for rel in (self.relpath, *self.alternatives):
+            if (root / rel).is_file():
+                return root / rel
+        return None
 
 
 @dataclass(frozen=True)
@@ -149,7 +162,8 @@ register_encoder(EncoderSpec(
     licence="Arc2Face weights: CC BY-NC 4.0 style research licence (see FoivosPar/Arc2Face); "
             "detector from insightface antelopev2 (non-commercial)",
     commercial_use=False,
-    files=(WeightFile("arc2face/arcface.onnx", url="FoivosPar/Arc2Face:arcface.onnx"),),
+    files=(WeightFile("arc2face/arcface.onnx", url="FoivosPar/Arc2Face:arcface.onnx",
+                      alternatives=("FoivosPar/Arc2Face/arcface.onnx", "antelopev2/arcface.onnx")),),
     detector_pack="antelopev2",
     used_by=("arc2face",),
     notes="Arc2Face L2-normalises the vector before the id-token substitution",
