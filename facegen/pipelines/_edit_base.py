@@ -11,6 +11,7 @@ the preset: same weights, same adapter contract.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
@@ -119,9 +120,11 @@ class FaceEditPipeline:
         d = self.preset.defaults
         guidance = d.guidance if guidance_scale is None else float(guidance_scale)
         n_steps = d.steps if steps is None else int(steps)
-        if n_steps * strength < 1:
-            raise InvalidArgumentError(f"{n_steps} steps at strength {strength} run no denoising step; "
-                                       "raise steps or strength")
+        if n_steps < 1:
+            raise InvalidArgumentError(f"steps must be >= 1, got {n_steps}")
+        if n_steps * strength < 1:           # img2img runs int(steps * strength) steps: keep at least one
+            n_steps = math.ceil(1.0 / strength)
+            logger.info("strength %.3f needs %d steps for one denoising step; using %d", strength, n_steps, n_steps)
         request = ConditionRequest(prompt=prompt, negative_prompt=negative_prompt, guidance_scale=guidance,
                                    height=size, width=size, adapter_scale=adapter_scale)
         kwargs = self.gen.adapter.condition(self.gen.pipe, [identity], request)

@@ -1,0 +1,127 @@
+"""Which presets the app offers, whether their weights are present, and what they take.
+
+Every registered preset is listed; one whose weights are missing (or whose licence was not
+accepted) stays in the list, labelled, with the reason shown next to it. Checking is local
+only (no hub probe), so building the page never touches the network.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from facegen.models.registry import PRESETS, Preset, get_preset, list_presets
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PresetInfo:
+    name: str
+    ready: bool
+    reason: str               # "" when ready
+    description: str
+    licence: str
+    tiny: bool
+
+    @property
+    def label(self) -> str:
+        return self.name if self.ready else f"{self.name} (unavailable)"
+
+
+def takes_prompt(preset: str | Preset) -> bool:
+    """Arc2Face-family presets are conditioned on the ID alone: no text prompt."""
+    p = get_preset(preset) if isinstance(preset, str) else preset
+    return p.family != "arc2face"
+
+
+def editable(preset: str | Preset) -> bool:
+    """Presets the edit jobs (swap, age, restore) can run: not InstantID (no inpainting
+    pipeline for its IdentityNet yet)."""
+    p = get_preset(preset) if isinstance(preset, str) else preset
+    return p.family != "instantid"
+
+
+def _status_from_models(models_dir: str | None) -> dict[str, dict[str, Any]] | None:
+    """``facegen.models.preset_status`` when the models package provides it."""
+    try:
+        models = importlib.import_module("facegen.models")
+    except ImportError:  # pragma: no cover
+        return None
+    fn = getattr(models, "preset_status", None)
+    if fn is None:
+        return None
+    try:
+        return dict(fn(models_dir))
+    except Exception as exc:  # noqa: BLE001 - a status check must never break the page
+        logger.warning("preset_status failed (%s); checking files directly", exc)
+        return None
+
+
+def _local_status(preset: Preset, models_dir: str | None) -> tuple[bool, str]:
+    if preset.tiny:
+        return True, ""
+    from facegen.models.resolve import missing_files
+    from facegen.paths import models_dir as resolve_models_dir
+
+    root = resolve_models_dir(models_dir)
+    missing = missing_files(preset, root)
+    if not missing:
+        return True, ""
+    shown = ", ".join(f"{c.repo}/{f}" for c, f in missing[:3])
+    more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+    return False, f"weights not found in {root}: {shown}{more} (see `facegen doctor`)"
+
+
+def preset_infos(models_dir: str | None = None, accept_license: bool = False) -> list[PresetInfo]:
+    """One :class:`PresetInfo` per registered preset, real presets first, tiny ones last."""
+    from facegen.paths import licence_accepted
+
+    status = _status_from_models(models_dir) or {}
+    names = list_presets(include_tiny=False) + [n for n in list_presets() if PRESETS[n].tiny]
+    out = []
+    for name in names:
+        preset = PRESETS[name]
+        st = status.get(name)
+        if st is not None:
+            ready, reason = bool(st.get("ready")), str(st.get("reason") or ("" if st.get("ready") else "missing"))
+        else:
+            ready, reason = _local_status(preset, models_dir)
+        if ready and preset.needs_licence and not licence_accepted(accept_license):
+            ready, reason = False, ("non-commercial licence not accepted: restart with "
+                                    "--accept-license to use it")
+        out.append(PresetInfo(name, ready, reason, preset.description, preset.licence, preset.tiny))
+    return out
+
+
+def choices(infos: list[PresetInfo]) -> list[tuple[str, str]]:
+    """``(label, value)`` pairs for a dropdown."""
+    return [(i.label, i.name) for i in infos]
+
+
+def note_for(name: str, infos: list[PresetInfo]) -> str:
+    """Markdown shown under the model dropdown for the selected preset."""
+    info = next((i for i in infos if i.name == name), None)
+    if info is None:
+        return ""
+    head = f"**{info.name}**: {info.description}."
+    if info.tiny:
+        head += " _Random weights: outputs are noise-like images, not faces._"
+    if not info.ready:
+        return f"{head}  \n⚠ Unavailable: {info.reason}"
+    return head
+
+
+def status_table(infos: list[PresetInfo]) -> str:
+    """Markdown table of every preset: ready or why not, and its licence."""
+    rows = ["| preset | status | licence |", "|---|---|---|"]
+    for i in infos:
+        state = "ready" if i.ready else f"unavailable: {i.reason}"
+        rows.append(f"| `{i.name}` | {_cell(state)} | {_cell(i.licence)} |")
+    return "\n".join(rows)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")

@@ -1,0 +1,86 @@
+"""Age tab: the same person at a target age.
+
+Calls :class:`facegen.pipelines.aging.FaceAgingPipeline` (as ``facegen age`` does); needs
+the consent box. Aging is told the age in words, so only presets whose adapter takes text
+are offered (FaceID family; ``tiny-faceid`` offline): Arc2Face has no text input. No age
+model is bundled, so the current age is asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from facegen.app.context import AppContext
+from facegen.app.errors import user_errors
+from facegen.app.jobs import require_consent, run_job
+from facegen.app.presets import PresetInfo, editable, preset_infos, takes_prompt
+from facegen.app.results import ui_outputs
+from facegen.app.tabs.generate import run_seeds
+from facegen.app.uploads import read_photos
+from facegen.app.widgets import (
+    add_examples,
+    consent_box,
+    model_picker,
+    photo_input,
+    preset_of,
+    result_outputs,
+)
+from facegen.errors import InvalidArgumentError
+
+TITLE = "Age"
+JOB = "age"
+PIPELINE = "facegen.pipelines.aging:FaceAgingPipeline"
+MIN_AGE, MAX_AGE = 1, 100
+GENDERS = ("person", "woman", "man")
+
+
+def age(ctx: AppContext, infos: list[PresetInfo], photo: Any, preset: Any, target_age: Any, from_age: Any,
+        gender: Any, consent: Any, seed: Any, steps: Any, progress: Any = None) -> tuple[Any, ...]:
+    """One Age request: the photo with its face redrawn at ``target_age``."""
+    name = preset_of(preset, infos)
+    require_consent(consent, "aging")
+    images = read_photos(photo, what="photo", max_photos=1)
+    for label, value in (("target age", target_age), ("current age", from_age)):
+        if value is None or not MIN_AGE <= int(value) <= MAX_AGE:
+            raise InvalidArgumentError(f"{label} must be between {MIN_AGE} and {MAX_AGE}, got {value}")
+    if gender not in GENDERS:
+        raise InvalidArgumentError(f"'describe as' must be one of {', '.join(GENDERS)}, got {gender!r}")
+    kwargs = {"image": images[0], "target_age": int(target_age), "from_age": int(from_age), "gender": gender,
+              "consent": True, "seed": run_seeds(seed, 1)[0],
+              "num_inference_steps": int(steps) if steps else None}
+    return ui_outputs(run_job(ctx, JOB, PIPELINE, name, kwargs, progress), "the input photo")
+
+
+def build(ctx: AppContext) -> None:
+    infos = [i for i in preset_infos(ctx.models_dir, ctx.accept_license)
+             if editable(i.name) and takes_prompt(i.name)]
+    with gr.Row():
+        with gr.Column():
+            photo = photo_input("Photo", "age-photo")
+            add_examples(photo)
+            with gr.Row():
+                from_age = gr.Slider(MIN_AGE, MAX_AGE, value=30, step=1, label="Age in the photo",
+                                     elem_id="age-from")
+                target_age = gr.Slider(MIN_AGE, MAX_AGE, value=70, step=1, label="Target age",
+                                       elem_id="age-target")
+            gender = gr.Radio(list(GENDERS), value="person", label="Describe as (for the age prompt)")
+            picker = model_picker(ctx, infos, "age-model")
+            gr.Markdown("Aging needs a preset that takes text (FaceID family); Arc2Face cannot be told an age.")
+            consent = consent_box("age-consent")
+            with gr.Accordion("Advanced", open=False):
+                seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
+                steps = gr.Slider(0, 100, value=0, step=1, label="Steps (0 = preset default)")
+            run = gr.Button("Age", variant="primary", elem_id="age-run")
+        with gr.Column():
+            res = result_outputs("age")
+
+    @user_errors
+    def _age(photo_v: Any, preset_v: Any, target_v: Any, from_v: Any, gender_v: Any, consent_v: Any,
+             seed_v: Any, steps_v: Any, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
+        return age(ctx, infos, photo_v, preset_v, target_v, from_v, gender_v, consent_v, seed_v, steps_v,
+                   progress)
+
+    run.click(_age, inputs=[photo, picker.dropdown, target_age, from_age, gender, consent, seed, steps],
+              outputs=res.job_outputs, api_name="age", concurrency_limit=1, concurrency_id="gpu")

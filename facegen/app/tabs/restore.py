@@ -1,0 +1,73 @@
+"""Restore tab: a degraded face (blur, noise, JPEG, low resolution) restored.
+
+Calls :class:`facegen.pipelines.restoration.FaceRestorationPipeline` (as ``facegen
+restore`` does); it edits a real person's face, so it needs the consent box like the other
+edits. The identity comes from the optional reference photo of the same person, else from
+the input itself; strength 0 lets the pipeline adapt it to the damage.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from facegen.app.context import AppContext
+from facegen.app.errors import user_errors
+from facegen.app.jobs import require_consent, run_job
+from facegen.app.presets import PresetInfo, editable, preset_infos
+from facegen.app.results import ui_outputs
+from facegen.app.tabs.generate import run_seeds
+from facegen.app.uploads import read_photos
+from facegen.app.widgets import (
+    add_examples,
+    consent_box,
+    model_picker,
+    photo_input,
+    preset_of,
+    result_outputs,
+)
+
+TITLE = "Restore"
+JOB = "restore"
+PIPELINE = "facegen.pipelines.restoration:FaceRestorationPipeline"
+
+
+def restore(ctx: AppContext, infos: list[PresetInfo], photo: Any, reference: Any, preset: Any, consent: Any,
+            seed: Any, strength: Any, steps: Any, progress: Any = None) -> tuple[Any, ...]:
+    """One Restore request: the photo with its face restored; same size as the input."""
+    name = preset_of(preset, infos)
+    require_consent(consent, "restoration")
+    images = read_photos(photo, what="photo to restore", max_photos=1)
+    refs = read_photos(reference, what="reference photo", required=False, max_photos=1)
+    kwargs = {"image": images[0], "reference": refs[0] if refs else None, "consent": True,
+              "seed": run_seeds(seed, 1)[0], "strength": float(strength) if strength else None,
+              "num_inference_steps": int(steps) if steps else None}
+    ref = "the reference photo" if refs else "the input photo"
+    return ui_outputs(run_job(ctx, JOB, PIPELINE, name, kwargs, progress), ref)
+
+
+def build(ctx: AppContext) -> None:
+    infos = [i for i in preset_infos(ctx.models_dir, ctx.accept_license) if editable(i.name)]
+    with gr.Row():
+        with gr.Column():
+            photo = photo_input("Degraded photo", "restore-photo")
+            add_examples(photo)
+            reference = photo_input("Reference photo of the same person (optional)", "restore-reference")
+            picker = model_picker(ctx, infos, "restore-model")
+            consent = consent_box("restore-consent")
+            with gr.Accordion("Advanced", open=False):
+                seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
+                strength = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="Strength (0 = adapt to the damage)")
+                steps = gr.Slider(0, 100, value=0, step=1, label="Steps (0 = preset default)")
+            run = gr.Button("Restore", variant="primary", elem_id="restore-run")
+        with gr.Column():
+            res = result_outputs("restore")
+
+    @user_errors
+    def _restore(photo_v: Any, ref_v: Any, preset_v: Any, consent_v: Any, seed_v: Any, strength_v: Any,
+                 steps_v: Any, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
+        return restore(ctx, infos, photo_v, ref_v, preset_v, consent_v, seed_v, strength_v, steps_v, progress)
+
+    run.click(_restore, inputs=[photo, reference, picker.dropdown, consent, seed, strength, steps],
+              outputs=res.job_outputs, api_name="restore", concurrency_limit=1, concurrency_id="gpu")

@@ -1,0 +1,79 @@
+"""Swap tab: the identity of the source photo(s) onto the face in a target photo.
+
+Calls :class:`facegen.pipelines.swap.FaceSwapPipeline` (as ``facegen swap`` does); needs
+the consent box, like ``--consent``. Only the face region of the target changes. InstantID
+presets are not offered (the swap pipeline has no inpainting path for them yet).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from facegen.app.context import AppContext
+from facegen.app.errors import user_errors
+from facegen.app.jobs import require_consent, run_job
+from facegen.app.presets import PresetInfo, editable, preset_infos
+from facegen.app.results import ui_outputs
+from facegen.app.tabs.generate import run_seeds
+from facegen.app.uploads import read_photos
+from facegen.app.widgets import (
+    add_examples,
+    consent_box,
+    model_picker,
+    photo_input,
+    preset_of,
+    result_outputs,
+)
+from facegen.errors import InvalidArgumentError
+
+TITLE = "Swap"
+JOB = "swap"
+PIPELINE = "facegen.pipelines.swap:FaceSwapPipeline"
+TARGET_FACES = ("largest", "all")
+
+
+def swap(ctx: AppContext, infos: list[PresetInfo], source: Any, target: Any, preset: Any, consent: Any,
+         target_face: Any, seed: Any, strength: Any, steps: Any, progress: Any = None) -> tuple[Any, ...]:
+    """One Swap request: the source identity onto the target's face(s); same size as the target."""
+    name = preset_of(preset, infos)
+    require_consent(consent, "face swap")
+    if target_face not in TARGET_FACES:
+        raise InvalidArgumentError(f"faces to replace must be one of {', '.join(TARGET_FACES)}, got {target_face!r}")
+    sources = read_photos(source, what="source photo", max_photos=1)
+    targets = read_photos(target, what="target photo", max_photos=1)
+    kwargs = {"source": sources, "target": targets[0], "consent": True, "target_face": target_face,
+              "seed": run_seeds(seed, 1)[0], "strength": float(strength),
+              "num_inference_steps": int(steps) if steps else None}
+    return ui_outputs(run_job(ctx, JOB, PIPELINE, name, kwargs, progress), "the source photo")
+
+
+def build(ctx: AppContext) -> None:
+    infos = [i for i in preset_infos(ctx.models_dir, ctx.accept_license) if editable(i.name)]
+    with gr.Row():
+        with gr.Column():
+            source = photo_input("Source: a photo of the person to put in", "swap-source")
+            add_examples(source, "Example source photo")
+            target = photo_input("Target: the photo whose face is replaced", "swap-target")
+            picker = model_picker(ctx, infos, "swap-model")
+            consent = consent_box("swap-consent")
+            target_face = gr.Radio(list(TARGET_FACES), value="largest", label="Faces to replace in the target")
+            with gr.Accordion("Advanced", open=False):
+                seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
+                strength = gr.Slider(0.1, 1.0, value=0.85, step=0.05,
+                                     label="Strength (how much of the face is redrawn)")
+                steps = gr.Slider(0, 100, value=0, step=1, label="Steps (0 = preset default)")
+            run = gr.Button("Swap", variant="primary", elem_id="swap-run")
+        with gr.Column():
+            res = result_outputs("swap")
+
+    @user_errors
+    def _swap(source_v: Any, target_v: Any, preset_v: Any, consent_v: Any, faces_v: Any, seed_v: Any,
+              strength_v: Any, steps_v: Any, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
+        return swap(ctx, infos, source_v, target_v, preset_v, consent_v, faces_v, seed_v, strength_v, steps_v,
+                    progress)
+
+    run.click(_swap, inputs=[source, target, picker.dropdown, consent, target_face, seed, strength, steps],
+              outputs=res.job_outputs, api_name="swap",
+              concurrency_limit=1, concurrency_id="gpu")

@@ -1,0 +1,90 @@
+"""``facegen serve`` (and ``python app.py``): the web demo, with safe defaults.
+
+    facegen serve --model tiny                 # offline, http://127.0.0.1:7860
+    facegen serve --model arc2face --accept-license --models-dir ~/weights
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from facegen.errors import FacegenError
+
+logger = logging.getLogger("facegen.serve")
+
+
+def add_serve_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="tiny",
+                   help="preset selected when the page opens (default: tiny, offline random weights)")
+    p.add_argument("--models-dir", default=None,
+                   help="local weights folder (default: $FACEGEN_HOME/models, ~/.cache/facegen/models)")
+    p.add_argument("--accept-license", action="store_true",
+                   help="accept the non-commercial licences of the weights used (Arc2Face, insightface packs, ...)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes the app)")
+    p.add_argument("--port", type=int, default=None, help="port (default: 7860 or the next free one)")
+    p.add_argument("--share", action="store_true",
+                   help="also open a public Gradio share link (off by default; anyone with the link can use it)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--max-file-size", default="10mb", help="largest accepted upload (default 10mb)")
+    p.add_argument("--max-queue", type=int, default=16,
+                   help="requests allowed to wait for the model (default 16); one runs at a time")
+    p.add_argument("--max-images", type=int, default=8, help="most images per request (default 8)")
+    p.add_argument("--work-dir", default=None,
+                   help="the app's own temporary folder (default: a fresh private one, removed at exit)")
+    p.add_argument("--no-preload", dest="preload", action="store_false",
+                   help="do not load the default preset in the background at start-up")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Build and launch the demo; blocks until interrupted."""
+    from facegen.app import build_app, launch_app, require_gradio
+
+    require_gradio()
+    if args.max_queue < 1 or args.max_images < 1:
+        from facegen.errors import InvalidArgumentError
+        raise InvalidArgumentError("--max-queue and --max-images must be >= 1")
+    t0 = time.perf_counter()
+    app = build_app(model=args.model, models_dir=args.models_dir, accept_license=args.accept_license,
+                    device=args.device, work_dir=args.work_dir, preload=args.preload,
+                    max_images=args.max_images)
+    _, url, share_url = launch_app(app, host=args.host, port=args.port, share=args.share,
+                                   max_file_size=args.max_file_size, max_queue=args.max_queue,
+                                   prevent_thread_lock=True, quiet=True)
+    print(f"facegen web demo ready at {url} (started in {time.perf_counter() - t0:.1f} s)"
+          + (f"; public link {share_url}" if share_url else ""), flush=True)
+    try:
+        app.block_thread()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app.close()
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser("serve", help="the web demo (Gradio) on http://127.0.0.1:7860")
+    add_serve_options(p)
+    p.set_defaults(func=run_serve)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python app.py``: the same options as ``facegen serve``."""
+    p = argparse.ArgumentParser(prog="app.py", description="The facegen web demo.")
+    add_serve_options(p)
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    args = p.parse_args(argv)
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return run_serve(args)
+    except FacegenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
