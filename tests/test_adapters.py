@@ -34,17 +34,17 @@ def request(pipe: IDGenerationPipeline, **kw) -> ConditionRequest:
 
 @pytest.fixture(scope="module")
 def arc2face() -> IDGenerationPipeline:
-    return IDGenerationPipeline.from_preset("tiny", device="cpu")
+    return IDGenerationPipeline.from_preset("tiny", device="cpu", fast_path=False)
 
 
 @pytest.fixture(scope="module")
 def faceid() -> IDGenerationPipeline:
-    return IDGenerationPipeline.from_preset("tiny-faceid", device="cpu")
+    return IDGenerationPipeline.from_preset("tiny-faceid", device="cpu", fast_path=False)
 
 
 @pytest.fixture(scope="module")
 def instantid() -> IDGenerationPipeline:
-    return IDGenerationPipeline.from_preset("tiny-instantid", device="cpu")
+    return IDGenerationPipeline.from_preset("tiny-instantid", device="cpu", fast_path=False)
 
 
 @pytest.fixture(params=["arc2face", "faceid", "instantid"])

@@ -36,7 +36,9 @@ def pixels(out: PipelineOutput) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def pipes() -> dict[str, IDGenerationPipeline]:
-    return {name: IDGenerationPipeline.from_preset(name, device="cpu")
+    # plain diffusers modules: the invariants below compare with a stock diffusers pipeline
+    # bit for bit; the (default) fast path is checked against this in its own test
+    return {name: IDGenerationPipeline.from_preset(name, device="cpu", fast_path=False)
             for name in ("tiny", "tiny-faceid", "tiny-instantid")}
 
 
@@ -232,3 +234,16 @@ def test_cli_real_preset_missing_weights_exit_2(tom_hanks_path, tmp_path, monkey
     assert rc == 2 and err[-1].startswith("error: preset 'faceid-sd15': model files not found")
     assert "h94/IP-Adapter-FaceID/ip-adapter-faceid_sd15.bin" in err[-1] and "Traceback" not in "".join(err)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-faceid"])
+def test_default_fast_path_keeps_the_pixels(pipes, name):
+    """from_preset applies the exact fast path by default: same images up to float rounding."""
+    from facegen.pipelines.fastpath import applied_options
+    fast = IDGenerationPipeline.from_preset(name, device="cpu")
+    assert applied_options(fast.pipe) is not None
+    a = pixels(gen(fast, emb(3), seed=4)).astype(int)
+    b = pixels(gen(pipes[name], emb(3), seed=4)).astype(int)
+    assert np.abs(a - b).max() <= 2
+    mse = ((a - b) ** 2).mean()
+    assert mse == 0 or 10 * np.log10(255 ** 2 / mse) >= 40

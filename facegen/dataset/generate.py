@@ -39,15 +39,13 @@ def make_dataset_generate_fn(preset: str, models_dir: str | None = None, device:
                              fast_path: bool = True, cpu_threads: int = 1, **_options: Any) -> Callable[[list[WorkItem]], list[np.ndarray]]:
     """Build the pipeline once and return ``generate(items) -> [RGB uint8]``."""
     from facegen.pipelines.generation import IDGenerationPipeline  # noqa: PLC0415
+    from facegen.pipelines.fastpath import FastPathConfig  # noqa: PLC0415
+    from facegen.pipelines.generation import resolve_device  # noqa: PLC0415
 
+    # batch mode: the full exact fast path, torch.compile and CUDA graphs included on GPUs
+    cfg: Any = FastPathConfig.default_for(resolve_device(device), interactive=False) if fast_path else False
     pipe = IDGenerationPipeline.from_preset(preset, models_dir=models_dir, device=device,
-                                            accept_license=accept_license)
-    if fast_path:
-        try:
-            from facegen.pipelines.fastpath import FastPathConfig, optimize_pipeline  # noqa: PLC0415
-            optimize_pipeline(pipe.pipe, FastPathConfig.default_for(pipe.device))
-        except ImportError:
-            logger.debug("fast path not available")
+                                            accept_license=accept_license, fast_path=cfg)
     scale = identity_scale(pipe.encoder, pipe.adapter.normalise, id_norm)
     text = pipe.adapter.supports_prompt
     import torch  # noqa: PLC0415

@@ -136,9 +136,11 @@ class IDGenerationPipeline:
     @classmethod
     def from_preset(cls, name: str, models_dir: str | os.PathLike[str] | None = None, device: str | Any | None = None,
                     dtype: str | Any | None = None, accept_license: bool = False,
-                    download: bool | None = None) -> IDGenerationPipeline:
+                    download: bool | None = None, fast_path: bool | Any = True) -> IDGenerationPipeline:
         """Resolve (local folder, else hub when online), check the licence, and load a preset.
 
+        ``fast_path``: True (default) applies :func:`facegen.pipelines.fastpath.optimize_pipeline`
+        with the exact options for the device; a ``FastPathConfig`` sets them; False loads plain.
         Raises LicenseNotAcceptedError for non-commercial weights without ``accept_license``
         (or ``FACEGEN_ACCEPT_NONCOMMERCIAL=1``), ModelNotFoundError naming the missing files.
         """
@@ -156,6 +158,12 @@ class IDGenerationPipeline:
         logger.info("loading preset '%s' (%s) from %s", preset.name, preset.family, resolved.root)
         pipe = adapter.load(resolved, dt)
         pipe.to(dev)
+        if fast_path:
+            # exact options only (same pixels within the benchmark's tolerance); an interactive
+            # call skips torch.compile, whose warm-up would cost more than one image saves
+            from facegen.pipelines.fastpath import FastPathConfig, optimize_pipeline
+            cfg = fast_path if isinstance(fast_path, FastPathConfig) else FastPathConfig.default_for(dev, interactive=True)
+            optimize_pipeline(pipe, cfg)
         return cls(preset, adapter, pipe, device=dev, dtype=dt, models_dir=models_dir, accept_license=accept_license)
 
     @property
