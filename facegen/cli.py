@@ -151,6 +151,11 @@ def doctor_report(models_dir: str | None = None) -> dict[str, Any]:
                 encoders[name] = {"ready": False, "missing": str(exc)}
             continue
         missing = [f.relpath for f in spec.files if f.locate(root) is None]
+        if spec.detector_pack:
+            from facegen.faces.insightface_backend import PACK_DETECTORS  # noqa: PLC0415
+            det = f"{spec.detector_pack}/{PACK_DETECTORS.get(spec.detector_pack, 'scrfd_*.onnx')}"
+            if not (root / det).is_file():
+                missing.append(det)
         encoders[name] = {"ready": not missing, "missing": missing, "licence": spec.licence}
     report: dict[str, Any] = {"facegen": __version__, "python": sys.version.split()[0],
                               "home": str(facegen_home()), "models_dir": str(root),
