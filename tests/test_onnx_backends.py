@@ -221,3 +221,34 @@ def test_arc2face_encoder_found_in_hub_layout(tmp_path):
     enc = OnnxArcFaceEncoder(spec, tmp_path, accept_license=True,
                              session_factory=lambda p, providers: FakeSession(p, providers, 1, [1, 3, 112, 112], None))
     assert enc.path == hub / "arcface.onnx"
+
+
+def test_dataset_filter_embeds_a_batch_of_images_in_one_call(tmp_path, monkeypatch):
+    """Issue 7, front end in dataset mode: faces of many generated images, one session call."""
+    from facegen.dataset.filters import EncoderEmbedFn
+    import facegen.id.encoders as encoders
+
+    spec = get_encoder_spec("buffalo_l-w600k-r50")
+    _write_pack(tmp_path, "buffalo_l", ["w600k_r50.onnx"])
+    calls = []
+
+    def factory(path, providers):
+        def respond(feeds):
+            x = feeds["input.1"]
+            calls.append(x.shape[0])
+            return [x.reshape(x.shape[0], -1)[:, :512] * 10]     # depends on each crop
+        return FakeSession(path, providers, 1, [None, 3, 112, 112], respond)
+
+    enc = OnnxArcFaceEncoder(spec, tmp_path, accept_license=True, session_factory=factory)
+    rng = np.random.default_rng(0)
+    kps = np.array([[120, 130], [180, 130], [150, 165], [125, 200], [175, 200]], np.float32)
+    face = Face(np.array([90, 90, 210, 230], np.float32), kps, 0.9)
+    monkeypatch.setattr(enc, "detect", lambda rgb: [] if rgb.mean() < 1 else [face])
+    monkeypatch.setattr(encoders, "get_encoder", lambda *a, **k: enc)
+    images = [rng.integers(1, 256, (300, 300, 3), dtype=np.uint8) for _ in range(4)]
+    images.insert(2, np.zeros((300, 300, 3), np.uint8))               # no face in this one
+    out = EncoderEmbedFn(spec.name).embed_many(images)
+    assert calls == [4]                                                 # one batched call
+    assert out[2] is None and all(e is not None for i, e in enumerate(out) if i != 2)
+    single = enc.embed(images[3], face)
+    assert np.allclose(out[3].vector, single.vector)

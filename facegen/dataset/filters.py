@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -81,6 +81,25 @@ class EncoderEmbedFn:
         except NoFaceError:
             return None
         return found[0] if found else None
+
+
+    def embed_many(self, rgbs: Sequence[np.ndarray]) -> list[IDEmbedding | None]:
+        """The largest face of each image; faces of all images embedded in one batch when the
+        encoder can (ONNX encoders), else one by one."""
+        from facegen.faces.detect import select_faces
+        from facegen.id.encoders import get_encoder
+
+        enc = get_encoder(self.encoder, self.models_dir, accept_license=self.accept_license)
+        faces: list[Any] = []
+        for rgb in rgbs:
+            try:
+                faces.append(select_faces(enc.detect(rgb), "largest")[0])
+            except NoFaceError:
+                faces.append(None)
+        pairs = [(rgb, f) for rgb, f in zip(rgbs, faces) if f is not None]
+        batch = getattr(enc, "embed_batch", None)
+        embs = iter(batch(pairs) if batch is not None else [enc.embed(rgb, f) for rgb, f in pairs])
+        return [None if f is None else next(embs) for f in faces]
 
 
 class DetectFaceFn:
@@ -170,6 +189,21 @@ class FilterChain:
         if self.quality_fn is not None:
             s.quality = float(self.quality_fn(rgb))
         return s
+
+    def score_many(self, rgbs: Sequence[np.ndarray]) -> list[ImageScores]:
+        """:meth:`score` for a batch; the embeddings in one call when ``embed_fn`` batches."""
+        many = getattr(self.embed_fn, "embed_many", None)
+        if many is None:
+            return [self.score(rgb) for rgb in rgbs]
+        out = []
+        for rgb, emb in zip(rgbs, many(list(rgbs))):
+            s = ImageScores(ahash=average_hash(rgb), embedding=emb, face=emb is not None)
+            if self.face_fn is not None and s.face:
+                s.face = bool(self.face_fn(rgb))
+            if self.quality_fn is not None:
+                s.quality = float(self.quality_fn(rgb))
+            out.append(s)
+        return out
 
     def _threshold(self, emb: IDEmbedding) -> float:
         if self.config.min_id_similarity is not None:

@@ -175,14 +175,15 @@ def _generate(ctx: RunContext, items: list[WorkItem]) -> list[np.ndarray]:
     return out
 
 
-def _score(ctx: RunContext, rgb: np.ndarray) -> ImageScores:
-    chain = ctx.chain
-    if chain is not None:
-        return chain.score(rgb)
-    scores = ImageScores()
-    if ctx.embed_fn is not None:
-        scores.embedding = ctx.embed_fn(rgb)
-    return scores
+def _score_many(ctx: RunContext, rgbs: Sequence[np.ndarray]) -> list[ImageScores]:
+    """Filter scores of a batch of generated images (embedded in one call where possible)."""
+    if ctx.chain is not None:
+        return ctx.chain.score_many(rgbs)
+    if ctx.embed_fn is None:
+        return [ImageScores() for _ in rgbs]
+    many = getattr(ctx.embed_fn, "embed_many", None)
+    embs = many(list(rgbs)) if many is not None else [ctx.embed_fn(rgb) for rgb in rgbs]
+    return [ImageScores(embedding=e) for e in embs]
 
 
 def _finalise_identities(ctx: RunContext, identities: Sequence[int], result: ShardResult
@@ -198,7 +199,7 @@ def _finalise_identities(ctx: RunContext, identities: Sequence[int], result: Sha
     while pending:
         images = _generate(ctx, pending)
         result.generated += len(pending)
-        scored = [(item, rgb, _score(ctx, rgb)) for item, rgb in zip(pending, images)]
+        scored = list(zip(pending, images, _score_many(ctx, images)))
         retry: list[WorkItem] = []
         by_identity: dict[int, list[tuple[WorkItem, np.ndarray, ImageScores]]] = collections.defaultdict(list)
         for entry in scored:

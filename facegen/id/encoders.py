@@ -96,7 +96,11 @@ class OnnxArcFaceEncoder:
         return detect_faces(rgb, detector=get_detector("insightface", **self._det_options))
 
     def preprocess(self, rgb: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
-        crops = [warp_face(rgb, f.kps, self.spec.crop_size, "arcface")[0] for f in faces]
+        return self.preprocess_pairs([(rgb, f) for f in faces])
+
+    def preprocess_pairs(self, pairs: Sequence[tuple[np.ndarray, Face]]) -> np.ndarray:
+        """One NCHW float batch of aligned crops from (image, face) pairs of any images."""
+        crops = [warp_face(rgb, f.kps, self.spec.crop_size, "arcface")[0] for rgb, f in pairs]
         batch = np.stack(crops).astype(np.float32)
         if self.spec.color_order == "bgr":
             batch = batch[..., ::-1]
@@ -104,8 +108,16 @@ class OnnxArcFaceEncoder:
         return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
 
     def embed_many(self, rgb: np.ndarray, faces: Sequence[Face]) -> list[IDEmbedding]:
-        out = self.session.run(None, {self.input_name: self.preprocess(rgb, faces)})[0]
-        return [IDEmbedding(np.asarray(v, dtype=np.float32), self.spec.name, face=f) for v, f in zip(out, faces)]
+        return self.embed_batch([(rgb, f) for f in faces])
+
+    def embed_batch(self, pairs: Sequence[tuple[np.ndarray, Face]]) -> list[IDEmbedding]:
+        """Embed faces of several images in one session call (the batched path for dataset
+        filters: one GPU launch per batch of generated images)."""
+        if not pairs:
+            return []
+        out = self.session.run(None, {self.input_name: self.preprocess_pairs(pairs)})[0]
+        return [IDEmbedding(np.asarray(v, dtype=np.float32), self.spec.name, face=f)
+                for v, (_, f) in zip(out, pairs)]
 
     def embed(self, rgb: np.ndarray, face: Face) -> IDEmbedding:
         return self.embed_many(rgb, [face])[0]
