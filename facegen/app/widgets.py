@@ -75,6 +75,16 @@ def model_picker(ctx: AppContext, infos: list[PresetInfo], elem_id: str) -> Mode
     return ModelPicker(dropdown, note)
 
 
+def seed_input(elem_id: str | None = None) -> gr.Number:
+    """The seed box every job shares (-1 draws a random seed, which the result records)."""
+    return gr.Number(value=-1, precision=0, label="Seed (-1 = random)", elem_id=elem_id)
+
+
+def steps_input() -> gr.Slider:
+    """Denoising steps (0 keeps the preset's default)."""
+    return gr.Slider(0, 100, value=0, step=1, label="Steps (0 = preset default)")
+
+
 def consent_box(elem_id: str) -> gr.Checkbox:
     return gr.Checkbox(value=False, elem_id=elem_id, label="I have the right to edit this face",
                        info="It is my face, or the person agreed; I will not use the result to deceive.")

@@ -26,6 +26,8 @@ from facegen.app.widgets import (
     photo_input,
     preset_of,
     result_outputs,
+    seed_input,
+    steps_input,
 )
 from facegen.errors import InvalidArgumentError
 
@@ -70,8 +72,8 @@ def build(ctx: AppContext) -> None:
             gr.Markdown("Aging needs a preset that takes text (FaceID family); Arc2Face cannot be told an age.")
             consent = consent_box("age-consent")
             with gr.Accordion("Advanced", open=False):
-                seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
-                steps = gr.Slider(0, 100, value=0, step=1, label="Steps (0 = preset default)")
+                seed = seed_input()
+                steps = steps_input()
             run = gr.Button("Age", variant="primary", elem_id="age-run")
         with gr.Column():
             res = result_outputs("age")

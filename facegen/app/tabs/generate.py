@@ -28,6 +28,7 @@ from facegen.app.widgets import (
     photo_input,
     preset_of,
     result_outputs,
+    seed_input,
 )
 from facegen.errors import InvalidArgumentError
 from facegen.models.registry import get_preset
@@ -117,7 +118,7 @@ def build(ctx: AppContext) -> None:
             num_images = gr.Slider(1, ctx.max_images, value=min(2, ctx.max_images), step=1,
                                    label="Number of images", elem_id="gen-num")
             with gr.Accordion("Advanced", open=False) as advanced:
-                seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)", elem_id="gen-seed")
+                seed = seed_input("gen-seed")
                 negative = gr.Textbox(label="Negative prompt", lines=2, visible=text, value=d.negative_prompt or "")
                 steps = gr.Slider(1, 100, value=d.steps, step=1, label="Steps")
                 guidance = gr.Slider(0.0, 20.0, value=d.guidance, step=0.1, label="Guidance scale")

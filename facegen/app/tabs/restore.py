@@ -26,6 +26,8 @@ from facegen.app.widgets import (
     photo_input,
     preset_of,
     result_outputs,
+    seed_input,
+    steps_input,
 )
 
 TITLE = "Restore"
@@ -57,9 +59,9 @@ def build(ctx: AppContext) -> None:
             picker = model_picker(ctx, infos, "restore-model")
             consent = consent_box("restore-consent")
             with gr.Accordion("Advanced", open=False):
-                seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
+                seed = seed_input()
                 strength = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="Strength (0 = adapt to the damage)")
-                steps = gr.Slider(0, 100, value=0, step=1, label="Steps (0 = preset default)")
+                steps = steps_input()
             run = gr.Button("Restore", variant="primary", elem_id="restore-run")
         with gr.Column():
             res = result_outputs("restore")

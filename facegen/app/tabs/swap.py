@@ -25,6 +25,8 @@ from facegen.app.widgets import (
     photo_input,
     preset_of,
     result_outputs,
+    seed_input,
+    steps_input,
 )
 from facegen.errors import InvalidArgumentError
 
@@ -60,10 +62,10 @@ def build(ctx: AppContext) -> None:
             consent = consent_box("swap-consent")
             target_face = gr.Radio(list(TARGET_FACES), value="largest", label="Faces to replace in the target")
             with gr.Accordion("Advanced", open=False):
-                seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
+                seed = seed_input()
                 strength = gr.Slider(0.1, 1.0, value=0.85, step=0.05,
                                      label="Strength (how much of the face is redrawn)")
-                steps = gr.Slider(0, 100, value=0, step=1, label="Steps (0 = preset default)")
+                steps = steps_input()
             run = gr.Button("Swap", variant="primary", elem_id="swap-run")
         with gr.Column():
             res = result_outputs("swap")
