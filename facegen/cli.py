@@ -50,6 +50,12 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
                    help="accept non-commercial licences of the weights used (insightface packs, Arc2Face, ...)")
 
 
+def _about(image: str, exc: Exception) -> str:
+    """The error message, prefixed with the image unless it already names it."""
+    msg = str(exc)
+    return msg if msg.startswith(image) else f"{image}: {msg}"
+
+
 def _read_image(path: str):
     from facegen.io import load_image  # noqa: PLC0415
     return load_image(path)
@@ -71,7 +77,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
             logger.info("%s: %d face(s) in %.3f s", image, len(embs), time.perf_counter() - t0)
         except FacegenError as exc:
             failed += 1
-            print(f"error: {image}: {exc}", file=sys.stderr)
+            print(f"error: {_about(image, exc)}", file=sys.stderr)
             if args.json:
                 print(json.dumps({"image": image, "error": str(exc)}))
             continue
@@ -95,7 +101,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             embs.append(embed_image(_read_image(image), args.encoder, models_dir=args.models_dir,
                                     accept_license=args.accept_license)[0])
         except FacegenError as exc:
-            raise type(exc)(f"{image}: {exc}") from None
+            exc.args = (_about(image, exc),)
+            raise
     same, sim, thr = same_person(embs[0], embs[1])
     result = {"similarity": round(sim, 4), "threshold": thr, "same": bool(same), "encoder": embs[0].encoder}
     if args.json:
