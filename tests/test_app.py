@@ -115,7 +115,8 @@ def test_random_seed_is_reported(served, tom_hanks_path):
 
 def test_progress_follows_the_denoising_steps(served, tom_hanks_path):
     _, _, client = served
-    job = client.submit(photo(tom_hanks_path), "tiny", "", "", 1, 3, 3, 3.0, 1.0, 0.8, api_name="/generate")
+    # 40 steps: long enough (> 1 s) that polling every 20 ms sees the bar at several places
+    job = client.submit(photo(tom_hanks_path), "tiny", "", "", 1, 3, 40, 3.0, 1.0, 0.8, api_name="/generate")
     seen = set()
     while not job.done():
         status = job.status()
@@ -124,7 +125,7 @@ def test_progress_follows_the_denoising_steps(served, tom_hanks_path):
                 seen.add((unit.index, unit.length))
         time.sleep(0.02)
     job.result()
-    assert seen and all(length == 3 for _, length in seen), seen
+    assert seen and all(length == 40 for _, length in seen), seen
     assert len({index for index, _ in seen}) >= 2          # the bar moved during the run
 
 

@@ -142,3 +142,35 @@ def test_cli_swap_and_restore(tom_hanks_path, shared_faces, tmp_path):
                    "--seed", "1", "--steps", str(STEPS), "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert read_metadata(restored)["metadata"]["task"] == "restore"
+
+
+def test_instantid_swap_feeds_identitynet_the_target_keypoints_and_face_tokens(tom_hanks_path, shared_faces):
+    from facegen.edit import crop_face
+    from facegen.faces.align import transform_points
+    from facegen.pipelines.swap import FaceSwapPipeline
+
+    pipe = FaceSwapPipeline.from_preset("tiny-instantid")
+    seen = []
+    controlnet = pipe.gen.pipe.controlnet
+    forward = controlnet.forward
+
+    def spy(*args, **kwargs):                          # what IdentityNet finally receives (after the hooks)
+        seen.append((kwargs["encoder_hidden_states"].shape, kwargs["controlnet_cond"].detach().clone()))
+        return forward(*args, **kwargs)
+
+    controlnet.forward = spy
+    try:
+        target = shared_faces / "obama_3_small.jpg"
+        before = load_image(target)
+        out = pipe(tom_hanks_path, target, consent=True, seed=2, num_inference_steps=STEPS, progress=False)
+    finally:
+        del controlnet.forward
+    assert changed_only_near_faces(before, out.rgb(0), detect_faces(before))
+    tokens_shape, cond = seen[-1]
+    assert tokens_shape[1] == 16                       # the Resampler's face tokens, not text
+    face = detect_faces(before)[0]
+    fc = crop_face(before, face, size=pipe.crop_size, template="ffhq")
+    size = cond.shape[-1]
+    drawing = cond[0].abs().sum(0)
+    for x, y in transform_points(face.kps, fc.M) * size / pipe.crop_size:   # drawn at the target's points
+        assert drawing[int(round(y)), int(round(x))] > 0

@@ -90,17 +90,15 @@ def check_instantid_checkpoint(state: dict[str, Any], unet: Any, id_dim: int, wh
     check_state_dict(state["ip_adapter"], ip_adapter_shapes(unet, lora_rank=None), f"{what} ip_adapter")
 
 
-def _pipeline_class() -> type:
+def _pipeline_class(base: type, name: str) -> type:
+    """``base`` (an SDXL ControlNet pipeline) whose ControlNet, IdentityNet, sees the face tokens only."""
     import torch
-    from diffusers import StableDiffusionXLControlNetPipeline
 
-    class StableDiffusionXLInstantIDPipeline(StableDiffusionXLControlNetPipeline):
-        """SDXL ControlNet pipeline whose ControlNet (IdentityNet) sees the face tokens only.
-
-        Call it like the parent with ``ip_adapter_image_embeds`` (the ID vector, negative first
-        under CFG) and ``image`` (the keypoint drawing).  The UNet gets text + face tokens
-        through the IP-Adapter path; IdentityNet's ``encoder_hidden_states`` are replaced by the
-        same projected face tokens.
+    class InstantIDPipeline(base):  # type: ignore[valid-type, misc]
+        """Call it like ``base`` with ``ip_adapter_image_embeds`` (the ID vector, negative first
+        under CFG) and the keypoint drawing as the ControlNet image.  The UNet gets text + face
+        tokens through the IP-Adapter path; IdentityNet's ``encoder_hidden_states`` are replaced
+        by the same projected face tokens.
         """
 
         _face_tokens: Any = None
@@ -141,18 +139,24 @@ def _pipeline_class() -> type:
                 handle.remove()
                 self._face_tokens = None
 
-    return StableDiffusionXLInstantIDPipeline
+    InstantIDPipeline.__name__ = InstantIDPipeline.__qualname__ = name
+    return InstantIDPipeline
 
 
-_PIPELINE_CLASS: type | None = None
+_PIPELINE_CLASSES: dict[str, type] = {}
 
 
-def instantid_pipeline_class() -> type:
-    """The pipeline class (built on first use so importing facegen does not import diffusers)."""
-    global _PIPELINE_CLASS
-    if _PIPELINE_CLASS is None:
-        _PIPELINE_CLASS = _pipeline_class()
-    return _PIPELINE_CLASS
+def instantid_pipeline_class(kind: str = "text2img") -> type:
+    """The InstantID pipeline class: ``text2img`` (SDXL ControlNet) or ``inpaint`` (SDXL ControlNet
+    inpainting, for the edit jobs). Built on first use so importing facegen does not import diffusers."""
+    if kind not in _PIPELINE_CLASSES:
+        from diffusers import StableDiffusionXLControlNetInpaintPipeline, StableDiffusionXLControlNetPipeline
+        bases = {"text2img": (StableDiffusionXLControlNetPipeline, "StableDiffusionXLInstantIDPipeline"),
+                 "inpaint": (StableDiffusionXLControlNetInpaintPipeline, "StableDiffusionXLInstantIDInpaintPipeline")}
+        if kind not in bases:
+            raise InvalidArgumentError(f"unknown InstantID pipeline kind '{kind}'")
+        _PIPELINE_CLASSES[kind] = _pipeline_class(*bases[kind])
+    return _PIPELINE_CLASSES[kind]
 
 
 class InstantIDAdapter(IDAdapter):

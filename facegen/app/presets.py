@@ -38,10 +38,10 @@ def takes_prompt(preset: str | Preset) -> bool:
 
 
 def editable(preset: str | Preset) -> bool:
-    """Presets the edit jobs (swap, age, restore) can run: not InstantID (no inpainting
-    pipeline for its IdentityNet yet)."""
+    """Presets the edit jobs (swap, age, restore) can run: every family (InstantID through its
+    ControlNet-inpainting pipeline, fed the target face's keypoints)."""
     p = get_preset(preset) if isinstance(preset, str) else preset
-    return p.family != "instantid"
+    return p.family in ("arc2face", "faceid", "instantid")
 
 
 def _status_from_models(models_dir: str | None) -> dict[str, dict[str, Any]] | None:

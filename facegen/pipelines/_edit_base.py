@@ -23,6 +23,7 @@ from facegen.adapters.base import ConditionRequest
 from facegen.edit import crop_face, face_mask, match_color, paste_back
 from facegen.edit.crop import FaceCrop
 from facegen.errors import ConsentRequiredError, InvalidArgumentError
+from facegen.faces.align import transform_points
 from facegen.faces.detect import FacePolicy, detect_faces, select_faces
 from facegen.faces.types import Face
 from facegen.id.embedding import IDEmbedding
@@ -77,12 +78,12 @@ class FaceEditPipeline:
         """The preset's weights in diffusers' inpainting pipeline (components shared, not copied)."""
         if self._inpaint is None:
             family, base = self.preset.family, self.preset.base
-            if family == "instantid":
-                raise InvalidArgumentError(
-                    f"preset '{self.preset.name}' (InstantID) is not supported for {self.task} yet: "
-                    "use an arc2face or faceid-* preset")
-            from diffusers import StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline  # noqa: PLC0415
-            cls = StableDiffusionXLInpaintPipeline if base == "sdxl" else StableDiffusionInpaintPipeline
+            if family == "instantid":                     # IdentityNet on the target's keypoints
+                from facegen.adapters.instantid import instantid_pipeline_class  # noqa: PLC0415
+                cls = instantid_pipeline_class("inpaint")
+            else:
+                from diffusers import StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline  # noqa: PLC0415
+                cls = StableDiffusionXLInpaintPipeline if base == "sdxl" else StableDiffusionInpaintPipeline
             self._inpaint = cls.from_pipe(self.gen.pipe)
         return self._inpaint
 
@@ -125,9 +126,13 @@ class FaceEditPipeline:
         if n_steps * strength < 1:           # img2img runs int(steps * strength) steps: keep at least one
             n_steps = math.ceil(1.0 / strength)
             logger.info("strength %.3f needs %d steps for one denoising step; using %d", strength, n_steps, n_steps)
+        instantid = self.preset.family == "instantid"
         request = ConditionRequest(prompt=prompt, negative_prompt=negative_prompt, guidance_scale=guidance,
-                                   height=size, width=size, adapter_scale=adapter_scale)
+                                   height=size, width=size, adapter_scale=adapter_scale,
+                                   control_kps=transform_points(face.kps, fc.M) if instantid else None)
         kwargs = self.gen.adapter.condition(self.gen.pipe, [identity], request)
+        if instantid:                        # the keypoint drawing is the ControlNet image here
+            kwargs["control_image"] = kwargs.pop("image")
         pipe = self.inpaint_pipe()
         pipe.set_progress_bar_config(disable=not progress)
         extra: dict[str, Any] = {}
