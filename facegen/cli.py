@@ -16,7 +16,6 @@ import os
 import sys
 import time
 import traceback
-from pathlib import Path
 from typing import Any, Sequence
 
 from facegen import __version__

@@ -1,6 +1,5 @@
 """Swap, aging and restoration with the tiny presets on real photos: only the face changes."""
 
-import json
 import subprocess
 import sys
 

@@ -1,7 +1,6 @@
 """Detection, landmarks, selection on real photos (dlib, offline)."""
 
 import io
-import itertools
 
 import numpy as np
 import pytest

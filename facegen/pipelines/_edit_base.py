@@ -99,6 +99,12 @@ class FaceEditPipeline:
         embs, rgbs = self.gen.embed_photos([src])
         return embs[0], rgbs[0]
 
+    def embed_face(self, rgb: np.ndarray, face: Face) -> IDEmbedding:
+        """The identity of an already detected face, by the adapter's own encoder."""
+        from facegen.id.encoders import get_encoder  # noqa: PLC0415
+        enc = get_encoder(self.gen.encoder, self.gen.models_dir, accept_license=self.gen.accept_license)
+        return enc.embed(rgb, face)
+
     # ------------------------------------------------------------------ regenerate
     def regenerate(self, rgb: np.ndarray, face: Face, identity: IDEmbedding, *, strength: float, seed: int,
                    steps: int | None = None, guidance_scale: float | None = None, prompt: str | None = None,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
 from facegen.errors import InvalidArgumentError
@@ -78,7 +77,7 @@ class FaceAgingPipeline(FaceEditPipeline):
         strength1 = aging_strength(from_age, target_age)
         out = rgb.copy()
         for k, f in enumerate(faces):
-            identity = self._embed_face(rgb, f)
+            identity = self.embed_face(rgb, f)
             # 3. pass 1: toward the target age, reduced ID scale
             p1 = self.regenerate(out, f, identity, strength=strength1, seed=seeds[2 * k],
                                  steps=num_inference_steps, guidance_scale=guidance_scale, prompt=prompt,
@@ -99,8 +98,3 @@ class FaceAgingPipeline(FaceEditPipeline):
                                pass2_adapter_scale=full_scale, seeds=seeds, id_judge=judge)
         return PipelineOutput(images=[Image.fromarray(out)], seeds=[seeds[0]], preset=self.preset.name,
                               adapter=self.preset.family, id_similarity=sims, metadata=[meta])
-
-    def _embed_face(self, rgb: np.ndarray, face: Any):  # noqa: ANN202
-        from facegen.id.encoders import get_encoder  # noqa: PLC0415
-        enc = get_encoder(self.gen.encoder, self.gen.models_dir, accept_license=self.gen.accept_license)
-        return enc.embed(rgb, face)

@@ -71,9 +71,7 @@ class FaceRestorationPipeline(FaceEditPipeline):
             identity, ref_rgb = self.embed_reference(reference)
             ref_face = identity.face
         else:
-            from facegen.id.encoders import get_encoder  # noqa: PLC0415
-            enc = get_encoder(self.gen.encoder, self.gen.models_dir, accept_license=self.gen.accept_license)
-            identity, ref_rgb, ref_face = enc.embed(rgb, faces[0]), rgb, faces[0]
+            identity, ref_rgb, ref_face = self.embed_face(rgb, faces[0]), rgb, faces[0]
         text = prompt if prompt is not None else (RESTORE_PROMPT if self.gen.adapter.supports_prompt else None)
         seeds = self.seeds(len(faces), seed)
         out = rgb.copy()

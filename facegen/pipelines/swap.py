@@ -96,13 +96,14 @@ class FaceSwapPipeline(FaceEditPipeline):
                                     callback=callback)
             out = self.paste(out, regen)
         # 6. measure and provenance
-        sims: list[float | None] = []
+        sims: list[float | None] = [None] * len(pairs)
         judge_name = None
-        for face, src_idx in pairs:
-            src_rgb = refs[src_idx][1]
-            src_face = identities[src_idx].face
-            s, judge_name = self.judge(src_rgb, src_face, [(out, face)])
-            sims.append(s[0])
+        for src_idx in sorted({i for _, i in pairs}):   # each source's reference embedded once
+            mine = [k for k, (_, i) in enumerate(pairs) if i == src_idx]
+            scores, judge_name = self.judge(refs[src_idx][1], identities[src_idx].face,
+                                            [(out, pairs[k][0]) for k in mine])
+            for k, score in zip(mine, scores):
+                sims[k] = score
         meta = self.provenance(strength=strength, seeds=seeds, faces_swapped=len(pairs), id_judge=judge_name,
                                id_similarity_per_face=sims, steps=num_inference_steps or self.preset.defaults.steps)
         valid = [x for x in sims if x is not None]
