@@ -38,9 +38,10 @@ def make_dataset_generate_fn(preset: str, models_dir: str | None = None, device:
                              guidance_scale: float | None = None, id_norm: float | None = None,
                              fast_path: bool = True, cpu_threads: int = 1, **_options: Any) -> Callable[[list[WorkItem]], list[np.ndarray]]:
     """Build the pipeline once and return ``generate(items) -> [RGB uint8]``."""
-    from facegen.pipelines.generation import IDGenerationPipeline  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+
     from facegen.pipelines.fastpath import FastPathConfig  # noqa: PLC0415
-    from facegen.pipelines.generation import resolve_device  # noqa: PLC0415
+    from facegen.pipelines.generation import IDGenerationPipeline, resolve_device  # noqa: PLC0415
 
     # batch mode: the full exact fast path, torch.compile and CUDA graphs included on GPUs
     cfg: Any = FastPathConfig.default_for(resolve_device(device), interactive=False) if fast_path else False
@@ -48,31 +49,24 @@ def make_dataset_generate_fn(preset: str, models_dir: str | None = None, device:
                                             accept_license=accept_license, fast_path=cfg)
     scale = identity_scale(pipe.encoder, pipe.adapter.normalise, id_norm)
     text = pipe.adapter.supports_prompt
-    import torch  # noqa: PLC0415
-
     # CPU kernels split reductions by thread count, so pixels would change with the number of
     # workers sharing the cores: on CPU every image is made with a fixed thread count.
     threads = cpu_threads if pipe.device.type == "cpu" else None
 
     def generate(items: list[WorkItem]) -> list[np.ndarray]:
-        images = []
         before = torch.get_num_threads()
         if threads is not None:
             torch.set_num_threads(threads)
         try:
-            images = _generate(items)
+            images = []
+            for it in items:
+                vec = np.asarray(it.embedding, dtype=np.float32) * scale
+                out = pipe(id_embeds=IDEmbedding(vec, pipe.encoder), seeds=[it.seed],
+                           prompt=it.prompt if text else None, num_inference_steps=steps,
+                           guidance_scale=guidance_scale, progress=False, measure_similarity=False)
+                images.append(out.rgb(0))
+            return images
         finally:
             torch.set_num_threads(before)
-        return images
-
-    def _generate(items: list[WorkItem]) -> list[np.ndarray]:
-        images = []
-        for it in items:
-            vec = np.asarray(it.embedding, dtype=np.float32) * scale
-            out = pipe(id_embeds=IDEmbedding(vec, pipe.encoder), seeds=[it.seed],
-                       prompt=it.prompt if text else None, num_inference_steps=steps,
-                       guidance_scale=guidance_scale, progress=False, measure_similarity=False)
-            images.append(out.rgb(0))
-        return images
 
     return generate
