@@ -113,6 +113,29 @@ class IDAdapter(ABC):
     def condition(self, pipe: Any, identities: Sequence[IDEmbedding], request: ConditionRequest) -> dict[str, Any]:
         """Diffusers ``__call__`` kwargs for these identities (no generator/steps/batch)."""
 
+    @abstractmethod
+    def condition_many(self, pipe: Any, identities: Sequence[IDEmbedding], request: ConditionRequest,
+                       prompts: Sequence[str | None], control_kps: Sequence[np.ndarray | None]) -> dict[str, Any]:
+        """Kwargs for one diffusers call making one image per identity (``num_images_per_prompt=1``):
+        sample i is conditioned on ``identities[i]``, ``prompts[i]`` (None: the preset's prompt)
+        and, for keypoint-controlled adapters, ``control_kps[i]`` (None: a frontal portrait)."""
+
+    def check_many(self, identities: Sequence[IDEmbedding], prompts: Sequence[str | None],
+                   control_kps: Sequence[np.ndarray | None]) -> None:
+        """The per-sample lists of :meth:`condition_many` line up and suit this adapter."""
+        n = len(identities)
+        if n == 0:
+            raise InvalidArgumentError("no identities to condition on")
+        if len(prompts) != n or len(control_kps) != n:
+            raise InvalidArgumentError(
+                f"got {n} identities, {len(prompts)} prompts and {len(control_kps)} keypoint sets (one each)")
+        if not self.supports_prompt and any(p is not None for p in prompts):
+            raise InvalidArgumentError(f"preset '{self.preset.name}' takes no text prompt; remove the prompts")
+        if self.family != "instantid" and any(k is not None for k in control_kps):
+            raise InvalidArgumentError(f"preset '{self.preset.name}' takes no keypoint (pose) control; remove the poses")
+        for e in identities:
+            self.check_embedding(e)
+
     def do_cfg(self, pipe: Any, guidance_scale: float) -> bool:
         """Mirror of diffusers' ``do_classifier_free_guidance`` for the loaded pipeline."""
         return guidance_scale > 1.0 and getattr(pipe.unet.config, "time_cond_proj_dim", None) is None

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from facegen.adapters.base import ConditionRequest, IDAdapter
+from facegen.adapters.batching import enable_per_sample_ip_embeds, encode_prompts
 from facegen.errors import InvalidArgumentError
 from facegen.id.embedding import IDEmbedding
 from facegen.models import loading as L
@@ -76,6 +77,52 @@ def portrait_kps(kps: np.ndarray | None, width: int, height: int, eye_mouth_frac
     return (centred + np.array([0.5 * width, 0.45 * height])).astype(np.float32)
 
 
+# a generic head's 5 points in 3-D (x right, y up, z towards the camera; eye centres, nose tip,
+# mouth corners; arbitrary units): rotated by a pose and projected for IdentityNet's drawing
+_HEAD_3D = np.array([[-165.0, 170.0, -135.0], [165.0, 170.0, -135.0], [0.0, 0.0, 0.0],
+                     [-150.0, -150.0, -125.0], [150.0, -150.0, -125.0]])
+
+
+def head_pose_kps(yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0) -> np.ndarray:
+    """5 keypoints (image coordinates, y down, arbitrary scale) of a generic head turned by
+    ``yaw`` (degrees, > 0: towards the image's right), ``pitch`` (> 0: looking up) and ``roll``
+    (> 0: clockwise in the image); orthographic projection.  Place them with :func:`portrait_kps`."""
+    for name, v in (("yaw", yaw), ("pitch", pitch), ("roll", roll)):
+        if not (math.isfinite(v) and -90.0 < v < 90.0):
+            raise InvalidArgumentError(f"{name} must be a number of degrees in (-90, 90), got {v!r}")
+    y_, p_, r_ = (math.radians(v) for v in (yaw, pitch, roll))
+    pitch_m = np.array([[1, 0, 0], [0, math.cos(p_), math.sin(p_)], [0, -math.sin(p_), math.cos(p_)]])
+    yaw_m = np.array([[math.cos(y_), 0, math.sin(y_)], [0, 1, 0], [-math.sin(y_), 0, math.cos(y_)]])
+    pts = _HEAD_3D @ pitch_m.T @ yaw_m.T
+    xy = np.stack([pts[:, 0], -pts[:, 1]], axis=1)                       # image axes: y down
+    c, s = math.cos(r_), math.sin(r_)
+    return (xy @ np.array([[c, s], [-s, c]])).astype(np.float32)        # clockwise in the image
+
+
+def pose_kps(pose: Any, width: int, height: int) -> np.ndarray:
+    """A pose → 5 keypoints in output pixels.  ``pose``: a yaw angle in degrees, a mapping with
+    any of ``yaw`` / ``pitch`` / ``roll`` (degrees), or 5 ``[x, y]`` keypoints (eyes, nose, mouth
+    corners) in fractions 0..1 of the width and height."""
+    if isinstance(pose, bool):
+        pose = None
+    if isinstance(pose, (int, float)):
+        return portrait_kps(head_pose_kps(yaw=float(pose)), width, height)
+    if isinstance(pose, dict):
+        unknown = set(pose) - {"yaw", "pitch", "roll"}
+        if unknown or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pose.values()):
+            raise InvalidArgumentError(f"a pose mapping takes numeric yaw, pitch and roll (degrees), got {pose!r}")
+        return portrait_kps(head_pose_kps(**{k: float(v) for k, v in pose.items()}), width, height)
+    try:
+        pts = np.asarray(pose, dtype=np.float32)
+    except (TypeError, ValueError):
+        pts = np.zeros(0, np.float32)
+    if pts.shape != (5, 2) or not np.isfinite(pts).all() or (pts < 0).any() or (pts > 1).any():
+        raise InvalidArgumentError(
+            "a pose is a yaw angle, {yaw, pitch, roll} in degrees, or 5 [x, y] keypoints in fractions 0..1 "
+            f"of the image; got {pose!r}")
+    return pts * np.array([width, height], dtype=np.float32)
+
+
 def check_instantid_checkpoint(state: dict[str, Any], unet: Any, id_dim: int, what: str) -> None:
     if not {"image_proj", "ip_adapter"} <= set(state):
         raise InvalidArgumentError(f"{what} has no 'image_proj'/'ip_adapter' entries")
@@ -125,7 +172,9 @@ def _pipeline_class(base: type, name: str) -> type:
             cfg = guidance > 1.0 and self.unet.config.time_cond_proj_dim is None
             per_prompt = kwargs.get("num_images_per_prompt", 1) or 1
             prompt = kwargs.get("prompt")
-            n_prompts = len(prompt) if isinstance(prompt, list) else 1
+            prompt_embeds = kwargs.get("prompt_embeds")
+            n_prompts = (len(prompt) if isinstance(prompt, list)
+                         else prompt_embeds.shape[0] if prompt_embeds is not None else 1)
             proj = self.unet.encoder_hid_proj
             param = next(proj.parameters())
             prepared = self.prepare_ip_adapter_image_embeds(None, embeds, param.device, per_prompt * n_prompts, cfg)
@@ -194,13 +243,43 @@ class InstantIDAdapter(IDAdapter):
         else:
             kps = portrait_kps(ident.face.kps if ident.face is not None else None, request.width, request.height)
         pipe.set_ip_adapter_scale(d.adapter_scale if request.adapter_scale is None else float(request.adapter_scale))
-        side = min(request.width, request.height)   # upstream draws radius 10 / stick 4 at ~1024 px
         cn_scale = d.controlnet_scale if request.controlnet_scale is None else float(request.controlnet_scale)
         return {
             "ip_adapter_image_embeds": [embeds.to(dtype=pipe.unet.dtype)],
-            "image": draw_kps(request.width, request.height, kps, stick_width=max(1, round(4 * side / 1024)),
-                              radius=max(2, round(10 * side / 1024))),
+            "image": self.kps_image(kps, request),
             "controlnet_conditioning_scale": cn_scale,
             "prompt": d.prompt if request.prompt is None else request.prompt,
             "negative_prompt": d.negative_prompt if request.negative_prompt is None else request.negative_prompt,
         }
+
+    def condition_many(self, pipe: Any, identities: Sequence[IDEmbedding], request: ConditionRequest,
+                       prompts: Sequence[str | None], control_kps: Sequence[np.ndarray | None]) -> dict[str, Any]:
+        import torch
+
+        self.check_many(identities, prompts, control_kps)
+        self.check_request(request, 1)
+        d = self.preset.defaults
+        cfg = self.do_cfg(pipe, request.guidance_scale)
+        vecs = torch.from_numpy(np.stack([self.id_vector(e) for e in identities])).reshape(len(identities), 1, 1, -1)
+        embeds = torch.cat([torch.zeros_like(vecs), vecs]) if cfg else vecs                 # [neg..., pos...]
+        enable_per_sample_ip_embeds(pipe)
+        pipe.set_ip_adapter_scale(d.adapter_scale if request.adapter_scale is None else float(request.adapter_scale))
+        texts = [(d.prompt if request.prompt is None else request.prompt) if p is None else p for p in prompts]
+        negative = d.negative_prompt if request.negative_prompt is None else request.negative_prompt
+        kwargs = encode_prompts(pipe, texts, [negative] * len(texts), cfg)
+        images = []
+        for ident, kps in zip(identities, control_kps):
+            if kps is None:
+                kps = portrait_kps(ident.face.kps if ident.face is not None else None, request.width, request.height)
+            images.append(self.kps_image(np.asarray(kps, dtype=np.float32).reshape(5, 2), request))
+        kwargs.update(ip_adapter_image_embeds=[embeds.to(dtype=pipe.unet.dtype)], image=images,
+                      controlnet_conditioning_scale=(d.controlnet_scale if request.controlnet_scale is None
+                                                     else float(request.controlnet_scale)))
+        return kwargs
+
+    @staticmethod
+    def kps_image(kps: np.ndarray, request: ConditionRequest) -> Any:
+        """IdentityNet's keypoint drawing at the output size (upstream's radius 10 / stick 4 at ~1024 px)."""
+        side = min(request.width, request.height)
+        return draw_kps(request.width, request.height, kps, stick_width=max(1, round(4 * side / 1024)),
+                        radius=max(2, round(10 * side / 1024)))

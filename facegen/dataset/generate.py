@@ -1,8 +1,20 @@
 """The dataset runner's generator: work items → images with a preset's pipeline.
 
-Each item is one diffusers call with its own seed (the exact path: an image's pixels never
-depend on which other items share its batch, worker or engine).  The conditioning of a
-sampled identity is its unit vector, rescaled for adapters trained on raw vectors.
+Two modes, both seeding each item's noise with its own CPU generator:
+
+* **batched** (default on a GPU): the runner's batch of items — different identities, prompts
+  and poses — goes through *one* diffusers call (:meth:`IDGenerationPipeline.generate_many`),
+  on the compiled fast path.  An image equals its single-item run up to float rounding (GPU
+  kernels reduce in batch-dependent orders; ``benchmarks/bench_generation.py`` states the
+  tolerance), so on a GPU the dataset is the same for any engine or worker count and, up to
+  that rounding, for any batch size.
+* **per item** (default on the CPU): one call per item with a fixed thread count: the pixels
+  are bit-for-bit the same for any engine, worker count and batch size.
+
+The conditioning of a sampled identity is its unit vector, rescaled for adapters trained on
+raw vectors.  A pose (InstantID presets only, drawn as IdentityNet's keypoint image) is a yaw
+angle in degrees, a mapping of ``yaw`` / ``pitch`` / ``roll``, or 5 ``[x, y]`` keypoints in
+fractions of the output size (:func:`facegen.adapters.instantid.pose_kps`).
 """
 
 from __future__ import annotations
@@ -36,8 +48,12 @@ def identity_scale(encoder: str, normalise: bool, id_norm: float | None) -> floa
 def make_dataset_generate_fn(preset: str, models_dir: str | None = None, device: str | None = None,
                              accept_license: bool = False, steps: int | None = None,
                              guidance_scale: float | None = None, id_norm: float | None = None,
-                             fast_path: bool = True, cpu_threads: int = 1, **_options: Any) -> Callable[[list[WorkItem]], list[np.ndarray]]:
-    """Build the pipeline once and return ``generate(items) -> [RGB uint8]``."""
+                             fast_path: bool = True, cpu_threads: int = 1, batched: bool | None = None,
+                             **_options: Any) -> Callable[[list[WorkItem]], list[np.ndarray]]:
+    """Build the pipeline once and return ``generate(items) -> [RGB uint8]``.
+
+    ``batched``: one diffusers call per batch of items (None: on CUDA only; see the module doc).
+    """
     import torch  # noqa: PLC0415
 
     from facegen.pipelines.fastpath import FastPathConfig  # noqa: PLC0415
@@ -52,17 +68,35 @@ def make_dataset_generate_fn(preset: str, models_dir: str | None = None, device:
     # CPU kernels split reductions by thread count, so pixels would change with the number of
     # workers sharing the cores: on CPU every image is made with a fixed thread count.
     threads = cpu_threads if pipe.device.type == "cpu" else None
+    one_call = pipe.device.type == "cuda" if batched is None else bool(batched)
+    defaults = pipe.preset.defaults
+    logger.info("dataset generator: preset %s on %s, %s", preset, pipe.device,
+                "batched across identities" if one_call else "one call per image")
+
+    def kps_of(it: WorkItem) -> np.ndarray | None:
+        if it.pose is None:
+            return None
+        if pipe.preset.family != "instantid":
+            raise InvalidArgumentError(f"preset '{preset}' takes no pose control (InstantID presets do); "
+                                       "remove the poses from the dataset spec")
+        from facegen.adapters.instantid import pose_kps  # noqa: PLC0415
+
+        return pose_kps(it.pose, defaults.width, defaults.height)
 
     def generate(items: list[WorkItem]) -> list[np.ndarray]:
         before = torch.get_num_threads()
         if threads is not None:
             torch.set_num_threads(threads)
         try:
+            embeds = [IDEmbedding(np.asarray(it.embedding, dtype=np.float32) * scale, pipe.encoder) for it in items]
+            prompts = [it.prompt if text else None for it in items]
+            kps = [kps_of(it) for it in items]
+            if one_call:
+                return pipe.generate_many(embeds, [it.seed for it in items], prompts=prompts, control_kps=kps,
+                                          num_inference_steps=steps, guidance_scale=guidance_scale)
             images = []
-            for it in items:
-                vec = np.asarray(it.embedding, dtype=np.float32) * scale
-                out = pipe(id_embeds=IDEmbedding(vec, pipe.encoder), seeds=[it.seed],
-                           prompt=it.prompt if text else None, num_inference_steps=steps,
+            for emb, it, prompt, k in zip(embeds, items, prompts, kps):
+                out = pipe(id_embeds=emb, seeds=[it.seed], prompt=prompt, control_kps=k, num_inference_steps=steps,
                            guidance_scale=guidance_scale, progress=False, measure_similarity=False)
                 images.append(out.rgb(0))
             return images

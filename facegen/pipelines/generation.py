@@ -103,6 +103,14 @@ def seeds_for(num_images: int, seed: int | None = None, seeds: Sequence[int] | N
     return out
 
 
+def padded_batch_size(n: int, cap: int) -> int:
+    """The static batch a short batch of ``n`` is padded to: the next power of two, at most ``cap``
+    (so a compiled pipeline sees at most log2(cap) + 2 shapes)."""
+    if n < 1 or cap < n:
+        raise InvalidArgumentError(f"cannot pad a batch of {n} within a cap of {cap}")
+    return min(1 << (n - 1).bit_length(), cap)
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     """Stage-1 result: every setting of one call, preset defaults filled in."""
@@ -131,6 +139,7 @@ class IDGenerationPipeline:
         self.models_dir = models_dir
         self.accept_license = accept_license
         self._scheduler_config = dict(pipe.scheduler.config)
+        self._largest_batch = 0
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -344,6 +353,75 @@ class IDGenerationPipeline:
             if value is not None or default is not None:
                 meta[key] = value if value is not None else default
         return meta
+
+    # ------------------------------------------------------------------ batches of identities
+    def generate_many(self, id_embeds: Sequence[IDEmbedding], seeds: Sequence[int], *,
+                      prompts: Sequence[str | None] | None = None,
+                      control_kps: Sequence[Any | None] | None = None, num_inference_steps: int | None = None,
+                      guidance_scale: float | None = None, height: int | None = None, width: int | None = None,
+                      adapter_scale: float | None = None, controlnet_scale: float | None = None,
+                      lora_scale: float | None = None, batch_size: int | None = None,
+                      progress: bool = False) -> list[np.ndarray]:
+        """One image per identity, many identities per diffusers call (the dataset fast path).
+
+        Image i is conditioned on ``id_embeds[i]`` (and ``prompts[i]`` / ``control_kps[i]``: the
+        preset's prompt / a frontal portrait when None) and denoised from the noise of its own
+        CPU generator seeded ``seeds[i]``, so it is image 0 of ``pipe(id_embeds=[id_embeds[i]],
+        seeds=[seeds[i]])`` up to float rounding (batching changes kernel reduction orders; the
+        benchmark states the tolerance).  Returns RGB uint8 ``(H, W, 3)`` arrays, converted on
+        the device.  ``batch_size`` (default: all at once) caps the samples per call.  On a
+        compiled pipeline a short batch is padded (with copies of its last sample, dropped
+        afterwards) up to a power of two, at most ``batch_size`` or the largest batch made so
+        far, so that a few static shapes (compiled graphs, CUDA graphs) serve every batch.
+        """
+        import torch
+        from tqdm.auto import tqdm
+
+        from facegen.pipelines.fastpath import applied_options, images_to_uint8
+
+        embeds = list(id_embeds)
+        n = len(embeds)
+        if n == 0:
+            raise InvalidArgumentError("id_embeds is empty: give at least one embedding")
+        seed_list = seeds_for(n, seeds=seeds)
+        prompt_list = [None] * n if prompts is None else list(prompts)
+        kps_list = [None] * n if control_kps is None else [None if k is None else np.asarray(k, np.float32)
+                                                           for k in control_kps]
+        if len(prompt_list) != n or len(kps_list) != n:
+            raise InvalidArgumentError(f"got {n} identities, {len(prompt_list)} prompts and {len(kps_list)} "
+                                       "keypoint sets: give one of each per identity")
+        for i, k in enumerate(kps_list):
+            if k is not None and k.size != 10:
+                raise InvalidArgumentError(f"control_kps[{i}] must be 5 (x, y) points, got shape {k.shape}")
+        req = self.check_inputs(id_images=None, id_embeds=embeds[:1], num_images=1, seed=None, seeds=seed_list[:1],
+                                num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                                height=height, width=width, adapter_scale=adapter_scale,
+                                controlnet_scale=controlnet_scale, lora_scale=lora_scale, prompt=None,
+                                negative_prompt=None, id_masks=None, control_kps=None, scheduler=None,
+                                batch_size=batch_size or n)
+        bs = min(req.batch_size, n)
+        # padding target: the batch size asked for, else the largest batch this pipeline has made
+        cap = req.batch_size if batch_size else max(n, self._largest_batch)
+        self._largest_batch = max(self._largest_batch, bs)
+        applied = applied_options(self.pipe)
+        pad = applied is not None and applied.config.compile and "compile" not in applied.skipped
+        self.pipe.set_progress_bar_config(disable=True)
+        images: list[np.ndarray] = []
+        starts = range(0, n, bs)
+        for start in tqdm(starts, desc="images", unit="batch", disable=not progress or len(starts) == 1):
+            idx = list(range(start, min(start + bs, n)))
+            real = len(idx)
+            size = padded_batch_size(real, cap) if pad else real
+            idx += [idx[-1]] * (size - real)                # padding repeats the last sample; dropped below
+            kwargs = self.adapter.condition_many(self.pipe, [embeds[i] for i in idx], req.condition,
+                                                 [prompt_list[i] for i in idx], [kps_list[i] for i in idx])
+            gens = [torch.Generator(device="cpu").manual_seed(seed_list[i]) for i in idx]
+            out = self.pipe(**kwargs, num_images_per_prompt=1, generator=gens, num_inference_steps=req.steps,
+                            guidance_scale=req.guidance_scale, height=req.height, width=req.width,
+                            output_type="pt")
+            rgb = images_to_uint8(out.images)
+            images.extend(rgb[j] for j in range(real))
+        return images
 
     # ------------------------------------------------------------------ call
     def __call__(self, id_images: ImageInput | Sequence[ImageInput] | None = None,
