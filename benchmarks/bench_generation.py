@@ -4,11 +4,16 @@ Builds the full-size Stable Diffusion 1.5 architecture (``--sdxl``: SDXL, as use
 IP-Adapter-FaceID-SDXL) from the public configs written below, with seeded random weights (no
 download), and times in one process, side by side, at identical settings and seeds:
 
-  (a) reference: a plain ``StableDiffusionPipeline`` called as Arc2Face calls it
-      (``prompt_embeds`` (N, 77, 768), negative prompt encoded by the pipeline on every call,
-      PIL output);
-  (b) facegen: the same components copied, ``optimize_pipeline`` applied, the negative
-      conditioning computed once (``ConditioningCache``), uint8 conversion on the device.
+  (a) reference: a plain ``StableDiffusionPipeline`` called as Arc2Face's README calls it:
+      the ID vectors projected through the text encoder ("photo of a id person", the ``id``
+      token's embedding replaced), then ``pipeline(prompt_embeds=...)`` with the negative prompt
+      encoded by the pipeline on every call and PIL output.  SDXL: ``prompt_embeds`` and pooled
+      embeddings given directly;
+  (b) facegen: the same components copied, ``optimize_pipeline`` applied, then — for SD1.5 —
+      exactly what ``facegen dataset`` runs: ``IDGenerationPipeline.generate_many`` through the
+      Arc2Face adapter (ID projection, negative encoded once, one identity per sample in one
+      call, uint8 conversion on the device).  SDXL and the pixel-changing presets use the engine
+      path alone (the pipeline called with the cached negative conditioning).
 
 After warm-up it takes the median of several runs at batch 1 and batch B, checks that (b)'s
 images match (a)'s within the stated tolerance (exit 1 when they don't: the speed may not come
@@ -48,7 +53,10 @@ import torch
 if __package__ in (None, ""):                     # `python benchmarks/bench_generation.py` from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from facegen.adapters.arc2face import project_face_embs
 from facegen.errors import FacegenError
+from facegen.id.embedding import IDEmbedding
+from facegen.models.registry import Preset, get_preset
 from facegen.pipelines.fastpath import (
     FAST_PRESETS,
     ConditioningCache,
@@ -60,6 +68,7 @@ from facegen.pipelines.fastpath import (
     make_generators,
     optimize_pipeline,
 )
+from facegen.pipelines.generation import IDGenerationPipeline
 
 logger = logging.getLogger("bench_generation")
 
@@ -146,15 +155,16 @@ ARCHS: dict[str, Arch] = {
 
 def _tokenizer(folder: Path) -> Any:
     """A CLIP tokenizer with the real special-token ids (49406/49407) and a byte-level vocabulary,
-    written to ``folder``: enough for the reference pipeline to encode its empty negative prompt."""
+    written to ``folder``: enough to encode the empty negative prompt and Arc2Face's "photo of a id
+    person" (with ``id`` one token, the one whose embedding the ID vector replaces)."""
     from transformers import CLIPTokenizer
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     chars = list(bytes_to_unicode().values())
     vocab = {c: i for i, c in enumerate(chars)} | {c + "</w>": 256 + i for i, c in enumerate(chars)}
-    vocab |= {"<|startoftext|>": 49406, "<|endoftext|>": 49407}
+    vocab |= {"id</w>": 512, "<|startoftext|>": 49406, "<|endoftext|>": 49407}
     (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
+    (folder / "merges.txt").write_text("#version: 0.2\ni d</w>\n")    # "id": one token, as Arc2Face needs
     (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 77}))
     return CLIPTokenizer.from_pretrained(folder)
 
@@ -164,10 +174,12 @@ def _tokenizer(folder: Path) -> Any:
 COND_STRENGTH = 0.3
 
 
-def _calibrate_unet(unet: torch.nn.Module, arch: Arch, seed: int) -> dict[str, float]:
+def _calibrate_unet(unet: torch.nn.Module, arch: Arch, seed: int,
+                    contexts: list[torch.Tensor] | None = None) -> dict[str, float]:
     """Make the random UNet behave like a trained epsilon-model where it matters to the check:
-    cross-attention outputs scaled so the conditioning moves the prediction by COND_STRENGTH,
-    then ``conv_out`` scaled so the prediction has unit std.  Returns the two scales."""
+    cross-attention outputs scaled so that two identities' conditionings (``contexts``: two
+    (1, 77, D) tensors; default random ones) move the prediction by COND_STRENGTH, then
+    ``conv_out`` scaled so the prediction has unit std.  Returns the two scales."""
     from diffusers.models.attention_processor import Attention
 
     g = torch.Generator().manual_seed(seed + 99)
@@ -177,7 +189,8 @@ def _calibrate_unet(unet: torch.nn.Module, arch: Arch, seed: int) -> dict[str, f
         return torch.randn(*shape, generator=g, device="cpu").to(dev)
 
     x = randn(1, unet.config.in_channels, 16, 16)
-    ctx = [randn(1, 77, unet.config.cross_attention_dim) for _ in range(2)]
+    ctx = ([c.to(dev) for c in contexts] if contexts is not None
+           else [randn(1, 77, unet.config.cross_attention_dim) for _ in range(2)])
     kw: dict[str, Any] = {}
     if arch.xl:
         kw["added_cond_kwargs"] = {"text_embeds": randn(1, arch.pooled_dim),
@@ -217,10 +230,24 @@ def build_pipeline(arch: Arch, seed: int, device: torch.device, dtype: torch.dty
         UNet2DConditionModel,
     )
 
+    contexts = text = tokenizer = None
+    if not arch.xl:
+        from transformers import CLIPTextConfig, CLIPTextModel
+
+        with torch.device(device):
+            torch.manual_seed(seed + 2)
+            text = CLIPTextModel(CLIPTextConfig(**arch.text)).eval()
+        tokenizer = _tokenizer(workdir)
+        # calibrate on what the UNet will see: two identities through Arc2Face's ID-token projection
+        g = torch.Generator().manual_seed(seed + 98)
+        dim = min(512, int(arch.text["hidden_size"]))
+        vecs = torch.randn(2, dim, generator=g)
+        vecs = (vecs / vecs.norm(dim=1, keepdim=True)).to(device)
+        contexts = list(project_face_embs(text, tokenizer, vecs).split(1))
     with torch.device(device):                    # initialise on the device: seconds, not minutes, for SDXL
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(**arch.unet)
-        calib = _calibrate_unet(unet, arch, seed)
+        calib = _calibrate_unet(unet, arch, seed, contexts)
         torch.manual_seed(seed + 1)
         vae = AutoencoderKL(**arch.vae)
     scheduler = DPMSolverMultistepScheduler(**SD_SCHEDULER)
@@ -231,12 +258,7 @@ def build_pipeline(arch: Arch, seed: int, device: torch.device, dtype: torch.dty
                                          tokenizer_2=None, unet=unet, scheduler=scheduler,
                                          force_zeros_for_empty_prompt=True, add_watermarker=False)
     else:
-        from transformers import CLIPTextConfig, CLIPTextModel
-
-        with torch.device(device):
-            torch.manual_seed(seed + 2)
-            text = CLIPTextModel(CLIPTextConfig(**arch.text)).eval()
-        pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=_tokenizer(workdir), unet=unet,
+        pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
                                        scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                        requires_safety_checker=False)
     pipe.to(device=device, dtype=dtype)
@@ -258,26 +280,49 @@ def _weights_bytes(pipe: Any) -> int:
 
 @dataclass
 class Conditioning:
-    """Per-image identity conditioning, computed once before timing (as Arc2Face projects its ID)."""
+    """Per-image identities.  SD1.5: Arc2Face ID vectors (``ids``), projected by each path inside
+    its timed call; SDXL: prompt and pooled embeddings computed once (InstantID-like shapes)."""
 
-    prompt_embeds: torch.Tensor                     # (N, 77, D)
+    prompt_embeds: torch.Tensor | None = None       # SDXL (N, 77, D)
     pooled: torch.Tensor | None = None              # SDXL (N, P)
+    ids: list[IDEmbedding] | None = None            # SD1.5: unit ID vectors, one per image
+
+    def swapped(self) -> Conditioning:
+        """Images 0 and 1 with each other's identity (the equality check's control)."""
+        if self.ids is not None:
+            return Conditioning(ids=[self.ids[1], self.ids[0], *self.ids[2:]])
+        assert self.prompt_embeds is not None and self.pooled is not None
+        order = [1, 0, *range(2, self.prompt_embeds.shape[0])]
+        return Conditioning(self.prompt_embeds[order], self.pooled[order])
+
+
+def arc2face_preset(pipe: Any) -> Preset:
+    """The ``arc2face`` preset with the ID width this architecture's text encoder takes
+    (512 = released; the ``--small`` text encoder is narrower)."""
+    hidden = int(pipe.text_encoder.config.hidden_size)
+    return dataclasses.replace(get_preset("arc2face"), id_dim=min(512, hidden))
 
 
 def identity_conditioning(pipe: Any, arch: Arch, n: int, seed: int) -> Conditioning:
-    """``n`` distinct identities.  SD: the pipeline's text encoder on random token sequences (the
-    shape and scale of Arc2Face's ID prompt embeddings); SDXL: unit-scale random embeddings."""
+    """``n`` distinct identities.  SD: random unit ArcFace-like vectors for Arc2Face's ID token;
+    SDXL: unit-scale random embeddings."""
     g = torch.Generator().manual_seed(seed + 7)
     device, dtype = pipe.unet.device, pipe.unet.dtype
     if arch.xl:
         d = pipe.unet.config.cross_attention_dim
         return Conditioning(torch.randn(n, 77, d, generator=g).to(device, dtype),
                             torch.randn(n, arch.pooled_dim, generator=g).to(device, dtype))
-    ids = torch.randint(0, 49406, (n, 77), generator=g)
-    ids[:, 0], ids[:, -1] = 49406, 49407
-    with torch.no_grad():
-        emb = pipe.text_encoder(ids.to(device))[0]
-    return Conditioning(emb.to(dtype))
+    preset = arc2face_preset(pipe)
+    vecs = torch.randn(n, preset.id_dim, generator=g)
+    vecs = vecs / vecs.norm(dim=1, keepdim=True)
+    return Conditioning(ids=[IDEmbedding(v.numpy(), preset.encoder) for v in vecs])
+
+
+def project_ids(pipe: Any, ids: list[IDEmbedding]) -> torch.Tensor:
+    """Arc2Face's ``project_face_embs``: ID vectors → ``prompt_embeds`` (N, 77, hidden)."""
+    param = next(pipe.text_encoder.parameters())
+    vecs = torch.from_numpy(np.stack([e.vector for e in ids])).to(device=param.device, dtype=param.dtype)
+    return project_face_embs(pipe.text_encoder, pipe.tokenizer, vecs)
 
 
 # ----------------------------------------------------------------------------- the two paths
@@ -293,17 +338,42 @@ class Settings:
 
 def run_reference(pipe: Any, cond: Conditioning, n: int, s: Settings) -> np.ndarray:
     """(a) the plain pipeline as Arc2Face / InstantID's README call it (PIL output)."""
-    kw: dict[str, Any] = {"prompt_embeds": cond.prompt_embeds[:n]}
-    if cond.pooled is not None:
-        kw["pooled_prompt_embeds"] = cond.pooled[:n]
+    if cond.ids is not None:
+        with torch.no_grad():
+            kw: dict[str, Any] = {"prompt_embeds": project_ids(pipe, cond.ids[:n])}
+    else:
+        kw = {"prompt_embeds": cond.prompt_embeds[:n], "pooled_prompt_embeds": cond.pooled[:n]}
     out = pipe(**kw, num_inference_steps=s.steps, guidance_scale=s.guidance, height=s.size, width=s.size,
                generator=make_generators(range(s.seed, s.seed + n)), output_type="pil")
     return np.stack([np.asarray(im) for im in out.images])
 
 
+class FacegenRunner:
+    """(b) for SD1.5: ``facegen dataset``'s own call, ``IDGenerationPipeline.generate_many``
+    through the Arc2Face adapter on the optimised pipeline."""
+
+    label = "IDGenerationPipeline.generate_many (Arc2Face adapter), as facegen dataset runs it"
+
+    def __init__(self, pipe: Any, device: torch.device, dtype: torch.dtype) -> None:
+        from facegen.adapters.arc2face import Arc2FaceAdapter
+
+        preset = arc2face_preset(pipe)
+        self.pipe = IDGenerationPipeline(preset, Arc2FaceAdapter(preset), pipe, device=device, dtype=dtype)
+
+    def __call__(self, cond: Conditioning, n: int, s: Settings) -> np.ndarray:
+        assert cond.ids is not None
+        with torch.inference_mode():
+            images = self.pipe.generate_many(cond.ids[:n], list(range(s.seed, s.seed + n)),
+                                             num_inference_steps=s.steps, guidance_scale=s.guidance,
+                                             height=s.size, width=s.size)
+        return np.stack(images)
+
+
 class FastRunner:
-    """(b) facegen's path: optimised pipeline, negative conditioning cached once, uint8 on device;
+    """(b) engine path: optimised pipeline, negative conditioning cached once, uint8 on device;
     ``overrides``: a fast preset's call arguments (a pixel-changing preset, to measure its cost)."""
+
+    label = "the optimised pipeline called with cached negative conditioning"
 
     def __init__(self, pipe: Any, overrides: dict[str, Any] | None = None) -> None:
         self.pipe = pipe
@@ -320,10 +390,11 @@ class FastRunner:
         return {"negative_prompt_embeds": neg}
 
     def __call__(self, cond: Conditioning, n: int, s: Settings) -> np.ndarray:
-        kw: dict[str, Any] = {"prompt_embeds": cond.prompt_embeds[:n]}
-        if cond.pooled is not None:
-            kw["pooled_prompt_embeds"] = cond.pooled[:n]
         with torch.inference_mode():
+            if cond.ids is not None:
+                kw: dict[str, Any] = {"prompt_embeds": project_ids(self.pipe, cond.ids[:n])}
+            else:
+                kw = {"prompt_embeds": cond.prompt_embeds[:n], "pooled_prompt_embeds": cond.pooled[:n]}
             kw |= {k: v.expand(n, *v.shape[1:]) for k, v in self._negative(cond).items()}
             call = {"num_inference_steps": s.steps, "guidance_scale": s.guidance} | self.overrides
             out = self.pipe(**kw, **call, height=s.size, width=s.size,
@@ -567,7 +638,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
         fast_pipe.set_progress_bar_config(disable=True)
         cond = identity_conditioning(ref, arch, max(batch, 2), args.seed)
-    fast = FastRunner(fast_pipe, overrides)
+    fast: FacegenRunner | FastRunner = (FacegenRunner(fast_pipe, device, dtype)
+                                        if not arch.xl and preset.name == "exact" else FastRunner(fast_pipe, overrides))
     w_ref, w_fast = _weights_bytes(ref), _weights_bytes(fast_pipe)
 
     flops = count_flops(ref, arch, s.size)
@@ -605,8 +677,7 @@ def main(argv: list[str] | None = None) -> int:
     ref_std = float(stats["reference"][batches[-1]].images.std())
     degenerate = ref_std < 5.0          # flat images would make any equality check meaningless
     # control: the check must see the conditioning — the same seeds with the identities swapped
-    swapped = Conditioning(cond.prompt_embeds[[1, 0]], None if cond.pooled is None else cond.pooled[[1, 0]])
-    control = compare(run_reference(ref, cond, 2, s), run_reference(ref, swapped, 2, s))
+    control = compare(run_reference(ref, cond, 2, s), run_reference(ref, cond.swapped(), 2, s))
     blind = tol.ok(control)
     passed = all(tol.ok(c) for c in eq.values()) and not degenerate and not blind
     self_ref = compare(stats["reference"][1].images, stats["reference"][batches[-1]].images[:1]) if len(batches) > 1 else None
@@ -623,7 +694,8 @@ def main(argv: list[str] | None = None) -> int:
     applied = applied_options(fast_pipe)
     if flops_fast != flops_image:
         print(f"facegen preset {preset.name!r}: {flops_fast / 1e12:.4g} TFLOP/image")
-    print(f"facegen path (preset {preset.name!r}): "
+    print(f"facegen path: {fast.label}")
+    print(f"facegen engine options (preset {preset.name!r}): "
           f"{', '.join(a for a in applied.applied if not a.startswith('compile cache')) or 'nothing'}")
     mem_label = "peak GiB" if device.type == "cuda" else "peak RSS"
     print(f"{'path':<10} {'batch':>5} {'s/batch':>9} {'img/s':>8} {'TFLOP/s':>8} {'%peak':>6} {mem_label:>9}")

@@ -3,7 +3,8 @@
 Work is split by shard of identities.  Every image's seed and perturbed embedding derive
 from (run seed, identity, image index, attempt) (:mod:`facegen.dataset.variation`), and a
 generator must make an item's pixels from the item alone (per-item ``torch.Generator``), so
-the dataset is the same for any engine, worker count or batch size.
+the dataset is the same for any engine or worker count, and for any batch size up to the float
+rounding of batched GPU kernels (:mod:`facegen.dataset.generate`: bit-exact on the CPU).
 
 Resume: ``spec.yaml`` (with the spec's fingerprint) and ``identities.npy`` are written
 first; a shard counts as done once its files are renamed into place and its manifest part
@@ -459,7 +460,8 @@ def run_dataset(spec: DatasetSpec, generate_fn: GenerateFn, engine: str | None =
     ID filter and, given with filters off, still measures the summary's similarities;
     ``align_fn(rgb) -> 112x112 crop | None`` makes the crops when ``spec.crops``
     (default :class:`~facegen.dataset.writers.ArcFaceCropFn`).  ``engine``, ``workers`` and
-    ``batch_size`` override the spec's and never change the output.
+    ``batch_size`` override the spec's; they never change the output beyond the float rounding
+    of a batched GPU generator (see :mod:`facegen.dataset.generate`).
     """
     overrides = {k: v for k, v in (("engine", engine), ("workers", workers), ("batch_size", batch_size))
                  if v is not None}

@@ -4,7 +4,8 @@ Fields split in two: those that decide the pixels and the layout (model, counts,
 sampling, variation, filters, format, shard size, generator options) enter the
 :meth:`DatasetSpec.fingerprint`; runtime choices (output folder, engine, workers, batch
 size, models folder) do not, so a dataset resumed with more workers or another engine is
-the same dataset.
+the same dataset (a batched GPU generator's pixels follow the batch size only up to float
+rounding; see :mod:`facegen.dataset.generate`).
 """
 
 from __future__ import annotations
@@ -289,7 +290,7 @@ def add_spec_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crops", action="store_true", default=None, help="also write 112x112 aligned crops")
     p.add_argument("--engine", choices=ENGINES, default=None, help="local (default), accelerate or ray")
     p.add_argument("--workers", type=int, default=None, help="worker processes (local, ray)")
-    p.add_argument("--batch-size", type=int, default=None, help="images per generator call")
+    p.add_argument("--batch-size", type=int, default=None, help="images per generator call (GPU: one diffusers call; CPU: pixels unaffected)")
 
 
 _ARG_FIELDS = ("model", "num_ids", "images_per_id", "seed", "format", "out", "shard_size", "max_cosine",

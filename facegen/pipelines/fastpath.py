@@ -358,6 +358,7 @@ def _apply_compile(pipe: Any, cfg: FastPathConfig, device: torch.device, rec: Ap
         inductor_config.coordinate_descent_tuning = True
         inductor_config.epilogue_fusion = False
         inductor_config.coordinate_descent_check_all_directions = True
+    _raise_recompile_limit(16)
     targets = _modules(pipe, DENOISER_NAMES)
     vae = getattr(pipe, "vae", None)
     if cfg.compile_vae and isinstance(getattr(vae, "decoder", None), torch.nn.Module):
@@ -371,6 +372,19 @@ def _apply_compile(pipe: Any, cfg: FastPathConfig, device: torch.device, rec: Ap
         _compile(m, m_mode)
         rec.applied.append(f"{name} compile({m_mode})")
     rec.applied.append(f"compile cache {cache}")
+
+
+def _raise_recompile_limit(at_least: int) -> None:
+    """Room for one graph per static batch shape (dataset batches are padded to a few sizes;
+    dynamo's default limit of 8 per function would otherwise send later shapes to eager mode)."""
+    try:
+        import torch._dynamo.config as dynamo_config
+    except ImportError:  # pragma: no cover - torch without dynamo
+        return
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(dynamo_config, name):
+            setattr(dynamo_config, name, max(int(getattr(dynamo_config, name)), at_least))
+            return
 
 
 def applied_options(pipe: Any) -> AppliedFastPath | None:
