@@ -90,6 +90,41 @@ def test_scrfd_decodes_boxes_and_keypoints_in_image_pixels(tmp_path):
     assert blob[0, 0, 600, 0] == pytest.approx(-127.5 / 128)          # padding below the image
 
 
+@pytest.mark.parametrize("batched", [True, False])
+def test_scrfd_detects_a_batch_in_one_call_when_the_model_takes_one(tmp_path, batched):
+    """Issue 7, front end in dataset mode: generated images detected together (GPU-friendly)."""
+    _write_pack(tmp_path, "antelopev2", ["scrfd_10g_bnkps.onnx"])
+    kps_off = [[-12, -10], [12, -10], [0, 0], [-10, 16], [10, 16]]
+    centers = [np.array([192.0, 160.0]), np.array([320.0, 336.0])]
+    calls = []
+
+    def factory(path, providers):
+        def respond(feeds):
+            blob = feeds["input.1"]
+            calls.append(blob.shape[0])
+            # each image says where its face is by its red level (the fake "sees" the pixels)
+            per = [scrfd_outputs(centers[int(b[0, 0, 0] > 0)], [32, 48, 32, 48], kps_off) for b in blob]
+            if not batched:
+                assert blob.shape[0] == 1
+                return per[0]
+            return [np.stack([p[i] for p in per]) for i in range(9)]
+        return FakeSession(path, providers, 9, [None if batched else 1, 3, 640, 640], respond)
+
+    det = SCRFDDetector("antelopev2", tmp_path, det_size=(640, 640), accept_license=True, session_factory=factory)
+    images = []
+    for i, size in enumerate([(640, 640), (960, 1280), (640, 640)]):
+        img = np.zeros((*size, 3), np.uint8)
+        img[..., 0] = 255 * (i % 2)
+        images.append(img)
+    many = det.detect_batch(images)
+    assert calls == ([3] if batched else [1, 1, 1])
+    single = [det.detect(img) for img in images]
+    assert [len(f) for f in many] == [1, 1, 1]
+    for a, b in zip(many, single):
+        assert np.allclose(a[0].bbox, b[0].bbox) and np.allclose(a[0].kps, b[0].kps)
+    assert np.allclose(many[1][0].bbox, [(320 - 32) * 2, (336 - 48) * 2, (320 + 32) * 2, (336 + 48) * 2])
+
+
 def test_scrfd_needs_licence_and_files(tmp_path, monkeypatch):
     monkeypatch.delenv("FACEGEN_ACCEPT_NONCOMMERCIAL", raising=False)
     with pytest.raises(LicenseNotAcceptedError, match="non-commercial"):
@@ -244,6 +279,7 @@ def test_dataset_filter_embeds_a_batch_of_images_in_one_call(tmp_path, monkeypat
     kps = np.array([[120, 130], [180, 130], [150, 165], [125, 200], [175, 200]], np.float32)
     face = Face(np.array([90, 90, 210, 230], np.float32), kps, 0.9)
     monkeypatch.setattr(enc, "detect", lambda rgb: [] if rgb.mean() < 1 else [face])
+    monkeypatch.setattr(enc, "detect_many", lambda rgbs: [enc.detect(rgb) for rgb in rgbs])
     monkeypatch.setattr(encoders, "get_encoder", lambda *a, **k: enc)
     images = [rng.integers(1, 256, (300, 300, 3), dtype=np.uint8) for _ in range(4)]
     images.insert(2, np.zeros((300, 300, 3), np.uint8))               # no face in this one
@@ -252,3 +288,23 @@ def test_dataset_filter_embeds_a_batch_of_images_in_one_call(tmp_path, monkeypat
     assert out[2] is None and all(e is not None for i, e in enumerate(out) if i != 2)
     single = enc.embed(images[3], face)
     assert np.allclose(out[3].vector, single.vector)
+
+
+def test_detect_faces_many_keeps_usable_faces_in_reading_order():
+    from facegen.faces.detect import detect_faces_many
+
+    def face(x, size):
+        return Face(np.array([x, 10, x + size, 10 + size], np.float32), np.zeros((5, 2), np.float32), 0.9)
+
+    class Batched:
+        name = "fake"
+        calls = 0
+
+        def detect_batch(self, rgbs):
+            self.calls += 1
+            return [[face(200, 80), face(10, 80), face(400, 5)], [], [face(0, 4)]]
+
+    det = Batched()
+    found = detect_faces_many([np.zeros((8, 8, 3), np.uint8)] * 3, det)
+    assert det.calls == 1
+    assert [[float(f.bbox[0]) for f in faces] for faces in found] == [[10.0, 200.0], [], []]

@@ -84,18 +84,22 @@ class EncoderEmbedFn:
 
 
     def embed_many(self, rgbs: Sequence[np.ndarray]) -> list[IDEmbedding | None]:
-        """The largest face of each image; faces of all images embedded in one batch when the
-        encoder can (ONNX encoders), else one by one."""
+        """The largest face of each image; all images detected in one batch and their faces
+        embedded in one batch when the encoder can (ONNX encoders), else one by one."""
         from facegen.faces.detect import select_faces
         from facegen.id.encoders import get_encoder
 
         enc = get_encoder(self.encoder, self.models_dir, accept_license=self.accept_license)
         faces: list[Any] = []
-        for rgb in rgbs:
-            try:
-                faces.append(select_faces(enc.detect(rgb), "largest")[0])
-            except NoFaceError:
-                faces.append(None)
+        many = getattr(enc, "detect_many", None)
+        if many is not None:
+            faces = [select_faces(found, "largest")[0] if found else None for found in many(list(rgbs))]
+        else:
+            for rgb in rgbs:
+                try:
+                    faces.append(select_faces(enc.detect(rgb), "largest")[0])
+                except NoFaceError:
+                    faces.append(None)
         pairs = [(rgb, f) for rgb, f in zip(rgbs, faces) if f is not None]
         batch = getattr(enc, "embed_batch", None)
         embs = iter(batch(pairs) if batch is not None else [enc.embed(rgb, f) for rgb, f in pairs])

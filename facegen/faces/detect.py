@@ -67,6 +67,15 @@ def sort_faces(faces: Sequence[Face]) -> list[Face]:
                                         round(float(f.bbox[1] + f.bbox[3]) / 2, 1)))
 
 
+def detect_faces_many(rgbs: Sequence[np.ndarray], detector: Detector, min_face_size: int = MIN_FACE_SIZE
+                      ) -> list[list[Face]]:
+    """Usable faces of each image in reading order (empty: none, or all too small), batched on
+    the detector when it can (``detect_batch``: SCRFD exports with a dynamic batch)."""
+    batch = getattr(detector, "detect_batch", None)
+    found = batch(list(rgbs)) if batch is not None else [detector.detect(rgb) for rgb in rgbs]
+    return [sort_faces([f for f in faces if min(f.width, f.height) >= min_face_size]) for faces in found]
+
+
 def detect_faces(rgb: np.ndarray, backend: str = "dlib", min_face_size: int = MIN_FACE_SIZE,
                  detector: Detector | None = None, **options: Any) -> list[Face]:
     """All faces of an RGB uint8 image in reading order (see :func:`sort_faces`).

@@ -139,12 +139,40 @@ class SCRFDDetector:
         keep = nms(boxes, scores, self.nms_thresh) if len(scores) else []
         return boxes[keep].astype(np.float32), scores[keep].astype(np.float32), kps[keep].astype(np.float32)
 
-    def detect(self, rgb: np.ndarray) -> list[Face]:
-        blob, scale = self.preprocess(rgb)
-        outputs = self.session.run(self.output_names, {self.input_name: blob})
+    def _faces(self, rgb: np.ndarray, outputs: Sequence[np.ndarray], scale: float) -> list[Face]:
         boxes, scores, kps = self.decode(outputs, scale)
         h, w = rgb.shape[:2]
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w - 1)
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h - 1)
         return [Face(bbox=b, kps=k, score=float(s), extra={"detector": f"scrfd-{self.pack}"})
                 for b, s, k in zip(boxes, scores, kps)]
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        blob, scale = self.preprocess(rgb)
+        outputs = self.session.run(self.output_names, {self.input_name: blob})
+        return self._faces(rgb, outputs, scale)
+
+    @property
+    def batchable(self) -> bool:
+        """Whether the exported model takes a batch (a dynamic first input dimension)."""
+        dim = self.session.get_inputs()[0].shape[0]
+        return not (isinstance(dim, int) and dim > 0)
+
+    def detect_batch(self, rgbs: Sequence[np.ndarray], max_batch: int = 32) -> list[list[Face]]:
+        """Faces of each image (same as :meth:`detect` on each), in one session call per
+        ``max_batch`` images when the model takes a batch (every image is letterboxed to
+        ``det_size``, so sizes may differ); one call per image otherwise."""
+        if not self.batchable or len(rgbs) < 2:
+            return [self.detect(rgb) for rgb in rgbs]
+        out: list[list[Face]] = []
+        for start in range(0, len(rgbs), max_batch):
+            chunk = rgbs[start:start + max_batch]
+            prepared = [self.preprocess(rgb) for rgb in chunk]
+            blob = np.concatenate([b for b, _ in prepared])
+            outputs = [np.asarray(o) for o in self.session.run(self.output_names, {self.input_name: blob})]
+            if any(o.ndim != 3 or o.shape[0] != len(chunk) for o in outputs):     # batch-1 layout after all
+                out.extend(self.detect(rgb) for rgb in chunk)
+                continue
+            out.extend(self._faces(rgb, [o[i] for o in outputs], scale)
+                       for i, (rgb, (_, scale)) in enumerate(zip(chunk, prepared)))
+        return out

@@ -11,7 +11,7 @@ import numpy as np
 
 from facegen.errors import InvalidArgumentError, ModelNotFoundError
 from facegen.faces.align import warp_face
-from facegen.faces.detect import FacePolicy, detect_faces, get_detector, select_faces
+from facegen.faces.detect import FacePolicy, detect_faces, detect_faces_many, get_detector, select_faces
 from facegen.faces.types import Face
 from facegen.id.embedding import IDEmbedding, check_same_encoder
 from facegen.id.registry import DEFAULT_ENCODER, EncoderSpec, get_encoder_spec
@@ -94,6 +94,11 @@ class OnnxArcFaceEncoder:
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         return detect_faces(rgb, detector=get_detector("insightface", **self._det_options))
+
+    def detect_many(self, rgbs: Sequence[np.ndarray]) -> list[list[Face]]:
+        """Usable faces of each image (empty when none), SCRFD batched on the session when the
+        exported model takes a batch (on the GPU with onnxruntime's CUDA provider)."""
+        return detect_faces_many(rgbs, get_detector("insightface", **self._det_options))
 
     def preprocess(self, rgb: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
         return self.preprocess_pairs([(rgb, f) for f in faces])
