@@ -414,6 +414,7 @@ def _sync(device: torch.device) -> None:
 class RunStats:
     times: list[float] = field(default_factory=list)
     peak_bytes: int = 0
+    host_syncs: int | None = None
     images: np.ndarray | None = None
 
     @property
@@ -445,6 +446,27 @@ def peak_memory(fn: Callable[[], np.ndarray], device: torch.device, own_weights:
     fn()
     _sync(device)
     return torch.cuda.max_memory_reserved(device) - resident + own_weights + pools
+
+
+def count_host_syncs(fn: Callable[[], np.ndarray], device: torch.device) -> int | None:
+    """Host-device synchronisations during one untimed call, counted with CUDA's sync debug mode
+    (each synchronising op warns once).  None on CPU, or where the mode is unavailable."""
+    if device.type != "cuda":
+        return None
+    import warnings
+
+    try:
+        torch.cuda.set_sync_debug_mode("warn")
+    except (RuntimeError, AttributeError) as e:            # pragma: no cover - depends on the build
+        logger.info("sync debug mode unavailable: %s", e)
+        return None
+    try:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            fn()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in seen)
 
 
 def count_flops(pipe: Any, arch: Arch, size: int) -> dict[str, float]:
@@ -672,6 +694,7 @@ def main(argv: list[str] | None = None) -> int:
                 logger.info("%s batch %d run %d: %.3f s", name, n, r, stats[name][n].times[-1])
         for name, fn in paths.items():
             stats[name][n].peak_bytes = peak_memory(functools.partial(fn, n), device, weights[name], name == "facegen")
+            stats[name][n].host_syncs = count_host_syncs(functools.partial(fn, n), device)
 
     eq = {f"batch_{n}": compare(stats["reference"][n].images, stats["facegen"][n].images) for n in batches}
     ref_std = float(stats["reference"][batches[-1]].images.std())
@@ -709,11 +732,16 @@ def main(argv: list[str] | None = None) -> int:
             mem = st.peak_bytes / 2**30 if device.type == "cuda" else rss_gib
             rows.setdefault(name, {})[str(n)] = {"seconds_per_batch": st.median, "images_per_s": ips,
                                                  "tflops": tf, "fraction_of_peak": tf / peak,
-                                                 "peak_mem_gib": mem, "times": st.times}
+                                                 "peak_mem_gib": mem, "host_syncs": st.host_syncs,
+                                                 "times": st.times}
             mem_s = f"{mem:9.2f}" if device.type == "cuda" else f"{mem:8.2f}*"
             print(f"{name:<10} {n:>5} {st.median:9.3f} {ips:8.2f} {tf:8.2f} {100 * tf / peak:5.1f}% {mem_s}")
     if device.type != "cuda":
         print("* process peak RSS (GiB), both paths together: CPU has no per-call peak")
+    syncs = {(name, n): stats[name][n].host_syncs for n in batches for name in paths}
+    if any(v is not None for v in syncs.values()):
+        print("host syncs per call (CUDA sync debug mode): " + ", ".join(
+            f"{name} batch {n}: {v}" for (name, n), v in syncs.items()))
     speed = {f"batch_{n}": rows["facegen"][str(n)]["images_per_s"] / rows["reference"][str(n)]["images_per_s"]
              for n in batches}
     print("facegen / reference: " + ", ".join(
