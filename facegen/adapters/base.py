@@ -136,6 +136,31 @@ class IDAdapter(ABC):
         for e in identities:
             self.check_embedding(e)
 
+    def ip_condition_many(self, pipe: Any, identities: Sequence[IDEmbedding], request: ConditionRequest,
+                          prompts: Sequence[str | None], control_kps: Sequence[np.ndarray | None],
+                          embed_shape: tuple[int, ...]) -> dict[str, Any]:
+        """The shared part of ``condition_many`` for IP-Adapter families: checks, one ID row per
+        sample (``(K, *embed_shape, D)``, zeros as the CFG negative, ``[neg..., pos...]``), the
+        adapter scale, and per-sample prompts (None: the preset's) encoded once per pipeline."""
+        import torch
+
+        from facegen.adapters.batching import enable_per_sample_ip_embeds, encode_prompts
+
+        self.check_many(identities, prompts, control_kps)
+        self.check_request(request, 1)
+        d = self.preset.defaults
+        cfg = self.do_cfg(pipe, request.guidance_scale)
+        vecs = torch.from_numpy(np.stack([self.id_vector(e) for e in identities]))
+        vecs = vecs.reshape(len(identities), *embed_shape, vecs.shape[-1])
+        embeds = torch.cat([torch.zeros_like(vecs), vecs]) if cfg else vecs
+        enable_per_sample_ip_embeds(pipe)
+        pipe.set_ip_adapter_scale(d.adapter_scale if request.adapter_scale is None else float(request.adapter_scale))
+        texts = [(d.prompt if request.prompt is None else request.prompt) if p is None else p for p in prompts]
+        negative = d.negative_prompt if request.negative_prompt is None else request.negative_prompt
+        kwargs = encode_prompts(pipe, texts, [negative] * len(texts), cfg)
+        kwargs["ip_adapter_image_embeds"] = [embeds.to(dtype=pipe.unet.dtype)]
+        return kwargs
+
     def do_cfg(self, pipe: Any, guidance_scale: float) -> bool:
         """Mirror of diffusers' ``do_classifier_free_guidance`` for the loaded pipeline."""
         return guidance_scale > 1.0 and getattr(pipe.unet.config, "time_cond_proj_dim", None) is None

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from facegen.adapters.base import ConditionRequest, IDAdapter
-from facegen.adapters.batching import enable_per_sample_ip_embeds, encode_prompts
 from facegen.errors import InvalidArgumentError
 from facegen.id.embedding import IDEmbedding
 from facegen.models import loading as L
@@ -254,27 +253,15 @@ class InstantIDAdapter(IDAdapter):
 
     def condition_many(self, pipe: Any, identities: Sequence[IDEmbedding], request: ConditionRequest,
                        prompts: Sequence[str | None], control_kps: Sequence[np.ndarray | None]) -> dict[str, Any]:
-        import torch
-
-        self.check_many(identities, prompts, control_kps)
-        self.check_request(request, 1)
-        d = self.preset.defaults
-        cfg = self.do_cfg(pipe, request.guidance_scale)
-        vecs = torch.from_numpy(np.stack([self.id_vector(e) for e in identities])).reshape(len(identities), 1, 1, -1)
-        embeds = torch.cat([torch.zeros_like(vecs), vecs]) if cfg else vecs                 # [neg..., pos...]
-        enable_per_sample_ip_embeds(pipe)
-        pipe.set_ip_adapter_scale(d.adapter_scale if request.adapter_scale is None else float(request.adapter_scale))
-        texts = [(d.prompt if request.prompt is None else request.prompt) if p is None else p for p in prompts]
-        negative = d.negative_prompt if request.negative_prompt is None else request.negative_prompt
-        kwargs = encode_prompts(pipe, texts, [negative] * len(texts), cfg)
+        kwargs = self.ip_condition_many(pipe, identities, request, prompts, control_kps, embed_shape=(1, 1))
         images = []
         for ident, kps in zip(identities, control_kps):
             if kps is None:
                 kps = portrait_kps(ident.face.kps if ident.face is not None else None, request.width, request.height)
             images.append(self.kps_image(np.asarray(kps, dtype=np.float32).reshape(5, 2), request))
-        kwargs.update(ip_adapter_image_embeds=[embeds.to(dtype=pipe.unet.dtype)], image=images,
-                      controlnet_conditioning_scale=(d.controlnet_scale if request.controlnet_scale is None
-                                                     else float(request.controlnet_scale)))
+        d = self.preset.defaults
+        kwargs.update(image=images, controlnet_conditioning_scale=(
+            d.controlnet_scale if request.controlnet_scale is None else float(request.controlnet_scale)))
         return kwargs
 
     @staticmethod

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from facegen.adapters.base import ConditionRequest, IDAdapter
-from facegen.adapters.batching import enable_per_sample_ip_embeds, encode_prompts
 from facegen.errors import InvalidArgumentError
 from facegen.id.embedding import IDEmbedding
 from facegen.models import loading as L
@@ -133,21 +132,9 @@ class FaceIDAdapter(IDAdapter):
 
     def condition_many(self, pipe: Any, identities: Sequence[IDEmbedding], request: ConditionRequest,
                        prompts: Sequence[str | None], control_kps: Sequence[np.ndarray | None]) -> dict[str, Any]:
-        import torch
-
-        self.check_many(identities, prompts, control_kps)
-        self.check_request(request, 1)
-        d = self.preset.defaults
-        cfg = self.do_cfg(pipe, request.guidance_scale)
-        vecs = torch.from_numpy(np.stack([self.id_vector(e) for e in identities]))[:, None]   # (K, 1, D)
-        embeds = torch.cat([torch.zeros_like(vecs), vecs]) if cfg else vecs                 # [neg..., pos...]
-        enable_per_sample_ip_embeds(pipe)
-        texts = [(d.prompt if request.prompt is None else request.prompt) if p is None else p for p in prompts]
-        negative = d.negative_prompt if request.negative_prompt is None else request.negative_prompt
-        kwargs = encode_prompts(pipe, texts, [negative] * len(texts), cfg)
-        kwargs["ip_adapter_image_embeds"] = [embeds.to(dtype=pipe.unet.dtype)]
-        pipe.set_ip_adapter_scale(d.adapter_scale if request.adapter_scale is None else float(request.adapter_scale))
+        kwargs = self.ip_condition_many(pipe, identities, request, prompts, control_kps, embed_shape=(1,))
         if LORA_ADAPTER in getattr(pipe.unet, "peft_config", {}):
-            lora = d.lora_scale if request.lora_scale is None else float(request.lora_scale)
-            pipe.set_adapters([LORA_ADAPTER], adapter_weights=[lora])
+            d = self.preset.defaults
+            pipe.set_adapters([LORA_ADAPTER], adapter_weights=[d.lora_scale if request.lora_scale is None
+                                                               else float(request.lora_scale)])
         return kwargs
