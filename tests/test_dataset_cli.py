@@ -81,3 +81,19 @@ def test_kill_9_then_rerun_is_identical(reference, tmp_path):
 def test_changed_spec_in_same_folder_is_refused(reference):
     proc = cli("dataset", *[a if a != "11" else "12" for a in BASE], "--out", str(reference))
     assert proc.returncode == 2 and "seed" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_spec_file_with_out_flag_and_generator_option_typos(reference, tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("model: tiny\nnum_ids: 4\nimages_per_id: 2\nseed: 11\nformat: webdataset\nshard_size: 1\n"
+                    "generator: {steps: 2}\n")
+    out = tmp_path / "from-spec"
+    proc = cli("dataset", "--spec", str(spec), "--out", str(out), "--no-progress")   # no 'out' in the file
+    assert proc.returncode == 0, proc.stderr
+    assert digest(out) == digest(reference)                   # the same dataset as the flags made
+    spec.write_text(spec.read_text().replace("steps: 2", "stepz: 2"))
+    bad = tmp_path / "typo"
+    proc = cli("dataset", "--spec", str(spec), "--out", str(bad), "--no-progress")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "unknown generator option(s) stepz" in proc.stderr and "steps" in proc.stderr
+    assert not bad.exists()                                   # refused before anything was written

@@ -49,7 +49,7 @@ def make_dataset_generate_fn(preset: str, models_dir: str | None = None, device:
                              accept_license: bool = False, steps: int | None = None,
                              guidance_scale: float | None = None, id_norm: float | None = None,
                              fast_path: bool = True, cpu_threads: int = 1, batched: bool | None = None,
-                             **_options: Any) -> Callable[[list[WorkItem]], list[np.ndarray]]:
+                             ) -> Callable[[list[WorkItem]], list[np.ndarray]]:
     """Build the pipeline once and return ``generate(items) -> [RGB uint8]``.
 
     ``batched``: one diffusers call per batch of items (None: on CUDA only; see the module doc).

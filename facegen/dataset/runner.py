@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import copy
 import importlib
+import inspect
 import io
 import logging
 import os
@@ -73,6 +74,33 @@ class PipelineGenerateFn:
         self.factory = factory
         self.options = options
         self._fn: GenerateFn | None = None
+        self._check_options()
+
+    def _factory(self) -> Callable[..., GenerateFn]:
+        module_name, _, attr = self.factory.partition(":")
+        try:
+            return getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise FacegenError(
+                f"the dataset generator factory '{self.factory}' is not available ({exc}); "
+                "this facegen build cannot generate dataset images with a pipeline yet") from exc
+
+    def _check_options(self) -> None:
+        """Refuse option names the factory does not take (a typo in a spec's ``generator:``),
+        before anything runs.  A factory that cannot be imported here fails when first called."""
+        try:
+            factory = self._factory()
+        except FacegenError:
+            return
+        params = inspect.signature(factory).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return
+        fixed = {"preset", "models_dir", "device", "accept_license"}
+        unknown = sorted(set(self.options) - set(params))
+        if unknown:
+            known = [n for n in params if n not in fixed]
+            raise InvalidArgumentError(f"unknown generator option(s) {', '.join(unknown)}; "
+                                       f"the options are: {', '.join(known)}")
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -80,15 +108,8 @@ class PipelineGenerateFn:
         return state
 
     def _build(self) -> GenerateFn:
-        module_name, _, attr = self.factory.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise FacegenError(
-                f"the dataset generator factory '{self.factory}' is not available ({exc}); "
-                "this facegen build cannot generate dataset images with a pipeline yet") from exc
-        return factory(preset=self.preset, models_dir=self.models_dir, device=self.device,
-                       accept_license=self.accept_license, **self.options)
+        return self._factory()(preset=self.preset, models_dir=self.models_dir, device=self.device,
+                               accept_license=self.accept_license, **self.options)
 
     def __call__(self, items: list[WorkItem]) -> list[np.ndarray]:
         if self._fn is None:

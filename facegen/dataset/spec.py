@@ -302,7 +302,7 @@ def spec_from_args(args: argparse.Namespace) -> DatasetSpec:
     """A spec from ``--spec`` (if any) overridden by the flags given."""
     data: dict[str, Any] = {}
     if getattr(args, "spec", None):
-        data = DatasetSpec.from_yaml(args.spec).to_dict()
+        data = DatasetSpec.from_yaml(args.spec, out=getattr(args, "out", None)).to_dict()
     for name in _ARG_FIELDS:
         value = getattr(args, name, None)
         if value is not None and not (name == "accept_license" and value is False):
