@@ -475,3 +475,20 @@ class _PhotoGenerator:
             scale = 400 / max(img.shape[:2])
             out.append(cv2.resize(img, (int(img.shape[1] * scale), int(img.shape[0] * scale))))
         return out
+
+
+def test_default_batch_size_follows_the_model_on_a_gpu(tmp_path: Path, monkeypatch) -> None:
+    from facegen.dataset.runner import _generates_on_gpu
+    from facegen.dataset.spec import default_batch_size
+
+    assert default_batch_size("arc2face", on_gpu=True) == 32
+    assert default_batch_size("instantid", on_gpu=True) == 8
+    assert default_batch_size("arc2face", on_gpu=False) == 8
+    assert default_batch_size("no-such-model", on_gpu=True) == 8
+    assert _generates_on_gpu(make_generate_fn("tiny", device="cuda:1"))
+    assert not _generates_on_gpu(make_generate_fn("tiny", device="cpu"))
+    assert not _generates_on_gpu(FakeGenerate())
+    # unset in the spec: the runner picks it (a fake generator counts as CPU: 8 per call)
+    gen = FakeGenerate()
+    run_dataset(_spec(tmp_path / "auto", batch_size=None, num_ids=3), gen, progress=False)
+    assert max(gen.batch_sizes) == 8

@@ -38,7 +38,7 @@ import numpy as np
 from facegen.dataset import writers as W
 from facegen.dataset.filters import EmbedFn, FaceFn, FilterChain, ImageScores, QualityFn, build_filter_chain
 from facegen.dataset.identities import GaussianPrior, load_embeddings, sample_identities
-from facegen.dataset.spec import DatasetSpec, read_stored_fingerprint
+from facegen.dataset.spec import DatasetSpec, default_batch_size, read_stored_fingerprint
 from facegen.dataset.stats import IDENTITIES_FILE, SPEC_FILE, SUMMARY_FILE, Summary, dataset_stats
 from facegen.dataset.variation import VariationConfig, WorkItem, embedding_sha256, make_work_item
 from facegen.errors import FacegenError, InvalidArgumentError, MissingDependencyError
@@ -469,6 +469,17 @@ def _run_ray(ctx: RunContext, shards: list[int], workers: int, bar) -> list[Shar
             ray.shutdown()
 
 
+def _generates_on_gpu(generate_fn: Any) -> bool:
+    """Whether a preset generator will run on CUDA (its device, else CUDA when available)."""
+    if not isinstance(generate_fn, PipelineGenerateFn):
+        return False
+    if generate_fn.device is not None:
+        return str(generate_fn.device).startswith("cuda")
+    import torch
+
+    return torch.cuda.is_available()
+
+
 # ---------------------------------------------------------------------- entry point
 def run_dataset(spec: DatasetSpec, generate_fn: GenerateFn, engine: str | None = None, workers: int | None = None,
                 progress: bool = True, embed_fn: EmbedFn | None = None, face_fn: FaceFn | None = None,
@@ -487,6 +498,8 @@ def run_dataset(spec: DatasetSpec, generate_fn: GenerateFn, engine: str | None =
     overrides = {k: v for k, v in (("engine", engine), ("workers", workers), ("batch_size", batch_size))
                  if v is not None}
     spec = replace(spec, **overrides).validate()
+    if spec.batch_size is None:
+        spec = replace(spec, batch_size=default_batch_size(spec.model, _generates_on_gpu(generate_fn)))
     t0 = time.perf_counter()
     state = None
     if spec.engine == "accelerate":
@@ -537,9 +550,9 @@ def run_dataset(spec: DatasetSpec, generate_fn: GenerateFn, engine: str | None =
     todo = [k for k in all_shards if k not in done]
     per_image_done = sum(len(resolved.shard_identities(k)) for k in done) * resolved.images_per_id
     total = sum(len(resolved.shard_identities(k)) for k in all_shards) * resolved.images_per_id
-    logger.info("dataset %s: %d identities x %d images, %d shards (%d done already), fingerprint %s, engine %s",
-                root, resolved.num_ids, resolved.images_per_id, len(all_shards), len(done), fingerprint,
-                resolved.engine)
+    logger.info("dataset %s: %d identities x %d images, %d shards (%d done already), fingerprint %s, engine %s, "
+                "batch size %d", root, resolved.num_ids, resolved.images_per_id, len(all_shards), len(done),
+                fingerprint, resolved.engine, resolved.batch_size)
     error: BaseException | None = None
     results: list[ShardResult] = []
     t_gen = time.perf_counter()
