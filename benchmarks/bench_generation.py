@@ -239,10 +239,7 @@ def build_pipeline(arch: Arch, seed: int, device: torch.device, dtype: torch.dty
             text = CLIPTextModel(CLIPTextConfig(**arch.text)).eval()
         tokenizer = _tokenizer(workdir)
         # calibrate on what the UNet will see: two identities through Arc2Face's ID-token projection
-        g = torch.Generator().manual_seed(seed + 98)
-        dim = min(512, int(arch.text["hidden_size"]))
-        vecs = torch.randn(2, dim, generator=g)
-        vecs = (vecs / vecs.norm(dim=1, keepdim=True)).to(device)
+        vecs = unit_vectors(2, min(512, int(arch.text["hidden_size"])), seed + 98).to(device)
         contexts = list(project_face_embs(text, tokenizer, vecs).split(1))
     with torch.device(device):                    # initialise on the device: seconds, not minutes, for SDXL
         torch.manual_seed(seed)
@@ -313,9 +310,13 @@ def identity_conditioning(pipe: Any, arch: Arch, n: int, seed: int) -> Condition
         return Conditioning(torch.randn(n, 77, d, generator=g).to(device, dtype),
                             torch.randn(n, arch.pooled_dim, generator=g).to(device, dtype))
     preset = arc2face_preset(pipe)
-    vecs = torch.randn(n, preset.id_dim, generator=g)
-    vecs = vecs / vecs.norm(dim=1, keepdim=True)
-    return Conditioning(ids=[IDEmbedding(v.numpy(), preset.encoder) for v in vecs])
+    return Conditioning(ids=[IDEmbedding(v.numpy(), preset.encoder) for v in unit_vectors(n, preset.id_dim, seed + 7)])
+
+
+def unit_vectors(n: int, dim: int, seed: int) -> torch.Tensor:
+    """``n`` seeded random unit vectors (ArcFace-like identities), on the CPU."""
+    vecs = torch.randn(n, dim, generator=torch.Generator().manual_seed(seed))
+    return vecs / vecs.norm(dim=1, keepdim=True)
 
 
 def project_ids(pipe: Any, ids: list[IDEmbedding]) -> torch.Tensor:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from facegen.adapters.base import ConditionRequest, IDAdapter
-from facegen.adapters.batching import pipeline_cache
+from facegen.adapters.batching import module_key, pipeline_cache
 from facegen.errors import InvalidArgumentError
 from facegen.id.embedding import IDEmbedding
 from facegen.models import loading as L
@@ -128,36 +128,30 @@ class Arc2FaceAdapter(IDAdapter):
         return pipe
 
     def condition(self, pipe: Any, identities: Sequence[IDEmbedding], request: ConditionRequest) -> dict[str, Any]:
-        import torch
-
         self.check_request(request, len(identities))
-        vec = np.stack([self.id_vector(e) for e in identities])
-        te = pipe.text_encoder
-        param = next(te.parameters())
-        ids = torch.from_numpy(vec).to(device=param.device, dtype=param.dtype)
-        kwargs: dict[str, Any] = {"prompt_embeds": project_face_embs(te, pipe.tokenizer, ids)}
-        if self.do_cfg(pipe, request.guidance_scale):
-            kwargs["negative_prompt_embeds"] = self.negative_embeds(pipe)
-        return kwargs
-
-    def negative_embeds(self, pipe: Any) -> Any:
-        """The CFG negative ``(1, 77, hidden)``, encoded once per pipeline and reused."""
-        te = pipe.text_encoder
-        param = next(te.parameters())
-        key = ("arc2face-uncond", str(param.dtype), str(param.device), id(te))
-        return pipeline_cache(pipe).get(key, lambda: empty_prompt_embeds(te, pipe.tokenizer, 1))
+        return self._prompt_embeds(pipe, identities, request.guidance_scale)
 
     def condition_many(self, pipe: Any, identities: Sequence[IDEmbedding], request: ConditionRequest,
                        prompts: Sequence[str | None], control_kps: Sequence[np.ndarray | None]) -> dict[str, Any]:
-        import torch
-
         self.check_many(identities, prompts, control_kps)
         self.check_request(request, 1)
+        return self._prompt_embeds(pipe, identities, request.guidance_scale)
+
+    def _prompt_embeds(self, pipe: Any, identities: Sequence[IDEmbedding], guidance_scale: float) -> dict[str, Any]:
+        """One ID prompt per identity (``(K, 77, hidden)``) and, under CFG, the cached negative."""
+        import torch
+
         vec = np.stack([self.id_vector(e) for e in identities])           # (K, D)
         te = pipe.text_encoder
         param = next(te.parameters())
         ids = torch.from_numpy(vec).to(device=param.device, dtype=param.dtype)
         kwargs: dict[str, Any] = {"prompt_embeds": project_face_embs(te, pipe.tokenizer, ids)}
-        if self.do_cfg(pipe, request.guidance_scale):
+        if self.do_cfg(pipe, guidance_scale):
             kwargs["negative_prompt_embeds"] = self.negative_embeds(pipe).expand(len(identities), -1, -1)
         return kwargs
+
+    def negative_embeds(self, pipe: Any) -> Any:
+        """The CFG negative ``(1, 77, hidden)``, encoded once per pipeline and reused."""
+        te = pipe.text_encoder
+        key = ("arc2face-uncond", module_key(te))
+        return pipeline_cache(pipe).get(key, lambda: empty_prompt_embeds(te, pipe.tokenizer, 1))

@@ -46,6 +46,7 @@ class IDAdapter(ABC):
     supports_adapter_scale: ClassVar[bool] = True
     supports_controlnet_scale: ClassVar[bool] = False
     supports_lora_scale: ClassVar[bool] = False
+    supports_control_kps: ClassVar[bool] = False    # 5-point keypoint (pose) control
 
     def __init__(self, preset: Preset) -> None:
         if preset.family != self.family:
@@ -101,7 +102,7 @@ class IDAdapter(ABC):
             raise InvalidArgumentError(
                 f"got {n_identities} identities without masks; give one region mask per identity "
                 "or average the photos of one person into one identity")
-        if request.control_kps is not None and self.family != "instantid":
+        if request.control_kps is not None and not self.supports_control_kps:
             raise InvalidArgumentError(f"preset '{name}' takes no keypoint control")
 
     # ------------------------------------------------------------------ family hooks
@@ -131,10 +132,8 @@ class IDAdapter(ABC):
                 f"got {n} identities, {len(prompts)} prompts and {len(control_kps)} keypoint sets (one each)")
         if not self.supports_prompt and any(p is not None for p in prompts):
             raise InvalidArgumentError(f"preset '{self.preset.name}' takes no text prompt; remove the prompts")
-        if self.family != "instantid" and any(k is not None for k in control_kps):
+        if not self.supports_control_kps and any(k is not None for k in control_kps):
             raise InvalidArgumentError(f"preset '{self.preset.name}' takes no keypoint (pose) control; remove the poses")
-        for e in identities:
-            self.check_embedding(e)
 
     def ip_condition_many(self, pipe: Any, identities: Sequence[IDEmbedding], request: ConditionRequest,
                           prompts: Sequence[str | None], control_kps: Sequence[np.ndarray | None],
@@ -148,18 +147,34 @@ class IDAdapter(ABC):
 
         self.check_many(identities, prompts, control_kps)
         self.check_request(request, 1)
-        d = self.preset.defaults
-        cfg = self.do_cfg(pipe, request.guidance_scale)
         vecs = torch.from_numpy(np.stack([self.id_vector(e) for e in identities]))
         vecs = vecs.reshape(len(identities), *embed_shape, vecs.shape[-1])
-        embeds = torch.cat([torch.zeros_like(vecs), vecs]) if cfg else vecs
         enable_per_sample_ip_embeds(pipe)
-        pipe.set_ip_adapter_scale(d.adapter_scale if request.adapter_scale is None else float(request.adapter_scale))
-        texts = [(d.prompt if request.prompt is None else request.prompt) if p is None else p for p in prompts]
-        negative = d.negative_prompt if request.negative_prompt is None else request.negative_prompt
-        kwargs = encode_prompts(pipe, texts, [negative] * len(texts), cfg)
-        kwargs["ip_adapter_image_embeds"] = [embeds.to(dtype=pipe.unet.dtype)]
+        pipe.set_ip_adapter_scale(self.setting(request, "adapter_scale"))
+        prompt, negative = self.texts(request)
+        kwargs = encode_prompts(pipe, [prompt if p is None else p for p in prompts], [negative] * len(prompts),
+                                self.do_cfg(pipe, request.guidance_scale))
+        kwargs["ip_adapter_image_embeds"] = self.ip_embeds(pipe, vecs, request.guidance_scale)
         return kwargs
+
+    def setting(self, request: ConditionRequest, name: str) -> float | None:
+        """``request``'s ``adapter_scale`` / ``controlnet_scale`` / ``lora_scale``, else the preset's."""
+        value = getattr(request, name)
+        return getattr(self.preset.defaults, name) if value is None else float(value)
+
+    def texts(self, request: ConditionRequest) -> tuple[str | None, str | None]:
+        """(prompt, negative prompt) of ``request``, the preset's where it gives none."""
+        d = self.preset.defaults
+        return (d.prompt if request.prompt is None else request.prompt,
+                d.negative_prompt if request.negative_prompt is None else request.negative_prompt)
+
+    def ip_embeds(self, pipe: Any, vecs: Any, guidance_scale: float) -> list[Any]:
+        """``ip_adapter_image_embeds`` from ID rows: zeros as the CFG negative (``[neg..., pos...]``),
+        in the UNet's dtype."""
+        import torch
+
+        embeds = torch.cat([torch.zeros_like(vecs), vecs]) if self.do_cfg(pipe, guidance_scale) else vecs
+        return [embeds.to(dtype=pipe.unet.dtype)]
 
     def do_cfg(self, pipe: Any, guidance_scale: float) -> bool:
         """Mirror of diffusers' ``do_classifier_free_guidance`` for the loaded pipeline."""

@@ -35,7 +35,8 @@ def pipeline_cache(pipe: Any, max_items: int = 256) -> ConditioningCache:
     return cache
 
 
-def _module_key(module: Any) -> tuple[str, str, int]:
+def module_key(module: Any) -> tuple[str, str, int]:
+    """A cache key part that changes when ``module`` is replaced, moved or cast."""
     param = next(module.parameters())
     return str(param.dtype), str(param.device), id(module)
 
@@ -62,14 +63,10 @@ def encode_prompts(pipe: Any, prompts: Sequence[str], negatives: Sequence[str | 
     encoder = pipe.text_encoder if pipe.text_encoder is not None else pipe.text_encoder_2
     rows = []
     for prompt, negative in zip(prompts, negatives):
-        key = ("prompt", "sdxl" if sdxl else "sd", prompt, negative, bool(cfg), _module_key(encoder))
-        if sdxl:
-            rows.append(cache.get(key, lambda p=prompt, n=negative: pipe.encode_prompt(
-                prompt=p, device=device, num_images_per_prompt=1, do_classifier_free_guidance=cfg,
-                negative_prompt=n)))
-        else:
-            rows.append(cache.get(key, lambda p=prompt, n=negative: pipe.encode_prompt(
-                p, device, 1, cfg, negative_prompt=n)))
+        key = ("prompt", "sdxl" if sdxl else "sd", prompt, negative, bool(cfg), module_key(encoder))
+        # SD and SDXL pipelines name these arguments alike (SDXL's prompt_2 / negative_2 stay None)
+        rows.append(cache.get(key, lambda p=prompt, n=negative: pipe.encode_prompt(
+            prompt=p, device=device, num_images_per_prompt=1, do_classifier_free_guidance=cfg, negative_prompt=n)))
     names = (("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
              if sdxl else ("prompt_embeds", "negative_prompt_embeds"))
     out: dict[str, Any] = {}
@@ -86,16 +83,13 @@ def _prepare_per_sample(self: Any, ip_adapter_image: Any, ip_adapter_image_embed
     """``prepare_ip_adapter_image_embeds`` that keeps pre-batched embeddings (one per sample)."""
     import torch
 
-    base = type(self).prepare_ip_adapter_image_embeds
-    if ip_adapter_image_embeds is None or num_images_per_prompt <= 1:
-        return base(self, ip_adapter_image, ip_adapter_image_embeds, device, num_images_per_prompt,
-                    do_classifier_free_guidance)
-    halves = 2 if do_classifier_free_guidance else 1
-    if not all(e.shape[0] == halves * num_images_per_prompt for e in ip_adapter_image_embeds):
-        return base(self, ip_adapter_image, ip_adapter_image_embeds, device, num_images_per_prompt,
-                    do_classifier_free_guidance)
-    # already [negatives of every sample, positives of every sample]: the layout diffusers builds
-    return [torch.as_tensor(e).to(device=device) for e in ip_adapter_image_embeds]
+    rows = (2 if do_classifier_free_guidance else 1) * num_images_per_prompt
+    if (ip_adapter_image_embeds is not None and num_images_per_prompt > 1
+            and all(e.shape[0] == rows for e in ip_adapter_image_embeds)):
+        # already [negatives of every sample, positives of every sample]: the layout diffusers builds
+        return [torch.as_tensor(e).to(device=device) for e in ip_adapter_image_embeds]
+    return type(self).prepare_ip_adapter_image_embeds(self, ip_adapter_image, ip_adapter_image_embeds, device,
+                                                      num_images_per_prompt, do_classifier_free_guidance)
 
 
 def enable_per_sample_ip_embeds(pipe: Any) -> Any:

@@ -210,6 +210,7 @@ def instantid_pipeline_class(kind: str = "text2img") -> type:
 class InstantIDAdapter(IDAdapter):
     family = "instantid"
     supports_controlnet_scale = True
+    supports_control_kps = True
 
     def load(self, resolved: ResolvedPreset, dtype: Any) -> Any:
         path = resolved.file("ip_adapter")
@@ -233,36 +234,33 @@ class InstantIDAdapter(IDAdapter):
         import torch
 
         self.check_request(request, len(identities))
-        d = self.preset.defaults
         ident = identities[0]
         vec = torch.from_numpy(self.id_vector(ident)).reshape(1, 1, 1, -1)     # raw vector, [1, 1, 1, D]
-        embeds = torch.cat([torch.zeros_like(vec), vec]) if self.do_cfg(pipe, request.guidance_scale) else vec
-        if request.control_kps is not None:
-            kps = np.asarray(request.control_kps, dtype=np.float32).reshape(5, 2)
-        else:
-            kps = portrait_kps(ident.face.kps if ident.face is not None else None, request.width, request.height)
-        pipe.set_ip_adapter_scale(d.adapter_scale if request.adapter_scale is None else float(request.adapter_scale))
-        cn_scale = d.controlnet_scale if request.controlnet_scale is None else float(request.controlnet_scale)
+        pipe.set_ip_adapter_scale(self.setting(request, "adapter_scale"))
+        prompt, negative = self.texts(request)
         return {
-            "ip_adapter_image_embeds": [embeds.to(dtype=pipe.unet.dtype)],
-            "image": self.kps_image(kps, request),
-            "controlnet_conditioning_scale": cn_scale,
-            "prompt": d.prompt if request.prompt is None else request.prompt,
-            "negative_prompt": d.negative_prompt if request.negative_prompt is None else request.negative_prompt,
+            "ip_adapter_image_embeds": self.ip_embeds(pipe, vec, request.guidance_scale),
+            "image": self.kps_image(self.identity_kps(ident, request.control_kps, request), request),
+            "controlnet_conditioning_scale": self.setting(request, "controlnet_scale"),
+            "prompt": prompt,
+            "negative_prompt": negative,
         }
 
     def condition_many(self, pipe: Any, identities: Sequence[IDEmbedding], request: ConditionRequest,
                        prompts: Sequence[str | None], control_kps: Sequence[np.ndarray | None]) -> dict[str, Any]:
         kwargs = self.ip_condition_many(pipe, identities, request, prompts, control_kps, embed_shape=(1, 1))
-        images = []
-        for ident, kps in zip(identities, control_kps):
-            if kps is None:
-                kps = portrait_kps(ident.face.kps if ident.face is not None else None, request.width, request.height)
-            images.append(self.kps_image(np.asarray(kps, dtype=np.float32).reshape(5, 2), request))
-        d = self.preset.defaults
-        kwargs.update(image=images, controlnet_conditioning_scale=(
-            d.controlnet_scale if request.controlnet_scale is None else float(request.controlnet_scale)))
+        kwargs.update(image=[self.kps_image(self.identity_kps(ident, kps, request), request)
+                             for ident, kps in zip(identities, control_kps)],
+                      controlnet_conditioning_scale=self.setting(request, "controlnet_scale"))
         return kwargs
+
+    @staticmethod
+    def identity_kps(ident: IDEmbedding, kps: np.ndarray | None, request: ConditionRequest) -> np.ndarray:
+        """The keypoints to draw: the ones given (output pixels), else the identity's own face
+        placed as a portrait (a frontal layout when the embedding carries no face)."""
+        if kps is not None:
+            return np.asarray(kps, dtype=np.float32).reshape(5, 2)
+        return portrait_kps(ident.face.kps if ident.face is not None else None, request.width, request.height)
 
     @staticmethod
     def kps_image(kps: np.ndarray, request: ConditionRequest) -> Any:

@@ -110,31 +110,27 @@ class FaceIDAdapter(IDAdapter):
         import torch
 
         self.check_request(request, len(identities))
-        d = self.preset.defaults
         vecs = torch.from_numpy(np.stack([self.id_vector(e) for e in identities]))[None]  # (1, K, D)
-        embeds = torch.cat([torch.zeros_like(vecs), vecs]) if self.do_cfg(pipe, request.guidance_scale) else vecs
-        scale = d.adapter_scale if request.adapter_scale is None else float(request.adapter_scale)
-        kwargs: dict[str, Any] = {
-            "ip_adapter_image_embeds": [embeds.to(dtype=pipe.unet.dtype)],
-            "prompt": d.prompt if request.prompt is None else request.prompt,
-            "negative_prompt": d.negative_prompt if request.negative_prompt is None else request.negative_prompt,
-        }
+        scale = self.setting(request, "adapter_scale")
+        prompt, negative = self.texts(request)
+        kwargs: dict[str, Any] = {"ip_adapter_image_embeds": self.ip_embeds(pipe, vecs, request.guidance_scale),
+                                  "prompt": prompt, "negative_prompt": negative}
         if request.masks is not None:
             pipe.set_ip_adapter_scale([[scale] * len(identities)])
             kwargs["cross_attention_kwargs"] = {
                 "ip_adapter_masks": [masks_tensor(request.masks, request.height, request.width)]}
         else:
             pipe.set_ip_adapter_scale(scale)
-        if LORA_ADAPTER in getattr(pipe.unet, "peft_config", {}):
-            lora = d.lora_scale if request.lora_scale is None else float(request.lora_scale)
-            pipe.set_adapters([LORA_ADAPTER], adapter_weights=[lora])
+        self.apply_lora_scale(pipe, request)
         return kwargs
 
     def condition_many(self, pipe: Any, identities: Sequence[IDEmbedding], request: ConditionRequest,
                        prompts: Sequence[str | None], control_kps: Sequence[np.ndarray | None]) -> dict[str, Any]:
         kwargs = self.ip_condition_many(pipe, identities, request, prompts, control_kps, embed_shape=(1,))
-        if LORA_ADAPTER in getattr(pipe.unet, "peft_config", {}):
-            d = self.preset.defaults
-            pipe.set_adapters([LORA_ADAPTER], adapter_weights=[d.lora_scale if request.lora_scale is None
-                                                               else float(request.lora_scale)])
+        self.apply_lora_scale(pipe, request)
         return kwargs
+
+    def apply_lora_scale(self, pipe: Any, request: ConditionRequest) -> None:
+        """Weight the checkpoint's LoRA (when it has one) by the request's or the preset's scale."""
+        if LORA_ADAPTER in getattr(pipe.unet, "peft_config", {}):
+            pipe.set_adapters([LORA_ADAPTER], adapter_weights=[self.setting(request, "lora_scale")])

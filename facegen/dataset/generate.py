@@ -76,7 +76,7 @@ def make_dataset_generate_fn(preset: str, models_dir: str | None = None, device:
     def kps_of(it: WorkItem) -> np.ndarray | None:
         if it.pose is None:
             return None
-        if pipe.preset.family != "instantid":
+        if not pipe.adapter.supports_control_kps:
             raise InvalidArgumentError(f"preset '{preset}' takes no pose control (InstantID presets do); "
                                        "remove the poses from the dataset spec")
         from facegen.adapters.instantid import pose_kps  # noqa: PLC0415

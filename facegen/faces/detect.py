@@ -73,7 +73,12 @@ def detect_faces_many(rgbs: Sequence[np.ndarray], detector: Detector, min_face_s
     the detector when it can (``detect_batch``: SCRFD exports with a dynamic batch)."""
     batch = getattr(detector, "detect_batch", None)
     found = batch(list(rgbs)) if batch is not None else [detector.detect(rgb) for rgb in rgbs]
-    return [sort_faces([f for f in faces if min(f.width, f.height) >= min_face_size]) for faces in found]
+    return [sort_faces(usable_faces(faces, min_face_size)) for faces in found]
+
+
+def usable_faces(faces: Sequence[Face], min_face_size: int = MIN_FACE_SIZE) -> list[Face]:
+    """The faces at least ``min_face_size`` pixels wide and tall."""
+    return [f for f in faces if min(f.width, f.height) >= min_face_size]
 
 
 def detect_faces(rgb: np.ndarray, backend: str = "dlib", min_face_size: int = MIN_FACE_SIZE,
@@ -87,7 +92,7 @@ def detect_faces(rgb: np.ndarray, backend: str = "dlib", min_face_size: int = MI
     faces = det.detect(rgb)
     if not faces:
         raise NoFaceError(f"no face found in the image ({rgb.shape[1]}×{rgb.shape[0]}, detector {det.name})")
-    usable = [f for f in faces if min(f.width, f.height) >= min_face_size]
+    usable = usable_faces(faces, min_face_size)
     if not usable:
         biggest = max(min(f.width, f.height) for f in faces)
         raise FaceTooSmallError(
