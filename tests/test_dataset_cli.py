@@ -97,3 +97,16 @@ def test_spec_file_with_out_flag_and_generator_option_typos(reference, tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "unknown generator option(s) stepz" in proc.stderr and "steps" in proc.stderr
     assert not bad.exists()                                   # refused before anything was written
+
+
+@pytest.mark.parametrize("spec_text, message", [
+    ("model: tiny-instantid\nposes: [left]\n", "a pose is a yaw angle"),
+    ("model: tiny\nposes: [30]\n", "takes no pose control"),
+])
+def test_bad_poses_are_refused_before_anything_is_written(tmp_path, spec_text, message):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("num_ids: 2\nimages_per_id: 1\n" + spec_text)
+    out = tmp_path / "ds"
+    proc = cli("dataset", "--spec", str(spec), "--out", str(out), "--no-progress")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and message in proc.stderr
+    assert not out.exists()

@@ -119,6 +119,11 @@ class DatasetSpec:
             json.dumps(self.generator, sort_keys=True)
         except (TypeError, ValueError) as exc:
             raise InvalidArgumentError(f"poses and generator options must be JSON values: {exc}") from None
+        if self.poses:
+            from facegen.adapters.instantid import pose_kps  # noqa: PLC0415 - imported only when poses are given
+
+            for pose in self.poses:
+                pose_kps(pose, 64, 64)                       # the one-line error of a malformed pose
         need(0 <= self.dedup_hash_distance <= 256, f"dedup_hash_distance must be in 0..256, got {self.dedup_hash_distance}")
         for name in FILE_FIELDS:
             path = getattr(self, name)
@@ -142,6 +147,12 @@ class DatasetSpec:
             if spec.embedding_dim is None:
                 raise InvalidArgumentError(
                     f"model '{spec.model}' is not a registered preset: give embedding_dim explicitly")
+        if spec.poses and preset is not None:
+            from facegen.pipelines.generation import adapter_for  # noqa: PLC0415
+
+            if not adapter_for(preset).supports_control_kps:
+                raise InvalidArgumentError(f"model '{spec.model}' takes no pose control (InstantID presets do); "
+                                           "remove the poses from the dataset spec")
         tiny = preset is not None and preset.tiny
         if spec.filters is None:
             spec.filters = not tiny
