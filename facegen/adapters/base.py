@@ -35,6 +35,7 @@ class ConditionRequest:
     lora_scale: float | None = None
     masks: Sequence[Any] | None = None          # one region mask per identity (FaceID)
     control_kps: np.ndarray | None = None       # (5, 2) keypoints in output pixels (InstantID)
+    kps_draw_side: int | None = None            # side the keypoint drawing's sizes scale with (None: min(h, w))
 
 
 class IDAdapter(ABC):
@@ -47,11 +48,20 @@ class IDAdapter(ABC):
     supports_controlnet_scale: ClassVar[bool] = False
     supports_lora_scale: ClassVar[bool] = False
     supports_control_kps: ClassVar[bool] = False    # 5-point keypoint (pose) control
+    #: layouts this family can take from the reference photo (``"reference"``: the photo's own
+    #: framing, resized to the output) besides ``"portrait"`` (a fixed portrait framing)
+    face_layouts: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, preset: Preset) -> None:
         if preset.family != self.family:
             raise InvalidArgumentError(f"preset '{preset.name}' is a {preset.family} preset, not {self.family}")
         self.preset = preset
+
+    def photo_layout(self, photo_size: tuple[int, int], kps: np.ndarray,
+                     size: tuple[int, int] | None) -> tuple[int, int, np.ndarray, int]:
+        """``(width, height, kps, draw_side)`` of the ``"reference"`` face layout (families whose
+        :attr:`face_layouts` include it)."""
+        raise InvalidArgumentError(f"preset '{self.preset.name}' has no reference face layout")
 
     # ------------------------------------------------------------------ contract
     @property

@@ -24,7 +24,7 @@ from facegen.edit import crop_face, face_mask, match_color, paste_back
 from facegen.edit.crop import FaceCrop
 from facegen.errors import ConsentRequiredError, InvalidArgumentError
 from facegen.faces.align import transform_points
-from facegen.faces.detect import FacePolicy, detect_faces, select_faces
+from facegen.faces.detect import FacePolicy, select_faces
 from facegen.faces.types import Face
 from facegen.id.embedding import IDEmbedding
 from facegen.pipelines.generation import IDGenerationPipeline, seeds_for
@@ -84,12 +84,21 @@ class FaceEditPipeline:
             else:
                 from diffusers import StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline  # noqa: PLC0415
                 cls = StableDiffusionXLInpaintPipeline if base == "sdxl" else StableDiffusionInpaintPipeline
-            self._inpaint = cls.from_pipe(self.gen.pipe)
+            from facegen.models.loading import pipeline_kwargs  # noqa: PLC0415
+            self._inpaint = cls.from_pipe(self.gen.pipe, **pipeline_kwargs(cls))
         return self._inpaint
 
     # ------------------------------------------------------------------ faces
     def find_faces(self, rgb: np.ndarray, policy: "str | int | FacePolicy" = "largest") -> list[Face]:
-        return select_faces(detect_faces(rgb), policy)
+        """The faces to edit, found by the detector of the preset's encoder contract (SCRFD for
+        the insightface packs, dlib for the dlib descriptor), so their keypoints — used to align,
+        embed, mask and draw IdentityNet's image — are the ones the adapter was trained on."""
+        return select_faces(self.encoder_model().detect(rgb), policy)
+
+    def encoder_model(self) -> Any:
+        """The preset's ID encoder (detector + embedder of its contract), loaded once per process."""
+        from facegen.id.encoders import get_encoder  # noqa: PLC0415
+        return get_encoder(self.gen.encoder, self.gen.models_dir, accept_license=self.gen.accept_license)
 
     def embed_reference(self, src: ImageInput | IDEmbedding) -> tuple[IDEmbedding, np.ndarray | None]:
         """An identity from a photo (with the adapter's encoder) or an IDEmbedding as given."""
@@ -101,9 +110,7 @@ class FaceEditPipeline:
 
     def embed_face(self, rgb: np.ndarray, face: Face) -> IDEmbedding:
         """The identity of an already detected face, by the adapter's own encoder."""
-        from facegen.id.encoders import get_encoder  # noqa: PLC0415
-        enc = get_encoder(self.gen.encoder, self.gen.models_dir, accept_license=self.gen.accept_license)
-        return enc.embed(rgb, face)
+        return self.encoder_model().embed(rgb, face)
 
     # ------------------------------------------------------------------ regenerate
     def regenerate(self, rgb: np.ndarray, face: Face, identity: IDEmbedding, *, strength: float, seed: int,
