@@ -51,6 +51,8 @@ class IDAdapter(ABC):
     #: layouts this family can take from the reference photo (``"reference"``: the photo's own
     #: framing, resized to the output) besides ``"portrait"`` (a fixed portrait framing)
     face_layouts: ClassVar[tuple[str, ...]] = ()
+    #: the edit jobs (swap, aging, restoration) can run it (:meth:`inpaint_pipeline_class`)
+    supports_edit: ClassVar[bool] = True
 
     def __init__(self, preset: Preset) -> None:
         if preset.family != self.family:
@@ -114,6 +116,19 @@ class IDAdapter(ABC):
                 "or average the photos of one person into one identity")
         if request.control_kps is not None and not self.supports_control_kps:
             raise InvalidArgumentError(f"preset '{name}' takes no keypoint control")
+
+    # ------------------------------------------------------------------ edit jobs
+    def inpaint_pipeline_class(self) -> type:
+        """The diffusers pipeline the edit jobs regenerate a face crop with, built from this
+        family's loaded pipeline by ``from_pipe`` (components shared): SD1.5 / SDXL inpainting
+        (a 4-channel UNet inpaints by latent blending)."""
+        from diffusers import StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline
+
+        return StableDiffusionXLInpaintPipeline if self.preset.base == "sdxl" else StableDiffusionInpaintPipeline
+
+    def inpaint_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`condition`'s kwargs as the inpainting pipeline takes them (the default: as is)."""
+        return kwargs
 
     # ------------------------------------------------------------------ family hooks
     @abstractmethod

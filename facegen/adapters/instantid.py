@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from facegen.adapters.base import ConditionRequest, IDAdapter
+from facegen.adapters.registry import register_family
 from facegen.errors import InvalidArgumentError
 from facegen.id.embedding import IDEmbedding
 from facegen.models import loading as L
@@ -244,6 +245,7 @@ def instantid_pipeline_class(kind: str = "text2img") -> type:
     return _PIPELINE_CLASSES[kind]
 
 
+@register_family
 class InstantIDAdapter(IDAdapter):
     family = "instantid"
     supports_controlnet_scale = True
@@ -303,6 +305,16 @@ class InstantIDAdapter(IDAdapter):
                              for ident, kps in zip(identities, control_kps)],
                       controlnet_conditioning_scale=self.setting(request, "controlnet_scale"))
         return kwargs
+
+    def inpaint_pipeline_class(self) -> type:
+        """IdentityNet on the target face's keypoints: the SDXL ControlNet-inpainting variant."""
+        return instantid_pipeline_class("inpaint")
+
+    def inpaint_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The keypoint drawing is the ControlNet image of the inpainting pipeline."""
+        out = dict(kwargs)
+        out["control_image"] = out.pop("image")
+        return out
 
     @staticmethod
     def identity_kps(ident: IDEmbedding, kps: np.ndarray | None, request: ConditionRequest) -> np.ndarray:

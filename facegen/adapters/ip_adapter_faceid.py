@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from facegen.adapters.base import ConditionRequest, IDAdapter
+from facegen.adapters.registry import register_family
 from facegen.errors import InvalidArgumentError
 from facegen.id.embedding import IDEmbedding
 from facegen.models import loading as L
@@ -72,6 +73,7 @@ def masks_tensor(masks: Sequence[Any], height: int, width: int) -> Any:
     return processed.reshape(1, processed.shape[0], processed.shape[2], processed.shape[3])
 
 
+@register_family
 class FaceIDAdapter(IDAdapter):
     family = "faceid"
     supports_masks = True

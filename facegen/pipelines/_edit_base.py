@@ -77,13 +77,7 @@ class FaceEditPipeline:
     def inpaint_pipe(self) -> Any:
         """The preset's weights in diffusers' inpainting pipeline (components shared, not copied)."""
         if self._inpaint is None:
-            family, base = self.preset.family, self.preset.base
-            if family == "instantid":                     # IdentityNet on the target's keypoints
-                from facegen.adapters.instantid import instantid_pipeline_class  # noqa: PLC0415
-                cls = instantid_pipeline_class("inpaint")
-            else:
-                from diffusers import StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline  # noqa: PLC0415
-                cls = StableDiffusionXLInpaintPipeline if base == "sdxl" else StableDiffusionInpaintPipeline
+            cls = self.gen.adapter.inpaint_pipeline_class()
             from facegen.models.loading import pipeline_kwargs  # noqa: PLC0415
             self._inpaint = cls.from_pipe(self.gen.pipe, **pipeline_kwargs(cls))
         return self._inpaint
@@ -139,13 +133,12 @@ class FaceEditPipeline:
         if n_steps * strength < 1:           # img2img runs int(steps * strength) steps: keep at least one
             n_steps = math.ceil(1.0 / strength)
             logger.info("strength %.3f needs %d steps for one denoising step; using %d", strength, n_steps, n_steps)
-        instantid = self.preset.family == "instantid"
+        adapter = self.gen.adapter
         request = ConditionRequest(prompt=prompt, negative_prompt=negative_prompt, guidance_scale=guidance,
                                    height=size, width=size, adapter_scale=adapter_scale,
-                                   control_kps=transform_points(face.kps, fc.M) if instantid else None)
-        kwargs = self.gen.adapter.condition(self.gen.pipe, [identity], request)
-        if instantid:                        # the keypoint drawing is the ControlNet image here
-            kwargs["control_image"] = kwargs.pop("image")
+                                   control_kps=transform_points(face.kps, fc.M) if adapter.supports_control_kps
+                                   else None)       # keypoint-controlled families: the target face's pose
+        kwargs = adapter.inpaint_kwargs(adapter.condition(self.gen.pipe, [identity], request))
         pipe = self.inpaint_pipe()
         pipe.set_progress_bar_config(disable=not progress)
         extra: dict[str, Any] = {}

@@ -31,6 +31,7 @@ import numpy as np
 
 from facegen import __version__
 from facegen.adapters.base import ConditionRequest, IDAdapter
+from facegen.adapters.registry import adapter_for
 from facegen.errors import FacegenError, InvalidArgumentError
 from facegen.id.embedding import IDEmbedding, mean_embedding
 from facegen.models.registry import Preset, get_preset
@@ -42,20 +43,6 @@ logger = logging.getLogger(__name__)
 
 ImageInput = Any  # path, bytes, PIL image or RGB array (anything facegen.io.load_image reads)
 SEED_MAX = 2**63 - 1
-
-
-def adapter_for(preset: Preset) -> IDAdapter:
-    """The adapter family object of a preset."""
-    if preset.family == "arc2face":
-        from facegen.adapters.arc2face import Arc2FaceAdapter
-        return Arc2FaceAdapter(preset)
-    if preset.family == "faceid":
-        from facegen.adapters.ip_adapter_faceid import FaceIDAdapter
-        return FaceIDAdapter(preset)
-    if preset.family == "instantid":
-        from facegen.adapters.instantid import InstantIDAdapter
-        return InstantIDAdapter(preset)
-    raise InvalidArgumentError(f"no adapter for family '{preset.family}'")
 
 
 def resolve_device(device: str | Any | None) -> Any:
