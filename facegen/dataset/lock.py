@@ -44,7 +44,8 @@ def _owner_text() -> bytes:
 
 def _read_owner(fd: int) -> dict[str, Any] | None:
     try:
-        raw = os.pread(fd, 4096, 0) if hasattr(os, "pread") else b""
+        os.lseek(fd, 0, os.SEEK_SET)
+        raw = os.read(fd, 4096)
         owner = json.loads(raw.decode("utf-8")) if raw.strip() else None
     except (OSError, ValueError):
         return None
@@ -105,7 +106,8 @@ class FolderLock:
                 if old:
                     logger.warning("%s: removing a stale lock (%s): that run is gone", self.root, _describe(old))
                 os.ftruncate(fd, 0)
-                os.pwrite(fd, _owner_text(), 0)
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.write(fd, _owner_text())
                 os.fsync(fd)
             except BaseException:
                 os.close(fd)

@@ -43,7 +43,7 @@ STORED_EXTRAS = frozenset({"fingerprint", "spec_version", "facegen_version", "id
 #: the bounds a spec must stay within (README, "Limits of a dataset spec"); an operator raises
 #: them with FACEGEN_DATASET_LIMITS="num_ids=5000000,images=500000000" (a spec cannot)
 DEFAULT_LIMITS: dict[str, float] = {
-    "spec_bytes": 8 << 20,         # size of a spec file
+    "spec_bytes": 16 << 20,        # size of a spec file (10,000 prompts of 1,000 characters fit)
     "spec_depth": 8,               # nesting of lists and mappings in it
     "num_ids": 1_000_000,
     "images_per_id": 10_000,
@@ -236,8 +236,9 @@ class DatasetSpec:
     accept_license: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.out, os.PathLike):
-            self.out = os.fspath(self.out)
+        for name in ("out", *FILE_FIELDS, "models_dir"):
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, os.fspath(getattr(self, name)))
         for name in ("noise_levels", "noise_shares", "prompts", "poses"):
             value = getattr(self, name)
             if value is None or isinstance(value, (list, tuple)):
