@@ -277,6 +277,33 @@ def test_a_second_run_on_a_folder_is_refused_and_a_dead_runs_lock_is_stale(tmp_p
     assert _files(root) == _files(ref) and not (root / ".lock").exists()
 
 
+def test_two_starts_racing_on_a_new_folder_never_mix_their_seeds(tmp_path: Path, monkeypatch) -> None:
+    """Run B (seed 12) checks the new folder, then run A (seed 11) starts and finishes it
+    while B samples its identities: B must then refuse the folder, not report A's dataset done."""
+    from facegen.dataset import runner
+
+    root = tmp_path / "ds"
+    sample = runner._identity_vectors
+    other: dict[str, object] = {}
+
+    def sample_while_another_run_starts(spec):
+        if "a" not in other and spec.seed == 12:
+            try:
+                other["a"] = run_dataset(_spec(root, num_ids=2, images_per_id=1, seed=11), FakeGenerate(),
+                                         progress=False)
+            except FacegenError as exc:
+                other["a"] = exc
+        return sample(spec)
+
+    monkeypatch.setattr(runner, "_identity_vectors", sample_while_another_run_starts)
+    with pytest.raises(InvalidArgumentError, match=r"different spec \(changed: seed\)"):
+        run_dataset(_spec(root, num_ids=2, images_per_id=1, seed=12), FakeGenerate(), progress=False)
+    assert getattr(other["a"], "accepted", None) == 2, other["a"]
+    assert DatasetSpec.from_yaml(root / "spec.yaml", out=root).seed == 11
+    rows = [json.loads(x) for x in (root / "manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and not (root / ".lock").exists()
+
+
 def test_a_lock_file_of_a_dead_process_in_an_empty_folder_is_taken_over(tmp_path: Path, caplog) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     root = tmp_path / "ds"

@@ -182,7 +182,8 @@ def load_spec_yaml(path: str | Path) -> Any:
         raise InvalidArgumentError(f"{p} is not a text file (not UTF-8): a dataset spec is YAML text") from None
     if "\x00" in text:
         raise InvalidArgumentError(f"{p} is not a text file (it holds NUL bytes): a dataset spec is YAML text")
-    loader = type("_Loader", (_SpecLoader,), {"max_depth": int(limits["spec_depth"])})(text)
+    depth = min(int(limits["spec_depth"]), 100)             # YAML composes nodes recursively
+    loader = type("_Loader", (_SpecLoader,), {"max_depth": depth})(text)
     try:
         return loader.get_single_data()
     except _SpecRefused as exc:
