@@ -130,7 +130,8 @@ def _check_generator_options(options: Mapping[str, Any], limits: Mapping[str, fl
         if options.get(name) is not None:
             check(options[name])
     for name in ("fast_path", "batched"):
-        if name in options and not isinstance(options[name], bool) and not (name == "batched" and options[name] is None):
+        value = options.get(name, False)
+        if not isinstance(value, bool) and not (name == "batched" and value is None):
             raise InvalidArgumentError(f"generator option {name} must be true or false, got {options[name]!r}")
 
 

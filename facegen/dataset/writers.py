@@ -296,8 +296,10 @@ def shard_problem(root: Path, shard: int, fmt: str, checksums: bool = True) -> s
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return f"{rel_marker} is unreadable"
     names = {rel for rel, _, _ in entries}
-    needed = {part_path(root, shard), stats_path(root, shard)} | ({tar_path(root, shard)} if fmt == "webdataset" else set())
-    missing = sorted(p.relative_to(root).as_posix() for p in needed if p.relative_to(root).as_posix() not in names)
+    needed = [part_path(root, shard), stats_path(root, shard)]
+    if fmt == "webdataset":
+        needed.append(tar_path(root, shard))
+    missing = sorted(rel for rel in (p.relative_to(root).as_posix() for p in needed) if rel not in names)
     if missing:
         return f"{rel_marker} does not list {missing[0]}"
     for rel, size, digest in sorted(entries):
