@@ -1,0 +1,135 @@
+"""Behaviour is preserved: the decoded pixels of every tiny preset's generate, swap, age, restore
+and dataset outputs (fixed seeds) hash to the values recorded in ``golden/pixel_hashes.json``.
+
+Float results depend on the libraries and the CPU's kernels, so the record is keyed by a
+numerics fingerprint (library versions + the bytes of a few seeded torch kernels).  On a machine
+whose fingerprint has no record the test skips and says how to record one:
+``python tests/test_pixel_hashes.py --update`` (only when a change is *meant* to alter pixels:
+say which in the commit).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+GOLDEN = Path(__file__).resolve().parent / "golden" / "pixel_hashes.json"
+STEPS = 3
+
+
+def numerics_fingerprint() -> str:
+    import diffusers
+    import torch
+    import transformers
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 8, 16, 16, generator=g)
+    w = torch.randn(8, 8, 3, 3, generator=g)
+    q, k, v = (torch.randn(1, 2, 16, 8, generator=g) for _ in range(3))
+    parts = [torch.nn.functional.conv2d(x, w, padding=1), torch.nn.functional.group_norm(x, 4),
+             torch.nn.functional.silu(x) @ x.transpose(-1, -2),
+             torch.nn.functional.scaled_dot_product_attention(q, k, v)]
+    h = hashlib.sha256(f"{torch.__version__}|{diffusers.__version__}|{transformers.__version__}".encode())
+    for t in parts:
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _sha(rgb: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(rgb, dtype=np.uint8).tobytes()).hexdigest()[:20]
+
+
+def _photos() -> dict[str, Path]:
+    from conftest import SHARED_FACES, insightface_images_dir
+
+    d = insightface_images_dir()
+    if d is None or not SHARED_FACES.is_dir():
+        pytest.skip("needs ../shared/faces and the insightface example photos")
+    return {"tom": d / "Tom_Hanks_54745.png", "group": SHARED_FACES / "group_two_people.jpg",
+            "obama": SHARED_FACES / "obama_3_small.jpg"}
+
+
+def compute_hashes() -> dict[str, str]:
+    """Every recorded output, by name."""
+    from facegen.pipelines.aging import FaceAgingPipeline
+    from facegen.pipelines.generation import IDGenerationPipeline
+    from facegen.pipelines.restoration import FaceRestorationPipeline
+    from facegen.pipelines.swap import FaceSwapPipeline
+
+    photos = _photos()
+    out: dict[str, str] = {}
+    gens: dict[str, Any] = {}
+    for name in ("tiny", "tiny-arc2face-lcm", "tiny-faceid", "tiny-faceid-sdxl", "tiny-instantid"):
+        gens[name] = pipe = IDGenerationPipeline.from_preset(name, device="cpu")
+        res = pipe(id_images=[photos["tom"]], num_images=2, seed=7, progress=False, measure_similarity=False)
+        for i in range(2):
+            out[f"generate/{name}/{i}"] = _sha(np.asarray(res.images[i].convert("RGB")))
+    for name in ("tiny", "tiny-instantid"):
+        swap = FaceSwapPipeline(gens[name])
+        res = swap(photos["tom"], photos["group"], consent=True, target_face="all", seed=5,
+                   num_inference_steps=STEPS, progress=False)
+        out[f"swap/{name}"] = _sha(res.rgb(0))
+    age = FaceAgingPipeline(gens["tiny-faceid"])
+    res = age(photos["obama"], 70, from_age=40, consent=True, seed=3, num_inference_steps=STEPS, progress=False)
+    out["age/tiny-faceid"] = _sha(res.rgb(0))
+    for name, face in (("tiny", "largest"), ("tiny-faceid", "all")):
+        restore = FaceRestorationPipeline(gens[name])
+        res = restore(photos["group"], consent=True, face=face, seed=4, num_inference_steps=STEPS, progress=False)
+        out[f"restore/{name}/{face}"] = _sha(res.rgb(0))
+    out.update(_dataset_hashes())
+    return out
+
+
+def _dataset_hashes() -> dict[str, str]:
+    import tempfile
+
+    from facegen.dataset.runner import make_generate_fn, run_dataset
+    from facegen.dataset.spec import DatasetSpec
+    from facegen.io import load_image
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "ds"
+        spec = DatasetSpec(out=str(root), model="tiny", num_ids=2, images_per_id=2, seed=11, shard_size=2,
+                           format="imagefolder")
+        run_dataset(spec, make_generate_fn("tiny", device="cpu", steps=STEPS), progress=False)
+        images = sorted(p for p in root.rglob("*.png") if "crops" not in p.parts)
+        assert images, "the dataset wrote no images"
+        return {f"dataset/tiny/{p.relative_to(root)}": _sha(load_image(p)) for p in images}
+
+
+def _load() -> dict[str, dict[str, str]]:
+    return json.loads(GOLDEN.read_text(encoding="utf-8")) if GOLDEN.is_file() else {}
+
+
+@pytest.mark.slow
+def test_tiny_outputs_keep_their_pixels():
+    records = _load()
+    fp = numerics_fingerprint()
+    if fp not in records:
+        pytest.skip(f"no pixel record for numerics fingerprint {fp} (recorded: {sorted(records) or 'none'}); "
+                    "record with: python tests/test_pixel_hashes.py --update")
+    got = compute_hashes()
+    want = records[fp]
+    changed = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
+    assert not changed, f"pixels changed for {changed}"
+
+
+def _update(compute: Callable[[], dict[str, str]] = compute_hashes) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    records = _load()
+    records[numerics_fingerprint()] = compute()
+    GOLDEN.parent.mkdir(parents=True, exist_ok=True)
+    GOLDEN.write_text(json.dumps(records, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    print(f"recorded {len(records[numerics_fingerprint()])} hashes in {GOLDEN}")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--update"]:
+        sys.exit("usage: python tests/test_pixel_hashes.py --update")
+    _update()
