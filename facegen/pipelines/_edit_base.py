@@ -1,11 +1,15 @@
-"""What the three edit jobs (swap, aging, restoration) share.
+"""The edit skeleton the three edit jobs (swap, aging, restoration) share.
 
-Each one finds a face in a real photo, works on an aligned crop at the diffusion model's
-resolution, regenerates the face region conditioned on an identity (ID-conditioned
-inpainting: a 4-channel UNet by latent blending, as diffusers' inpainting pipeline does),
-colour-matches it to the photo and pastes it back, so that nothing outside the feathered
-face mask changes.  The diffusion model is the one :class:`IDGenerationPipeline` loaded for
-the preset: same weights, same adapter contract.
+Each job finds the faces to edit in a real photo and says, per face, what to do: its
+**plan** (:class:`FacePlan`: the face, the identity it is regenerated with, whom it is judged
+against, what to record).  The skeleton does the rest, the same way for every job
+(:meth:`FaceEditPipeline.run_plans`): per-face seeds, the face's edit (the job's
+:meth:`~FaceEditPipeline.edit_face`: ID-conditioned inpainting of an aligned crop at the
+model's resolution — a 4-channel UNet by latent blending, as diffusers' inpainting pipeline
+does — colour-matched to the photo), paste-back with the inverse affine and a feathered mask
+(nothing outside it changes), per-face ID similarity by an independent judge, and
+provenance listing every face's seeds and similarity.  The diffusion model is the one
+:class:`IDGenerationPipeline` loaded for the preset: same weights, same adapter contract.
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
+from PIL import Image
 
 from facegen import __version__
 from facegen.adapters.base import ConditionRequest
@@ -28,6 +33,7 @@ from facegen.faces.detect import FacePolicy, select_faces
 from facegen.faces.types import Face
 from facegen.id.embedding import IDEmbedding
 from facegen.pipelines.generation import IDGenerationPipeline, seeds_for
+from facegen.pipelines.output import PipelineOutput
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +55,25 @@ class RegeneratedCrop:
     face_crop: FaceCrop
 
 
+@dataclass
+class FacePlan:
+    """One face of an edit: where it is, the identity it is regenerated with, and the photo and
+    face its result is judged against (None: not judged); ``info`` is recorded per face."""
+
+    face: Face
+    identity: IDEmbedding
+    reference_rgb: np.ndarray | None = None
+    reference_face: Face | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
 class FaceEditPipeline:
-    """Base of the edit pipelines: loads the preset once and regenerates face crops."""
+    """Base of the edit pipelines: loads the preset once; a job plans its faces and edits one
+    face (:meth:`edit_face`), :meth:`run_plans` does the per-face loop for every job."""
 
     task: ClassVar[str] = "edit"
+    #: seeds each face's edit draws (aging: two passes)
+    seeds_per_face: ClassVar[int] = 1
 
     def __init__(self, generator: IDGenerationPipeline) -> None:
         self.gen = generator
@@ -178,6 +199,53 @@ class FaceEditPipeline:
         except FacegenError as exc:
             logger.warning("ID similarity not measured: %s", exc)
             return [None] * len(outputs), None
+
+    # ------------------------------------------------------------------ the per-face skeleton
+    def edit_face(self, rgb: np.ndarray, plan: FacePlan, seeds: Sequence[int], *, progress: bool,
+                  callback: Any, **settings: Any) -> RegeneratedCrop:
+        """The job's edit of one face of ``rgb`` (the photo with the earlier faces already edited);
+        ``settings`` are the call's edit settings, as given to :meth:`run_plans`."""
+        raise NotImplementedError(f"{type(self).__name__} must implement edit_face")
+
+    def run_plans(self, rgb: np.ndarray, plans: Sequence[FacePlan], seed: int | None, *,
+                  settings: dict[str, Any] | None = None, progress: bool = True, callback: Any = None,
+                  **fields: Any) -> PipelineOutput:
+        """Edit every planned face in turn (each with its own seeds, ``seed + i`` in face order,
+        and the call's ``settings``), paste each back, judge each against its own reference, and
+        record every face; ``fields`` go into the provenance."""
+        n = self.seeds_per_face
+        seeds = self.seeds(n * len(plans), seed)
+        out = rgb.copy()
+        for k, plan in enumerate(plans):
+            own = seeds[n * k:n * (k + 1)]
+            logger.info("%s: face %d/%d (seeds %s)", self.task, k + 1, len(plans), own)
+            out = self.paste(out, self.edit_face(out, plan, own, progress=progress, callback=callback,
+                                                 **(settings or {})))
+        sims, judge = self.judge_plans(out, plans)
+        faces = [{"face": k, "bbox": [round(float(v), 1) for v in p.face.bbox], "seeds": seeds[n * k:n * (k + 1)],
+                  "id_similarity": sim, **p.info} for k, (p, sim) in enumerate(zip(plans, sims))]
+        meta = self.provenance(seeds=seeds, id_judge=judge, id_similarity_per_face=sims, faces=faces, **fields)
+        valid = [x for x in sims if x is not None]
+        overall = min(valid) if valid and len(valid) == len(sims) else None
+        return PipelineOutput(images=[Image.fromarray(out)], seeds=[seeds[0]], preset=self.preset.name,
+                              adapter=self.preset.family, id_similarity=[overall], metadata=[meta])
+
+    def judge_plans(self, out: np.ndarray, plans: Sequence[FacePlan]) -> tuple[list[float | None], str | None]:
+        """Each edited face's similarity to its own reference (each reference embedded once)."""
+        sims: list[float | None] = [None] * len(plans)
+        judge_name = None
+        groups: dict[tuple[int, tuple[float, ...] | None], list[int]] = {}
+        for k, p in enumerate(plans):
+            if p.reference_rgb is not None:
+                key = (id(p.reference_rgb), None if p.reference_face is None else tuple(map(float, p.reference_face.bbox)))
+                groups.setdefault(key, []).append(k)
+        for ks in groups.values():
+            first = plans[ks[0]]
+            scores, name = self.judge(first.reference_rgb, first.reference_face, [(out, plans[k].face) for k in ks])
+            judge_name = judge_name or name
+            for k, score in zip(ks, scores):
+                sims[k] = score
+        return sims, judge_name
 
     def provenance(self, **fields: Any) -> dict[str, Any]:
         return {"task": self.task, "ai_edited": True, "facegen_version": __version__,

@@ -13,14 +13,15 @@ aging refuses it with a clear error instead of producing an un-aged face.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Sequence
 
-from PIL import Image
+import numpy as np
+
 
 from facegen.errors import InvalidArgumentError
 from facegen.faces.detect import FacePolicy
 from facegen.io import load_image
-from facegen.pipelines._edit_base import FaceEditPipeline, ImageInput, require_consent
+from facegen.pipelines._edit_base import FaceEditPipeline, FacePlan, ImageInput, RegeneratedCrop, require_consent
 from facegen.pipelines.output import PipelineOutput
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ def aging_strength(current_age: float, target_age: float, low: float = 0.45, hig
 
 class FaceAgingPipeline(FaceEditPipeline):
     task = "age"
+    seeds_per_face = 2
 
     def check_supported(self) -> None:
         if not self.gen.adapter.supports_prompt:
@@ -69,32 +71,29 @@ class FaceAgingPipeline(FaceEditPipeline):
         if not 0 <= int(from_age) <= 110:
             raise InvalidArgumentError(f"current age must be in 0..110, got {from_age}")
         rgb = load_image(image)
-        # 2. faces and identity (the source embedding, from the photo itself)
+        # 2. faces, each with its own identity (the source embedding, from the photo itself)
         faces = self.find_faces(rgb, face)
         full_scale = self.preset.defaults.adapter_scale if id_scale is None else float(id_scale)
-        seeds = self.seeds(2 * len(faces), seed)
         prompt = age_prompt(int(target_age), gender)
         strength1 = aging_strength(from_age, target_age)
-        out = rgb.copy()
-        for k, f in enumerate(faces):
-            identity = self.embed_face(rgb, f)
-            # 3. pass 1: toward the target age, reduced ID scale
-            p1 = self.regenerate(out, f, identity, strength=strength1, seed=seeds[2 * k],
-                                 steps=num_inference_steps, guidance_scale=guidance_scale, prompt=prompt,
-                                 adapter_scale=(full_scale or 1.0) * pass1_id_factor, progress=progress,
-                                 callback=callback)
-            # 4. pass 2: low strength, full ID scale, from the pass-1 crop
-            p2 = self.regenerate(out, f, identity, strength=pass2_strength, seed=seeds[2 * k + 1],
-                                 steps=num_inference_steps, guidance_scale=guidance_scale, prompt=prompt,
-                                 adapter_scale=full_scale, source_crop=p1.crop, progress=progress,
-                                 callback=callback)
-            # 5. paste back
-            out = self.paste(out, p2)
-        # 6. measure and provenance
-        sims, judge = self.judge(rgb, faces[0], [(out, faces[0])])
-        meta = self.provenance(target_age=int(target_age), from_age=int(from_age), prompt=prompt,
-                               pass1_strength=strength1, pass2_strength=pass2_strength,
-                               pass1_adapter_scale=(full_scale or 1.0) * pass1_id_factor,
-                               pass2_adapter_scale=full_scale, seeds=seeds, id_judge=judge)
-        return PipelineOutput(images=[Image.fromarray(out)], seeds=[seeds[0]], preset=self.preset.name,
-                              adapter=self.preset.family, id_similarity=sims, metadata=[meta])
+        plans = [FacePlan(f, self.embed_face(rgb, f), rgb, f) for f in faces]
+        # 3-6. two passes per face, paste back, judge each face against itself, record
+        settings = dict(prompt=prompt, strength1=strength1, strength2=pass2_strength, steps=num_inference_steps,
+                        guidance_scale=guidance_scale, scale1=(full_scale or 1.0) * pass1_id_factor,
+                        scale2=full_scale)
+        return self.run_plans(rgb, plans, seed, settings=settings, progress=progress, callback=callback,
+                              target_age=int(target_age), from_age=int(from_age), prompt=prompt,
+                              pass1_strength=strength1, pass2_strength=pass2_strength,
+                              pass1_adapter_scale=settings["scale1"], pass2_adapter_scale=full_scale)
+
+    def edit_face(self, rgb: np.ndarray, plan: FacePlan, seeds: Sequence[int], *, progress: bool, callback: Any,
+                  prompt: str, strength1: float, strength2: float, steps: int | None, guidance_scale: float | None,
+                  scale1: float, scale2: float | None) -> RegeneratedCrop:
+        """Pass 1 toward the target age at reduced ID scale; pass 2, low strength at full ID scale,
+        from the pass-1 crop (seeds: one per pass)."""
+        p1 = self.regenerate(rgb, plan.face, plan.identity, strength=strength1, seed=seeds[0], steps=steps,
+                             guidance_scale=guidance_scale, prompt=prompt, adapter_scale=scale1, progress=progress,
+                             callback=callback)
+        return self.regenerate(rgb, plan.face, plan.identity, strength=strength2, seed=seeds[1], steps=steps,
+                               guidance_scale=guidance_scale, prompt=prompt, adapter_scale=scale2,
+                               source_crop=p1.crop, progress=progress, callback=callback)

@@ -5,7 +5,8 @@ A 128-px GAN swapper (no diffusion): the target face is cropped on the ArcFace t
 ``normed_embedding @ emap`` re-normalised (``emap`` = the graph's last initializer), and the
 RGB [0, 1] output is pasted back exactly as insightface does (its warped box mask eroded and
 blurred with kernels sized in target-image pixels,
-:func:`facegen.edit.paste.paste_back_inswapper`).  It accepts **only** ``buffalo_l`` (w600k_r50) source embeddings; the weights are non-commercial.
+:func:`facegen.edit.paste.paste_back_inswapper`).  It accepts **only** ``buffalo_l``
+(w600k_r50) source embeddings; the weights are non-commercial.
 Looked for at ``<models_dir>/inswapper_128.onnx`` or ``<models_dir>/inswapper/inswapper_128.onnx``.
 """
 
@@ -103,22 +104,47 @@ class InswapperSwapPipeline:
         fake = np.clip(255 * out[0].transpose(1, 2, 0), 0, 255).astype(np.uint8)   # insightface truncates
         return paste_back_inswapper(rgb, fake, m)
 
-    def __call__(self, source: ImageInput | IDEmbedding, target: ImageInput, *, consent: bool = False,
-                 target_face: "str | int | FacePolicy" = "largest", seed: int | None = None,
-                 **_ignored: Any) -> PipelineOutput:
+    def __call__(self, source: ImageInput | IDEmbedding | Sequence[ImageInput | IDEmbedding], target: ImageInput, *,
+                 consent: bool = False, target_face: "str | int | FacePolicy" = "largest",
+                 references: Sequence[ImageInput] | None = None, seed: int | None = None,
+                 strength: float | None = None, num_inference_steps: int | None = None,
+                 guidance_scale: float | None = None, prompt: str | None = None, adapter_scale: float | None = None,
+                 margin: float = 0.0, progress: bool = True, callback: Any = None) -> PipelineOutput:
+        """The call of :class:`~facegen.pipelines.swap.FaceSwapPipeline`: sources mapped to target
+        faces the same way (one source → every selected face; several → reading order, or by
+        ``references``).  inswapper is a GAN, not a diffusion model: the diffusion settings
+        (strength, steps, guidance, prompt, adapter scale, margin) are refused by name rather than
+        ignored; ``seed`` is recorded only (the swap is deterministic)."""
+        from facegen.pipelines.swap import map_sources  # noqa: PLC0415
+
         require_consent(consent, "face swap")
-        if isinstance(source, IDEmbedding):
-            src = source
-        else:
-            src_rgb = load_image(source)
-            src = self.encoder.embed(src_rgb, select_faces(self.encoder.detect(src_rgb), "largest")[0])
-        latent = source_latent(src, self.emap)
+        given = {"strength": strength, "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
+                 "prompt": prompt, "adapter_scale": adapter_scale, "margin": margin or None}
+        unused = [k for k, v in given.items() if v is not None]
+        if unused:
+            raise InvalidArgumentError(f"the inswapper engine is not a diffusion model: it takes no {', '.join(unused)}")
+        sources = list(source) if isinstance(source, (list, tuple)) else [source]
+        if not sources:
+            raise InvalidArgumentError("give at least one source photo or embedding")
+        latents = []
+        for src in sources:
+            if isinstance(src, IDEmbedding):
+                emb = src
+            else:
+                src_rgb = load_image(src)
+                emb = self.encoder.embed(src_rgb, select_faces(self.encoder.detect(src_rgb), "largest")[0])
+            latents.append(source_latent(emb, self.emap))
         rgb = load_image(target)
         faces = select_faces(self.encoder.detect(rgb), target_face)
+        pairs = map_sources(rgb, faces, len(sources), references)
         out = rgb.copy()
-        for f in faces:
-            out = self.swap_face(out, f, latent)
+        for f, i in pairs:
+            out = self.swap_face(out, f, latents[i])
+        run_seed = 0 if seed is None else int(seed)
+        per_face = [{"face": k, "bbox": [round(float(v), 1) for v in f.bbox], "source": i, "seeds": [run_seed],
+                     "id_similarity": None} for k, (f, i) in enumerate(pairs)]
         meta = {"task": "swap", "ai_edited": True, "facegen_version": __version__, "engine": "inswapper_128",
-                "encoder": INSWAPPER_ENCODER, "licence": INSWAPPER_LICENCE, "faces_swapped": len(faces)}
-        return PipelineOutput(images=[Image.fromarray(out)], seeds=[0 if seed is None else int(seed)],
-                              preset="inswapper_128", adapter="inswapper", id_similarity=[None], metadata=[meta])
+                "encoder": INSWAPPER_ENCODER, "licence": INSWAPPER_LICENCE, "faces_swapped": len(pairs),
+                "faces": per_face, "seeds": [run_seed] * len(pairs)}
+        return PipelineOutput(images=[Image.fromarray(out)], seeds=[run_seed], preset="inswapper_128",
+                              adapter="inswapper", id_similarity=[None], metadata=[meta])

@@ -12,16 +12,16 @@ from __future__ import annotations
 import importlib.util
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
-from PIL import Image
 
 from facegen.errors import InvalidArgumentError, MissingDependencyError, ModelNotFoundError
 from facegen.faces.detect import FacePolicy
+from facegen.id.embedding import IDEmbedding
 from facegen.io import load_image
 from facegen.paths import models_dir as default_models_dir
-from facegen.pipelines._edit_base import FaceEditPipeline, ImageInput, require_consent
+from facegen.pipelines._edit_base import FaceEditPipeline, FacePlan, ImageInput, RegeneratedCrop, require_consent
 from facegen.pipelines.degrade import estimate_degradation
 from facegen.pipelines.output import PipelineOutput
 
@@ -65,31 +65,36 @@ class FaceRestorationPipeline(FaceEditPipeline):
         rgb = load_image(image)
         if gfpgan:
             rgb = gfpgan_pass(rgb, self.gen.models_dir)
-        # 2. faces and identity: the reference's when given, else the input's
+        # 2. faces, each with its identity: its own, or the reference's for the face that is that person
         faces = self.find_faces(rgb, face)
+        plans = [FacePlan(f, self.embed_face(rgb, f), rgb, f) for f in faces]
         if reference is not None:
-            identity, ref_rgb = self.embed_reference(reference)
-            ref_face = identity.face
-        else:
-            identity, ref_rgb, ref_face = self.embed_face(rgb, faces[0]), rgb, faces[0]
+            ref_identity, ref_rgb = self.embed_reference(reference)
+            k = self.reference_face_index(plans, ref_identity)
+            plans[k] = FacePlan(faces[k], ref_identity, ref_rgb, ref_identity.face)
+        # 3. how degraded each face is → how much to re-draw
+        for p in plans:
+            level = estimate_degradation(rgb, p.face)
+            p.info.update(degradation=round(float(level), 4),
+                          strength=restoration_strength(level) if strength is None else float(strength),
+                          identity="reference" if p.reference_rgb is not rgb else "input")
         text = prompt if prompt is not None else (RESTORE_PROMPT if self.gen.adapter.supports_prompt else None)
-        seeds = self.seeds(len(faces), seed)
-        out = rgb.copy()
-        levels, strengths = [], []
-        for f, s in zip(faces, seeds):
-            # 3. how degraded is this face → how much to re-draw
-            level = estimate_degradation(rgb, f)
-            st = restoration_strength(level) if strength is None else float(strength)
-            levels.append(round(float(level), 4))
-            strengths.append(st)
-            # 4. regenerate the FFHQ crop, 5. paste back
-            regen = self.regenerate(out, f, identity, strength=st, seed=s, steps=num_inference_steps,
-                                    guidance_scale=guidance_scale, prompt=text, progress=progress,
-                                    callback=callback)
-            out = self.paste(out, regen)
-        # 6. measure and provenance
-        sims, judge = self.judge(ref_rgb, ref_face, [(out, faces[0])])
-        meta = self.provenance(degradation=levels, strength=strengths, reference=reference is not None,
-                               gfpgan=gfpgan, seeds=seeds, id_judge=judge, prompt=text)
-        return PipelineOutput(images=[Image.fromarray(out)], seeds=[seeds[0]], preset=self.preset.name,
-                              adapter=self.preset.family, id_similarity=sims, metadata=[meta])
+        # 4-6. regenerate each FFHQ crop, paste back, judge each face, record (the edit skeleton)
+        settings = dict(steps=num_inference_steps, guidance_scale=guidance_scale, prompt=text)
+        return self.run_plans(rgb, plans, seed, settings=settings, progress=progress, callback=callback,
+                              degradation=[p.info["degradation"] for p in plans],
+                              strength=[p.info["strength"] for p in plans], reference=reference is not None,
+                              gfpgan=gfpgan, prompt=text)
+
+    @staticmethod
+    def reference_face_index(plans: Sequence[FacePlan], reference: IDEmbedding) -> int:
+        """The face the reference photo shows: the only one, else the most similar to it."""
+        if len(plans) == 1:
+            return 0
+        from facegen.id.encoders import similarity  # noqa: PLC0415
+        return int(np.argmax([similarity(reference, p.identity) for p in plans]))
+
+    def edit_face(self, rgb: np.ndarray, plan: FacePlan, seeds: Sequence[int], *, progress: bool, callback: Any,
+                  **settings: Any) -> RegeneratedCrop:
+        return self.regenerate(rgb, plan.face, plan.identity, strength=plan.info["strength"], seed=seeds[0],
+                               progress=progress, callback=callback, **settings)

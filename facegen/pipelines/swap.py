@@ -15,13 +15,12 @@ import logging
 from typing import Any, Sequence
 
 import numpy as np
-from PIL import Image
 
 from facegen.errors import InvalidArgumentError
 from facegen.faces.detect import FacePolicy
 from facegen.id.embedding import IDEmbedding
 from facegen.io import load_image
-from facegen.pipelines._edit_base import FaceEditPipeline, ImageInput, require_consent
+from facegen.pipelines._edit_base import FaceEditPipeline, FacePlan, ImageInput, RegeneratedCrop, require_consent
 from facegen.pipelines.output import PipelineOutput
 
 logger = logging.getLogger(__name__)
@@ -29,42 +28,48 @@ logger = logging.getLogger(__name__)
 DEFAULT_SWAP_STRENGTH = 0.85
 
 
+def map_sources(target_rgb: np.ndarray, target_faces: list[Any], n_sources: int,
+                references: Sequence[ImageInput] | None) -> list[tuple[Any, int]]:
+    """(target face, source index) pairs of a swap (diffusion or inswapper).
+
+    Without ``references``: one source → every selected face; several sources → the
+    selected faces in reading order, one each.  With ``references`` (one photo per
+    source, showing the person to replace), each source goes to the target face most
+    similar to its reference (by the dlib descriptor, an encoder independent of the swap's).
+    """
+    if references is not None:
+        if len(references) != n_sources:
+            raise InvalidArgumentError(f"got {len(references)} reference photos for {n_sources} sources "
+                                       "(one per source)")
+        from facegen.id.encoders import embed_image, get_encoder, similarity  # noqa: PLC0415
+        enc = get_encoder("dlib-resnet-v1")
+        faces_emb = [enc.embed(target_rgb, f) for f in target_faces]
+        pairs, used = [], set()
+        for i, ref in enumerate(references):
+            ref_emb = embed_image(load_image(ref), enc)[0]
+            order = np.argsort([-similarity(ref_emb, e) for e in faces_emb])
+            j = next((int(k) for k in order if int(k) not in used), None)
+            if j is None:
+                raise InvalidArgumentError("more references than faces in the target photo")
+            used.add(j)
+            pairs.append((target_faces[j], i))
+        return pairs
+    if n_sources == 1:
+        return [(f, 0) for f in target_faces]
+    if n_sources != len(target_faces):
+        raise InvalidArgumentError(
+            f"{n_sources} sources for {len(target_faces)} selected target faces: give one source per "
+            "face (reading order), or reference photos to map them")
+    return [(f, i) for i, f in enumerate(target_faces)]
+
+
 class FaceSwapPipeline(FaceEditPipeline):
     task = "swap"
 
     def map_sources(self, target_rgb: np.ndarray, target_faces: list[Any], identities: list[IDEmbedding],
                     references: Sequence[ImageInput] | None) -> list[tuple[Any, int]]:
-        """(target face, source index) pairs.
-
-        Without ``references``: one source → every selected face; several sources → the
-        selected faces in reading order, one each.  With ``references`` (one photo per
-        source, showing the person to replace), each source goes to the target face most
-        similar to its reference.
-        """
-        if references is not None:
-            if len(references) != len(identities):
-                raise InvalidArgumentError(f"got {len(references)} reference photos for {len(identities)} sources "
-                                           "(one per source)")
-            from facegen.id.encoders import embed_image, get_encoder, similarity  # noqa: PLC0415
-            enc = get_encoder("dlib-resnet-v1")
-            faces_emb = [enc.embed(target_rgb, f) for f in target_faces]
-            pairs, used = [], set()
-            for i, ref in enumerate(references):
-                ref_emb = embed_image(load_image(ref), enc)[0]
-                order = np.argsort([-similarity(ref_emb, e) for e in faces_emb])
-                j = next((int(k) for k in order if int(k) not in used), None)
-                if j is None:
-                    raise InvalidArgumentError("more references than faces in the target photo")
-                used.add(j)
-                pairs.append((target_faces[j], i))
-            return pairs
-        if len(identities) == 1:
-            return [(f, 0) for f in target_faces]
-        if len(identities) != len(target_faces):
-            raise InvalidArgumentError(
-                f"{len(identities)} sources for {len(target_faces)} selected target faces: give one source per "
-                "face (reading order), or reference photos to map them")
-        return [(f, i) for i, f in enumerate(target_faces)]
+        """(target face, source index) pairs: :func:`map_sources`."""
+        return map_sources(target_rgb, target_faces, len(identities), references)
 
     def __call__(self, source: ImageInput | IDEmbedding | Sequence[ImageInput | IDEmbedding], target: ImageInput, *,
                  consent: bool = False, target_face: "str | int | FacePolicy" = "largest",
@@ -83,31 +88,17 @@ class FaceSwapPipeline(FaceEditPipeline):
         faces = self.find_faces(target_rgb, target_face)
         refs = [self.embed_reference(s) for s in sources]
         identities = [r[0] for r in refs]
-        # 3. map
+        # 3. map sources to faces: one plan per face
         pairs = self.map_sources(target_rgb, faces, identities, references)
-        seeds = self.seeds(len(pairs), seed)
-        # 4-5. regenerate and paste back, face by face
-        out = target_rgb.copy()
-        for k, ((face, src_idx), s) in enumerate(zip(pairs, seeds)):
-            logger.info("swap: face %d/%d (source %d, seed %d)", k + 1, len(pairs), src_idx, s)
-            regen = self.regenerate(out, face, identities[src_idx], strength=strength, seed=s,
-                                    steps=num_inference_steps, guidance_scale=guidance_scale, prompt=prompt,
-                                    adapter_scale=adapter_scale, margin=margin, progress=progress,
-                                    callback=callback)
-            out = self.paste(out, regen)
-        # 6. measure and provenance
-        sims: list[float | None] = [None] * len(pairs)
-        judge_name = None
-        for src_idx in sorted({i for _, i in pairs}):   # each source's reference embedded once
-            mine = [k for k, (_, i) in enumerate(pairs) if i == src_idx]
-            scores, judge_name = self.judge(refs[src_idx][1], identities[src_idx].face,
-                                            [(out, pairs[k][0]) for k in mine])
-            for k, score in zip(mine, scores):
-                sims[k] = score
-        meta = self.provenance(strength=strength, seeds=seeds, faces_swapped=len(pairs), id_judge=judge_name,
-                               id_similarity_per_face=sims, steps=num_inference_steps or self.preset.defaults.steps)
-        valid = [x for x in sims if x is not None]
-        return PipelineOutput(images=[Image.fromarray(out)], seeds=[seeds[0]], preset=self.preset.name,
-                              adapter=self.preset.family,
-                              id_similarity=[min(valid) if len(valid) == len(sims) and valid else None],
-                              metadata=[meta])
+        plans = [FacePlan(face, identities[i], refs[i][1], identities[i].face, {"source": i}) for face, i in pairs]
+        # 4-6. regenerate, paste back, judge and record each face (the edit skeleton)
+        settings = dict(strength=strength, steps=num_inference_steps, guidance_scale=guidance_scale,
+                        prompt=prompt, adapter_scale=adapter_scale, margin=margin)
+        return self.run_plans(target_rgb, plans, seed, settings=settings, progress=progress, callback=callback,
+                              strength=strength, faces_swapped=len(plans),
+                              steps=num_inference_steps or self.preset.defaults.steps)
+
+    def edit_face(self, rgb: np.ndarray, plan: FacePlan, seeds: Sequence[int], *, progress: bool,
+                  callback: Any, **settings: Any) -> RegeneratedCrop:
+        return self.regenerate(rgb, plan.face, plan.identity, seed=seeds[0], progress=progress, callback=callback,
+                               **settings)
