@@ -148,7 +148,7 @@ def test_fifo_as_photo_is_refused_not_waited_on(tmp_path):
 def test_cli_numbers_are_bounded_and_finite_before_loading(capfd, face_copy, tmp_path):
     gen = ["generate", "--model", "tiny", "--id", str(face_copy), "--out", str(tmp_path / "o")]
     for bad in ("inf", "nan", "-inf"):
-        rc, _, err = cli_exit(capfd, *gen, "--guidance", bad)
+        rc, _, err = cli_exit(capfd, *gen, f"--guidance={bad}")
         assert_one_line_error(rc, err, "--guidance", "finite")
     rc, _, err = cli(capfd, *gen, "--steps", "10000")
     assert_one_line_error(rc, err, "--steps", "FACEGEN_MAX_STEPS")
@@ -327,16 +327,17 @@ def test_corrupt_onnx_file_names_it_and_runtime_is_quiet(tmp_path):
 
 
 def test_corrupt_tiny_cache_is_exit_2_naming_the_file(capfd, face_copy, tmp_path, monkeypatch, tiny_sd):
-    import facegen.models.tiny as tiny
+    from facegen.paths import cache_dir
 
-    root = tmp_path / "tiny"
-    shutil.copytree(tiny_sd.parent.parent, root)
-    unet = root / tiny_sd.relative_to(tiny_sd.parent.parent) / "unet" / "diffusion_pytorch_model.safetensors"
+    tiny_cache = cache_dir() / "tiny"
+    home = tmp_path / "home"
+    shutil.copytree(tiny_cache, home / "cache" / "tiny")
+    monkeypatch.setenv("FACEGEN_HOME", str(home))
+    unet = cache_dir() / tiny_sd.relative_to(tiny_cache.parent) / "vae" / "diffusion_pytorch_model.safetensors"
     _truncate(unet)
-    monkeypatch.setattr(tiny, "tiny_root", lambda r=None: root)
     rc, _, err = cli(capfd, "generate", "--model", "tiny", "--id", str(face_copy), "--out", str(tmp_path / "o"),
                      "--no-progress")
-    assert_one_line_error(rc, err, str(unet))
+    assert_one_line_error(rc, err, str(unet), "truncated")
 
 
 # ---------------------------------------------------------------- 16. cheap checks first
@@ -349,8 +350,8 @@ def test_edit_argument_errors_come_before_the_model(capfd, face_copy, tmp_path):
     rc, _, err = cli(capfd, "restore", *common, "--image", str(face_copy), "--reference",
                      str(tmp_path / "nope.png"), "--out", str(tmp_path / "b.png"))
     assert_one_line_error(rc, err, "nope.png")
-    rc, _, err = cli(capfd, "swap", *common, "--source", str(face_copy), "--target", str(face_copy),
-                     "--out", str(tmp_path / "c.png"), "--strength", "1.5")
+    rc, _, err = cli_exit(capfd, "swap", *common, "--source", str(face_copy), "--target", str(face_copy),
+                          "--out", str(tmp_path / "c.png"), "--strength", "1.5")
     assert_one_line_error(rc, err, "--strength")
 
 

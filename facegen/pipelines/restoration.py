@@ -22,6 +22,7 @@ from facegen.faces.detect import FacePolicy
 from facegen.io import load_image
 from facegen.paths import models_dir as default_models_dir
 from facegen.pipelines._edit_base import FaceEditPipeline, ImageInput, require_consent
+from facegen.pipelines._roles import about_photo
 from facegen.pipelines.degrade import estimate_degradation
 from facegen.pipelines.output import PipelineOutput
 
@@ -66,9 +67,11 @@ class FaceRestorationPipeline(FaceEditPipeline):
         if gfpgan:
             rgb = gfpgan_pass(rgb, self.gen.models_dir)
         # 2. faces and identity: the reference's when given, else the input's
-        faces = self.find_faces(rgb, face)
+        with about_photo("input", image):
+            faces = self.find_faces(rgb, face)
         if reference is not None:
-            identity, ref_rgb = self.embed_reference(reference)
+            with about_photo("reference", reference):
+                identity, ref_rgb = self.embed_reference(reference)
             ref_face = identity.face
         else:
             identity, ref_rgb, ref_face = self.embed_face(rgb, faces[0]), rgb, faces[0]
