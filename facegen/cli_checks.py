@@ -76,11 +76,16 @@ def refuse_input_as_output(out: Path, inputs: Iterable[str | os.PathLike[str]], 
 
 
 def probe_writable(folder: Path, flag: str = "--out") -> None:
-    """Create ``folder`` (and parents) and a throw-away file in it, so an unwritable or read-only
-    destination is reported before any work, as a user error."""
+    """Check that ``folder`` can be written (or created) by making a throw-away file in it, or
+    in its nearest existing parent, so an unwritable or read-only destination is reported
+    before any work, as a user error. Nothing is left behind (no folder is created)."""
+    probe_dir = Path(folder)
+    while not probe_dir.exists() and probe_dir != probe_dir.parent:
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise InvalidArgumentError(f"{flag} {folder}: cannot write there ({probe_dir} is not a folder)")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".facegen-write-test-{secrets.token_hex(4)}"
+        probe = probe_dir / f".facegen-write-test-{secrets.token_hex(4)}"
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.close(fd)
         os.unlink(probe)
@@ -101,10 +106,7 @@ def check_output_file(path: str, inputs: Iterable[str | os.PathLike[str]], overw
     refuse_input_as_output(out, inputs)
     if (out.exists() or out.is_symlink()) and not overwrite:
         raise InvalidArgumentError(f"--out {out} already exists; give another name, or --overwrite to replace it")
-    parent = out.parent if str(out.parent) else Path(".")
-    if parent.exists() and not parent.is_dir():
-        raise InvalidArgumentError(f"--out {out}: cannot write there ({parent} is not a folder)")
-    probe_writable(parent)
+    probe_writable(out.parent if str(out.parent) else Path("."))
     return out
 
 

@@ -135,6 +135,7 @@ class ImageWriter:
         from facegen.limits import json_safe
 
         if self._fd is None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
             if self.previous or (self.out_dir / "metadata.jsonl").exists():
                 remove_previous_run(self.out_dir, self.previous, self.ids)   # --overwrite: no stale images
             self._fd = os.open(self.out_dir / "metadata.jsonl", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND,

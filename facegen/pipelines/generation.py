@@ -269,11 +269,14 @@ class IDGenerationPipeline:
         from facegen.id.encoders import embed_image
         from facegen.io import load_image
 
+        from facegen.pipelines._roles import about_photo
+
         embs, rgbs = [], []
         for src in id_images:
             rgb = load_image(src)
-            embs.append(embed_image(rgb, encoder=self.encoder, policy="largest", models_dir=self.models_dir,
-                                    accept_license=self.accept_license)[0])
+            with about_photo("reference", src):
+                embs.append(embed_image(rgb, encoder=self.encoder, policy="largest", models_dir=self.models_dir,
+                                        accept_license=self.accept_license)[0])
             rgbs.append(rgb)
         return embs, rgbs
 
