@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from facegen.cli import main
-from facegen.errors import BadImageError, FacegenError
+from facegen.errors import BadImageError
 
 
 def cli(capfd, *args):
