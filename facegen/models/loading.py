@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -299,7 +300,9 @@ def load_pickle_state(path: Path) -> dict[str, Any]:
     import re
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():   # torch's note on the pickle protocol is not the user's business
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
         if found:
