@@ -169,10 +169,22 @@ def doctor_report(models_dir: str | None = None) -> dict[str, Any]:
     try:
         models = importlib.import_module("facegen.models")
         if hasattr(models, "preset_status"):
-            report["presets"] = models.preset_status(models_dir)
+            report["presets"] = _with_encoders(models.preset_status(models_dir), encoders)
     except ImportError:
         pass
     return report
+
+
+def _with_encoders(presets: dict[str, dict[str, Any]], encoders: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A preset is ready only when its ID encoder is too (its weights alone cannot embed a photo)."""
+    for st in presets.values():
+        enc = encoders.get(st.get("encoder") or "")
+        if st.get("ready") and enc is not None and not enc.get("ready"):
+            missing = enc.get("missing") or []
+            detail = ", ".join(missing) if isinstance(missing, list) else str(missing)
+            st["ready"] = False
+            st["reason"] = f"weights found, but its encoder {st['encoder']} is missing {detail or 'files'}"
+    return presets
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -16,6 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from facegen.cli_checks import (
+    add_overwrite_option,
+    bounded_int,
+    check_inputs_readable,
+    check_output_file,
+    check_steps,
+    finite_float,
+)
 from facegen.errors import InvalidArgumentError
 
 logger = logging.getLogger(__name__)
@@ -31,23 +39,23 @@ def _common(p: argparse.ArgumentParser, offline_model: str, model_required: bool
     p.add_argument("--out", "-o", required=True, metavar="FILE", help="output image (.png, .jpg, .webp)")
     p.add_argument("--consent", action="store_true",
                    help="I have the right to edit the face of the person in this photo (required)")
-    p.add_argument("--seed", type=int, default=None, help="default: random, recorded in the output")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the preset's)")
-    p.add_argument("--guidance", type=float, default=None)
+    p.add_argument("--seed", type=bounded_int(0, 2**63 - 1), default=None, help="default: random, recorded in the output")
+    p.add_argument("--steps", type=bounded_int(1), default=None, help="denoising steps (default: the preset's)")
+    p.add_argument("--guidance", type=finite_float(0, 50), default=None)
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"])
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--models-dir", default=None)
     p.add_argument("--accept-license", action="store_true",
                    help="accept the non-commercial licences of the preset's weights and encoders")
+    add_overwrite_option(p, "an existing --out file")
 
 
-def _check_out(path: str) -> Path:
-    out = Path(path)
-    if out.suffix.lower() not in OUT_SUFFIXES:
-        raise InvalidArgumentError(f"--out {out}: use a .png, .jpg or .webp file name")
-    if out.is_dir():
-        raise InvalidArgumentError(f"--out {out} is a folder; give a file name")
+def _check_out(args: argparse.Namespace, inputs: list[tuple[str, str]]) -> Path:
+    """Everything cheap, before a model loads: numbers, the output file, every input photo."""
+    check_steps(args.steps)
+    out = check_output_file(args.out, [path for _, path in inputs], args.overwrite, OUT_SUFFIXES)
+    check_inputs_readable(inputs)
     return out
 
 
@@ -71,7 +79,9 @@ def run_swap(args: argparse.Namespace) -> int:
     from facegen.pipelines.swap import FaceSwapPipeline  # noqa: PLC0415
 
     require_consent(args.consent, "face swap")          # refuse before loading any model
-    out = _check_out(args.out)
+    inputs = [("--source", s) for s in args.sources] + [("--target", args.target)]
+    inputs += [("--reference", r) for r in args.references or []]
+    out = _check_out(args, inputs)
     t0 = time.perf_counter()
     if args.engine == "inswapper":
         from facegen.pipelines.inswapper import InswapperSwapPipeline  # noqa: PLC0415
@@ -95,7 +105,7 @@ def run_age(args: argparse.Namespace) -> int:
     from facegen.pipelines.aging import FaceAgingPipeline  # noqa: PLC0415
 
     require_consent(args.consent, "aging")
-    out = _check_out(args.out)
+    out = _check_out(args, [("--image", args.image)])
     if args.from_age is None:
         raise InvalidArgumentError("the current age is needed: give --from-age N "
                                    "(no age-estimation model is installed)")
@@ -113,7 +123,7 @@ def run_restore(args: argparse.Namespace) -> int:
     from facegen.pipelines.restoration import FaceRestorationPipeline  # noqa: PLC0415
 
     require_consent(args.consent, "restoration")
-    out = _check_out(args.out)
+    out = _check_out(args, [("--image", args.image)] + ([("--reference", args.reference)] if args.reference else []))
     t0 = time.perf_counter()
     pipe = _load(FaceRestorationPipeline, args)
     result = pipe(args.image, reference=args.reference, consent=args.consent, face=args.face,
@@ -130,9 +140,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--target-face", default="largest", help="largest (default), all, or an index N (left to right)")
     p.add_argument("--reference", dest="references", action="append", default=None, metavar="IMG",
                    help="one per --source: a photo of the target person that source replaces")
-    p.add_argument("--strength", type=float, default=0.85, help="how much of the target face is re-drawn (0-1]")
+    p.add_argument("--strength", type=finite_float(0, 1, lo_open=True), default=0.85,
+                   help="how much of the target face is re-drawn (0-1]")
     p.add_argument("--prompt", default=None, help="text for presets that take text")
-    p.add_argument("--adapter-scale", type=float, default=None)
+    p.add_argument("--adapter-scale", type=finite_float(0, 5), default=None)
     p.add_argument("--engine", default="diffusion", choices=["diffusion", "inswapper"],
                    help="diffusion (ID-conditioned inpainting, --model) or inswapper (inswapper_128.onnx + "
                         "buffalo_l in --models-dir, 128 px, fast)")
@@ -141,8 +152,8 @@ def add_parser(sub: Any) -> None:
 
     p = sub.add_parser("age", help="age or rejuvenate the face in a photo (two passes, identity restored)")
     p.add_argument("--image", required=True, metavar="IMG")
-    p.add_argument("--age", type=int, required=True, help="target age in years")
-    p.add_argument("--from-age", type=int, default=None, help="the person's current age (required)")
+    p.add_argument("--age", type=bounded_int(0, 120), required=True, help="target age in years")
+    p.add_argument("--from-age", type=bounded_int(0, 120), default=None, help="the person's current age (required)")
     p.add_argument("--gender", default="person", choices=["person", "woman", "man"], help="word used in the prompt")
     p.add_argument("--face", default="largest", help="largest (default), all, or an index N")
     _common(p, "tiny-faceid")
@@ -152,7 +163,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--image", required=True, metavar="IMG")
     p.add_argument("--reference", default=None, metavar="IMG", help="a clean photo of the same person")
     p.add_argument("--face", default="largest", help="largest (default), all, or an index N")
-    p.add_argument("--strength", type=float, default=None, help="default: adapted to the measured degradation")
+    p.add_argument("--strength", type=finite_float(0, 1, lo_open=True), default=None,
+                   help="default: adapted to the measured degradation")
     p.add_argument("--gfpgan", action="store_true", help="GFPGAN v1.4 pre-pass (pip install gfpgan + weights)")
     _common(p, "tiny")
     p.set_defaults(func=run_restore)

@@ -11,10 +11,23 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import re
 import time
 from pathlib import Path
 from typing import Any
 
+from facegen import limits
+from facegen.cli_checks import (
+    add_overwrite_option,
+    bounded_int,
+    check_inputs_readable,
+    check_steps,
+    finite_float,
+    previous_run,
+    probe_writable,
+    remove_previous_run,
+)
 from facegen.errors import InvalidArgumentError
 
 logger = logging.getLogger(__name__)
@@ -50,22 +63,30 @@ def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="reference photo or folder of photos of one person (repeatable)")
     p.add_argument("--prompt", default=None, help="text prompt (not for Arc2Face presets, which take no text)")
     p.add_argument("--negative-prompt", default=None)
-    p.add_argument("--num-images", "-n", type=int, default=1)
-    p.add_argument("--seed", type=int, default=None, help="image i gets seed+i (default: random, recorded)")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the preset's)")
-    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
-    p.add_argument("--height", type=int, default=None)
-    p.add_argument("--width", type=int, default=None)
-    p.add_argument("--adapter-scale", type=float, default=None, help="ID adapter strength (FaceID, InstantID)")
-    p.add_argument("--controlnet-scale", type=float, default=None, help="IdentityNet strength (InstantID)")
-    p.add_argument("--lora-scale", type=float, default=None, help="FaceID LoRA strength")
+    p.add_argument("--num-images", "-n", type=bounded_int(1), default=1,
+                   help=f"images to make (at most ${limits.MAX_IMAGES_ENV}, default {limits.DEFAULT_MAX_IMAGES})")
+    p.add_argument("--seed", type=bounded_int(0, 2**63 - 1), default=None,
+                   help="image i gets seed+i (default: random, recorded)")
+    p.add_argument("--steps", type=bounded_int(1), default=None,
+                   help=f"denoising steps (default: the preset's; at most ${limits.MAX_STEPS_ENV}, "
+                        f"default {limits.DEFAULT_MAX_STEPS})")
+    p.add_argument("--guidance", type=finite_float(0, limits.MAX_GUIDANCE), default=None,
+                   help="classifier-free guidance scale")
+    p.add_argument("--height", type=bounded_int(32, 4096), default=None)
+    p.add_argument("--width", type=bounded_int(32, 4096), default=None)
+    p.add_argument("--adapter-scale", type=finite_float(0, 5), default=None,
+                   help="ID adapter strength (FaceID, InstantID)")
+    p.add_argument("--controlnet-scale", type=finite_float(0, 5), default=None, help="IdentityNet strength (InstantID)")
+    p.add_argument("--lora-scale", type=finite_float(0, 5), default=None, help="FaceID LoRA strength")
     p.add_argument("--face-layout", default=None, choices=["reference", "portrait"],
                    help="presets that draw face keypoints (InstantID): 'reference' (default, as upstream) keeps "
                         "the photo's pose, face scale and placement, resized to the output; 'portrait' re-frames "
                         "the face into a fixed portrait")
     p.add_argument("--scheduler", default=None, choices=sorted(SCHEDULERS))
-    p.add_argument("--batch-size", type=int, default=None, help="images denoised together (default 1: exact)")
+    p.add_argument("--batch-size", type=bounded_int(1), default=None,
+                   help="images denoised together (default 1: exact)")
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder")
+    add_overwrite_option(p, "the images and metadata.jsonl of an earlier run in --out")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"])
     p.add_argument("--cpu-offload", action="store_true", help="model CPU offload (CUDA, low VRAM)")
@@ -82,14 +103,75 @@ def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
 add_parser = add_generate_parser  # the name facegen.cli registers sub-commands by
 
 
-def run_generate(args: argparse.Namespace) -> int:
-    from facegen.io import save_image
-    from facegen.pipelines.generation import IDGenerationPipeline
-
-    ids = expand_id_paths(args.ids)
-    out_dir = Path(args.out)
+def check_out_dir(out_dir: Path, id_args: list[str], ids: list[Path], overwrite: bool) -> list[str]:
+    """``--out`` must not be (or hold) a reference photo's folder and must be writable; an
+    earlier run there needs ``--overwrite``. Returns the earlier run's image names."""
     if out_dir.exists() and not out_dir.is_dir():
         raise InvalidArgumentError(f"--out {out_dir} exists and is not a folder")
+    for arg in id_args:
+        if Path(arg).is_dir() and out_dir.resolve() == Path(arg).resolve():
+            raise InvalidArgumentError(f"--out {out_dir} is the --id folder {arg}: the images would overwrite or "
+                                       "join the reference photos; give another folder")
+    for ref in ids:
+        if ref.resolve().parent == out_dir.resolve() and re.fullmatch(r"\d{4,}\.png", ref.name):
+            raise InvalidArgumentError(f"--out {out_dir} holds the --id photo {ref}, a name the results take: "
+                                       "give another folder")
+    previous = previous_run(out_dir) if out_dir.is_dir() else []
+    if previous and not overwrite:
+        raise InvalidArgumentError(f"--out {out_dir} already holds an earlier run ({len(previous)} images"
+                                   f"{', metadata.jsonl' if (out_dir / 'metadata.jsonl').exists() else ''}); give "
+                                   "another folder, or --overwrite to replace it")
+    probe_writable(out_dir)
+    return previous
+
+
+class ImageWriter:
+    """Writes each image as it is made (atomically) and appends its ``metadata.jsonl`` line
+    (strict JSON, flushed), so an interrupted run keeps every finished image, listed."""
+
+    def __init__(self, out_dir: Path, ids: list[Path], previous: list[str]) -> None:
+        self.out_dir, self.ids, self.previous = out_dir, ids, previous
+        self.records: list[dict[str, Any]] = []
+        self._fd: int | None = None
+
+    def __call__(self, i: int, image: Any, meta: dict[str, Any]) -> None:
+        from facegen.io import save_image
+        from facegen.limits import json_safe
+
+        if self._fd is None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            if self.previous or (self.out_dir / "metadata.jsonl").exists():
+                remove_previous_run(self.out_dir, self.previous, self.ids)   # --overwrite: no stale images
+            self._fd = os.open(self.out_dir / "metadata.jsonl", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND,
+                               0o644)
+        name = f"{i:04d}.png"
+        save_image(self.out_dir / name, image, metadata=meta)
+        record = json_safe({"file": name, "ai_generated": True, **meta, "references": [str(p) for p in self.ids]})
+        line = (json.dumps(record, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
+        os.write(self._fd, line)
+        os.fsync(self._fd)
+        self.records.append(record)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from facegen.pipelines.generation import IDGenerationPipeline
+
+    # cheap checks first: numbers, photos, the output folder; then the model
+    if args.num_images > limits.max_images():
+        raise InvalidArgumentError(f"--num-images {args.num_images} is over the limit of {limits.max_images()} "
+                                   f"(raise it with {limits.MAX_IMAGES_ENV})")
+    check_steps(args.steps)
+    limits.check_prompt("--prompt", args.prompt)
+    limits.check_prompt("--negative-prompt", args.negative_prompt)
+    ids = expand_id_paths(args.ids)
+    check_inputs_readable(("--id", p) for p in ids)
+    out_dir = Path(args.out)
+    previous = check_out_dir(out_dir, args.ids, ids, args.overwrite)
     t0 = time.perf_counter()
     pipe = IDGenerationPipeline.from_preset(args.model, models_dir=args.models_dir, device=args.device,
                                             dtype=args.dtype, accept_license=args.accept_license)
@@ -98,25 +180,20 @@ def run_generate(args: argparse.Namespace) -> int:
     if args.vae_tiling:
         pipe.enable_vae_tiling()
     t1 = time.perf_counter()
-    result = pipe(id_images=ids, prompt=args.prompt, negative_prompt=args.negative_prompt,
-                  num_images=args.num_images, seed=args.seed, num_inference_steps=args.steps,
-                  guidance_scale=args.guidance, height=args.height, width=args.width,
-                  adapter_scale=args.adapter_scale, controlnet_scale=args.controlnet_scale,
-                  lora_scale=args.lora_scale, scheduler=args.scheduler, batch_size=args.batch_size,
-                  progress=not args.no_progress, face_layout=args.face_layout)
+    writer = ImageWriter(out_dir, ids, previous)
+    try:
+        result = pipe(id_images=ids, prompt=args.prompt, negative_prompt=args.negative_prompt,
+                      num_images=args.num_images, seed=args.seed, num_inference_steps=args.steps,
+                      guidance_scale=args.guidance, height=args.height, width=args.width,
+                      adapter_scale=args.adapter_scale, controlnet_scale=args.controlnet_scale,
+                      lora_scale=args.lora_scale, scheduler=args.scheduler, batch_size=args.batch_size,
+                      progress=not args.no_progress, on_image=writer,
+                      face_layout=args.face_layout)
+    finally:
+        writer.close()
     t2 = time.perf_counter()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    records = []
-    for i, image in enumerate(result.images):
-        name = f"{i:04d}.png"
-        meta = result.provenance(i)
-        save_image(out_dir / name, image, metadata=meta)
-        records.append({"file": name, "ai_generated": True, **meta, "references": [str(p) for p in ids]})
-    tmp = out_dir / "metadata.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records), encoding="utf-8")
-    tmp.replace(out_dir / "metadata.jsonl")
     logger.info("loaded %s in %.1f s; generated %d images in %.1f s", args.model, t1 - t0, len(result), t2 - t1)
-    for rec in records:
+    for rec in writer.records:
         sim = rec.get("id_similarity")
         print(f"{out_dir / rec['file']}  seed={rec['seed']}  id_similarity={'-' if sim is None else f'{sim:.3f}'}")
     return 0

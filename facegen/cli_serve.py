@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import signal
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from facegen.app.limits import DEFAULT_MAX_BODY, DEFAULT_MAX_UPLOAD_TOTAL, DEFAULT_RETENTION_S
 from facegen.errors import FacegenError
 
 logger = logging.getLogger("facegen.serve")
@@ -34,7 +37,16 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-file-size", default="10mb", help="largest accepted upload (default 10mb)")
     p.add_argument("--max-queue", type=int, default=16,
                    help="requests allowed to wait for the model (default 16); one runs at a time")
-    p.add_argument("--max-images", type=int, default=8, help="most images per request (default 8)")
+    p.add_argument("--max-images", type=int, default=8,
+                   help="most images made, and files uploaded, per request (default 8)")
+    p.add_argument("--max-upload-total", default=DEFAULT_MAX_UPLOAD_TOTAL,
+                   help=f"most bytes uploaded in one request, all files together (default {DEFAULT_MAX_UPLOAD_TOTAL})")
+    p.add_argument("--max-body", default=DEFAULT_MAX_BODY,
+                   help=f"largest API request body other than uploads (default {DEFAULT_MAX_BODY}; "
+                        "prompts are also capped at $FACEGEN_MAX_PROMPT characters)")
+    p.add_argument("--retention", type=float, default=DEFAULT_RETENTION_S, metavar="SECONDS",
+                   help=f"delete uploads and results older than this (default {DEFAULT_RETENTION_S:.0f} s); "
+                        "all are deleted when the app stops (Ctrl-C, SIGTERM)")
     p.add_argument("--work-dir", default=None,
                    help="the app's own temporary folder (default: a fresh private one, removed at exit)")
     p.add_argument("--no-preload", dest="preload", action="store_false",
@@ -46,25 +58,48 @@ def run_serve(args: argparse.Namespace) -> int:
     from facegen.app import build_app, launch_app, require_gradio
 
     require_gradio()
+    from facegen.app.context import remove_user_files
+    from facegen.app.limits import RequestLimits
+    from facegen.errors import InvalidArgumentError
+
     if args.max_queue < 1 or args.max_images < 1:
-        from facegen.errors import InvalidArgumentError
         raise InvalidArgumentError("--max-queue and --max-images must be >= 1")
+    if not math.isfinite(args.retention) or args.retention <= 0:
+        raise InvalidArgumentError(f"--retention must be a positive number of seconds, got {args.retention}")
+    limits = RequestLimits.from_options(args.max_body, args.max_upload_total, args.max_images)
     t0 = time.perf_counter()
     app = build_app(model=args.model, models_dir=args.models_dir, accept_license=args.accept_license,
                     device=args.device, work_dir=args.work_dir, preload=args.preload,
                     max_images=args.max_images)
-    _, url, share_url = launch_app(app, host=args.host, port=args.port, share=args.share,
-                                   max_file_size=args.max_file_size, max_queue=args.max_queue,
-                                   prevent_thread_lock=True, quiet=True)
-    print(f"facegen web demo ready at {url} (started in {time.perf_counter() - t0:.1f} s)"
-          + (f"; public link {share_url}" if share_url else ""), flush=True)
+    work = app.facegen_context.work_dir
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM,) if hasattr(signal, "SIGTERM")}
+    for sig in previous:        # SIGTERM stops the app like Ctrl-C: the cleanup below runs
+        signal.signal(sig, _interrupt)
     try:
+        _, url, share_url = launch_app(app, host=args.host, port=args.port, share=args.share,
+                                       max_file_size=args.max_file_size, max_queue=args.max_queue,
+                                       prevent_thread_lock=True, quiet=True, limits=limits,
+                                       retention_s=args.retention)
+        print(f"facegen web demo ready at {url} (started in {time.perf_counter() - t0:.1f} s)"
+              + (f"; public link {share_url}" if share_url else ""), flush=True)
         app.block_thread()
     except KeyboardInterrupt:
         pass
     finally:
-        app.close()
+        janitor = getattr(app, "facegen_janitor", None)
+        if janitor is not None:
+            janitor.stop()
+        try:
+            app.close()
+        finally:
+            remove_user_files(work)          # users' uploads and results do not outlive the app
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     return 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:

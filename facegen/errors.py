@@ -70,3 +70,13 @@ class MissingDependencyError(FacegenError):
 
 class InvalidArgumentError(FacegenError, ValueError):
     """An argument has a value that cannot be used; the message names it."""
+
+
+class ModelFileError(FacegenError):
+    """A model file (weights, config, tokenizer, scheduler, ONNX graph, LoRA) is corrupt,
+    truncated, hostile or out of bounds: the message starts with the file and says what is wrong."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = str(path)
+        self.problem = " ".join(str(problem).split())[:300]
+        super().__init__(f"{self.path}: {self.problem}")

@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import secrets
+import stat
 import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -34,6 +35,7 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from facegen import __version__
 from facegen.errors import BadImageError, FacegenError, InvalidArgumentError
+from facegen.limits import json_safe
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ __all__ = [
     "MAX_PIXELS_ENV",
     "ImageSource",
     "load_image",
+    "open_regular",
     "read_metadata",
     "resolve_max_pixels",
     "encode_png",
@@ -233,10 +236,17 @@ def _seekable(fp: Any, name: str) -> BinaryIO:
     return io.BytesIO(data)
 
 
-def _load_path(path: Path, max_pixels: int, formats: frozenset[str]) -> np.ndarray:
+def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
+    """Open ``path`` for reading only if it is a regular file.
+
+    Opened non-blocking, then checked with ``fstat`` on the open descriptor, so a FIFO, a
+    device or a socket is refused at once instead of blocking forever (``mkfifo f.jpg``), and
+    nothing can swap the file between the check and the read.
+    """
     name = str(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed below, PIL needs it open while decoding
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise BadImageError(f"{name}: no such file") from None
     except IsADirectoryError:
@@ -245,10 +255,25 @@ def _load_path(path: Path, max_pixels: int, formats: frozenset[str]) -> np.ndarr
         raise BadImageError(f"{name}: permission denied") from None
     except OSError as exc:
         raise BadImageError(f"{name}: cannot open: {exc.strerror or exc}") from None
-    with fh:
-        if os.path.isdir(path):  # Windows opens some directories without IsADirectoryError
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
             raise BadImageError(f"{name}: is a directory, not an image file")
-        return _load_stream(fh, max_pixels, formats, name, suffix=path.suffix.lower())
+        if not stat.S_ISREG(st.st_mode):
+            raise BadImageError(f"{name}: not a regular file (a FIFO, device or socket); "
+                                "give an image file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _load_path(path: Path, max_pixels: int, formats: frozenset[str]) -> np.ndarray:
+    fh = open_regular(path)
+    with fh:
+        return _load_stream(fh, max_pixels, formats, str(path), suffix=path.suffix.lower())
 
 
 def _load_stream(fp: BinaryIO, max_pixels: int, formats: frozenset[str], name: str,
@@ -306,13 +331,33 @@ def _pil_to_rgb(im: Image.Image, max_pixels: int | None, formats: frozenset[str]
     return rgb
 
 
+@contextlib.contextmanager
+def _pillow_warnings_logged(name: str) -> Iterator[None]:
+    """Pillow's ``UserWarning``s about damaged metadata ("Corrupt EXIF data ...") become one
+    short log line naming the image, instead of a raw warning quoting Pillow's source path.
+    Other warnings (decompression bombs are ``RuntimeWarning``s) are left to their filters."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.filterwarnings("always", category=UserWarning)
+        yield
+    seen = set()
+    for w in caught:
+        if issubclass(w.category, UserWarning) and not issubclass(w.category, RuntimeWarning):
+            text = " ".join(str(w.message).split())
+            if text not in seen:
+                seen.add(text)
+                logger.warning("%s: damaged image metadata ignored (%s)", name, text[:120])
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 def _exif_upright(im: Image.Image, name: str) -> Image.Image:
     """Apply the EXIF orientation; a broken EXIF block is logged, not fatal."""
     try:
-        return ImageOps.exif_transpose(im)
+        with _pillow_warnings_logged(name):
+            return ImageOps.exif_transpose(im)
     except Exception as exc:  # noqa: BLE001 - pixels decoded fine, only EXIF is bad
         logger.warning("%s: unreadable EXIF orientation (%s); using the stored orientation",
-                       name, exc)
+                       name, " ".join(str(exc).split())[:120])
         return im.copy()
 
 
@@ -520,7 +565,8 @@ def _prepare(rgb: np.ndarray | Image.Image, metadata: Mapping[str, Any] | None,
         raise InvalidArgumentError(
             f"{caller} needs a numpy array or PIL.Image, got {type(rgb).__name__}")
     meta = _check_metadata(metadata)
-    payload = json.dumps(meta, ensure_ascii=False, sort_keys=True, default=_json_default)
+    payload = json.dumps(json_safe(meta), ensure_ascii=False, sort_keys=True, default=_json_default,
+                         allow_nan=False)
     software = f"facegen {__version__}"
     return Image.fromarray(pixels), meta, payload, software, _build_xmp(software, payload)
 
@@ -548,7 +594,7 @@ def _check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     if not isinstance(metadata, Mapping):
         raise InvalidArgumentError(
             f"metadata must be a mapping of str keys, got {type(metadata).__name__}")
-    meta = dict(metadata)
+    meta = json_safe(dict(metadata))  # NaN/inf become null: the metadata is strict JSON
     for key, value in meta.items():
         if not isinstance(key, str) or not key:
             raise InvalidArgumentError(f"metadata keys must be non-empty strings, got {key!r}")
@@ -566,9 +612,9 @@ def _check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
-        return value.item()
+        return json_safe(value.item())
     if isinstance(value, np.ndarray):
-        return value.tolist()
+        return json_safe(value.tolist())
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if isinstance(value, (set, frozenset)):
@@ -684,15 +730,8 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     path = Path(path)
     name = str(path)
-    if path.is_dir():
-        raise BadImageError(f"{name}: is a directory, not an image file")
-    try:
-        fh = open(path, "rb")  # noqa: SIM115
-    except FileNotFoundError:
-        raise BadImageError(f"{name}: no such file") from None
-    except OSError as exc:
-        raise BadImageError(f"{name}: cannot open: {exc.strerror or exc}") from None
-    with fh, _bomb_guard(None, name):
+    fh = open_regular(path)
+    with fh, _bomb_guard(None, name), _pillow_warnings_logged(name):
         head = fh.read(_HEAD_BYTES)
         fh.seek(0)
         if not head:

@@ -357,9 +357,104 @@ def test_app_py_starts_offline_quickly(tmp_path):
         assert status == 200, proc.stdout.read() if proc.poll() is not None else "not up in 60 s"
         print(f"python app.py --model tiny answered after {elapsed:.1f} s")
         assert elapsed < 30
+        body, headers = _multipart([("face.png", b"someone's face")])
+        assert _status(f"http://127.0.0.1:{port}/gradio_api/upload", body, headers) == 200
+        uploads = [p for p in (tmp_path / "work").rglob("*") if p.is_file()]
+        assert uploads                                      # the upload is on disk while the app runs
     finally:
-        proc.terminate()
+        proc.terminate()                                    # SIGTERM, as a service manager stops it
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+    left = [p for p in (tmp_path / "work").rglob("*") if p.is_file()]
+    assert not left, left                                   # users' uploads do not outlive the app
+
+
+# ---------------------------------------------------------------- hostile requests (issue 17)
+def _multipart(files: list[tuple[str, bytes]], boundary: str = "facegenboundary") -> tuple[bytes, dict]:
+    body = b""
+    for name, data in files:
+        body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n"
+                 "Content-Type: image/png\r\n\r\n").encode() + data + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def _join(url: str, app, api_name: str, data: list) -> tuple[int, str]:
+    import json
+
+    fn_index = next(i for i, fn in app.fns.items() if fn.api_name == api_name)
+    body = json.dumps({"data": data, "fn_index": fn_index, "session_hash": "hostile", "event_data": None,
+                       "trigger_id": None}).encode()
+    req = urllib.request.Request(f"{url}gradio_api/queue/join", data=body,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_request_bodies_prompts_files_and_bytes_are_capped(served, tom_hanks_path):
+    app, url, client = served
+    status, _ = _join(url, app, "generate", [None, "tiny", "x" * (2 * 1024 * 1024), "", 1, 1, 1, 3.0, 1.0, 0.8])
+    assert status == 413                                   # a 2 MB prompt never reaches the handler
+    with pytest.raises(gradio_client.exceptions.AppError) as excinfo:
+        client.predict(photo(tom_hanks_path), "tiny", "a" * 5000, "", 1, 1, 1, 3.0, 1.0, 0.8, api_name="/generate")
+    assert_short_error(excinfo, "prompt is too long", "2,000")
+    body, headers = _multipart([(f"{i}.png", b"x" * 100) for i in range(9)])
+    assert _status(f"{url}gradio_api/upload", body, headers) == 413      # more files than --max-images
+    chunk = b"0" * (9 * 1024 * 1024)                                      # each under the 10 MB file limit
+    body, headers = _multipart([(f"{i}.png", chunk) for i in range(5)])
+    assert _status(f"{url}gradio_api/upload", body, headers) == 413      # 45 MB over the 40 MB request quota
+    body, headers = _multipart([("ok.png", b"x" * 100)])
+    assert _status(f"{url}gradio_api/upload", body, headers) == 200
+
+
+def test_a_url_in_a_file_field_is_not_fetched(served):
+    app, url, _ = served
+    remote = {"image": {"path": "http://example.com/face.png", "url": "http://example.com/face.png",
+                        "meta": {"_type": "gradio.FileData"}}, "caption": None}
+    status, text = _join(url, app, "generate", [[remote], "tiny", "", "", 1, 1, 1, 3.0, 1.0, 0.8])
+    assert status == 400 and "upload" in text, (status, text)
+
+
+def test_malformed_numbers_get_a_clear_error(served, tom_hanks_path):
+    from facegen.app.presets import preset_infos
+    from facegen.app.tabs.generate import generate as generate_tab
+    from facegen.errors import InvalidArgumentError
+
+    app, _, client = served
+    ctx = app.facegen_context
+    infos = preset_infos(ctx.models_dir, ctx.accept_license)
+    photos = photo(tom_hanks_path)
+    for bad in ({"num_images": "abc"}, {"seed": "1e999"}, {"steps": "two"}, {"guidance": float("nan")},
+                {"guidance": "nan"}, {"guidance": "inf"}, {"adapter_scale": "x"}):
+        args = {"num_images": 1, "seed": 1, "steps": 1, "guidance": 3.0, "adapter_scale": 1.0, **bad}
+        with pytest.raises(InvalidArgumentError) as excinfo:
+            generate_tab(ctx, infos, photos, "tiny", "", "", args["num_images"], args["seed"], args["steps"],
+                         args["guidance"], args["adapter_scale"], 0.8)
+        assert len(str(excinfo.value).splitlines()) == 1
+    with pytest.raises(gradio_client.exceptions.AppError) as excinfo:   # and through the API: a message
+        client.predict(photos, "tiny", "", "", 1, 7, 2, "nan", 1.0, 0.8, api_name="/generate")
+    msg = str(excinfo.value)
+    assert "guidance" in msg.lower() and "internal error" not in msg and msg.strip() not in ("", "None"), msg
+
+
+def test_old_uploads_and_results_are_deleted(tmp_path):
+    from facegen.app.context import sweep_work_dir
+
+    cache = tmp_path / "gradio"
+    old_upload = cache / "abc123" / "face.png"
+    old_result = cache / "outputs" / "generate-1" / "generate-00.png"
+    fresh = cache / "def456" / "new.png"
+    for p in (old_upload, old_result, fresh):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    hours_ago = time.time() - 7200
+    for p in (old_upload, old_result, old_upload.parent, old_result.parent):
+        os.utime(p, (hours_ago, hours_ago))
+    assert sweep_work_dir(tmp_path, max_age_s=3600) == 2
+    assert not old_upload.exists() and not old_result.exists() and fresh.exists()
+    assert not old_upload.parent.exists() and (cache / "outputs").is_dir()

@@ -134,7 +134,7 @@ def test_cli_swap_and_restore(tom_hanks_path, shared_faces, tmp_path):
                    "--out", str(out))
     assert proc.returncode == 2 and "--consent" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_cli("age", "--model", "tiny", "--image", str(target), "--age", "70", "--from-age", "40",
-                   "--out", str(out), "--consent")
+                   "--out", str(tmp_path / "older.png"), "--consent")   # a new name: swapped.png exists
     assert proc.returncode == 2 and "takes no text" in proc.stderr
     restored = tmp_path / "restored.png"
     proc = run_cli("restore", "--model", "tiny", "--image", str(target), "--out", str(restored), "--consent",

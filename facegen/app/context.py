@@ -64,6 +64,63 @@ def prune_outputs(root: Path, max_age_s: float) -> int:
     return removed
 
 
+def sweep_work_dir(root: Path, max_age_s: float) -> int:
+    """Delete uploads and results under ``<root>/gradio`` older than ``max_age_s`` (by
+    modification time), and the folders they leave empty; returns how many files went.
+    The folder layout Gradio and the app rely on (``gradio``, ``gradio/outputs``) is kept."""
+    cache = Path(root) / "gradio"
+    keep = {cache, cache / "outputs"}
+    cutoff = time.time() - max_age_s
+    removed = 0
+    for dirpath, dirnames, filenames in os.walk(cache, topdown=False):
+        folder = Path(dirpath)
+        for name in filenames:
+            path = folder / name
+            try:
+                if path.lstat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except OSError:
+                continue
+        if folder not in keep:
+            try:
+                folder.rmdir()            # only when empty
+            except OSError:
+                pass
+    if removed:
+        logger.info("removed %d upload/result file(s) older than %.0f s", removed, max_age_s)
+    return removed
+
+
+def remove_user_files(root: Path) -> None:
+    """Delete every upload and result (``<root>/gradio``): at shutdown, nothing users sent stays."""
+    shutil.rmtree(Path(root) / "gradio", ignore_errors=True)
+
+
+class Janitor:
+    """A daemon thread that sweeps the work folder every ``interval_s`` (see :func:`sweep_work_dir`)."""
+
+    def __init__(self, root: Path, retention_s: float, interval_s: float | None = None) -> None:
+        self.root, self.retention_s = Path(root), float(retention_s)
+        self.interval_s = interval_s if interval_s is not None else max(1.0, min(60.0, self.retention_s / 4))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="facegen-janitor", daemon=True)
+
+    def start(self) -> "Janitor":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                sweep_work_dir(self.root, self.retention_s)
+            except Exception as exc:  # noqa: BLE001 - keep sweeping
+                logger.warning("cleaning %s failed: %s", self.root, exc)
+
+
 @dataclass
 class AppContext:
     """Settings of one running app plus its shared, thread-safe resources.
@@ -80,7 +137,7 @@ class AppContext:
     accept_license: bool = False
     device: str | None = None
     max_images: int = 8
-    keep_results_s: float = 2 * 3600
+    keep_results_s: float = 3600.0        # retention of uploads and results (``facegen serve --retention``)
     pipelines: PipelineCache = field(default_factory=PipelineCache)
     gpu_lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -1,7 +1,9 @@
 """Launch the demo with safe defaults.
 
 - binds 127.0.0.1 unless a host is given; no share link unless asked for;
-- uploads capped (``max_file_size``) and decoded only by facegen's hardened loader;
+- uploads capped (``max_file_size`` per file; files and bytes per request, and every other
+  request body, by :class:`~facegen.app.limits.LimitsMiddleware`), never fetched from a URL,
+  and decoded only by facegen's hardened loader; deleted after the retention time;
 - one model job at a time (every job event shares the ``gpu`` concurrency group with limit
   1) behind a bounded queue (``max_queue``): extra requests are refused, not piled up;
 - no file outside the app's own temporary folder is served: ``allowed_paths`` is empty and
@@ -16,6 +18,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from starlette.middleware import Middleware
+
+from facegen.app.context import Janitor
+from facegen.app.limits import LimitsMiddleware, RequestLimits
 from facegen.paths import facegen_home, models_dir
 
 logger = logging.getLogger(__name__)
@@ -37,10 +43,23 @@ def _contains(folder: Path, path: Path) -> bool:
 
 def launch(app: Any, host: str | None = None, port: int | None = None, *, share: bool = False,
            max_file_size: str | int = DEFAULT_MAX_FILE_SIZE, max_queue: int = DEFAULT_MAX_QUEUE,
-           prevent_thread_lock: bool = False, quiet: bool = False, inbrowser: bool = False) -> Any:
+           prevent_thread_lock: bool = False, quiet: bool = False, inbrowser: bool = False,
+           limits: RequestLimits | None = None, retention_s: float | None = None) -> Any:
     """Queue and launch ``app`` (a :func:`facegen.app.build_app` result); returns Gradio's
-    ``(fastapi_app, local_url, share_url)``."""
+    ``(fastapi_app, local_url, share_url)``.
+
+    limits: body / upload / files-per-request caps (:class:`facegen.app.limits.RequestLimits`;
+        default 1 MB bodies, 40 MB and 8 files per upload).
+    retention_s: uploads and results older than this are deleted while the app runs
+        (default: the context's ``keep_results_s``, one hour).
+    """
     ctx = getattr(app, "facegen_context", None)
+    if ctx is not None:
+        if retention_s is not None:
+            ctx.keep_results_s = float(retention_s)
+        janitor = getattr(app, "facegen_janitor", None)
+        if janitor is None:
+            app.facegen_janitor = Janitor(ctx.work_dir, ctx.keep_results_s).start()
     host = host or DEFAULT_HOST
     if host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("serving on %s: anyone who can reach this address can use the app", host)
@@ -54,4 +73,5 @@ def launch(app: Any, host: str | None = None, port: int | None = None, *, share:
         max_file_size=max_file_size, allowed_paths=[], blocked_paths=blocked,
         show_error=False, ssr_mode=False, mcp_server=False, enable_monitoring=False,
         prevent_thread_lock=prevent_thread_lock, quiet=quiet, footer_links=["api"],
+        app_kwargs={"middleware": [Middleware(LimitsMiddleware, limits=limits or RequestLimits())]},
     )

@@ -8,12 +8,45 @@ from typing import Any
 
 import gradio as gr
 
+from facegen import limits
 from facegen.app.context import AppContext
+from facegen.app.errors import ERROR_DURATION
 from facegen.app.presets import PresetInfo, choices, note_for
-from facegen.errors import FacegenError
+from facegen.errors import FacegenError, InvalidArgumentError
 from facegen.models.registry import get_preset
 
 logger = logging.getLogger(__name__)
+
+
+def _checked(component: Any, payload: Any) -> Any:
+    """The value of a number widget checked on the server: gr.Slider/gr.Number compare it with
+    their bounds unchecked, so "nan" or "abc" from an API client ended as an unexplained error
+    and NaN passed; here it is a message naming the field."""
+    if payload is None:
+        return None
+    try:
+        value = limits.finite(component.label or "value", payload, component.minimum, component.maximum)
+    except InvalidArgumentError as exc:
+        raise gr.Error(str(exc), duration=ERROR_DURATION, print_exception=False) from None
+    return gr.Number.round_to_precision(value, component.precision)
+
+
+class CheckedSlider(gr.Slider):
+    """A ``gr.Slider`` (same front end) whose value is checked as :func:`_checked` says."""
+
+    is_template = True
+
+    def preprocess(self, payload: Any) -> Any:
+        return _checked(self, payload)
+
+
+class CheckedNumber(gr.Number):
+    """A ``gr.Number`` (same front end) whose value is checked as :func:`_checked` says."""
+
+    is_template = True
+
+    def preprocess(self, payload: Any) -> Any:
+        return _checked(self, payload)
 
 
 def photo_input(label: str, elem_id: str) -> gr.Gallery:
@@ -75,14 +108,14 @@ def model_picker(ctx: AppContext, infos: list[PresetInfo], elem_id: str) -> Mode
     return ModelPicker(dropdown, note)
 
 
-def seed_input(elem_id: str | None = None) -> gr.Number:
+def seed_input(elem_id: str | None = None) -> CheckedNumber:
     """The seed box every job shares (-1 draws a random seed, which the result records)."""
-    return gr.Number(value=-1, precision=0, label="Seed (-1 = random)", elem_id=elem_id)
+    return CheckedNumber(value=-1, precision=0, label="Seed (-1 = random)", elem_id=elem_id)
 
 
-def steps_input() -> gr.Slider:
+def steps_input() -> CheckedSlider:
     """Denoising steps (0 keeps the preset's default)."""
-    return gr.Slider(0, 100, value=0, step=1, label="Steps (0 = preset default)")
+    return CheckedSlider(0, 100, value=0, step=1, label="Steps (0 = preset default)")
 
 
 def consent_box(elem_id: str) -> gr.Checkbox:
@@ -126,8 +159,6 @@ def result_outputs(prefix: str, label: str = "Results", reuse_seed: bool = False
 
 def preset_of(name: Any, infos: list[PresetInfo]) -> str:
     """The chosen preset name, checked against the list the page was built with."""
-    from facegen.errors import InvalidArgumentError
-
     names = [i.name for i in infos]
     if not isinstance(name, str) or name not in names:
         raise InvalidArgumentError(f"unknown model preset {name!r}; choose one of: {', '.join(names)}")

@@ -146,11 +146,7 @@ class FaceEditPipeline:
         size = self.crop_size
         fc = crop_face(rgb, face, size=size, template="ffhq", margin=margin)
         mask = face_mask(fc, face)
-        d = self.preset.defaults
-        guidance = d.guidance if guidance_scale is None else float(guidance_scale)
-        n_steps = d.steps if steps is None else int(steps)
-        if n_steps < 1:
-            raise InvalidArgumentError(f"steps must be >= 1, got {n_steps}")
+        n_steps, guidance = self.gen.check_sampling(steps, guidance_scale)   # bounded, finite
         if n_steps * strength < 1:           # img2img runs int(steps * strength) steps: keep at least one
             n_steps = math.ceil(1.0 / strength)
             logger.info("strength %.3f needs %d steps for one denoising step; using %d", strength, n_steps, n_steps)

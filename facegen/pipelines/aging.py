@@ -22,6 +22,7 @@ from facegen.errors import InvalidArgumentError
 from facegen.faces.detect import FacePolicy
 from facegen.io import load_image
 from facegen.pipelines._edit_base import FaceEditPipeline, FacePlan, ImageInput, RegeneratedCrop, require_consent
+from facegen.pipelines._roles import about_photo
 from facegen.pipelines.output import PipelineOutput
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,8 @@ class FaceAgingPipeline(FaceEditPipeline):
             raise InvalidArgumentError(f"current age must be in 0..110, got {from_age}")
         rgb = load_image(image)
         # 2. faces, each with its own identity (the source embedding, from the photo itself)
-        faces = self.find_faces(rgb, face)
+        with about_photo("input", image):
+            faces = self.find_faces(rgb, face)
         full_scale = self.preset.defaults.adapter_scale if id_scale is None else float(id_scale)
         prompt = age_prompt(int(target_age), gender)
         strength1 = aging_strength(from_age, target_age)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from facegen import __version__
+from facegen import __version__, limits
 from facegen.adapters.base import ConditionRequest, IDAdapter
 from facegen.adapters.registry import adapter_for
 from facegen.errors import FacegenError, InvalidArgumentError
@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 ImageInput = Any  # path, bytes, PIL image or RGB array (anything facegen.io.load_image reads)
 SEED_MAX = 2**63 - 1
+MAX_SIDE = 4096  # largest height/width (pixels) a call may ask for
 
 
 def resolve_device(device: str | Any | None) -> Any:
@@ -154,7 +155,9 @@ class IDGenerationPipeline:
         resolved = resolve_preset(preset, models_dir, download=download)
         adapter = adapter_for(preset)
         logger.info("loading preset '%s' (%s) from %s", preset.name, preset.family, resolved.root)
-        pipe = adapter.load(resolved, dt)
+        from facegen.models.loading import model_file_errors
+        with model_file_errors(resolved.root, f"preset '{preset.name}' cannot be loaded from this folder"):
+            pipe = adapter.load(resolved, dt)
         pipe.to(dev)
         if fast_path:
             # exact options only (same pixels within the benchmark's tolerance); an interactive
@@ -185,6 +188,21 @@ class IDGenerationPipeline:
         self.pipe.vae.enable_slicing()
 
     # ------------------------------------------------------------------ stage 1
+    def max_steps(self) -> int:
+        """The most denoising steps this pipeline takes: ``$FACEGEN_MAX_STEPS`` (default 150),
+        at most half its scheduler's ``num_train_timesteps``."""
+        return limits.max_steps(self._scheduler_config.get("num_train_timesteps"))
+
+    def check_sampling(self, num_inference_steps: Any, guidance_scale: Any) -> tuple[int, float]:
+        """Steps (bounded by the scheduler) and a finite guidance scale, preset defaults filled in."""
+        d = self.preset.defaults
+        cap = self.max_steps()
+        steps = d.steps if num_inference_steps is None else limits.integer(
+            "num_inference_steps", num_inference_steps, 1, cap, f"the limit; raise it with {limits.MAX_STEPS_ENV}")
+        guidance = d.guidance if guidance_scale is None else limits.finite(
+            "guidance_scale", guidance_scale, 0.0, limits.MAX_GUIDANCE)
+        return steps, guidance
+
     def check_inputs(self, *, id_images: Sequence[ImageInput] | None, id_embeds: Sequence[IDEmbedding] | None,
                      num_images: int, seed: int | None, seeds: Sequence[int] | None, num_inference_steps: int | None,
                      guidance_scale: float | None, height: int | None, width: int | None,
@@ -201,22 +219,22 @@ class IDGenerationPipeline:
             num_images = len(seeds)
         if not isinstance(num_images, int) or num_images < 1:
             raise InvalidArgumentError(f"num_images must be a positive integer, got {num_images!r}")
+        if num_images > limits.max_images():
+            raise InvalidArgumentError(f"num_images {num_images} is over the limit of {limits.max_images()} "
+                                       f"(raise it with {limits.MAX_IMAGES_ENV})")
         d = self.preset.defaults
-        steps = d.steps if num_inference_steps is None else int(num_inference_steps)
-        if steps < 1:
-            raise InvalidArgumentError(f"num_inference_steps must be >= 1, got {steps}")
-        guidance = d.guidance if guidance_scale is None else float(guidance_scale)
-        if guidance < 0:
-            raise InvalidArgumentError(f"guidance_scale must be >= 0, got {guidance}")
-        h = d.height if height is None else int(height)
-        w = d.width if width is None else int(width)
+        steps, guidance = self.check_sampling(num_inference_steps, guidance_scale)
+        h = d.height if height is None else limits.integer("height", height)
+        w = d.width if width is None else limits.integer("width", width)
         for name, v in (("height", h), ("width", w)):
-            if v < 32 or v % 8:
-                raise InvalidArgumentError(f"{name} must be a multiple of 8 and >= 32, got {v}")
+            if v < 32 or v % 8 or v > MAX_SIDE:
+                raise InvalidArgumentError(f"{name} must be a multiple of 8 in 32..{MAX_SIDE}, got {v}")
         for name, v in (("adapter_scale", adapter_scale), ("controlnet_scale", controlnet_scale),
                         ("lora_scale", lora_scale)):
-            if v is not None and not (0.0 <= float(v) <= 5.0):
-                raise InvalidArgumentError(f"{name} must be in 0..5, got {v}")
+            if v is not None:
+                limits.finite(name, v, 0.0, 5.0)
+        limits.check_prompt("prompt", prompt)
+        limits.check_prompt("negative_prompt", negative_prompt)
         if id_masks is not None and len(id_masks) != len(items):
             raise InvalidArgumentError(f"got {len(id_masks)} masks for {len(items)} identities (one mask each)")
         if scheduler is not None:
@@ -247,11 +265,14 @@ class IDGenerationPipeline:
         from facegen.id.encoders import embed_image
         from facegen.io import load_image
 
+        from facegen.pipelines._roles import about_photo
+
         embs, rgbs = [], []
         for src in id_images:
             rgb = load_image(src)
-            embs.append(embed_image(rgb, encoder=self.encoder, policy="largest", models_dir=self.models_dir,
-                                    accept_license=self.accept_license)[0])
+            with about_photo("reference", src):
+                embs.append(embed_image(rgb, encoder=self.encoder, policy="largest", models_dir=self.models_dir,
+                                        accept_license=self.accept_license)[0])
             rgbs.append(rgb)
         return embs, rgbs
 
@@ -284,8 +305,10 @@ class IDGenerationPipeline:
 
     # ------------------------------------------------------------------ stage 4
     def denoise(self, kwargs: dict[str, Any], req: GenerationRequest, progress: bool = True,
-                callback: Callable[[int, int], None] | None = None) -> list[Any]:
-        """Run the diffusers pipeline in micro-batches, one CPU generator per image."""
+                callback: Callable[[int, int], None] | None = None,
+                on_batch: Callable[[int, list[Any]], None] | None = None) -> list[Any]:
+        """Run the diffusers pipeline in micro-batches, one CPU generator per image;
+        ``on_batch(first_index, images)`` is called as each micro-batch is done."""
         import torch
         from tqdm.auto import tqdm
 
@@ -311,6 +334,8 @@ class IDGenerationPipeline:
                 out = self.pipe(**kwargs, **extra, num_images_per_prompt=len(chunk), generator=gens,
                                 num_inference_steps=req.steps, guidance_scale=req.guidance_scale,
                                 height=req.height, width=req.width, output_type="pil")
+                if on_batch is not None:
+                    on_batch(len(images), list(out.images))
                 images.extend(out.images)
         finally:
             self.pipe.scheduler = original
@@ -320,29 +345,46 @@ class IDGenerationPipeline:
     def measure(self, images: Sequence[Any], identities: Sequence[IDEmbedding],
                 reference_rgbs: Sequence[np.ndarray] | None) -> tuple[list[float | None], str | None]:
         """Similarity of each image to the reference; (scores, judge encoder name)."""
+        score, judge = self.scorer(identities, reference_rgbs)
+        return score(images), judge
+
+    def scorer(self, identities: Sequence[IDEmbedding], reference_rgbs: Sequence[np.ndarray] | None
+               ) -> tuple[Callable[[Sequence[Any]], list[float | None]], str | None]:
+        """``(score, judge name)``: ``score(images)`` gives each image's similarity to the
+        reference; the judge and the reference embedding are made once, here."""
+        def unmeasured(images: Sequence[Any]) -> list[float | None]:
+            return [None] * len(images)
+
         try:
             from facegen.metrics import IDJudge, id_similarity
         except ImportError:  # metrics is optional for the pipeline
-            return [None] * len(images), None
-        scores: list[float | None] = []
+            return unmeasured, None
+
+        def guarded(fn: Callable[[Any], float | None]) -> Callable[[Sequence[Any]], list[float | None]]:
+            def score(images: Sequence[Any]) -> list[float | None]:
+                try:
+                    return [fn(np.asarray(im.convert("RGB"))) for im in images]
+                except FacegenError as exc:
+                    logger.warning("ID similarity not measured: %s", exc)
+                    return [None] * len(images)
+            return score
+
         try:
             if reference_rgbs and len(identities) == 1:
                 judge = IDJudge.create(exclude=self.encoder, models_dir=self.models_dir,
                                        accept_license=self.accept_license)
                 refs = [r for r in (judge.reference(rgb) for rgb in reference_rgbs) if r is not None]
                 ref = (mean_embedding(refs) if len(refs) > 1 else refs[0]) if refs else None
-                for im in images:
-                    scores.append(judge.score(ref, np.asarray(im.convert("RGB"))))
-                return scores, judge.encoder_name
-            # embeddings only (or several identities): the identities' own encoder; min over identities
-            for im in images:
-                rgb = np.asarray(im.convert("RGB"))
-                per = [id_similarity(ident, rgb) for ident in identities]
-                scores.append(None if any(s is None for s in per) else min(per))  # type: ignore[type-var]
-            return scores, self.encoder
+                return guarded(lambda rgb: judge.score(ref, rgb)), judge.encoder_name
         except FacegenError as exc:
             logger.warning("ID similarity not measured: %s", exc)
-            return [None] * len(images), None
+            return unmeasured, None
+
+        # embeddings only (or several identities): the identities' own encoder; min over identities
+        def own(rgb: np.ndarray) -> float | None:
+            per = [id_similarity(ident, rgb) for ident in identities]
+            return None if any(s is None for s in per) else min(per)  # type: ignore[type-var]
+        return guarded(own), self.encoder
 
     # ------------------------------------------------------------------ stage 6
     def provenance(self, req: GenerationRequest, judge: str | None, n_photos: int, n_identities: int) -> dict[str, Any]:
@@ -444,7 +486,8 @@ class IDGenerationPipeline:
                  scheduler: str | None = None, progress: bool = True,
                  callback: Callable[[int, int], None] | None = None, *, lora_scale: float | None = None,
                  id_masks: Sequence[Any] | None = None, control_kps: Any = None, batch_size: int | None = None,
-                 measure_similarity: bool = True, face_layout: str | None = None) -> PipelineOutput:
+                 measure_similarity: bool = True, face_layout: str | None = None,
+                 on_image: Callable[[int, Any, dict[str, Any]], None] | None = None) -> PipelineOutput:
         """Generate ``num_images`` images of the identity in ``id_images`` or ``id_embeds``.
 
         Several photos/embeddings of one person are averaged into one identity; with
@@ -460,6 +503,9 @@ class IDGenerationPipeline:
         ``height``/``width`` are given (then the photo is fitted inside them, centred);
         ``"portrait"`` re-frames the face into a fixed portrait (what embeddings without a photo
         always get).
+        ``on_image(i, image, provenance)`` is called as soon as image i is made and measured
+        (``provenance`` is what ``result.provenance(i)`` gives), so a caller can write each
+        image as it is done instead of losing everything to an interruption.
         """
         if id_images is not None and not isinstance(id_images, (list, tuple)):
             id_images = [id_images]
@@ -482,15 +528,24 @@ class IDGenerationPipeline:
         req = self.apply_layout(req, embeddings, reference_rgbs, explicit_size=height is not None or width is not None)
         # 3. condition
         kwargs = self.condition(idents, req.condition)
-        # 4. denoise
-        images = self.denoise(kwargs, req, progress=progress, callback=callback)
-        # 5. measure
+        # 4-6. denoise, measure and describe, batch by batch
         if measure_similarity:
-            sims, judge = self.measure(images, idents, reference_rgbs)
+            score, judge = self.scorer(idents, reference_rgbs)
         else:
-            sims, judge = [None] * len(images), None
-        # 6. provenance
+            score, judge = (lambda ims: [None] * len(ims)), None
         meta = self.provenance(req, judge, len(embeddings), len(idents))
+        sims: list[float | None] = []
+
+        def batch_done(first: int, batch: list[Any]) -> None:
+            scores = score(batch)
+            sims.extend(scores)
+            if on_image is not None:
+                for j, (im, sim) in enumerate(zip(batch, scores)):
+                    i = first + j
+                    on_image(i, im, {"preset": self.preset.name, "adapter": self.preset.family,
+                                     "seed": int(req.seeds[i]), "id_similarity": sim, **meta})
+
+        images = self.denoise(kwargs, req, progress=progress, callback=callback, on_batch=batch_done)
         return PipelineOutput(images=images, seeds=list(req.seeds), preset=self.preset.name,
                               adapter=self.preset.family, id_similarity=sims,
                               metadata=[dict(meta) for _ in images])

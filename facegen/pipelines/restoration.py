@@ -22,6 +22,7 @@ from facegen.id.embedding import IDEmbedding
 from facegen.io import load_image
 from facegen.paths import models_dir as default_models_dir
 from facegen.pipelines._edit_base import FaceEditPipeline, FacePlan, ImageInput, RegeneratedCrop, require_consent
+from facegen.pipelines._roles import about_photo
 from facegen.pipelines.degrade import estimate_degradation
 from facegen.pipelines.output import PipelineOutput
 
@@ -66,10 +67,12 @@ class FaceRestorationPipeline(FaceEditPipeline):
         if gfpgan:
             rgb = gfpgan_pass(rgb, self.gen.models_dir)
         # 2. faces, each with its identity: its own, or the reference's for the face that is that person
-        faces = self.find_faces(rgb, face)
+        with about_photo("input", image):
+            faces = self.find_faces(rgb, face)
         plans = [FacePlan(f, self.embed_face(rgb, f), rgb, f) for f in faces]
         if reference is not None:
-            ref_identity, ref_rgb = self.embed_reference(reference)
+            with about_photo("reference", reference):
+                ref_identity, ref_rgb = self.embed_reference(reference)
             k = self.reference_face_index(plans, ref_identity)
             plans[k] = FacePlan(faces[k], ref_identity, ref_rgb, ref_identity.face)
         # 3. how degraded each face is → how much to re-draw

@@ -21,6 +21,7 @@ from facegen.faces.detect import FacePolicy
 from facegen.id.embedding import IDEmbedding
 from facegen.io import load_image
 from facegen.pipelines._edit_base import FaceEditPipeline, FacePlan, ImageInput, RegeneratedCrop, require_consent
+from facegen.pipelines._roles import about_photo
 from facegen.pipelines.output import PipelineOutput
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,8 @@ def map_sources(target_rgb: np.ndarray, target_faces: list[Any], n_sources: int,
         faces_emb = [enc.embed(target_rgb, f) for f in target_faces]
         pairs, used = [], set()
         for i, ref in enumerate(references):
-            ref_emb = embed_image(load_image(ref), enc)[0]
+            with about_photo("reference", ref):
+                ref_emb = embed_image(load_image(ref), enc)[0]
             order = np.argsort([-similarity(ref_emb, e) for e in faces_emb])
             j = next((int(k) for k in order if int(k) not in used), None)
             if j is None:
@@ -84,9 +86,13 @@ class FaceSwapPipeline(FaceEditPipeline):
         if not sources:
             raise InvalidArgumentError("give at least one source photo or embedding")
         # 2. faces
-        target_rgb = load_image(target)
-        faces = self.find_faces(target_rgb, target_face)
-        refs = [self.embed_reference(s) for s in sources]
+        with about_photo("target", target):
+            target_rgb = load_image(target)
+            faces = self.find_faces(target_rgb, target_face)
+        refs = []
+        for s in sources:
+            with about_photo("source", s):
+                refs.append(self.embed_reference(s))
         identities = [r[0] for r in refs]
         # 3. map sources to faces: one plan per face
         pairs = self.map_sources(target_rgb, faces, identities, references)

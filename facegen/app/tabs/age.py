@@ -12,6 +12,7 @@ from typing import Any
 
 import gradio as gr
 
+from facegen import limits
 from facegen.app.context import AppContext
 from facegen.app.errors import user_errors
 from facegen.app.jobs import require_consent, run_job
@@ -19,7 +20,9 @@ from facegen.app.presets import PresetInfo, editable, preset_infos, takes_prompt
 from facegen.app.results import ui_outputs
 from facegen.app.tabs.generate import run_seeds
 from facegen.app.uploads import read_photos
+from facegen.app.values import int_value
 from facegen.app.widgets import (
+    CheckedSlider,
     add_examples,
     consent_box,
     model_picker,
@@ -43,15 +46,18 @@ def age(ctx: AppContext, infos: list[PresetInfo], photo: Any, preset: Any, targe
     """One Age request: the photo with its face redrawn at ``target_age``."""
     name = preset_of(preset, infos)
     require_consent(consent, "aging")
-    images = read_photos(photo, what="photo", max_photos=1)
+    ages = []
     for label, value in (("target age", target_age), ("current age", from_age)):
-        if value is None or not MIN_AGE <= int(value) <= MAX_AGE:
+        if value is None:
             raise InvalidArgumentError(f"{label} must be between {MIN_AGE} and {MAX_AGE}, got {value}")
+        ages.append(int_value(label, value, MIN_AGE, MAX_AGE))
     if gender not in GENDERS:
         raise InvalidArgumentError(f"'describe as' must be one of {', '.join(GENDERS)}, got {gender!r}")
-    kwargs = {"image": images[0], "target_age": int(target_age), "from_age": int(from_age), "gender": gender,
-              "consent": True, "seed": run_seeds(seed, 1)[0],
-              "num_inference_steps": int(steps) if steps else None}
+    seed_v = run_seeds(seed, 1)[0]
+    steps_v = int_value("steps", steps, 0, limits.max_steps()) or None
+    images = read_photos(photo, what="photo", max_photos=1)
+    kwargs = {"image": images[0], "target_age": ages[0], "from_age": ages[1], "gender": gender,
+              "consent": True, "seed": seed_v, "num_inference_steps": steps_v}
     return ui_outputs(run_job(ctx, JOB, PIPELINE, name, kwargs, progress), "the input photo")
 
 
@@ -63,9 +69,9 @@ def build(ctx: AppContext) -> None:
             photo = photo_input("Photo", "age-photo")
             add_examples(photo)
             with gr.Row():
-                from_age = gr.Slider(MIN_AGE, MAX_AGE, value=30, step=1, label="Age in the photo",
+                from_age = CheckedSlider(MIN_AGE, MAX_AGE, value=30, step=1, label="Age in the photo",
                                      elem_id="age-from")
-                target_age = gr.Slider(MIN_AGE, MAX_AGE, value=70, step=1, label="Target age",
+                target_age = CheckedSlider(MIN_AGE, MAX_AGE, value=70, step=1, label="Target age",
                                        elem_id="age-target")
             gender = gr.Radio(list(GENDERS), value="person", label="Describe as (for the age prompt)")
             picker = model_picker(ctx, infos, "age-model")

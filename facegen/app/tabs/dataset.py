@@ -21,7 +21,8 @@ import gradio as gr
 from facegen.app.context import AppContext
 from facegen.app.errors import user_errors
 from facegen.app.presets import PresetInfo, preset_infos
-from facegen.app.widgets import model_picker, preset_of
+from facegen.app.values import int_value
+from facegen.app.widgets import CheckedNumber, CheckedSlider, model_picker, preset_of
 from facegen.errors import InvalidArgumentError
 
 logger = logging.getLogger(__name__)
@@ -116,11 +117,13 @@ def run_preview(ctx: AppContext, infos: list[PresetInfo], preset: Any, num_ids: 
     from facegen.dataset.spec import DatasetSpec
 
     name = preset_of(preset, infos)
-    n_ids, k = int(num_ids), int(per_id)
+    n_ids = int_value("identities", num_ids, default=0)
+    k = int_value("images per identity", per_id, default=0)
     if not (1 <= n_ids <= MAX_IDS and 1 <= k <= MAX_PER_ID):
         raise InvalidArgumentError(f"a preview run has 1-{MAX_IDS} identities and 1-{MAX_PER_ID} images "
                                    f"each, got {n_ids} x {k}; use `facegen dataset` for more")
-    run_seed = int(seed) if seed is not None and int(seed) >= 0 else 0
+    seed_v = int_value("seed", seed, hi=2**32 - 1)
+    run_seed = seed_v if seed_v is not None and seed_v >= 0 else 0
     work = ctx.new_output_dir(JOB)
     out = work / "dataset"
     spec = DatasetSpec(out=str(out), model=name, num_ids=n_ids, images_per_id=k, seed=run_seed,
@@ -145,9 +148,9 @@ def build(ctx: AppContext) -> None:
             gr.Markdown("A small preview of a synthetic face dataset: new identities (not real people), "
                         "several images each, written as WebDataset shards. Use `facegen dataset` for real runs.")
             picker = model_picker(ctx, infos, "dataset-model")
-            num_ids = gr.Slider(1, MAX_IDS, value=4, step=1, label="Identities")
-            per_id = gr.Slider(1, MAX_PER_ID, value=3, step=1, label="Images per identity")
-            seed = gr.Number(value=0, precision=0, label="Run seed")
+            num_ids = CheckedSlider(1, MAX_IDS, value=4, step=1, label="Identities")
+            per_id = CheckedSlider(1, MAX_PER_ID, value=3, step=1, label="Images per identity")
+            seed = CheckedNumber(value=0, precision=0, label="Run seed")
             run = gr.Button("Run preview", variant="primary", elem_id="dataset-run")
         with gr.Column():
             grid = gr.Gallery(label="Identities × images (one row per identity)", type="filepath",

@@ -15,13 +15,16 @@ from typing import Any
 
 import gradio as gr
 
+from facegen import limits
 from facegen.app.context import AppContext
 from facegen.app.errors import user_errors
 from facegen.app.jobs import GENERATION, load_job_pipeline, run_job
 from facegen.app.presets import PresetInfo, preset_infos, takes_prompt
 from facegen.app.results import ui_outputs
 from facegen.app.uploads import read_photos
+from facegen.app.values import float_value, int_value, text_value
 from facegen.app.widgets import (
+    CheckedSlider,
     add_examples,
     default_preset,
     model_picker,
@@ -52,10 +55,11 @@ def run_seeds(seed: Any, n: int) -> list[int]:
     Every image gets its own explicit seed, so "reuse this seed" with one image gives the
     same picture back.
     """
-    if seed is None or seed == "" or int(seed) < 0:
+    value = int_value("seed", seed)
+    if value is None or value < 0:
         base = secrets.randbelow(MAX_SEED - n)
     else:
-        base = int(seed)
+        base = value
         if base > MAX_SEED:
             raise InvalidArgumentError(f"seed must be between 0 and {MAX_SEED}, got {base}")
     return [(base + i) % (MAX_SEED + 1) for i in range(n)]
@@ -66,25 +70,28 @@ def generate(ctx: AppContext, infos: list[PresetInfo], photos: Any, preset: Any,
              adapter_scale: Any, controlnet_scale: Any, progress: Any = None
              ) -> tuple[list[tuple[str, str]], list[str], str, list[dict[str, Any]], list[int], int]:
     """One Generate request: check, read the photos, run the pipeline, write PNGs."""
+    # every value checked before any photo is decoded or model loaded
+    prompt, negative_prompt = text_value("prompt", prompt), text_value("negative prompt", negative_prompt)
     name = preset_of(preset, infos)
     p = get_preset(name)
-    n = int(num_images or 1)
-    if not 1 <= n <= ctx.max_images:
-        raise InvalidArgumentError(f"number of images must be between 1 and {ctx.max_images}, got {n}")
-    id_images = read_photos(photos, what="photo of a person")
+    n = int_value("number of images", num_images, 1, ctx.max_images, default=1)
     seeds = run_seeds(seed, n)
+    steps_v = int_value("steps", steps, 0, limits.max_steps()) or None
+    guidance_v = float_value("guidance scale", guidance, 0.0, limits.MAX_GUIDANCE)
+    adapter_v = float_value("ID adapter scale", adapter_scale, 0.0, 5.0)
+    control_v = float_value("IdentityNet scale", controlnet_scale, 0.0, 5.0)
+    id_images = read_photos(photos, what="photo of a person")
     kwargs: dict[str, Any] = {
         "id_images": id_images, "num_images": n, "seeds": seeds,
-        "num_inference_steps": int(steps) if steps else None,
-        "guidance_scale": float(guidance) if guidance is not None else None,
+        "num_inference_steps": steps_v, "guidance_scale": guidance_v,
     }
     if takes_prompt(p):
-        kwargs["prompt"] = (prompt or "").strip() or None
-        kwargs["negative_prompt"] = (negative_prompt or "").strip() or None
-    if p.defaults.adapter_scale is not None and adapter_scale is not None:
-        kwargs["adapter_scale"] = float(adapter_scale)
-    if p.defaults.controlnet_scale is not None and controlnet_scale is not None:
-        kwargs["controlnet_scale"] = float(controlnet_scale)
+        kwargs["prompt"] = prompt
+        kwargs["negative_prompt"] = negative_prompt
+    if p.defaults.adapter_scale is not None and adapter_v is not None:
+        kwargs["adapter_scale"] = adapter_v
+    if p.defaults.controlnet_scale is not None and control_v is not None:
+        kwargs["controlnet_scale"] = control_v
     results = run_job(ctx, JOB, PIPELINE, name, kwargs, progress)
     return (*ui_outputs(results), [r.seed for r in results], 0)
 
@@ -115,16 +122,16 @@ def build(ctx: AppContext) -> None:
             add_examples(photos)
             picker = model_picker(ctx, infos, "gen-model")
             prompt = gr.Textbox(label="Prompt", value=d.prompt or "", lines=2, visible=text, elem_id="gen-prompt")
-            num_images = gr.Slider(1, ctx.max_images, value=min(2, ctx.max_images), step=1,
+            num_images = CheckedSlider(1, ctx.max_images, value=min(2, ctx.max_images), step=1,
                                    label="Number of images", elem_id="gen-num")
             with gr.Accordion("Advanced", open=False) as advanced:
                 seed = seed_input("gen-seed")
                 negative = gr.Textbox(label="Negative prompt", lines=2, visible=text, value=d.negative_prompt or "")
-                steps = gr.Slider(1, 100, value=d.steps, step=1, label="Steps")
-                guidance = gr.Slider(0.0, 20.0, value=d.guidance, step=0.1, label="Guidance scale")
-                adapter = gr.Slider(0.0, 2.0, step=0.05, label="ID adapter scale", value=d.adapter_scale or 1.0,
+                steps = CheckedSlider(1, 100, value=d.steps, step=1, label="Steps")
+                guidance = CheckedSlider(0.0, 20.0, value=d.guidance, step=0.1, label="Guidance scale")
+                adapter = CheckedSlider(0.0, 2.0, step=0.05, label="ID adapter scale", value=d.adapter_scale or 1.0,
                                     visible=d.adapter_scale is not None)
-                control = gr.Slider(0.0, 2.0, step=0.05, label="IdentityNet (ControlNet) scale",
+                control = CheckedSlider(0.0, 2.0, step=0.05, label="IdentityNet (ControlNet) scale",
                                     value=d.controlnet_scale or 0.8, visible=d.controlnet_scale is not None)
             run = gr.Button("Generate", variant="primary", elem_id="gen-run")
         with gr.Column(scale=1):

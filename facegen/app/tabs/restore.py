@@ -12,6 +12,7 @@ from typing import Any
 
 import gradio as gr
 
+from facegen import limits
 from facegen.app.context import AppContext
 from facegen.app.errors import user_errors
 from facegen.app.jobs import require_consent, run_job
@@ -19,7 +20,9 @@ from facegen.app.presets import PresetInfo, editable, preset_infos
 from facegen.app.results import ui_outputs
 from facegen.app.tabs.generate import run_seeds
 from facegen.app.uploads import read_photos
+from facegen.app.values import float_value, int_value
 from facegen.app.widgets import (
+    CheckedSlider,
     add_examples,
     consent_box,
     model_picker,
@@ -40,11 +43,13 @@ def restore(ctx: AppContext, infos: list[PresetInfo], photo: Any, reference: Any
     """One Restore request: the photo with its face restored; same size as the input."""
     name = preset_of(preset, infos)
     require_consent(consent, "restoration")
+    seed_v = run_seeds(seed, 1)[0]
+    strength_v = float_value("strength", strength, 0.0, 1.0) or None     # 0 = adapted to the photo
+    steps_v = int_value("steps", steps, 0, limits.max_steps()) or None
     images = read_photos(photo, what="photo to restore", max_photos=1)
     refs = read_photos(reference, what="reference photo", required=False, max_photos=1)
     kwargs = {"image": images[0], "reference": refs[0] if refs else None, "consent": True,
-              "seed": run_seeds(seed, 1)[0], "strength": float(strength) if strength else None,
-              "num_inference_steps": int(steps) if steps else None}
+              "seed": seed_v, "strength": strength_v, "num_inference_steps": steps_v}
     ref = "the reference photo" if refs else "the input photo"
     return ui_outputs(run_job(ctx, JOB, PIPELINE, name, kwargs, progress), ref)
 
@@ -60,7 +65,7 @@ def build(ctx: AppContext) -> None:
             consent = consent_box("restore-consent")
             with gr.Accordion("Advanced", open=False):
                 seed = seed_input()
-                strength = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="Strength (0 = adapt to the damage)")
+                strength = CheckedSlider(0.0, 1.0, value=0.0, step=0.05, label="Strength (0 = adapt to the damage)")
                 steps = steps_input()
             run = gr.Button("Restore", variant="primary", elem_id="restore-run")
         with gr.Column():

@@ -11,6 +11,7 @@ from typing import Any
 
 import gradio as gr
 
+from facegen import limits
 from facegen.app.context import AppContext
 from facegen.app.errors import user_errors
 from facegen.app.jobs import require_consent, run_job
@@ -18,7 +19,9 @@ from facegen.app.presets import PresetInfo, editable, preset_infos
 from facegen.app.results import ui_outputs
 from facegen.app.tabs.generate import run_seeds
 from facegen.app.uploads import read_photos
+from facegen.app.values import float_value, int_value
 from facegen.app.widgets import (
+    CheckedSlider,
     add_examples,
     consent_box,
     model_picker,
@@ -43,11 +46,13 @@ def swap(ctx: AppContext, infos: list[PresetInfo], source: Any, target: Any, pre
     require_consent(consent, "face swap")
     if target_face not in TARGET_FACES:
         raise InvalidArgumentError(f"faces to replace must be one of {', '.join(TARGET_FACES)}, got {target_face!r}")
+    seed_v = run_seeds(seed, 1)[0]
+    strength_v = float_value("strength", strength, 0.0, 1.0, default=0.85, lo_open=True)
+    steps_v = int_value("steps", steps, 0, limits.max_steps()) or None
     sources = read_photos(source, what="source photo", max_photos=1)
     targets = read_photos(target, what="target photo", max_photos=1)
     kwargs = {"source": sources, "target": targets[0], "consent": True, "target_face": target_face,
-              "seed": run_seeds(seed, 1)[0], "strength": float(strength),
-              "num_inference_steps": int(steps) if steps else None}
+              "seed": seed_v, "strength": strength_v, "num_inference_steps": steps_v}
     return ui_outputs(run_job(ctx, JOB, PIPELINE, name, kwargs, progress), "the source photo")
 
 
@@ -63,7 +68,7 @@ def build(ctx: AppContext) -> None:
             target_face = gr.Radio(list(TARGET_FACES), value="largest", label="Faces to replace in the target")
             with gr.Accordion("Advanced", open=False):
                 seed = seed_input()
-                strength = gr.Slider(0.1, 1.0, value=0.85, step=0.05,
+                strength = CheckedSlider(0.1, 1.0, value=0.85, step=0.05,
                                      label="Strength (how much of the face is redrawn)")
                 steps = steps_input()
             run = gr.Button("Swap", variant="primary", elem_id="swap-run")

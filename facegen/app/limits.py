@@ -1,0 +1,170 @@
+"""What one web request may send: body size, files and bytes per upload, and no URLs in file fields.
+
+:class:`LimitsMiddleware` is a plain ASGI middleware put in front of Gradio's routes. It reads a
+POST/PUT/PATCH body up to its cap before Gradio sees it and answers:
+
+- **413** when the body is over ``max_body`` (JSON API calls: a 60 MB prompt never reaches a
+  handler, nor the log) or, for ``/upload``, over ``max_upload_total`` bytes or
+  ``max_files`` files in one request (Gradio's own ``max_file_size`` still caps each file);
+- **400** when a file field names a URL (``{"path": "http://..."}``) instead of an uploaded
+  file: the app never fetches anything on a client's behalf.
+
+Bodies over the cap are drained up to a bound (so the client reads the answer) and dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from facegen.errors import InvalidArgumentError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY = "1mb"
+DEFAULT_MAX_UPLOAD_TOTAL = "40mb"
+DEFAULT_MAX_FILES = 8
+DEFAULT_RETENTION_S = 3600.0
+_DRAIN_EXTRA = 64 * 1024 * 1024      # read at most this far past a cap before answering
+_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
+_URL = re.compile(r"^(?:[a-zA-Z][a-zA-Z0-9+.\-]*://|data:)")
+
+
+def parse_size(value: str | int, name: str = "size") -> int:
+    """``"10mb"``, ``"512kb"``, ``"2gb"`` or a number of bytes → bytes (binary units)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]?)b?\s*", str(value).lower())
+        if not found:
+            raise InvalidArgumentError(f"{name} must be a size such as 10mb or 512kb, got {value!r}")
+        size = int(float(found.group(1)) * _UNITS[found.group(2)])
+    if size < 1:
+        raise InvalidArgumentError(f"{name} must be at least 1 byte, got {value!r}")
+    return size
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """Caps on one request (bytes)."""
+
+    max_body: int = parse_size(DEFAULT_MAX_BODY)
+    max_upload_total: int = parse_size(DEFAULT_MAX_UPLOAD_TOTAL)
+    max_files: int = DEFAULT_MAX_FILES
+
+    @classmethod
+    def from_options(cls, max_body: str | int = DEFAULT_MAX_BODY,
+                     max_upload_total: str | int = DEFAULT_MAX_UPLOAD_TOTAL,
+                     max_files: int = DEFAULT_MAX_FILES) -> "RequestLimits":
+        if isinstance(max_files, bool) or not isinstance(max_files, int) or max_files < 1:
+            raise InvalidArgumentError(f"max_files must be a positive integer, got {max_files!r}")
+        return cls(parse_size(max_body, "--max-body"), parse_size(max_upload_total, "--max-upload-total"),
+                   max_files)
+
+
+def remote_file(data: Any) -> str | None:
+    """The first file field in a JSON payload that names a URL instead of an uploaded file."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            path = item.get("path")
+            if isinstance(path, str) and _URL.match(path.strip()):
+                return path
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
+
+
+def _boundary(headers: dict[bytes, bytes]) -> bytes | None:
+    ctype = headers.get(b"content-type", b"").decode("latin-1")
+    found = re.search(r'boundary="?([^";]+)"?', ctype)
+    return found.group(1).encode("latin-1") if found else None
+
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class LimitsMiddleware:
+    """ASGI middleware enforcing :class:`RequestLimits` (see the module docstring)."""
+
+    def __init__(self, app: Any, limits: RequestLimits | None = None) -> None:
+        self.app = app
+        self.limits = limits or RequestLimits()
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope.get("type") != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        upload = scope.get("path", "").rstrip("/").endswith("/upload")
+        cap = self.limits.max_upload_total if upload else self.limits.max_body
+        what = "upload" if upload else "request body"
+        body = bytearray()
+        total, over, more = 0, False, True
+        try:
+            declared = int(headers.get(b"content-length", b"0") or 0)
+        except ValueError:
+            declared = 0
+        over = declared > cap
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            more = message.get("more_body", False)
+            if total > cap:
+                over = True
+            if over:
+                body.clear()
+                if total > cap + _DRAIN_EXTRA:
+                    break
+            else:
+                body += chunk
+        if over:
+            logger.warning("refused a %s of %s bytes (limit %d)", what, f"{max(total, declared):,}", cap)
+            await self._answer(send, 413, f"{what} too large: the limit is {cap:,} bytes")
+            return
+        if upload:
+            boundary = _boundary(headers)
+            files = body.count(b"--" + boundary) - 1 if boundary else 0
+            if files > self.limits.max_files:
+                await self._answer(send, 413, f"too many files in one upload: {files} (the limit is "
+                                              f"{self.limits.max_files})")
+                return
+        elif body[:1] in (b"{", b"["):
+            try:
+                url = remote_file(json.loads(bytes(body)))
+            except ValueError:
+                url = None
+            if url is not None:
+                await self._answer(send, 400, "files must be uploaded; the app does not fetch URLs "
+                                              f"({url[:80]})")
+                return
+        await self.app(scope, _replay(bytes(body), receive), send)
+
+    @staticmethod
+    async def _answer(send: Send, status: int, message: str) -> None:
+        payload = json.dumps({"detail": message, "error": message}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+    return replay

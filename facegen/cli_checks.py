@@ -1,0 +1,149 @@
+"""Checks the CLI makes before any model loads: finite numbers, bounded counts, readable inputs,
+and outputs that neither overwrite an input nor an earlier result nor fail after the work is done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import secrets
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Callable
+
+from facegen import limits
+from facegen.errors import FacegenError, InvalidArgumentError
+
+
+def finite_float(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False
+                 ) -> Callable[[str], float]:
+    """An argparse ``type``: a finite float within [lo, hi] (``inf``/``nan`` refused)."""
+    def parse(text: str) -> float:
+        try:
+            return limits.finite("value", text, lo, hi, lo_open=lo_open)
+        except InvalidArgumentError as exc:
+            raise argparse.ArgumentTypeError(str(exc).replace("value must", "must")) from None
+    parse.__name__ = "finite number"
+    return parse
+
+
+def bounded_int(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: an integer within [lo, hi]."""
+    def parse(text: str) -> int:
+        try:
+            return limits.integer("value", text, lo, hi)
+        except InvalidArgumentError as exc:
+            raise argparse.ArgumentTypeError(str(exc).replace("value must", "must")) from None
+    parse.__name__ = "integer"
+    return parse
+
+
+def check_steps(steps: int | None) -> None:
+    """``--steps`` within ``$FACEGEN_MAX_STEPS`` (the scheduler's own bound is checked after loading)."""
+    if steps is not None:
+        limits.integer("--steps", steps, 1, limits.max_steps(),
+                       f"the limit; raise it with {limits.MAX_STEPS_ENV}")
+
+
+def check_inputs_readable(named: Iterable[tuple[str, str | os.PathLike[str]]]) -> None:
+    """Decode every input photo now (cheap), so that a missing, unreadable, non-regular or
+    non-image file is reported before a model loads; errors say which argument it was."""
+    from facegen.errors import BadImageError  # noqa: PLC0415
+    from facegen.io import load_image  # noqa: PLC0415
+
+    for what, path in named:
+        try:
+            load_image(path)
+        except BadImageError as exc:
+            msg = str(exc)
+            raise BadImageError(f"{what} {msg}" if msg.startswith(str(path)) else f"{what} {path}: {msg}") from None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def refuse_input_as_output(out: Path, inputs: Iterable[str | os.PathLike[str]], flag: str = "--out") -> None:
+    """An output that is also an input is refused, ``--overwrite`` or not."""
+    for src in inputs:
+        if _same_file(out, Path(src)):
+            raise InvalidArgumentError(f"{flag} {out} is also an input ({src}); facegen never overwrites an input: "
+                                       "give another output file")
+
+
+def probe_writable(folder: Path, flag: str = "--out") -> None:
+    """Check that ``folder`` can be written (or created) by making a throw-away file in it, or
+    in its nearest existing parent, so an unwritable or read-only destination is reported
+    before any work, as a user error. Nothing is left behind (no folder is created)."""
+    probe_dir = Path(folder)
+    while not probe_dir.exists() and probe_dir != probe_dir.parent:
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise InvalidArgumentError(f"{flag} {folder}: cannot write there ({probe_dir} is not a folder)")
+    try:
+        probe = probe_dir / f".facegen-write-test-{secrets.token_hex(4)}"
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InvalidArgumentError(f"{flag} {folder}: cannot write there ({exc.strerror or exc})") from None
+
+
+def check_output_file(path: str, inputs: Iterable[str | os.PathLike[str]], overwrite: bool,
+                      suffixes: Iterable[str]) -> Path:
+    """The ``--out`` of an edit: an allowed suffix, not an input, not an existing file unless
+    ``--overwrite``, and in a folder that can be written — all before any model loads."""
+    out = Path(path)
+    suffixes = set(suffixes)
+    if out.suffix.lower() not in suffixes:
+        raise InvalidArgumentError(f"--out {out}: use a .png, .jpg or .webp file name")
+    if out.is_dir():
+        raise InvalidArgumentError(f"--out {out} is a folder; give a file name")
+    refuse_input_as_output(out, inputs)
+    if (out.exists() or out.is_symlink()) and not overwrite:
+        raise InvalidArgumentError(f"--out {out} already exists; give another name, or --overwrite to replace it")
+    probe_writable(out.parent if str(out.parent) else Path("."))
+    return out
+
+
+def previous_run(out_dir: Path) -> list[str]:
+    """Image files of an earlier ``generate`` run in ``out_dir``: those ``metadata.jsonl`` lists and
+    any ``NNNN.png``."""
+    import json  # noqa: PLC0415
+    import re  # noqa: PLC0415
+
+    names: list[str] = []
+    meta = out_dir / "metadata.jsonl"
+    if meta.is_file():
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            for line in meta.read_text(encoding="utf-8").splitlines():
+                with contextlib.suppress(ValueError, TypeError, AttributeError):
+                    name = json.loads(line).get("file")
+                    if isinstance(name, str) and Path(name).name == name and name not in names:
+                        names.append(name)
+    if out_dir.is_dir():
+        names += sorted(p.name for p in out_dir.iterdir() if re.fullmatch(r"\d{4,}\.png", p.name)
+                        and p.name not in names)
+    return names
+
+
+def remove_previous_run(out_dir: Path, names: Iterable[str], keep: Iterable[Path]) -> None:
+    """Delete an earlier run's images and metadata (``--overwrite``), never an input."""
+    protected = [Path(k) for k in keep]
+    for name in [*names, "metadata.jsonl"]:
+        path = out_dir / name
+        if any(_same_file(path, k) for k in protected):
+            continue
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise FacegenError(f"cannot remove {path} of the previous run: {exc.strerror or exc}") from None
+
+
+def add_overwrite_option(p: argparse.ArgumentParser, what: str) -> Any:
+    return p.add_argument("--overwrite", action="store_true",
+                          help=f"replace {what} (never an input photo)")
