@@ -71,6 +71,12 @@ def _write(result: Any, out: Path, t0: float) -> int:
     sim = result.id_similarity[0]
     print(f"{out}  seed={result.seeds[0]}  id_similarity={'-' if sim is None else f'{sim:.3f}'}  "
           f"({time.perf_counter() - t0:.1f} s)")
+    faces = result.metadata[0].get("faces") or []
+    if len(faces) > 1:
+        for f in faces:
+            fs = f.get("id_similarity")
+            print(f"  face {f['face']} at {[int(v) for v in f['bbox']]}: seeds={f['seeds']}  "
+                  f"id_similarity={'-' if fs is None else f'{fs:.3f}'}")
     return 0
 
 
@@ -85,11 +91,9 @@ def run_swap(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     if args.engine == "inswapper":
         from facegen.pipelines.inswapper import InswapperSwapPipeline  # noqa: PLC0415
-        if len(args.sources) != 1 or args.references:
-            raise InvalidArgumentError("the inswapper engine takes one --source and no --reference")
         pipe = InswapperSwapPipeline(args.models_dir, accept_license=args.accept_license)
-        return _write(pipe(args.sources[0], args.target, consent=args.consent, target_face=args.target_face,
-                           seed=args.seed), out, t0)
+        return _write(pipe(args.sources, args.target, consent=args.consent, target_face=args.target_face,
+                           references=args.references, seed=args.seed), out, t0)
     if args.model is None:
         raise InvalidArgumentError("the diffusion swap needs --model PRESET (tiny runs offline)")
     pipe = _load(FaceSwapPipeline, args)

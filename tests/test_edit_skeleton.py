@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -83,3 +85,20 @@ def test_inswapper_takes_the_swap_call_and_refuses_diffusion_settings(tmp_path):
     for kw in ({"strength": 0.5}, {"num_inference_steps": 4}, {"prompt": "x"}, {"guidance_scale": 2.0}):
         with pytest.raises(InvalidArgumentError, match=f"takes no {next(iter(kw))}"):
             pipe("a.png", "b.png", consent=True, **kw)
+
+
+def test_cli_restore_all_reports_each_faces_seed_and_similarity(capfd, group_photo_path, tmp_path):
+    from facegen.cli import main
+    from facegen.io import read_metadata
+
+    out = tmp_path / "restored.png"
+    rc = main(["restore", "--model", "tiny", "--image", str(group_photo_path), "--face", "all", "--seed", "3",
+               "--steps", str(STEPS), "--out", str(out), "--consent", "--no-progress"])
+    printed = capfd.readouterr().out
+    assert rc == 0
+    lines = [ln for ln in printed.splitlines() if ln.strip().startswith("face ")]
+    assert len(lines) == 6
+    for k, ln in enumerate(lines):
+        assert f"seeds=[{3 + k}]" in ln and re.search(r"id_similarity=-?\d\.\d{3}", ln), ln
+    faces = read_metadata(out)["metadata"]["faces"]
+    assert [f["seeds"] for f in faces] == [[3 + k] for k in range(6)]
