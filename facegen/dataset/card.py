@@ -5,7 +5,9 @@ images, task categories, size category, tags, the ``configs`` that let ``dataset
 read the shards or the ImageFolder) and a datasheet: generator and preset, seeds, identity
 sampling and variation, filters and rejection counts, the leakage check, the report's headline
 figures (when ``facegen dataset-report`` has run; it refreshes the card), intended use,
-limitations and provenance.  ``facegen dataset`` writes it at the end of every run.
+limitations and provenance.  ``facegen dataset`` writes it at the end of every run; like
+every other file of the dataset it depends on the spec only (not on the folder, engine,
+workers or batch size), so a resumed or re-engined run writes the same card.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ def dataset_card(root: str | Path, spec: Any = None, summary: Any = None, report
     if licence_name:
         header["license_name"] = licence_name
     header.update({
-        "pretty_name": f"facegen synthetic faces: {root.name}",
+        "pretty_name": f"facegen synthetic faces ({spec.model}, {summary.num_ids} identities)",
         "task_categories": list(TASK_CATEGORIES),
         "tags": list(TAGS),
         "size_categories": [size_category(summary.accepted)],
@@ -107,7 +109,7 @@ def dataset_card(root: str | Path, spec: Any = None, summary: Any = None, report
 
     tiny = bool(preset is not None and preset.tiny)
     lines = ["---", yaml_text.rstrip(), "---", "",
-             f"# facegen synthetic faces: {root.name}", "",
+             f"# facegen synthetic faces ({spec.model}, {summary.num_ids} identities)", "",
              f"{summary.accepted} AI-generated face images of {summary.num_ids} synthetic identities "
              f"({spec.images_per_id} images each requested), made by facegen {__version__} with the preset "
              f"{q(spec.model)}. No image shows a real person by design; see the leakage check below."

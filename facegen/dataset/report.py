@@ -565,11 +565,19 @@ def verification(genuine: np.ndarray, impostor: np.ndarray, threshold: float) ->
         return out
     tar = float(np.mean(g >= threshold))
     far = float(np.mean(i >= threshold))
+    # the ROC at every distinct score (ascending thresholds: FRR rises, FAR falls); the EER is
+    # where FRR - FAR crosses zero, linearly interpolated between the two ROC points around it
     ts = np.concatenate([np.unique(np.concatenate([g, i])), [np.inf]])
     frr = np.searchsorted(g, ts, side="left") / g.size          # genuine below t
     fars = 1.0 - np.searchsorted(i, ts, side="left") / i.size    # impostors at or above t
-    k = int(np.argmin(np.abs(fars - frr)))
-    out.update(accuracy=_r((tar + 1.0 - far) / 2), tar=_r(tar), far=_r(far), eer=_r((fars[k] + frr[k]) / 2),
+    d = frr - fars
+    k = int(np.argmax(d >= 0))                                  # d[-1] = 1: always found
+    if k == 0:
+        eer = (fars[0] + frr[0]) / 2
+    else:
+        a = -d[k - 1] / (d[k] - d[k - 1])
+        eer = fars[k - 1] + a * (fars[k] - fars[k - 1])
+    out.update(accuracy=_r((tar + 1.0 - far) / 2), tar=_r(tar), far=_r(far), eer=_r(eer),
                eer_threshold=_r(ts[k]) if np.isfinite(ts[k]) else None)
     return out
 
