@@ -249,6 +249,15 @@ def test_reference_of_the_wrong_encoder_or_dimension_is_refused(fake_imagefolder
     assert ref.encoder == "dlib-resnet-v1" and ref.people == ["a"]
 
 
+def test_plots_without_matplotlib_name_the_extra(monkeypatch) -> None:
+    from facegen.dataset.report_plots import _pyplot
+    from facegen.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(MissingDependencyError, match=r"facegen\[report\]"):
+        _pyplot()
+
+
 # ---------------------------------------------------------------------- maths
 def test_verification_accuracy_and_eer() -> None:
     v = verification(np.array([0.9, 0.8, 0.7, 0.3]), np.array([0.1, 0.2, 0.5, 0.35, 0.0, 0.05]), 0.4)

@@ -1002,9 +1002,9 @@ def headline(report: dict[str, Any]) -> list[tuple[str, str]]:
         ("nearest other identity (centroids)", f"mean {_f(sep['nearest_other_mean'])}"),
         (f"identity pairs too close (≥ {thr:g})", f"{sep['too_close_pairs']}"
          + (f" ({100 * sep['too_close_fraction']:.1f} % of identities)" if sep["too_close_fraction"] is not None else "")),
-        ("unique identities (≥ threshold from all others)",
+        (f"unique identities (nearest other < {thr:g})",
          "n/a" if sep["unique_identities"] is None else f"{sep['unique_identities']} of {sep['identities_with_faces']}"),
-        (f"unique identities, Vec2Face rule (cosine ≤ {VEC2FACE_MAX_COSINE:g}"
+        (f"unique identities, Vec2Face rule (no other with cosine > {VEC2FACE_MAX_COSINE:g}"
          + (", centred" if sep["vec2face_rule"]["centred"] else "") + ")",
          "n/a" if sep["vec2face_unique_identities"] is None
          else f"{sep['vec2face_unique_identities']} of {sep['identities_with_faces']}"),
@@ -1038,7 +1038,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     name = Path(r["dataset"]["path"]).name or r["dataset"]["path"]
     judge = f"{r['encoder']} ({metric_label(r['metric'], r['threshold'])} = same person)"
     indep = {True: "independent of the generator's encoder", False: "NOT independent of the generator's encoder",
-             None: "foreign dataset"}[r["judge_independent"]]
+             None: "not a facegen dataset: the generator's encoder is unknown"}[r["judge_independent"]]
     lines = [f"# Dataset report: {name}", "",
              f"{r['dataset']['kind']} dataset ({r['dataset']['format']}) · judge {judge} · {indep}", ""]
     if r["warnings"]:
