@@ -182,11 +182,17 @@ def dataset_card(root: str | Path, spec: Any = None, summary: Any = None, report
 
     lines += ["## Quality report", ""]
     if report:
-        from facegen.dataset.report import headline
+        import os
+
+        from facegen.dataset.report import REPORT_DIR, headline
+
+        where = REPORT_DIR if rdir is None else Path(os.path.relpath(rdir.absolute(), root.absolute())).as_posix()
+        if where.startswith(".."):
+            where = str(rdir)                                  # a report kept outside the dataset
 
         lines += [f"Measured by `facegen dataset-report` with the judge `{report['encoder']}`"
                   + ("" if report.get("judge_independent") is not False else " (NOT independent of the generator)")
-                  + "; full figures in `report/report.md` and `report/report.json`.", "",
+                  + f"; full figures in `{where}/report.md` and `{where}/report.json`.", "",
                   "| measure | value |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in headline(report)]
         lines += [f"\n> {w}" for w in report.get("warnings", [])]
