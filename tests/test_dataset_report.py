@@ -137,7 +137,7 @@ def test_tiny_preset_dataset_end_to_end_says_no_face(tmp_path) -> None:
     assert header["license"] == "apache-2.0" and header["size_categories"] == ["n<1K"]
     assert "image-classification" in header["task_categories"]
     assert header["configs"][0]["data_files"][0]["path"] == "shards/*.tar"
-    assert "Not measured yet" in card and "rejected" in card
+    assert "Not measured yet" in card and "4 images generated, 4 kept; 0 rejections" in card
 
     rep = subprocess.run([*cmd, "dataset-report", str(root), "--no-progress"], capture_output=True, text=True,
                          cwd=REPO, timeout=600)

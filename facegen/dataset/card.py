@@ -153,15 +153,18 @@ def dataset_card(root: str | Path, spec: Any = None, summary: Any = None, report
     lines += ["## Filters and rejections", ""]
     if spec.filters:
         thr = spec.min_id_similarity if spec.min_id_similarity is not None else "its registry threshold"
-        lines.append(f"- face found and ID consistency judged by `{spec.filter_encoder}` (independent of the "
-                     f"conditioning encoder), minimum similarity {thr}")
+        indep = ("independent of the conditioning encoder" if spec.filter_encoder != spec.conditioning_encoder()
+                 else "NOT independent: the conditioning encoder itself")
+        lines.append(f"- face found and ID consistency judged by `{spec.filter_encoder}` ({indep}), minimum "
+                     f"similarity {thr}")
     else:
         lines.append("- face and ID-consistency filters: off" + (" (a tiny preset cannot draw faces)" if tiny else ""))
     lines += [f"- near-duplicates: {'on' if spec.dedup else 'off'} (average hash ≤ {spec.dedup_hash_distance} bits "
               f"or similarity ≥ {spec.dedup_similarity})"
               + (f"; minimum sharpness {spec.min_quality}" if spec.min_quality is not None else ""),
-              f"- {summary.generated} images generated, {summary.accepted} kept, {summary.rejected} rejected "
-              f"({reasons}) and regenerated, {summary.dropped} dropped after {spec.max_attempts} attempts", ""]
+              f"- {summary.generated} images generated, {summary.accepted} kept; {summary.rejected} rejections "
+              f"({reasons}), each regenerated with the next attempt's seed; {summary.dropped} images dropped "
+              f"after {spec.max_attempts} attempts", ""]
 
     lines += ["## Leakage check", ""]
     if spec.reject_near:
