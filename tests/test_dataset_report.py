@@ -241,6 +241,10 @@ def test_reference_of_the_wrong_encoder_or_dimension_is_refused(fake_imagefolder
     with pytest.raises(InvalidArgumentError, match="64-D"):
         build_report(fake_imagefolder, reference=short, encoder="dlib-resnet-v1", progress=False, card=False,
                      out=tmp_path / "r")
+    np.savez(tmp_path / "noenc.npz", embeddings=np.ones((2, 128)))
+    with pytest.raises(InvalidArgumentError) as err:
+        load_reference(tmp_path / "noenc.npz")
+    assert str(err.value).startswith(f"{tmp_path / 'noenc.npz'} does not record the encoder")
     np.save(tmp_path / "plain.npy", np.ones((2, 128), np.float32))
     with pytest.raises(InvalidArgumentError, match="does not record the encoder"):
         load_reference(tmp_path / "plain.npy")

@@ -461,12 +461,12 @@ def load_reference(path: str | Path, analyzer: ImageAnalyzer | None = None, work
     if p.suffix == ".npz":
         try:
             with np.load(p, allow_pickle=False) as z:
-                if "embeddings" not in z:
-                    raise InvalidArgumentError(f"{p} has no 'embeddings' array (found: {', '.join(z.files)})")
-                return _reference_from_arrays(p, z["embeddings"], z["encoder"] if "encoder" in z else None,
-                                              z["names"] if "names" in z else None)
+                arrays = {k: z[k] for k in z.files}
         except (ValueError, OSError) as exc:
             raise InvalidArgumentError(f"{p} is not a readable .npz of embeddings: {exc}") from None
+        if "embeddings" not in arrays:
+            raise InvalidArgumentError(f"{p} has no 'embeddings' array (found: {', '.join(arrays) or 'none'})")
+        return _reference_from_arrays(p, arrays["embeddings"], arrays.get("encoder"), arrays.get("names"))
     if p.suffix == ".npy":
         try:
             x = np.load(p, allow_pickle=False)
