@@ -191,7 +191,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         state = "ready" if st["ready"] else "missing " + ", ".join(st.get("missing") or [])
         print(f"encoder {name}: {state}")
     for name, st in report.get("presets", {}).items():
-        print(f"preset {name}: {'ready' if st.get('ready') else st.get('reason', 'missing')}")
+        twin = f" (tiny twin: {st['tiny_twin']})" if st.get("tiny_twin") else ""
+        print(f"preset {name}: {'ready' if st.get('ready') else st.get('reason', 'missing')}{twin}")
     return 0
 
 

@@ -26,7 +26,7 @@ def run_dataset_cmd(args: argparse.Namespace) -> int:
     for key, value in (("steps", args.steps), ("guidance_scale", args.guidance), ("id_norm", args.id_norm)):
         if value is not None:
             generator[key] = value
-    spec = replace(spec, generator=generator)
+    spec = replace(spec, generator=generator).validate()   # --steps, --guidance: bounded, finite
     gen = make_generate_fn(spec.model, models_dir=spec.models_dir, device=args.device,
                            accept_license=spec.accept_license, **generator)
     summary = run_dataset(spec, gen, progress=not args.no_progress)

@@ -59,6 +59,10 @@ def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--adapter-scale", type=float, default=None, help="ID adapter strength (FaceID, InstantID)")
     p.add_argument("--controlnet-scale", type=float, default=None, help="IdentityNet strength (InstantID)")
     p.add_argument("--lora-scale", type=float, default=None, help="FaceID LoRA strength")
+    p.add_argument("--face-layout", default=None, choices=["reference", "portrait"],
+                   help="presets that draw face keypoints (InstantID): 'reference' (default, as upstream) keeps "
+                        "the photo's pose, face scale and placement, resized to the output; 'portrait' re-frames "
+                        "the face into a fixed portrait")
     p.add_argument("--scheduler", default=None, choices=sorted(SCHEDULERS))
     p.add_argument("--batch-size", type=int, default=None, help="images denoised together (default 1: exact)")
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder")
@@ -99,7 +103,7 @@ def run_generate(args: argparse.Namespace) -> int:
                   guidance_scale=args.guidance, height=args.height, width=args.width,
                   adapter_scale=args.adapter_scale, controlnet_scale=args.controlnet_scale,
                   lora_scale=args.lora_scale, scheduler=args.scheduler, batch_size=args.batch_size,
-                  progress=not args.no_progress)
+                  progress=not args.no_progress, face_layout=args.face_layout)
     t2 = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     records = []

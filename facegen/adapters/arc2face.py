@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from facegen.adapters.base import ConditionRequest, IDAdapter
+from facegen.adapters.registry import register_family
 from facegen.adapters.batching import module_key, pipeline_cache
 from facegen.errors import InvalidArgumentError
 from facegen.id.embedding import IDEmbedding
@@ -89,6 +90,7 @@ def empty_prompt_embeds(text_encoder: Any, tokenizer: Any, n: int = 1) -> Any:
         return text_encoder(input_ids=_tokenize(tokenizer, "", n, device))[0]
 
 
+@register_family
 class Arc2FaceAdapter(IDAdapter):
     family = "arc2face"
     supports_prompt = False

@@ -35,6 +35,7 @@ class ConditionRequest:
     lora_scale: float | None = None
     masks: Sequence[Any] | None = None          # one region mask per identity (FaceID)
     control_kps: np.ndarray | None = None       # (5, 2) keypoints in output pixels (InstantID)
+    kps_draw_side: int | None = None            # side the keypoint drawing's sizes scale with (None: min(h, w))
 
 
 class IDAdapter(ABC):
@@ -47,11 +48,22 @@ class IDAdapter(ABC):
     supports_controlnet_scale: ClassVar[bool] = False
     supports_lora_scale: ClassVar[bool] = False
     supports_control_kps: ClassVar[bool] = False    # 5-point keypoint (pose) control
+    #: layouts this family can take from the reference photo (``"reference"``: the photo's own
+    #: framing, resized to the output) besides ``"portrait"`` (a fixed portrait framing)
+    face_layouts: ClassVar[tuple[str, ...]] = ()
+    #: the edit jobs (swap, aging, restoration) can run it (:meth:`inpaint_pipeline_class`)
+    supports_edit: ClassVar[bool] = True
 
     def __init__(self, preset: Preset) -> None:
         if preset.family != self.family:
             raise InvalidArgumentError(f"preset '{preset.name}' is a {preset.family} preset, not {self.family}")
         self.preset = preset
+
+    def photo_layout(self, photo_size: tuple[int, int], kps: np.ndarray,
+                     size: tuple[int, int] | None) -> tuple[int, int, np.ndarray, int]:
+        """``(width, height, kps, draw_side)`` of the ``"reference"`` face layout (families whose
+        :attr:`face_layouts` include it)."""
+        raise InvalidArgumentError(f"preset '{self.preset.name}' has no reference face layout")
 
     # ------------------------------------------------------------------ contract
     @property
@@ -104,6 +116,19 @@ class IDAdapter(ABC):
                 "or average the photos of one person into one identity")
         if request.control_kps is not None and not self.supports_control_kps:
             raise InvalidArgumentError(f"preset '{name}' takes no keypoint control")
+
+    # ------------------------------------------------------------------ edit jobs
+    def inpaint_pipeline_class(self) -> type:
+        """The diffusers pipeline the edit jobs regenerate a face crop with, built from this
+        family's loaded pipeline by ``from_pipe`` (components shared): SD1.5 / SDXL inpainting
+        (a 4-channel UNet inpaints by latent blending)."""
+        from diffusers import StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline
+
+        return StableDiffusionXLInpaintPipeline if self.preset.base == "sdxl" else StableDiffusionInpaintPipeline
+
+    def inpaint_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`condition`'s kwargs as the inpainting pipeline takes them (the default: as is)."""
+        return kwargs
 
     # ------------------------------------------------------------------ family hooks
     @abstractmethod

@@ -2,7 +2,7 @@
 
 Three pieces the adapters' ``condition_many`` share:
 
-* :func:`pipeline_cache` — a :class:`~facegen.pipelines.fastpath.ConditioningCache` kept on the
+* :func:`pipeline_cache` — a :class:`~facegen.adapters.cache.ConditioningCache` kept on the
   pipeline, so text conditioning (a prompt, the empty negative) is encoded once per process
   and reused by every batch;
 * :func:`encode_prompts` — per-sample ``prompt_embeds`` (and SDXL's pooled embeddings) for a
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from facegen.errors import InvalidArgumentError
-from facegen.pipelines.fastpath import ConditioningCache
+from facegen.adapters.cache import ConditioningCache
 
 _CACHE_ATTR = "_facegen_conditioning_cache"
 _PER_SAMPLE_ATTR = "_facegen_per_sample_ip_embeds"

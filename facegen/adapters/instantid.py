@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from facegen.adapters.base import ConditionRequest, IDAdapter
+from facegen.adapters.registry import register_family
 from facegen.errors import InvalidArgumentError
 from facegen.id.embedding import IDEmbedding
 from facegen.models import loading as L
@@ -57,6 +58,43 @@ def draw_kps(width: int, height: int, kps: np.ndarray, stick_width: int = 4, rad
     for (x, y), colour in zip(kps, KPS_COLORS):
         cv2.circle(canvas, (int(x), int(y)), radius, colour, -1)
     return Image.fromarray(canvas)
+
+
+def resize_img_size(width: int, height: int, max_side: int = 1280, min_side: int = 1024,
+                    base_pixel_number: int = 64) -> tuple[int, int]:
+    """The ``(width, height)`` upstream InstantID's ``resize_img`` gives a photo: scaled so the short
+    side is ``min_side``, then so the long side is ``max_side``, each side floored to a multiple
+    of ``base_pixel_number`` (same rounding steps as upstream)."""
+    if width < 1 or height < 1:
+        raise InvalidArgumentError(f"a photo of {width}x{height} pixels has no area")
+    ratio = min_side / min(height, width)
+    w, h = round(ratio * width), round(ratio * height)
+    ratio = max_side / max(h, w)
+    w_new = (round(ratio * w) // base_pixel_number) * base_pixel_number
+    h_new = (round(ratio * h) // base_pixel_number) * base_pixel_number
+    if w_new < base_pixel_number or h_new < base_pixel_number:
+        raise InvalidArgumentError(f"a {width}x{height} photo is too elongated for the reference layout; "
+                                   "use face_layout='portrait'")
+    return w_new, h_new
+
+
+def reference_layout(photo_size: tuple[int, int], kps: np.ndarray, resize: tuple[int, int, int],
+                     size: tuple[int, int] | None = None) -> tuple[int, int, np.ndarray]:
+    """Upstream InstantID's layout: the reference photo (``photo_size`` = (width, height)) resized
+    by :func:`resize_img_size` — or, when ``size`` (width, height) is given, fitted inside it and
+    centred — with its own 5 keypoints carried along.  Returns ``(width, height, kps)`` in output
+    pixels (pixel-centre mapping, as detecting on the resized photo would give)."""
+    w0, h0 = photo_size
+    pts = np.asarray(kps, dtype=np.float64).reshape(5, 2)
+    if size is None:
+        w, h = resize_img_size(w0, h0, *resize)
+        sx, sy, ox, oy = w / w0, h / h0, 0.0, 0.0
+    else:
+        w, h = size
+        sx = sy = min(w / w0, h / h0)
+        ox, oy = (w - w0 * sx) / 2.0, (h - h0 * sy) / 2.0
+    out = np.stack([(pts[:, 0] + 0.5) * sx - 0.5 + ox, (pts[:, 1] + 0.5) * sy - 0.5 + oy], axis=1)
+    return w, h, out.astype(np.float32)
 
 
 def portrait_kps(kps: np.ndarray | None, width: int, height: int, eye_mouth_fraction: float = 0.16) -> np.ndarray:
@@ -207,10 +245,23 @@ def instantid_pipeline_class(kind: str = "text2img") -> type:
     return _PIPELINE_CLASSES[kind]
 
 
+@register_family
 class InstantIDAdapter(IDAdapter):
     family = "instantid"
     supports_controlnet_scale = True
     supports_control_kps = True
+    face_layouts = ("reference", "portrait")
+
+    def photo_layout(self, photo_size: tuple[int, int], kps: np.ndarray,
+                     size: tuple[int, int] | None) -> tuple[int, int, np.ndarray, int]:
+        """The reference layout of a photo: ``(width, height, kps, draw_side)`` (see
+        :func:`reference_layout`); the drawing keeps upstream's dot and stick sizes (radius 10,
+        stick 4 at the preset's native ~1024 px) whatever the output size."""
+        d = self.preset.defaults
+        if d.reference_resize is None:
+            raise InvalidArgumentError(f"preset '{self.preset.name}' has no reference layout")
+        w, h, pts = reference_layout(photo_size, kps, d.reference_resize, size)
+        return w, h, pts, min(d.height, d.width)
 
     def load(self, resolved: ResolvedPreset, dtype: Any) -> Any:
         path = resolved.file("ip_adapter")
@@ -222,8 +273,9 @@ class InstantIDAdapter(IDAdapter):
             if controlnet.config.cross_attention_dim != parts["unet"].config.cross_attention_dim:
                 raise InvalidArgumentError("IdentityNet and the SDXL UNet have different cross-attention widths")
             scheduler = L.make_scheduler(self.preset.defaults.scheduler, parts.pop("scheduler_config"))
-            pipe = instantid_pipeline_class()(**parts, controlnet=controlnet, scheduler=scheduler,
-                                              feature_extractor=None, image_encoder=None)
+            cls = instantid_pipeline_class()
+            pipe = cls(**parts, controlnet=controlnet, scheduler=scheduler, feature_extractor=None,
+                       image_encoder=None, **L.pipeline_kwargs(cls))
             state = L.load_pickle_state(path)
             check_instantid_checkpoint(state, pipe.unet, self.preset.id_dim, path.name)
             pipe.load_ip_adapter(state, subfolder="", weight_name=path.name, image_encoder_folder=None,
@@ -254,6 +306,16 @@ class InstantIDAdapter(IDAdapter):
                       controlnet_conditioning_scale=self.setting(request, "controlnet_scale"))
         return kwargs
 
+    def inpaint_pipeline_class(self) -> type:
+        """IdentityNet on the target face's keypoints: the SDXL ControlNet-inpainting variant."""
+        return instantid_pipeline_class("inpaint")
+
+    def inpaint_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The keypoint drawing is the ControlNet image of the inpainting pipeline."""
+        out = dict(kwargs)
+        out["control_image"] = out.pop("image")
+        return out
+
     @staticmethod
     def identity_kps(ident: IDEmbedding, kps: np.ndarray | None, request: ConditionRequest) -> np.ndarray:
         """The keypoints to draw: the ones given (output pixels), else the identity's own face
@@ -265,6 +327,6 @@ class InstantIDAdapter(IDAdapter):
     @staticmethod
     def kps_image(kps: np.ndarray, request: ConditionRequest) -> Any:
         """IdentityNet's keypoint drawing at the output size (upstream's radius 10 / stick 4 at ~1024 px)."""
-        side = min(request.width, request.height)
+        side = request.kps_draw_side or min(request.width, request.height)
         return draw_kps(request.width, request.height, kps, stick_width=max(1, round(4 * side / 1024)),
                         radius=max(2, round(10 * side / 1024)))

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from facegen.adapters.base import ConditionRequest, IDAdapter
+from facegen.adapters.registry import register_family
 from facegen.errors import InvalidArgumentError
 from facegen.id.embedding import IDEmbedding
 from facegen.models import loading as L
@@ -72,6 +73,7 @@ def masks_tensor(masks: Sequence[Any], height: int, width: int) -> Any:
     return processed.reshape(1, processed.shape[0], processed.shape[2], processed.shape[3])
 
 
+@register_family
 class FaceIDAdapter(IDAdapter):
     family = "faceid"
     supports_masks = True
@@ -104,7 +106,8 @@ class FaceIDAdapter(IDAdapter):
                                            image_encoder=None, requires_safety_checker=False)
         parts = L.load_sdxl_parts(repo, dtype)
         scheduler = L.make_scheduler(self.preset.defaults.scheduler, parts.pop("scheduler_config"))
-        return StableDiffusionXLPipeline(**parts, scheduler=scheduler, image_encoder=None, feature_extractor=None)
+        return StableDiffusionXLPipeline(**parts, scheduler=scheduler, image_encoder=None, feature_extractor=None,
+                                         **L.pipeline_kwargs(StableDiffusionXLPipeline))
 
     def condition(self, pipe: Any, identities: Sequence[IDEmbedding], request: ConditionRequest) -> dict[str, Any]:
         import torch
@@ -131,6 +134,22 @@ class FaceIDAdapter(IDAdapter):
         return kwargs
 
     def apply_lora_scale(self, pipe: Any, request: ConditionRequest) -> None:
-        """Weight the checkpoint's LoRA (when it has one) by the request's or the preset's scale."""
+        """Weight the checkpoint's LoRA (when it has one) by the request's or the preset's scale;
+        every other active adapter (an LCM or style LoRA on the same pipeline) keeps its weight."""
         if LORA_ADAPTER in getattr(pipe.unet, "peft_config", {}):
-            pipe.set_adapters([LORA_ADAPTER], adapter_weights=[self.setting(request, "lora_scale")])
+            set_adapter_weight(pipe.unet, LORA_ADAPTER, self.setting(request, "lora_scale"))
+
+
+def set_adapter_weight(model: Any, name: str, weight: float) -> None:
+    """Activate adapter ``name`` on ``model``'s PEFT layers at ``weight`` and leave every other
+    active adapter as it is (active, at its own weight).  diffusers' ``set_adapters([name])``
+    would instead switch every other adapter off."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for module in model.modules():
+        if not isinstance(module, BaseTunerLayer):
+            continue
+        active = module.active_adapters if isinstance(module.active_adapters, list) else [module.active_adapters]
+        if name in getattr(module, "scaling", {}) and name not in active:
+            module.set_adapter([*active, name])
+        module.set_scale(name, float(weight))

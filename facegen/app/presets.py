@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from facegen.adapters.registry import adapter_class
 from facegen.models.registry import PRESETS, Preset, get_preset, list_presets
 
 logger = logging.getLogger(__name__)
@@ -32,16 +33,16 @@ class PresetInfo:
 
 
 def takes_prompt(preset: str | Preset) -> bool:
-    """Arc2Face-family presets are conditioned on the ID alone: no text prompt."""
+    """Whether the preset's adapter takes a text prompt (a capability, asked of the adapter)."""
     p = get_preset(preset) if isinstance(preset, str) else preset
-    return p.family != "arc2face"
+    return adapter_class(p.family).supports_prompt
 
 
 def editable(preset: str | Preset) -> bool:
-    """Presets the edit jobs (swap, age, restore) can run: every family (InstantID through its
-    ControlNet-inpainting pipeline, fed the target face's keypoints)."""
+    """Presets the edit jobs (swap, age, restore) can run: those whose adapter supports edits
+    (an inpainting pipeline of its own; InstantID's feeds IdentityNet the target's keypoints)."""
     p = get_preset(preset) if isinstance(preset, str) else preset
-    return p.family in ("arc2face", "faceid", "instantid")
+    return adapter_class(p.family).supports_edit
 
 
 def _status_from_models(models_dir: str | None) -> dict[str, dict[str, Any]] | None:

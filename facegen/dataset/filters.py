@@ -14,6 +14,7 @@ metric and threshold (``facegen.id.encoders.similarity``, registry threshold).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
@@ -228,7 +229,8 @@ class FilterChain:
             s = candidates[idx]
             if cfg.face and not s.face:
                 verdict[idx] = "no_face"
-            elif cfg.min_quality is not None and (s.quality is None or s.quality < cfg.min_quality):
+            elif cfg.min_quality is not None and (s.quality is None or not math.isfinite(s.quality)
+                                                  or s.quality < cfg.min_quality):  # NaN: not measured
                 verdict[idx] = "quality"
             else:
                 verdict[idx] = None
@@ -246,7 +248,7 @@ class FilterChain:
             centre = mean_embedding(others, normalise_each=(metric == "cosine"))
             sim = float(self.similarity_fn(emb, centre))
             candidates[idx].id_similarity = sim
-            if cfg.id_consistency and sim < self._threshold(emb):
+            if cfg.id_consistency and not sim >= self._threshold(emb):   # NaN fails too
                 verdict[idx] = "id_consistency"
         alive = [i for i in alive if verdict[i] is None]
 

@@ -6,10 +6,17 @@ generator must make an item's pixels from the item alone (per-item ``torch.Gener
 the dataset is the same for any engine or worker count, and for any batch size up to the float
 rounding of batched GPU kernels (:mod:`facegen.dataset.generate`: bit-exact on the CPU).
 
-Resume: ``spec.yaml`` (with the spec's fingerprint) and ``identities.npy`` are written
-first; a shard counts as done once its files are renamed into place and its manifest part
-is written (last).  A rerun skips done shards, deletes the temporary files of unfinished
-ones and redoes them; a different spec in the same folder is refused.
+Start: everything is validated (the spec, the embedding files, the identity sampling) before
+the folder is created; the run then holds the folder's lock file (:mod:`facegen.dataset.lock`:
+a second run on it is refused) and writes ``spec.yaml`` (with the spec's fingerprint and the
+sha256 of ``identities.npy``) and ``identities.npy``.  A run that fails before finishing a
+shard of a folder it started removes what it wrote, so a corrected spec can use the folder.
+
+Resume: a shard counts as done once its files are renamed into place and its manifest part
+and, last, the size and sha256 of each of its files are written.  A rerun checks the finished
+shards against those records and skips them, redoes (and says so) those whose files were
+damaged, deletes the temporary files of unfinished ones and redoes them; a different spec in
+the same folder is refused.
 
 Engines: ``local`` (in this process, or ``workers`` spawned processes), ``accelerate``
 (``accelerate launch``: process ``i`` of ``n`` takes shards ``k`` with ``k % n == i``) and
@@ -20,12 +27,17 @@ from __future__ import annotations
 
 import collections
 import copy
+import ctypes
+import hashlib
 import importlib
 import inspect
 import io
 import logging
 import os
+import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -38,10 +50,12 @@ import numpy as np
 from facegen.dataset import writers as W
 from facegen.dataset.filters import EmbedFn, FaceFn, FilterChain, ImageScores, QualityFn, build_filter_chain
 from facegen.dataset.identities import GaussianPrior, load_embeddings, sample_identities
-from facegen.dataset.spec import DatasetSpec, default_batch_size, read_stored_fingerprint
+from facegen.dataset.lock import LOCK_FILE, FolderLock
+from facegen.dataset.spec import DatasetSpec, default_batch_size, read_stored_extra, read_stored_fingerprint
 from facegen.dataset.stats import IDENTITIES_FILE, SPEC_FILE, SUMMARY_FILE, Summary, dataset_stats
 from facegen.dataset.variation import VariationConfig, WorkItem, embedding_sha256, make_work_item
 from facegen.errors import FacegenError, InvalidArgumentError, MissingDependencyError
+from facegen.paths import sha256_of
 
 logger = logging.getLogger(__name__)
 
@@ -258,6 +272,7 @@ def process_shard(ctx: RunContext, shard: int, on_images: Callable[[int], None] 
     t0 = time.perf_counter()
     spec, root = ctx.spec, ctx.root
     W.clean_shard_temps(root, shard)
+    W.files_path(root, shard).unlink(missing_ok=True)   # redoing a damaged shard: not done until rewritten
     result = ShardResult(shard)
     records: list[dict[str, Any]] = []
     embeddings: list[np.ndarray | None] = []
@@ -310,7 +325,7 @@ def process_shard(ctx: RunContext, shard: int, on_images: Callable[[int], None] 
     stats = {"shard": shard, "identities": [ids[0], ids[-1] + 1] if ids else [], "accepted": result.accepted,
              "generated": result.generated, "rejected": dict(sorted(result.rejected.items())),
              "dropped": result.dropped, "embedding_encoder": judge}
-    W.write_part(root, shard, records, stats, emb_matrix)
+    W.write_part(root, shard, records, stats, emb_matrix, fmt=spec.format)
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -324,8 +339,14 @@ def _identity_vectors(spec: DatasetSpec) -> np.ndarray:
                              prior=prior, reject_near=real, leakage_threshold=spec.leakage_threshold)
 
 
+def _is_empty(root: Path) -> bool:
+    """No entries but a (stale) lock file."""
+    return all(p.name == LOCK_FILE for p in root.iterdir())
+
+
 def _check_folder(spec: DatasetSpec) -> DatasetSpec:
-    """Resolve the spec and compare it with the one stored in the folder (read-only)."""
+    """Resolve the spec and compare it with the one stored in the folder (read-only); the
+    resolved spec's ``out`` is absolute (workers, Ray actors, may run elsewhere)."""
     root = Path(spec.out)
     spec_file = root / SPEC_FILE
     if spec_file.is_file():
@@ -336,32 +357,124 @@ def _check_folder(spec: DatasetSpec) -> DatasetSpec:
             raise InvalidArgumentError(
                 f"{root} holds a dataset made with a different spec (changed: {', '.join(changed)}); "
                 "use a new output folder, or rerun with the original settings to resume")
-        return resolved
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+    elif root.exists() and (not root.is_dir() or not _is_empty(root)):
         raise InvalidArgumentError(
             f"{root} exists and is not an empty folder or a facegen dataset: choose a new or empty folder")
-    return spec.resolved()
+    else:
+        resolved = spec.resolved()
+    resolved.out = str(Path(resolved.out).absolute())
+    return resolved
 
 
-def _write_start_files(spec: DatasetSpec, fingerprint: str) -> None:
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _identities_problem(spec: DatasetSpec, record: Any) -> str | None:
+    """What is wrong with a started folder's ``identities.npy`` (None: it is as recorded)."""
+    ids_file = Path(spec.out) / IDENTITIES_FILE
+    if not ids_file.is_file():
+        return f"{IDENTITIES_FILE} is missing"
+    if isinstance(record, dict) and "sha256" in record:
+        size = ids_file.stat().st_size
+        if size != record.get("size"):
+            return f"{IDENTITIES_FILE} has {size} bytes, {record.get('size')} recorded"
+        if sha256_of(ids_file) != record["sha256"]:
+            return f"{IDENTITIES_FILE} does not match its recorded sha256"
+        return None
+    try:  # a folder started before checksums were recorded: its shape
+        shape = np.load(ids_file, mmap_mode="r", allow_pickle=False).shape
+    except (OSError, ValueError, EOFError):
+        return f"{IDENTITIES_FILE} is unreadable"
+    expected = (spec.num_ids, spec.embedding_dim)
+    return None if shape == expected else f"{IDENTITIES_FILE} has shape {shape}, expected {expected}"
+
+
+def _write_start_files(spec: DatasetSpec, fingerprint: str, identities: np.ndarray | None = None) -> None:
+    """``spec.yaml`` then ``identities.npy`` (``identities``: already sampled); on a resume,
+    ``identities.npy`` is checked against its recorded sha256 and sampled again if damaged."""
     from facegen import __version__
     from facegen.dataset.spec import SPEC_VERSION
 
     root = Path(spec.out)
     root.mkdir(parents=True, exist_ok=True)
-    if not (root / SPEC_FILE).is_file():
-        spec.to_yaml(root / SPEC_FILE, runtime=False,
-                     extra={"fingerprint": fingerprint, "spec_version": SPEC_VERSION, "facegen_version": __version__})
-    ids_file = root / IDENTITIES_FILE
-    if ids_file.is_file():
-        ids = np.load(ids_file, allow_pickle=False)
-        if ids.shape == (spec.num_ids, spec.embedding_dim):
-            return
-        logger.warning("%s has shape %s, expected %s: sampling again", ids_file, ids.shape,
-                       (spec.num_ids, spec.embedding_dim))
-    buf = io.BytesIO()
-    np.save(buf, _identity_vectors(spec), allow_pickle=False)
-    W.atomic_write_bytes(ids_file, buf.getvalue())
+    spec_file, ids_file = root / SPEC_FILE, root / IDENTITIES_FILE
+    if not spec_file.is_file():
+        data = _npy_bytes(identities if identities is not None else _identity_vectors(spec))
+        record = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        spec.to_yaml(spec_file, runtime=False, extra={"fingerprint": fingerprint, "spec_version": SPEC_VERSION,
+                                                       "facegen_version": __version__, "identities": record})
+        W.atomic_write_bytes(ids_file, data)
+        return
+    record = read_stored_extra(spec_file, "identities")
+    problem = _identities_problem(spec, record)
+    if problem is None:
+        return
+    logger.warning("%s: %s: sampling the identities again", root, problem)
+    data = _npy_bytes(_identity_vectors(spec))
+    if isinstance(record, dict) and record.get("sha256") not in (None, hashlib.sha256(data).hexdigest()):
+        raise FacegenError(f"{ids_file} was damaged and sampling again gave other identities (another numpy "
+                           "version?): this dataset cannot be resumed here; generate it in a new folder")
+    W.atomic_write_bytes(ids_file, data)
+
+
+def _start(spec: DatasetSpec, resolved: DatasetSpec, fingerprint: str) -> tuple[FolderLock, DatasetSpec, bool, bool]:
+    """Sample a new folder's identities (the last check that can fail on the spec), then create
+    the folder, lock it and write the start files.  Returns (lock, resolved spec, whether this
+    run starts the folder, whether it created it); on an error nothing it made is left."""
+    root = Path(resolved.out)
+    fresh = not (root / SPEC_FILE).is_file()
+    identities = _identity_vectors(resolved) if fresh else None
+    created = not root.exists()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FacegenError(f"cannot create the dataset folder {root}: {exc.strerror or exc}") from exc
+    lock = FolderLock(root)
+    try:
+        lock.acquire()
+    except BaseException:
+        if created:
+            _rmdir_quietly(root)
+        raise
+    try:
+        if fresh and (root / SPEC_FILE).is_file():  # another run started the folder meanwhile
+            fresh, identities = False, None                 # (so nothing of it is removed on an error)
+            resolved = _check_folder(spec)
+        elif fresh and not _is_empty(root):
+            raise InvalidArgumentError(f"{root} is not empty any more (another program writes to it?): "
+                                       "choose a new or empty folder")
+        _write_start_files(resolved, fingerprint, identities)
+    except BaseException:
+        if fresh:
+            _remove_started(root, lock, created)
+        lock.release()
+        raise
+    return lock, resolved, fresh, created
+
+
+def _rmdir_quietly(root: Path) -> None:
+    try:
+        root.rmdir()
+    except OSError:
+        pass
+
+
+def _remove_started(root: Path, lock: FolderLock, created: bool) -> None:
+    """Remove what a failed start wrote into a folder that was empty (under its lock)."""
+    for child in root.iterdir():
+        if child.name == LOCK_FILE:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+    lock.release()
+    if created:
+        _rmdir_quietly(root)
+    logger.info("%s: the run failed before finishing a shard: removed what it had written", root)
 
 
 # ---------------------------------------------------------------------- engines
@@ -391,7 +504,7 @@ def _run_local(ctx: RunContext, shards: list[int], workers: int, bar) -> list[Sh
     n = min(workers, len(shards))
     mp = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=n, mp_context=mp, initializer=_init_worker,
-                             initargs=(ctx, n, mp.Value("i", 0))) as pool:
+                             initargs=(ctx, n, mp.Value("i", 0), os.getpid())) as pool:
         futures = [pool.submit(_worker_process_shard, k) for k in shards]
         for fut in as_completed(futures):
             res = fut.result()
@@ -410,9 +523,35 @@ def _on_device(fn: PipelineGenerateFn, device: str) -> PipelineGenerateFn:
     return clone
 
 
-def _init_worker(ctx: RunContext, n_workers: int, counter: Any) -> None:
-    """Runs once in each spawned worker: keeps the context, shares out CPU threads and GPUs."""
+def _die_with_parent(parent_pid: int, interval: float = 1.0) -> None:
+    """Make this worker process end when the run's process does (``kill -9`` included):
+    ``PR_SET_PDEATHSIG`` on Linux, and everywhere a thread that watches the parent pid."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):  # pragma: no cover - no prctl: the watchdog remains
+            pass
+    if os.name != "posix":  # pragma: no cover - no reparenting to watch for
+        return
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="facegen-parent-watch", daemon=True).start()
+
+
+def _init_worker(ctx: RunContext, n_workers: int, counter: Any, parent_pid: int | None = None) -> None:
+    """Runs once in each spawned worker: dies with its parent, keeps the context, shares out
+    CPU threads and GPUs."""
     global _WORKER_CTX
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
     with counter.get_lock():
         index = counter.value
         counter.value += 1
@@ -516,7 +655,6 @@ def run_dataset(spec: DatasetSpec, generate_fn: GenerateFn, engine: str | None =
     is_main = state is None or state.is_main_process
 
     resolved = _check_folder(spec)  # every rank checks (and fails alike) before anything is written
-    resolved.out = str(Path(resolved.out).absolute())  # workers (Ray actors) may run elsewhere
     fingerprint = resolved.fingerprint()
     if resolved.is_tiny() and not resolved.filters and spec.filters is None and is_main:
         logger.warning("model '%s' is a tiny preset that cannot draw faces: the face, ID-consistency and "
@@ -524,13 +662,34 @@ def run_dataset(spec: DatasetSpec, generate_fn: GenerateFn, engine: str | None =
     if state is not None:
         state.wait_for_everyone()
     start_error: BaseException | None = None
+    lock: FolderLock | None = None
+    fresh = created = False
     if is_main:
         try:
-            _write_start_files(resolved, fingerprint)
+            lock, resolved, fresh, created = _start(spec, resolved, fingerprint)
         except BaseException as exc:
             if state is None:
                 raise
             start_error = exc  # the other ranks must still reach the barrier
+    try:
+        return _run_started(resolved, fingerprint, generate_fn, state, start_error, progress, t0,
+                            embed_fn=embed_fn, face_fn=face_fn, quality_fn=quality_fn, align_fn=align_fn)
+    except Exception:
+        root = Path(resolved.out)
+        if lock is not None and fresh and state is None and lock.held and \
+                not any(W.files_path(root, k).is_file() for k in range(resolved.num_shards)):
+            _remove_started(root, lock, created)  # nothing finished: leave the folder as it was
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_started(resolved: DatasetSpec, fingerprint: str, generate_fn: GenerateFn, state: Any,
+                 start_error: BaseException | None, progress: bool, t0: float, embed_fn: EmbedFn | None,
+                 face_fn: FaceFn | None, quality_fn: QualityFn | None, align_fn: AlignFn | None) -> Summary:
+    """The shards of a started (locked) folder, then its manifest and summary."""
+    is_main = state is None or state.is_main_process
     if state is not None:
         state.wait_for_everyone()
         if start_error is not None:
@@ -546,7 +705,15 @@ def run_dataset(spec: DatasetSpec, generate_fn: GenerateFn, engine: str | None =
     all_shards = list(range(resolved.num_shards))
     if state is not None:
         all_shards = [k for k in all_shards if k % state.num_processes == state.process_index]
-    done = [k for k in all_shards if W.shard_complete(root, k, resolved.format)]
+    done: list[int] = []
+    redone = 0
+    for k in all_shards:  # finished shards are checked against their recorded sizes and sha256
+        problem = W.shard_problem(root, k, resolved.format)
+        if problem is None:
+            done.append(k)
+        elif problem != W.UNFINISHED:
+            redone += 1
+            logger.warning("%s: shard %d is damaged (%s): redoing it", root, k, problem)
     todo = [k for k in all_shards if k not in done]
     per_image_done = sum(len(resolved.shard_identities(k)) for k in done) * resolved.images_per_id
     total = sum(len(resolved.shard_identities(k)) for k in all_shards) * resolved.images_per_id
@@ -580,6 +747,7 @@ def run_dataset(spec: DatasetSpec, generate_fn: GenerateFn, engine: str | None =
                            "unfinished: rerun the same command to resume")
     this_run = _merge(results)
     summary.shards_skipped = len(done)
+    summary.shards_redone = redone
     summary.seconds = round(time.perf_counter() - t0, 3)
     summary.images_per_second = round(this_run.accepted / gen_seconds, 3) if this_run.accepted and gen_seconds > 0 else None
     if is_main:

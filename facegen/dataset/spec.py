@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,162 @@ SPEC_VERSION = 1
 RUNTIME_FIELDS = frozenset({"out", "engine", "workers", "batch_size", "models_dir", "accept_license"})
 #: fields whose value is a file: the fingerprint uses the file's sha256, not its path
 FILE_FIELDS = ("prior", "reject_near")
+#: keys facegen adds to a dataset folder's spec.yaml besides the spec fields
+STORED_EXTRAS = frozenset({"fingerprint", "spec_version", "facegen_version", "identities"})
+
+#: the bounds a spec must stay within (README, "Limits of a dataset spec"); an operator raises
+#: them with FACEGEN_DATASET_LIMITS="num_ids=5000000,images=500000000" (a spec cannot)
+DEFAULT_LIMITS: dict[str, float] = {
+    "spec_bytes": 16 << 20,        # size of a spec file (10,000 prompts of 1,000 characters fit)
+    "spec_depth": 8,               # nesting of lists and mappings in it
+    "num_ids": 1_000_000,
+    "images_per_id": 10_000,
+    "images": 100_000_000,         # num_ids x images_per_id
+    "shard_size": 100_000,         # identities per shard
+    "embedding_dim": 1024,
+    "workers": 256,
+    "batch_size": 1024,
+    "max_attempts": 100,
+    "list_items": 10_000,          # prompts, poses, noise levels
+    "prompt_chars": 1_000,
+    "steps": 200,                  # generator: {steps}
+    "guidance_scale": 100,         # generator: {guidance_scale}
+}
+LIMITS_ENV = "FACEGEN_DATASET_LIMITS"
+MAX_SEED = 2**63 - 1
+
+
+def dataset_limits() -> dict[str, float]:
+    """:data:`DEFAULT_LIMITS` with the overrides of ``$FACEGEN_DATASET_LIMITS`` (``name=value,...``)."""
+    limits = dict(DEFAULT_LIMITS)
+    text = os.environ.get(LIMITS_ENV, "").strip()
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, value = item.partition("=")
+        name = name.strip()
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if name not in limits or not math.isfinite(number) or number <= 0:
+            raise InvalidArgumentError(f"{LIMITS_ENV}: cannot use {item!r} (names: {', '.join(limits)}; "
+                                       "values: positive numbers)")
+        limits[name] = int(number) if number.is_integer() else number
+    return limits
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_number(name: str, value: Any, lo: float | None = None, hi: float | None = None, *,
+                 integer: bool = False, open_lo: bool = False, open_hi: bool = False) -> None:
+    """Refuse (InvalidArgumentError naming ``name``) anything but a finite number (an integer
+    with ``integer``) in the range; NaN, infinities, booleans and strings such as ``'0.4'`` too."""
+    ok = _is_int(value) if integer else _is_number(value)
+    if ok and lo is not None:
+        ok = value > lo if open_lo else value >= lo
+    if ok and hi is not None:
+        ok = value < hi if open_hi else value <= hi
+    if not ok:
+        kind = "an integer" if integer else "a finite number"
+        lo_txt = "" if lo is None else f"{'>' if open_lo else '>='} {_fmt(lo)}"
+        hi_txt = "" if hi is None else f"{'<' if open_hi else '<='} {_fmt(hi)}"
+        bounds = " and ".join(t for t in (lo_txt, hi_txt) if t)
+        raise InvalidArgumentError(f"{name} must be {kind}{' ' + bounds if bounds else ''}, got {value!r}")
+
+
+def _fmt(x: float) -> str:
+    return f"{int(x):,}".replace(",", "_") if float(x).is_integer() and abs(x) >= 10_000 else f"{x:g}"
+
+
+def _check_generator_options(options: Mapping[str, Any], limits: Mapping[str, float]) -> None:
+    """Types and bounds of the dataset generator's options (names are checked by the factory)."""
+    bad = [k for k in options if not isinstance(k, str)]
+    if bad:
+        raise InvalidArgumentError(f"generator option names must be strings, got {bad[0]!r}")
+    for name, value in options.items():
+        if value is not None and not isinstance(value, (bool, int, float, str)):
+            raise InvalidArgumentError(f"generator option {name} must be a number, string or boolean, "
+                                       f"got {type(value).__name__}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidArgumentError(f"generator option {name} must be a finite number, got {value!r}")
+    checks = {
+        "steps": lambda v: check_number("generator steps", v, 1, limits["steps"], integer=True),
+        "guidance_scale": lambda v: check_number("generator guidance_scale", v, 0, limits["guidance_scale"]),
+        "id_norm": lambda v: check_number("generator id_norm", v, 0, 1e6, open_lo=True),
+        "cpu_threads": lambda v: check_number("generator cpu_threads", v, 1, 1024, integer=True),
+    }
+    for name, check in checks.items():
+        if options.get(name) is not None:
+            check(options[name])
+    for name in ("fast_path", "batched"):
+        value = options.get(name, False)
+        if not isinstance(value, bool) and not (name == "batched" and value is None):
+            raise InvalidArgumentError(f"generator option {name} must be true or false, got {options[name]!r}")
+
+
+class _SpecRefused(Exception):
+    """A spec file construct refused while it is read (turned into an InvalidArgumentError)."""
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """YAML's safe loader without anchors and aliases (a few hundred bytes of nested aliases
+    expand to gigabytes: an "alias bomb") and with a cap on nesting depth."""
+
+    max_depth = int(DEFAULT_LIMITS["spec_depth"])
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        line = event.start_mark.line + 1 if event.start_mark is not None else "?"
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _SpecRefused(f"line {line}: YAML anchors and aliases (&, *, <<) are not allowed in a dataset spec; "
+                               "write the values out")
+        nested = isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent))
+        if nested:
+            self._depth = getattr(self, "_depth", 0) + 1
+            if self._depth > self.max_depth:
+                raise _SpecRefused(f"line {line}: nested more than {self.max_depth} levels deep")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            if nested:
+                self._depth -= 1
+
+
+def load_spec_yaml(path: str | Path) -> Any:
+    """The data of a spec file: UTF-8 YAML of at most ``spec_bytes``, no aliases, bounded depth."""
+    p = Path(path)
+    limits = dataset_limits()
+    try:
+        if not p.is_file():
+            raise InvalidArgumentError(f"dataset spec not found (or not a regular file): {p}")
+        size = p.stat().st_size
+        if size > limits["spec_bytes"]:
+            raise InvalidArgumentError(f"{p} is {size} bytes: a dataset spec may have at most "
+                                       f"{int(limits['spec_bytes'])} bytes")
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise InvalidArgumentError(f"cannot read the dataset spec {p}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidArgumentError(f"{p} is not a text file (not UTF-8): a dataset spec is YAML text") from None
+    if "\x00" in text:
+        raise InvalidArgumentError(f"{p} is not a text file (it holds NUL bytes): a dataset spec is YAML text")
+    depth = min(int(limits["spec_depth"]), 100)             # YAML composes nodes recursively
+    loader = type("_Loader", (_SpecLoader,), {"max_depth": depth})(text)
+    try:
+        return loader.get_single_data()
+    except _SpecRefused as exc:
+        raise InvalidArgumentError(f"{p}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise InvalidArgumentError(f"{p} is not valid YAML: {' '.join(str(exc).split())}") from None
+    finally:
+        loader.dispose()
 
 
 @dataclass
@@ -81,50 +238,91 @@ class DatasetSpec:
     accept_license: bool = False
 
     def __post_init__(self) -> None:
-        self.out = str(self.out)
+        for name in ("out", *FILE_FIELDS, "models_dir"):
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, os.fspath(getattr(self, name)))
         for name in ("noise_levels", "noise_shares", "prompts", "poses"):
-            setattr(self, name, tuple(getattr(self, name) or ()))
-        self.generator = dict(self.generator or {})
+            value = getattr(self, name)
+            if value is None or isinstance(value, (list, tuple)):
+                setattr(self, name, tuple(value or ()))     # anything else is named by validate()
+        if self.generator is None or isinstance(self.generator, Mapping):
+            self.generator = dict(self.generator or {})
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> DatasetSpec:
-        """Raise InvalidArgumentError naming the first unusable value; return self."""
+        """Raise InvalidArgumentError naming the first unusable value (a wrong type, a value out
+        of range, a size over :func:`dataset_limits`); return self."""
         def need(cond: bool, msg: str) -> None:
             if not cond:
                 raise InvalidArgumentError(msg)
 
+        limits = dataset_limits()
+        need(isinstance(self.out, str) and self.out.strip() != "" and "\x00" not in self.out,
+             f"out must be a folder path (a non-empty string), got {self.out!r}")
+        for name in ("model", "format", "engine"):
+            need(isinstance(getattr(self, name), str), f"{name} must be a string, got {getattr(self, name)!r}")
+        for name in ("filter_encoder", "prior", "reject_near", "models_dir"):
+            value = getattr(self, name)
+            need(value is None or (isinstance(value, str) and value != ""),
+                 f"{name} must be a string (or left out), got {value!r}")
+        for name in ("filters", "dedup"):
+            need(getattr(self, name) is None or isinstance(getattr(self, name), bool),
+                 f"{name} must be true or false (or left out), got {getattr(self, name)!r}")
+        for name in ("crops", "accept_license"):
+            need(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("num_ids", "images_per_id", "shard_size", "workers", "batch_size", "max_attempts"):
             value = getattr(self, name)
             if name == "batch_size" and value is None:
                 continue
-            need(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-                 f"{name} must be an integer >= 1, got {value!r}")
-        need(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
-             f"seed must be an integer >= 0, got {self.seed!r}")
+            check_number(name, value, 1, limits.get(name), integer=True)
+        need(self.num_ids * self.images_per_id <= limits["images"],
+             f"num_ids x images_per_id is {self.num_ids * self.images_per_id} images: at most "
+             f"{_fmt(limits['images'])} in one dataset")
+        check_number("seed", self.seed, 0, MAX_SEED, integer=True)
         need(self.format in FORMATS, f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         need(self.engine in ENGINES, f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
-        need(self.embedding_dim is None or (isinstance(self.embedding_dim, int) and self.embedding_dim >= 2),
-             f"embedding_dim must be an integer >= 2, got {self.embedding_dim!r}")
-        need(-1 < self.max_cosine < 1, f"max_cosine must be in (-1, 1), got {self.max_cosine}")
-        need(-1 < self.leakage_threshold < 1, f"leakage_threshold must be in (-1, 1), got {self.leakage_threshold}")
+        if self.embedding_dim is not None:
+            check_number("embedding_dim", self.embedding_dim, 2, limits["embedding_dim"], integer=True)
+        check_number("max_cosine", self.max_cosine, -1, 1, open_lo=True, open_hi=True)
+        check_number("leakage_threshold", self.leakage_threshold, -1, 1, open_lo=True, open_hi=True)
+        check_number("dedup_hash_distance", self.dedup_hash_distance, 0, 256, integer=True)
+        check_number("dedup_similarity", self.dedup_similarity, -1, 1)
+        if self.min_id_similarity is not None:
+            check_number("min_id_similarity", self.min_id_similarity, -1, 1)
+        if self.min_quality is not None:
+            check_number("min_quality", self.min_quality)
+        for name in ("noise_levels", "noise_shares", "prompts", "poses"):
+            value = getattr(self, name)
+            need(isinstance(value, tuple), f"{name} must be a list, got {value!r}")
+            need(len(value) <= limits["list_items"],
+                 f"{name} has {len(value)} entries: at most {_fmt(limits['list_items'])}")
+        need(isinstance(self.generator, dict),
+             f"generator must be a mapping of option: value, got {self.generator!r}")
         need(len(self.noise_levels) == len(self.noise_shares) and len(self.noise_levels) > 0,
              f"noise_levels {list(self.noise_levels)} and noise_shares {list(self.noise_shares)} "
              "must be non-empty lists of equal length")
-        need(all(v >= 0 for v in self.noise_levels), f"noise_levels must be >= 0, got {list(self.noise_levels)}")
-        need(all(v >= 0 for v in self.noise_shares) and math.isclose(sum(self.noise_shares), 1.0, abs_tol=1e-6),
+        for v in self.noise_levels:
+            check_number("each of noise_levels", v, 0)
+        for v in self.noise_shares:
+            check_number("each of noise_shares", v, 0, 1)
+        need(math.isclose(sum(self.noise_shares), 1.0, abs_tol=1e-6),
              f"noise_shares must be >= 0 and sum to 1, got {list(self.noise_shares)}")
         need(all(isinstance(p, str) for p in self.prompts), "prompts must be strings")
+        longest = max((len(p) for p in self.prompts), default=0)
+        need(longest <= limits["prompt_chars"],
+             f"a prompt has {longest} characters: at most {_fmt(limits['prompt_chars'])}")
+        _check_generator_options(self.generator, limits)
         try:
-            json.dumps(list(self.poses))
-            json.dumps(self.generator, sort_keys=True)
-        except (TypeError, ValueError) as exc:
-            raise InvalidArgumentError(f"poses and generator options must be JSON values: {exc}") from None
+            json.dumps(list(self.poses), allow_nan=False)
+            json.dumps(self.generator, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise InvalidArgumentError(f"poses and generator options must be JSON values "
+                                       f"(finite numbers, strings, lists): {exc}") from None
         if self.poses:
             from facegen.adapters.instantid import pose_kps  # noqa: PLC0415 - imported only when poses are given
 
             for pose in self.poses:
                 pose_kps(pose, 64, 64)                       # the one-line error of a malformed pose
-        need(0 <= self.dedup_hash_distance <= 256, f"dedup_hash_distance must be in 0..256, got {self.dedup_hash_distance}")
         for name in FILE_FIELDS:
             path = getattr(self, name)
             need(path is None or Path(path).is_file(), f"{name}: file not found: {path}")
@@ -153,6 +351,12 @@ class DatasetSpec:
             if not adapter_for(preset).supports_control_kps:
                 raise InvalidArgumentError(f"model '{spec.model}' takes no pose control (InstantID presets do); "
                                            "remove the poses from the dataset spec")
+        if spec.prompts and preset is not None:
+            from facegen.pipelines.generation import adapter_for  # noqa: PLC0415
+
+            if not adapter_for(preset).supports_prompt:
+                raise InvalidArgumentError(f"model '{spec.model}' ({preset.family}) takes no text prompt; "
+                                           "remove the prompts from the dataset spec")
         tiny = preset is not None and preset.tiny
         if spec.filters is None:
             spec.filters = not tiny
@@ -220,11 +424,10 @@ class DatasetSpec:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> DatasetSpec:
         known = {f.name for f in dataclasses.fields(cls)}
-        extra = {"fingerprint", "spec_version", "facegen_version"}
-        unknown = sorted(set(data) - known - extra)
+        unknown = sorted(str(k) for k in set(data) - known - STORED_EXTRAS)
         if unknown:
-            raise InvalidArgumentError(f"unknown dataset spec field(s): {', '.join(unknown)}")
-        if "out" not in data:
+            raise InvalidArgumentError(f"unknown dataset spec field(s): {', '.join(unknown)[:200]}")
+        if data.get("out") is None:
             raise InvalidArgumentError("the dataset spec needs 'out' (the output folder)")
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -245,12 +448,7 @@ class DatasetSpec:
     def from_yaml(cls, path: str | Path, out: str | Path | None = None) -> DatasetSpec:
         """Read a spec; ``out`` fills the output folder when the file has none."""
         p = Path(path)
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InvalidArgumentError(f"dataset spec not found: {p}") from None
-        except yaml.YAMLError as exc:
-            raise InvalidArgumentError(f"{p} is not valid YAML: {exc}") from None
+        data = load_spec_yaml(p)
         if not isinstance(data, dict):
             raise InvalidArgumentError(f"{p} must hold a mapping of spec fields")
         if out is not None and data.get("out") is None:
@@ -260,8 +458,14 @@ class DatasetSpec:
 
 def read_stored_fingerprint(path: str | Path) -> str | None:
     """The ``fingerprint`` recorded in a written ``spec.yaml``."""
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    return data.get("fingerprint") if isinstance(data, dict) else None
+    value = read_stored_extra(path, "fingerprint")
+    return value if isinstance(value, str) else None
+
+
+def read_stored_extra(path: str | Path, key: str) -> Any:
+    """A value facegen recorded in a dataset folder's ``spec.yaml`` beside the spec (None if absent)."""
+    data = load_spec_yaml(path)
+    return data.get(key) if isinstance(data, dict) else None
 
 
 def _plain(value: Any) -> Any:
@@ -335,6 +539,6 @@ def spec_from_args(args: argparse.Namespace) -> DatasetSpec:
             data[name] = value
     if getattr(args, "filters", None) is not None:
         data["filters"] = args.filters == "on"
-    if "out" not in data:
+    if data.get("out") is None:
         raise InvalidArgumentError("give the output folder with --out (or 'out' in the spec file)")
-    return DatasetSpec.from_mapping(data)
+    return DatasetSpec.from_mapping(data).validate()

@@ -45,6 +45,7 @@ class Summary:
     shards: int = 0
     shards_done: int = 0
     shards_skipped: int = 0
+    shards_redone: int = 0          # finished shards found damaged and made again by this run
     seconds: float | None = None
     images_per_second: float | None = None
     filters: bool = False
@@ -68,6 +69,8 @@ class Summary:
 
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.rejected_by_reason.items()) if v) or "none"
         skipped = f" ({self.shards_skipped} already done before this run)" if self.shards_skipped else ""
+        if self.shards_redone:
+            skipped += f" ({self.shards_redone} found damaged and redone)"
         judge = f"on (judge {self.filter_encoder})" if self.filters else "off"
         lines = [
             f"dataset {self.out} ({self.format}, model {self.model}, fingerprint {self.fingerprint})",

@@ -9,8 +9,14 @@ Layout of a dataset folder::
     parts/shard-000000.jsonl       the shard's manifest lines: written last = shard done
     parts/shard-000000.stats.json  accepted / rejected / dropped counts of the shard
     parts/shard-000000.emb.npy     independent-encoder embeddings of its images (if any)
+    parts/shard-000000.files.json  size + sha256 of every file of the shard: written last = shard done
     manifest.jsonl                 all parts concatenated, written at the end
     .tmp/                          work in progress (a shard's files before they are renamed)
+    .lock                          held by the run writing the folder (:mod:`facegen.dataset.lock`)
+
+A resume checks every finished shard's files against the sizes and sha256 in its
+``files.json`` and redoes a shard whose files do not match (a truncated tar, a zeroed PNG,
+an emptied part), saying which file was damaged.
 
 Every file is written under a temporary name and renamed (``os.replace``) when complete,
 and every byte is a function of the spec (tar headers carry no times or owners, PNGs no
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import shutil
 import tarfile
@@ -32,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from facegen.errors import FacegenError
+from facegen.paths import sha256_of
 
 SHARDS_DIR = "shards"
 IMAGES_DIR = "images"
@@ -68,9 +76,32 @@ def image_relpath(identity: int, index: int, crop: bool = False) -> str:
     return f"{CROPS_DIR if crop else IMAGES_DIR}/{identity:06d}/{index:03d}.png"
 
 
+def files_path(root: Path, shard: int) -> Path:
+    return root / PARTS_DIR / f"{shard_name(shard)}.files.json"
+
+
 def json_bytes(record: Mapping[str, Any]) -> bytes:
-    """Canonical compact JSON (sorted keys), the form used in shards and manifests."""
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Canonical compact JSON (sorted keys), the form used in shards and manifests.  Always
+    valid JSON: a non-finite float (NaN, infinity, which ``json`` would write as the non-JSON
+    ``NaN``) becomes ``null``."""
+    try:
+        text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite_or_none(record), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False)
+    return text.encode("utf-8")
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, np.generic):
+        return _finite_or_none(value.item())
+    return value
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -214,8 +245,12 @@ def clean_shard_temps(root: Path, shard: int) -> int:
 
 
 def write_part(root: Path, shard: int, records: list[Mapping[str, Any]], stats: Mapping[str, Any],
-               embeddings: np.ndarray | None) -> None:
-    """Write a shard's manifest lines, counts and embeddings; the ``.jsonl`` (last) marks it done."""
+               embeddings: np.ndarray | None, fmt: str | None = None) -> None:
+    """Write a shard's manifest lines, counts and embeddings, then (last: the shard is done) the
+    size and sha256 of each of its files in ``files.json``.  ``fmt`` (default: from the records)
+    says where its images are: one ``.tar`` or one file each."""
+    root = Path(root)
+    files_path(root, shard).unlink(missing_ok=True)
     if embeddings is not None:
         buf = io.BytesIO()
         np.save(buf, np.asarray(embeddings, dtype=np.float32), allow_pickle=False)
@@ -224,6 +259,17 @@ def write_part(root: Path, shard: int, records: list[Mapping[str, Any]], stats: 
         embeddings_path(root, shard).unlink(missing_ok=True)
     atomic_write_bytes(stats_path(root, shard), json_bytes(stats) + b"\n")
     atomic_write_bytes(part_path(root, shard), b"".join(json_bytes(r) + b"\n" for r in records))
+    if fmt is None:
+        fmt = "webdataset" if any("shard" in r for r in records) or tar_path(root, shard).is_file() else "imagefolder"
+    paths = [part_path(root, shard), stats_path(root, shard)]
+    if embeddings is not None:
+        paths.append(embeddings_path(root, shard))
+    if fmt == "webdataset":
+        paths.append(tar_path(root, shard))
+    else:
+        paths += [root / r[key] for r in records for key in ("file", "crop") if r.get(key)]
+    listing = {p.relative_to(root).as_posix(): {"size": p.stat().st_size, "sha256": sha256_of(p)} for p in paths}
+    atomic_write_bytes(files_path(root, shard), json_bytes({"shard": shard, "files": listing}) + b"\n")
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -231,14 +277,49 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-def shard_complete(root: Path, shard: int, fmt: str) -> bool:
-    """A shard is done when its manifest part exists and its files are in place."""
-    part = part_path(root, shard)
-    if not part.is_file():
-        return False
+#: what :func:`shard_problem` says of a shard that was never finished
+UNFINISHED = "not finished"
+
+
+def shard_problem(root: Path, shard: int, fmt: str, checksums: bool = True) -> str | None:
+    """None when the shard is done and its files are as recorded; else what is wrong:
+    :data:`UNFINISHED`, or the first missing or damaged file (size, then sha256 with
+    ``checksums``)."""
+    root = Path(root)
+    marker = files_path(root, shard)
+    if not marker.is_file():
+        return UNFINISHED
+    rel_marker = marker.relative_to(root).as_posix()
+    try:
+        listing = json.loads(marker.read_bytes())["files"]
+        entries = [(str(rel), int(rec["size"]), str(rec["sha256"])) for rel, rec in listing.items()]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return f"{rel_marker} is unreadable"
+    names = {rel for rel, _, _ in entries}
+    needed = [part_path(root, shard), stats_path(root, shard)]
     if fmt == "webdataset":
-        return tar_path(root, shard).is_file()
-    return all((Path(root) / r["file"]).is_file() for r in read_jsonl(part))
+        needed.append(tar_path(root, shard))
+    missing = sorted(rel for rel in (p.relative_to(root).as_posix() for p in needed) if rel not in names)
+    if missing:
+        return f"{rel_marker} does not list {missing[0]}"
+    for rel, size, digest in sorted(entries):
+        path = root / rel
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            return f"{rel_marker} lists a file outside the dataset: {rel}"
+        if not path.is_file():
+            return f"{rel} is missing"
+        actual = path.stat().st_size
+        if actual != size:
+            return f"{rel} has {actual} bytes, {size} recorded"
+        if checksums and sha256_of(path) != digest:
+            return f"{rel} does not match its recorded sha256"
+    return None
+
+
+def shard_complete(root: Path, shard: int, fmt: str, checksums: bool = False) -> bool:
+    """A shard is done when its ``files.json`` exists and its files have the recorded sizes
+    (and sha256, with ``checksums``)."""
+    return shard_problem(root, shard, fmt, checksums=checksums) is None
 
 
 def write_manifest(root: Path, num_shards: int) -> int:

@@ -9,7 +9,7 @@ import numpy as np
 
 from facegen.errors import InvalidArgumentError
 
-__all__ = ["paste_back", "warped_mask_bbox"]
+__all__ = ["inswapper_mask_kernels", "paste_back", "paste_back_inswapper", "warped_mask_bbox"]
 
 #: Alphas this close to 0 or 1 change a pixel by less than half a grey level: snap them.
 _SNAP = 1.0 / 510.0
@@ -117,4 +117,62 @@ def paste_back(original_rgb: np.ndarray, edited_crop_rgb: np.ndarray, M: np.ndar
     untouched = a == 0.0
     blended[untouched] = roi[untouched]
     out[y0:y1, x0:x1] = blended
+    return out
+
+
+def inswapper_mask_kernels(mask_h: int, mask_w: int) -> tuple[int, int]:
+    """insightface ``INSwapper.get(paste_back=True)``'s mask sizes, from the height and width
+    (in **target-image pixels**) of the warped crop mask: the erosion kernel side and the
+    Gaussian blur's half size (kernel ``2k + 1``)."""
+    mask_size = int(np.sqrt(mask_h * mask_w))
+    return max(mask_size // 10, 10), max(mask_size // 20, 5)
+
+
+def _warp_into(src: np.ndarray, inv: np.ndarray, x0: int, y0: int, size: tuple[int, int]) -> np.ndarray:
+    """``cv2.warpAffine(src, inv, full image)`` restricted to the window at (x0, y0) of ``size``."""
+    m = inv.copy()
+    m[:, 2] -= (x0, y0)
+    return cv2.warpAffine(src, m, size, borderValue=0.0)
+
+
+def paste_back_inswapper(target_rgb: np.ndarray, fake_crop_rgb: np.ndarray, M: np.ndarray) -> np.ndarray:
+    """Paste an inswapper output crop back exactly as insightface 0.7.3 does: the crop and a
+    white crop-sized mask are warped back with ``M``⁻¹ (bilinear, black border), the mask is
+    thresholded at 20, eroded and blurred with kernels sized in target-image pixels
+    (:func:`inswapper_mask_kernels`), and blended in float then truncated to uint8.
+
+    Only a window around the face is computed (insightface warps whole frames): the window
+    holds the warped mask plus the erosion and blur reach, so the result matches the
+    whole-frame computation (up to OpenCV's fixed-point rounding of the shifted matrix, at
+    most one grey level on rare pixels); pixels outside the mask are the target's exactly.
+    """
+    if target_rgb.dtype != np.uint8 or target_rgb.ndim != 3 or fake_crop_rgb.dtype != np.uint8:
+        raise InvalidArgumentError("paste_back_inswapper takes uint8 (H, W, 3) images")
+    inv = cv2.invertAffineTransform(_check_matrix(M))
+    h, w = target_rgb.shape[:2]
+    s_h, s_w = fake_crop_rgb.shape[:2]
+    corners = np.array([[0, 0], [s_w, 0], [0, s_h], [s_w, s_h]], dtype=np.float64) @ inv[:, :2].T + inv[:, 2]
+    bx0, by0 = max(int(np.floor(corners[:, 0].min())) - 2, 0), max(int(np.floor(corners[:, 1].min())) - 2, 0)
+    bx1, by1 = min(int(np.ceil(corners[:, 0].max())) + 3, w), min(int(np.ceil(corners[:, 1].max())) + 3, h)
+    if bx0 >= bx1 or by0 >= by1:
+        return target_rgb.copy()
+    white = np.full((s_h, s_w), 255, dtype=np.float32)
+    probe = _warp_into(white, inv, bx0, by0, (bx1 - bx0, by1 - by0))
+    ys, xs = np.nonzero(probe > 20)
+    if ys.size == 0:
+        return target_rgb.copy()
+    k_erode, k_blur = inswapper_mask_kernels(int(ys.max() - ys.min()), int(xs.max() - xs.min()))
+    pad = k_erode + k_blur + 4
+    x0, y0 = max(bx0 - pad, 0), max(by0 - pad, 0)
+    x1, y1 = min(bx1 + pad, w), min(by1 + pad, h)
+    size = (x1 - x0, y1 - y0)
+    fake = _warp_into(fake_crop_rgb, inv, x0, y0, size)
+    mask = _warp_into(white, inv, x0, y0, size)
+    mask[mask > 20] = 255
+    mask = cv2.erode(mask, np.ones((k_erode, k_erode), np.uint8), iterations=1)
+    mask = cv2.GaussianBlur(mask, (2 * k_blur + 1, 2 * k_blur + 1), 0)
+    alpha = (mask / 255)[..., None]
+    roi = target_rgb[y0:y1, x0:x1]
+    out = target_rgb.copy()
+    out[y0:y1, x0:x1] = (alpha * fake + (1 - alpha) * roi.astype(np.float32)).astype(np.uint8)
     return out

@@ -80,16 +80,16 @@ class OnnxArcFaceEncoder:
             self._det_options["session_factory"] = session_factory
 
     def _input_norm(self, spec: EncoderSpec) -> tuple[float, float]:
-        """insightface rule: an MXNet export whose first nodes hold Sub+Mul normalises inside
-        the graph (mean 0, std 1); otherwise the registry's mean/std (127.5/127.5)."""
+        """insightface's ``ArcFaceONNX`` rule (:func:`graph_normalises_input`) on this file's graph;
+        the registry's mean/std when the graph cannot be read."""
         try:
             import onnx  # noqa: PLC0415
             graph = onnx.load(str(self.path), load_external_data=False).graph
-            ops = [n.op_type for n in graph.node[:8]]
-            if "Sub" in ops and "Mul" in ops:
-                return 0.0, 1.0
         except Exception:  # noqa: BLE001 - onnx absent or unreadable header: keep the contract's values
             logger.debug("could not inspect %s; using registry normalisation", self.path)
+            return spec.mean, spec.std
+        if graph_normalises_input([n.name for n in graph.node]):
+            return 0.0, 1.0
         return spec.mean, spec.std
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
@@ -126,6 +126,17 @@ class OnnxArcFaceEncoder:
 
     def embed(self, rgb: np.ndarray, face: Face) -> IDEmbedding:
         return self.embed_many(rgb, [face])[0]
+
+
+def graph_normalises_input(node_names: Sequence[str]) -> bool:
+    """insightface ``ArcFaceONNX``'s test for a graph that normalises its own input (an MXNet
+    export): among the **names** of the first 8 nodes, one starts with ``Sub`` or ``_minus`` and
+    one with ``Mul`` or ``_mul``.  Names, not op types: a graph whose Sub/Mul nodes are named
+    otherwise is fed (x − 127.5) / 127.5 by insightface, and so by facegen."""
+    first = list(node_names)[:8]
+    has_sub = any(n.startswith(("Sub", "_minus")) for n in first)
+    has_mul = any(n.startswith(("Mul", "_mul")) for n in first)
+    return has_sub and has_mul
 
 
 @functools.lru_cache(maxsize=8)

@@ -56,7 +56,6 @@ class EncoderSpec:
     commercial_use: bool
     files: tuple[WeightFile, ...] = ()
     detector_pack: str | None = None   # insightface pack whose detector it pairs with
-    used_by: tuple[str, ...] = ()
     notes: str = ""
     typical_norm: float | None = None  # mean raw-vector norm on real faces, when measured
 
@@ -99,7 +98,6 @@ register_encoder(EncoderSpec(
     threshold=0.4,
     licence="dlib models: Boost Software License / CC0 (face_recognition_models)",
     commercial_use=True,
-    used_by=("embed", "verify", "independent ID judge"),
     notes="offline default; installed with face_recognition_models",
     typical_norm=1.42,  # measured on ../shared/faces (1.40-1.45)
 ))
@@ -121,7 +119,6 @@ register_encoder(EncoderSpec(
     commercial_use=False,
     files=(WeightFile("antelopev2/glintr100.onnx"),),
     detector_pack="antelopev2",
-    used_by=("instantid", "pulid"),
     notes="InstantID and PuLID feed the raw (un-normalised) vector",
 ))
 
@@ -142,7 +139,6 @@ register_encoder(EncoderSpec(
     commercial_use=False,
     files=(WeightFile("buffalo_l/w600k_r50.onnx"),),
     detector_pack="buffalo_l",
-    used_by=("faceid-sd15", "faceid-sdxl", "inswapper_128"),
     notes="IP-Adapter-FaceID and inswapper take normed_embedding",
 ))
 
@@ -165,6 +161,5 @@ register_encoder(EncoderSpec(
     files=(WeightFile("arc2face/arcface.onnx", url="FoivosPar/Arc2Face:arcface.onnx",
                       alternatives=("FoivosPar/Arc2Face/arcface.onnx", "antelopev2/arcface.onnx")),),
     detector_pack="antelopev2",
-    used_by=("arc2face",),
     notes="Arc2Face L2-normalises the vector before the id-token substitution",
 ))

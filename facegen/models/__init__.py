@@ -12,6 +12,7 @@ from facegen.models.registry import (
     SamplerDefaults,
     get_preset,
     list_presets,
+    tiny_twin,
 )
 from facegen.models.resolve import ResolvedPreset, missing_files, resolve_preset
 
@@ -26,6 +27,7 @@ __all__ = [
     "missing_files",
     "preset_status",
     "resolve_preset",
+    "tiny_twin",
 ]
 
 
@@ -38,8 +40,13 @@ def preset_status(models_dir: str | os.PathLike[str] | None = None) -> dict[str,
     for name in list_presets(include_tiny=False):
         preset = PRESETS[name]
         missing = [f"{c.repo}/{f}" for c, f in missing_files(preset, root)]
+        twin = tiny_twin(name)
         report[name] = {"ready": not missing, "missing": missing, "encoder": preset.encoder,
-                        "licence": preset.licence,
+                        "licence": preset.licence, "tiny_twin": twin.name if twin else None,
                         "reason": "ready" if not missing else f"{len(missing)} files missing under {root}"}
-    report["tiny"] = {"ready": True, "reason": "built on first use (random weights)", "encoder": PRESETS["tiny"].encoder}
+    for name in list_presets(include_tiny=True):
+        preset = PRESETS[name]
+        if preset.tiny:
+            report[name] = {"ready": True, "encoder": preset.encoder, "twin_of": preset.twin,
+                            "reason": f"built on first use (random weights; tiny twin of {preset.twin})"}
     return report

@@ -201,6 +201,20 @@ def load_sd15_parts(repo_dir: Path, dtype: Any, with_unet_and_text: bool) -> dic
     return parts
 
 
+#: keyword arguments every SDXL pipeline facegen builds gets: diffusers would otherwise add its own
+#: ``dwtDct`` invisible watermark whenever ``invisible-watermark`` is installed (``add_watermarker``
+#: defaults on), changing the pixels behind the caller's back with an unreliable mark
+SDXL_PIPELINE_KWARGS: dict[str, Any] = {"add_watermarker": False}
+
+
+def pipeline_kwargs(cls: Any) -> dict[str, Any]:
+    """The facegen-wide constructor options ``cls`` (a diffusers pipeline class) takes."""
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters
+    return {k: v for k, v in SDXL_PIPELINE_KWARGS.items() if k in params}
+
+
 def load_sdxl_parts(repo_dir: Path, dtype: Any) -> dict[str, Any]:
     """All components of an SDXL base folder (scheduler as a config)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel

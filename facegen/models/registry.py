@@ -55,6 +55,12 @@ class SamplerDefaults:
     lora_scale: float | None = None
     prompt: str | None = None
     negative_prompt: str | None = None
+    #: where the face goes when a reference photo is given: ``"reference"`` (upstream InstantID:
+    #: the photo's own keypoints on the photo resized to the output) or ``"portrait"``; None: the
+    #: family has no layout choice
+    face_layout: str | None = None
+    #: upstream's ``resize_img(max_side, min_side, base_pixel_number)`` for the reference layout
+    reference_resize: tuple[int, int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,7 @@ class Preset:
     description: str
     tiny: bool = False
     notes: str = ""
+    twin: str | None = None       # tiny presets: the real preset whose components and files they mirror
 
     def component(self, role: str) -> Component:
         for comp in self.components:
@@ -123,6 +130,14 @@ def get_preset(name: str) -> Preset:
 
 def list_presets(include_tiny: bool = True) -> list[str]:
     return sorted(n for n, p in PRESETS.items() if include_tiny or not p.tiny)
+
+
+def tiny_twin(name: str) -> Preset | None:
+    """The tiny preset that mirrors real preset ``name`` (same components, same files), if any."""
+    for p in PRESETS.values():
+        if p.tiny and p.twin == name:
+            return p
+    return None
 
 
 # --------------------------------------------------------------------------- file lists
@@ -176,6 +191,11 @@ _SDXL_LICENCE = "SDXL base 1.0: CreativeML OpenRAIL++-M"
 _INSIGHTFACE = "insightface face-recognition packs: non-commercial research use only"
 
 
+def _lcm_lora_component(tiny: bool) -> Component:
+    return Component("lcm_lora", TINY_LCM_SD15_REPO if tiny else LCM_SD15_REPO, ("pytorch_lora_weights.safetensors",),
+                     weight_name="pytorch_lora_weights.safetensors")
+
+
 def _arc2face_components(tiny: bool) -> tuple[Component, ...]:
     base_repo = TINY_SD15_REPO if tiny else SD15_REPO
     a2f_repo = TINY_ARC2FACE_REPO if tiny else ARC2FACE_REPO
@@ -213,6 +233,7 @@ TINY_SDXL_REPO = "facegen-tiny/stable-diffusion-xl-base-1.0"
 TINY_ARC2FACE_REPO = "facegen-tiny/Arc2Face"
 TINY_FACEID_REPO = "facegen-tiny/IP-Adapter-FaceID"
 TINY_INSTANTID_REPO = "facegen-tiny/InstantID"
+TINY_LCM_SD15_REPO = "facegen-tiny/lcm-lora-sdv1-5"
 
 TINY_ENCODER = "dlib-resnet-v1"
 TINY_ID_DIM = 128
@@ -243,9 +264,7 @@ register_preset(Preset(
     encoder="arc2face-arcface",
     normalise=True,
     id_dim=512,
-    components=_arc2face_components(tiny=False) + (
-        Component("lcm_lora", LCM_SD15_REPO, ("pytorch_lora_weights.safetensors",),
-                  weight_name="pytorch_lora_weights.safetensors"),),
+    components=_arc2face_components(tiny=False) + (_lcm_lora_component(tiny=False),),
     defaults=SamplerDefaults(scheduler="lcm", steps=3, guidance=1.0, height=512, width=512),
     licence=f"Arc2Face weights: CC BY-NC 4.0; LCM-LoRA: OpenRAIL++; {_SD15_LICENCE}; "
             f"{_INSIGHTFACE}",
@@ -297,7 +316,8 @@ register_preset(Preset(
     components=_instantid_components(tiny=False),
     defaults=SamplerDefaults(scheduler="euler", steps=30, guidance=5.0, height=1024, width=1024,
                              adapter_scale=0.8, controlnet_scale=0.8, prompt=FACEID_PROMPT,
-                             negative_prompt=INSTANTID_NEGATIVE),
+                             negative_prompt=INSTANTID_NEGATIVE, face_layout="reference",
+                             reference_resize=(1280, 1024, 64)),
     licence=f"InstantID weights: Apache-2.0 (InstantX/InstantID); {_SDXL_LICENCE}; "
             f"antelopev2: {_INSIGHTFACE}",
     commercial_use=False,
@@ -319,6 +339,7 @@ register_preset(Preset(
     description="tiny Arc2Face-family checkpoint (random weights, real layout)",
     tiny=True,
     notes=_TINY_NOTE,
+    twin="arc2face",
 ))
 
 register_preset(Preset(
@@ -337,6 +358,7 @@ register_preset(Preset(
     description="tiny IP-Adapter-FaceID (SD1.5 layout) checkpoint (random weights, real layout)",
     tiny=True,
     notes=_TINY_NOTE,
+    twin="faceid-sd15",
 ))
 
 register_preset(Preset(
@@ -355,6 +377,7 @@ register_preset(Preset(
     description="tiny IP-Adapter-FaceID (SDXL layout) checkpoint (random weights, real layout)",
     tiny=True,
     notes=_TINY_NOTE,
+    twin="faceid-sdxl",
 ))
 
 register_preset(Preset(
@@ -367,10 +390,29 @@ register_preset(Preset(
     components=_instantid_components(tiny=True),
     defaults=SamplerDefaults(scheduler="euler", steps=4, guidance=5.0, height=64, width=64,
                              adapter_scale=0.8, controlnet_scale=0.8, prompt=FACEID_PROMPT,
-                             negative_prompt=INSTANTID_NEGATIVE),
+                             negative_prompt=INSTANTID_NEGATIVE, face_layout="reference",
+                             reference_resize=(80, 64, 16)),   # upstream's rule at 1/16 scale
     licence=_TINY_LICENCE,
     commercial_use=True,
     description="tiny InstantID checkpoint (random weights, real layout)",
     tiny=True,
     notes=_TINY_NOTE,
+    twin="instantid",
+))
+
+register_preset(Preset(
+    name="tiny-arc2face-lcm",
+    family="arc2face",
+    base="sd15",
+    encoder=TINY_ENCODER,
+    normalise=True,
+    id_dim=TINY_ID_DIM,
+    components=_arc2face_components(tiny=True) + (_lcm_lora_component(tiny=True),),
+    defaults=SamplerDefaults(scheduler="lcm", steps=3, guidance=1.0, height=64, width=64),
+    licence=_TINY_LICENCE,
+    commercial_use=True,
+    description="tiny Arc2Face + LCM-LoRA checkpoint (random weights, real layouts)",
+    tiny=True,
+    notes=_TINY_NOTE,
+    twin="arc2face-lcm",
 ))

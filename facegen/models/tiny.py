@@ -44,6 +44,12 @@ FACEID_LORA_RANK = 4
 FACEID_HIDDEN_MULT = 2          # proj.0 width = 2 * id_dim, as in the released .bin (512 -> 1024)
 RESAMPLER_DIM = 128             # released: 1280 (20 heads of 64)
 RESAMPLER_QUERIES = 16
+LCM_LORA_RANK = 4               # released lcm-lora-sdv1-5: rank 64
+#: the UNet modules the LCM-LoRA distillation script targets (diffusers
+#: examples/consistency_distillation, default --lora_target_modules): attention, transformer
+#: projections and feed-forward, resnet convolutions and time embeddings, down/upsamplers
+LCM_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
+                    "conv1", "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj")
 
 # attention only at the lower resolution keeps a 64x64 image at ~0.1 s per step on one CPU core
 SD15_UNET: dict[str, Any] = dict(
@@ -324,6 +330,44 @@ def instantid_state_dict() -> dict[str, dict[str, Any]]:
     return {"image_proj": image_proj, "ip_adapter": ip_adapter}
 
 
+def lcm_lora_state_dict() -> dict[str, Any]:
+    """An LCM-LoRA for the tiny SD1.5/Arc2Face UNet in the layout of
+    ``latent-consistency/lcm-lora-sdv1-5/pytorch_lora_weights.safetensors``: kohya-style keys on
+    diffusers module names, ``lora_unet_<module path, dots as underscores>.{lora_down.weight,
+    lora_up.weight, alpha}`` (down ``[r, in(, k, k)]``, up ``[out, r(, 1, 1)]``, alpha a scalar),
+    which diffusers' ``load_lora_weights`` converts to PEFT layers."""
+    import torch
+
+    unet = _unet(SD15_UNET, "sd15/unet-structure")
+    state: dict[str, Any] = {}
+    with _seeded("lcm-lora/sd15") as gen:
+        for name, mod in unet.named_modules():
+            if not name.endswith(LCM_LORA_TARGETS) or not isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d)):
+                continue
+            key = "lora_unet_" + name.replace(".", "_")
+            r = LCM_LORA_RANK
+            if isinstance(mod, torch.nn.Linear):
+                down = torch.randn(r, mod.in_features, generator=gen) / mod.in_features ** 0.5
+                up = torch.randn(mod.out_features, r, generator=gen) / r ** 0.5
+            else:
+                k = mod.kernel_size
+                fan_in = mod.in_channels * k[0] * k[1]
+                down = torch.randn(r, mod.in_channels, *k, generator=gen) / fan_in ** 0.5
+                up = torch.randn(mod.out_channels, r, 1, 1, generator=gen) / r ** 0.5
+            # a strong LoRA, so that losing part of it changes the tiny images visibly
+            state[f"{key}.lora_down.weight"] = down.contiguous()
+            state[f"{key}.lora_up.weight"] = (0.5 * up).contiguous()
+            state[f"{key}.alpha"] = torch.tensor(float(r))
+    return state
+
+
+def _build_lcm_lora(dst: Path) -> None:
+    from safetensors.torch import save_file
+
+    dst.mkdir(parents=True, exist_ok=True)
+    save_file(lcm_lora_state_dict(), str(dst / "pytorch_lora_weights.safetensors"))
+
+
 def _build_faceid(dst: Path) -> None:
     import torch
 
@@ -355,6 +399,7 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     R.TINY_ARC2FACE_REPO: _build_arc2face,
     R.TINY_FACEID_REPO: _build_faceid,
     R.TINY_INSTANTID_REPO: _build_instantid,
+    R.TINY_LCM_SD15_REPO: _build_lcm_lora,
 }
 
 
@@ -367,6 +412,7 @@ def version_hash() -> str:
     spec = json.dumps({
         "format": TINY_FORMAT_VERSION, "sd15": SD15_UNET, "sdxl": SDXL_UNET, "controlnet": CONTROLNET,
         "words": WORDS, "schedulers": [SD15_SCHEDULER, SDXL_SCHEDULER], "text": [SD15_TEXT_HIDDEN, SDXL_TEXT_HIDDEN], "lora": FACEID_LORA_RANK,
+        "lcm_lora": [LCM_LORA_RANK, LCM_LORA_TARGETS],
         "resampler": [RESAMPLER_DIM, RESAMPLER_QUERIES], "id": R.TINY_ID_DIM,
         "libs": [diffusers.__version__, transformers.__version__, torch.__version__.split("+")[0]],
     }, sort_keys=True, default=str)

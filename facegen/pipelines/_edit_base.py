@@ -24,7 +24,7 @@ from facegen.edit import crop_face, face_mask, match_color, paste_back
 from facegen.edit.crop import FaceCrop
 from facegen.errors import ConsentRequiredError, InvalidArgumentError
 from facegen.faces.align import transform_points
-from facegen.faces.detect import FacePolicy, detect_faces, select_faces
+from facegen.faces.detect import FacePolicy, select_faces
 from facegen.faces.types import Face
 from facegen.id.embedding import IDEmbedding
 from facegen.pipelines.generation import IDGenerationPipeline, seeds_for
@@ -77,19 +77,22 @@ class FaceEditPipeline:
     def inpaint_pipe(self) -> Any:
         """The preset's weights in diffusers' inpainting pipeline (components shared, not copied)."""
         if self._inpaint is None:
-            family, base = self.preset.family, self.preset.base
-            if family == "instantid":                     # IdentityNet on the target's keypoints
-                from facegen.adapters.instantid import instantid_pipeline_class  # noqa: PLC0415
-                cls = instantid_pipeline_class("inpaint")
-            else:
-                from diffusers import StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline  # noqa: PLC0415
-                cls = StableDiffusionXLInpaintPipeline if base == "sdxl" else StableDiffusionInpaintPipeline
-            self._inpaint = cls.from_pipe(self.gen.pipe)
+            cls = self.gen.adapter.inpaint_pipeline_class()
+            from facegen.models.loading import pipeline_kwargs  # noqa: PLC0415
+            self._inpaint = cls.from_pipe(self.gen.pipe, **pipeline_kwargs(cls))
         return self._inpaint
 
     # ------------------------------------------------------------------ faces
     def find_faces(self, rgb: np.ndarray, policy: "str | int | FacePolicy" = "largest") -> list[Face]:
-        return select_faces(detect_faces(rgb), policy)
+        """The faces to edit, found by the detector of the preset's encoder contract (SCRFD for
+        the insightface packs, dlib for the dlib descriptor), so their keypoints — used to align,
+        embed, mask and draw IdentityNet's image — are the ones the adapter was trained on."""
+        return select_faces(self.encoder_model().detect(rgb), policy)
+
+    def encoder_model(self) -> Any:
+        """The preset's ID encoder (detector + embedder of its contract), loaded once per process."""
+        from facegen.id.encoders import get_encoder  # noqa: PLC0415
+        return get_encoder(self.gen.encoder, self.gen.models_dir, accept_license=self.gen.accept_license)
 
     def embed_reference(self, src: ImageInput | IDEmbedding) -> tuple[IDEmbedding, np.ndarray | None]:
         """An identity from a photo (with the adapter's encoder) or an IDEmbedding as given."""
@@ -101,9 +104,7 @@ class FaceEditPipeline:
 
     def embed_face(self, rgb: np.ndarray, face: Face) -> IDEmbedding:
         """The identity of an already detected face, by the adapter's own encoder."""
-        from facegen.id.encoders import get_encoder  # noqa: PLC0415
-        enc = get_encoder(self.gen.encoder, self.gen.models_dir, accept_license=self.gen.accept_license)
-        return enc.embed(rgb, face)
+        return self.encoder_model().embed(rgb, face)
 
     # ------------------------------------------------------------------ regenerate
     def regenerate(self, rgb: np.ndarray, face: Face, identity: IDEmbedding, *, strength: float, seed: int,
@@ -132,13 +133,12 @@ class FaceEditPipeline:
         if n_steps * strength < 1:           # img2img runs int(steps * strength) steps: keep at least one
             n_steps = math.ceil(1.0 / strength)
             logger.info("strength %.3f needs %d steps for one denoising step; using %d", strength, n_steps, n_steps)
-        instantid = self.preset.family == "instantid"
+        adapter = self.gen.adapter
         request = ConditionRequest(prompt=prompt, negative_prompt=negative_prompt, guidance_scale=guidance,
                                    height=size, width=size, adapter_scale=adapter_scale,
-                                   control_kps=transform_points(face.kps, fc.M) if instantid else None)
-        kwargs = self.gen.adapter.condition(self.gen.pipe, [identity], request)
-        if instantid:                        # the keypoint drawing is the ControlNet image here
-            kwargs["control_image"] = kwargs.pop("image")
+                                   control_kps=transform_points(face.kps, fc.M) if adapter.supports_control_kps
+                                   else None)       # keypoint-controlled families: the target face's pose
+        kwargs = adapter.inpaint_kwargs(adapter.condition(self.gen.pipe, [identity], request))
         pipe = self.inpaint_pipe()
         pipe.set_progress_bar_config(disable=not progress)
         extra: dict[str, Any] = {}

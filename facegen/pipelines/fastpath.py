@@ -29,25 +29,22 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import logging
 import os
-import threading
 import types
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
 
+from facegen.adapters.cache import ConditioningCache  # noqa: F401 - re-exported (it moved beside the adapters)
 from facegen.errors import InvalidArgumentError
 from facegen.paths import cache_dir
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 _DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 #: the pipeline components the engine options act on (each one, when present and an nn.Module)
@@ -70,7 +67,10 @@ class FastPathConfig:
         *more* accurate than the reference, not identical to it.
     sdpa: replace legacy ``AttnProcessor`` by ``AttnProcessor2_0`` (scaled_dot_product_attention).
     fuse_qkv: fuse the q/k/v projections (kept off modules whose processors are not the stock
-        ones, e.g. IP-Adapter's, which would otherwise be replaced).
+        ones, e.g. IP-Adapter's, which would otherwise be replaced, and off modules carrying
+        unmerged LoRA layers, whose LoRA the fused projections would drop; a LoRA loaded after
+        fusing unfuses the module before its next forward). The fast path never changes what a
+        loaded LoRA does.
     channels_last: NHWC memory format for the conv nets.
     compile: ``torch.compile`` the denoisers (and the VAE decoder with ``compile_vae``).
         Only on CUDA unless ``compile_on_cpu`` (needs a C++ compiler; slow to start).
@@ -186,6 +186,26 @@ def _use_sdpa(module: torch.nn.Module) -> bool:
 _STOCK_PROCESSORS = {"AttnProcessor", "AttnProcessor2_0", "FusedAttnProcessor2_0"}
 
 
+def unmerged_lora_layers(module: torch.nn.Module) -> list[str]:
+    """Names of ``module``'s PEFT (LoRA) layers that act in their forward, i.e. whose active
+    adapters are not merged into the base weights.  A fused q/k/v projection is built from
+    the base weights only (diffusers' ``fuse_projections``), so it would drop exactly these."""
+    if not getattr(module, "peft_config", None):
+        return []
+    try:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+    except ImportError:  # pragma: no cover - peft_config without peft
+        return []
+    names = []
+    for name, sub in module.named_modules():
+        if isinstance(sub, BaseTunerLayer):
+            active = sub.active_adapters if isinstance(sub.active_adapters, list) else [sub.active_adapters]
+            merged = set(getattr(sub, "merged_adapters", ()))
+            if not getattr(sub, "disable_adapters", False) and any(a not in merged for a in active):
+                names.append(name)
+    return names
+
+
 def _fuse_qkv(module: torch.nn.Module) -> str | None:
     """Fuse q/k/v; return None when done, else why not."""
     if not hasattr(module, "fuse_qkv_projections"):
@@ -197,8 +217,34 @@ def _fuse_qkv(module: torch.nn.Module) -> str | None:
         return "already fused"
     if not classes <= _STOCK_PROCESSORS:
         return f"custom attention processors {sorted(classes - _STOCK_PROCESSORS)} (IP-Adapter?) would be replaced"
+    lora = unmerged_lora_layers(module)
+    if lora:
+        return (f"{len(lora)} unmerged LoRA layers (adapters {sorted(module.peft_config)}) would be dropped by the "
+                "fused projections; pipe.fuse_lora() first to fuse both")
     module.fuse_qkv_projections()
+    _guard_fused_lora(module)
     return None
+
+
+def _unfuse_if_lora(module: torch.nn.Module, _args: Any) -> None:
+    """Forward pre-hook on a q/k/v-fused module: a LoRA loaded after fusing (any path, e.g. the
+    user's own ``pipe.load_lora_weights``) would be ignored by the fused projections, so the
+    fusion is undone before the first forward that would drop it.  Cheap: it looks further only
+    when the module's set of adapters changed."""
+    adapters = tuple(sorted(getattr(module, "peft_config", None) or ()))
+    if adapters == getattr(module, "_facegen_fused_adapters", ()):
+        return
+    module._facegen_fused_adapters = adapters
+    if unmerged_lora_layers(module) and "FusedAttnProcessor2_0" in _processor_classes(module):
+        module.unfuse_qkv_projections()
+        logger.warning("LoRA adapters %s loaded after q/k/v fusion: projections unfused so the LoRA acts",
+                       list(adapters))
+
+
+def _guard_fused_lora(module: torch.nn.Module) -> None:
+    if getattr(module, "_facegen_lora_guard", None) is None:
+        module._facegen_fused_adapters = tuple(sorted(getattr(module, "peft_config", None) or ()))
+        module._facegen_lora_guard = module.register_forward_pre_hook(_unfuse_if_lora)
 
 
 def _wants_vae_fp32(pipe: Any, cfg: FastPathConfig, dtype: torch.dtype) -> bool:
@@ -396,7 +442,9 @@ def clone_pipeline(pipe: Any) -> Any:
     """A copy of ``pipe`` with its own copy of every component (same weights, fresh scheduler
     state), e.g. to optimise one side of a comparison without touching the other."""
     comps = {k: copy.deepcopy(v) if v is not None else None for k, v in pipe.components.items()}
-    clone = type(pipe)(**comps)
+    from facegen.models.loading import pipeline_kwargs
+
+    clone = type(pipe)(**comps, **pipeline_kwargs(type(pipe)))
     if hasattr(pipe, "_progress_bar_config"):
         clone.set_progress_bar_config(**pipe._progress_bar_config)
     return clone
@@ -431,67 +479,6 @@ def images_to_uint8(images: torch.Tensor) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- conditioning cache
 
-
-class ConditioningCache:
-    """Conditioning tensors computed once per key (an identity's embedding, the empty prompt)
-    and reused across batches.  LRU-bounded, thread-safe (one per pipeline, shared by requests).
-
-        cache = ConditioningCache()
-        neg = cache.get(("uncond", "sd15"), lambda: pipe.encode_prompt("", device, 1, False)[0])
-        pos = cache.get(ConditioningCache.key_of(id_vector, "arc2face"), lambda: project(id_vector))
-    """
-
-    def __init__(self, max_items: int = 1024) -> None:
-        if max_items < 1:
-            raise InvalidArgumentError(f"max_items must be >= 1, got {max_items}")
-        self.max_items = max_items
-        self._items: OrderedDict[Any, Any] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    @staticmethod
-    def key_of(*parts: Any) -> str:
-        """A content hash of tensors / arrays / strings / numbers (dtype and shape included)."""
-        h = hashlib.sha256()
-        for p in parts:
-            if isinstance(p, torch.Tensor):
-                t = p.detach().to("cpu").contiguous()
-                h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
-                h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-            elif isinstance(p, np.ndarray):
-                a = np.ascontiguousarray(p)
-                h.update(f"A{a.dtype}{a.shape}".encode())
-                h.update(a.tobytes())
-            else:
-                h.update(f"{type(p).__name__}:{p!r}".encode())
-            h.update(b"|")
-        return h.hexdigest()
-
-    def get(self, key: Any, compute: Callable[[], T]) -> T:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                self.hits += 1
-                return self._items[key]
-        value = compute()                      # outside the lock: may run a text encoder
-        with self._lock:
-            self.misses += 1
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.max_items:
-                self._items.popitem(last=False)
-        return value
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __contains__(self, key: Any) -> bool:
-        return key in self._items
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
 
 
 # ----------------------------------------------------------------------------- presets (pixel-changing ones flagged)

@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import secrets
@@ -30,6 +31,7 @@ import numpy as np
 
 from facegen import __version__
 from facegen.adapters.base import ConditionRequest, IDAdapter
+from facegen.adapters.registry import adapter_for
 from facegen.errors import FacegenError, InvalidArgumentError
 from facegen.id.embedding import IDEmbedding, mean_embedding
 from facegen.models.registry import Preset, get_preset
@@ -41,20 +43,6 @@ logger = logging.getLogger(__name__)
 
 ImageInput = Any  # path, bytes, PIL image or RGB array (anything facegen.io.load_image reads)
 SEED_MAX = 2**63 - 1
-
-
-def adapter_for(preset: Preset) -> IDAdapter:
-    """The adapter family object of a preset."""
-    if preset.family == "arc2face":
-        from facegen.adapters.arc2face import Arc2FaceAdapter
-        return Arc2FaceAdapter(preset)
-    if preset.family == "faceid":
-        from facegen.adapters.ip_adapter_faceid import FaceIDAdapter
-        return FaceIDAdapter(preset)
-    if preset.family == "instantid":
-        from facegen.adapters.instantid import InstantIDAdapter
-        return InstantIDAdapter(preset)
-    raise InvalidArgumentError(f"no adapter for family '{preset.family}'")
 
 
 def resolve_device(device: str | Any | None) -> Any:
@@ -124,6 +112,7 @@ class GenerationRequest:
     condition: ConditionRequest
     scheduler: str | None
     batch_size: int
+    face_layout: str | None = None
 
 
 class IDGenerationPipeline:
@@ -201,7 +190,8 @@ class IDGenerationPipeline:
                      guidance_scale: float | None, height: int | None, width: int | None,
                      adapter_scale: float | None, controlnet_scale: float | None, lora_scale: float | None,
                      prompt: str | None, negative_prompt: str | None, id_masks: Sequence[Any] | None,
-                     control_kps: Any, scheduler: str | None, batch_size: int | None) -> GenerationRequest:
+                     control_kps: Any, scheduler: str | None, batch_size: int | None,
+                     face_layout: str | None = None) -> GenerationRequest:
         if (id_images is None) == (id_embeds is None):
             raise InvalidArgumentError("give exactly one of id_images (photos) or id_embeds (IDEmbeddings)")
         items = id_images if id_images is not None else id_embeds
@@ -240,10 +230,16 @@ class IDGenerationPipeline:
                                 height=h, width=w, adapter_scale=adapter_scale, controlnet_scale=controlnet_scale,
                                 lora_scale=lora_scale, masks=id_masks,
                                 control_kps=None if control_kps is None else np.asarray(control_kps, np.float32))
+        layouts = self.adapter.face_layouts
+        if face_layout is not None and face_layout not in layouts:
+            raise InvalidArgumentError(
+                f"face_layout {face_layout!r}: preset '{self.preset.name}' takes "
+                + (f"one of {', '.join(map(repr, layouts))}" if layouts else "no face layout (it draws no keypoints)"))
+        layout = face_layout if face_layout is not None else d.face_layout
         n_ids = len(items) if id_masks is not None else 1
         self.adapter.check_request(cond, n_ids)
         return GenerationRequest(num_images, seeds_for(num_images, seed, seeds), steps, guidance, h, w, cond,
-                                 scheduler, bs)
+                                 scheduler, bs, layout)
 
     # ------------------------------------------------------------------ stage 2
     def embed_photos(self, id_images: Sequence[ImageInput]) -> tuple[list[IDEmbedding], list[np.ndarray]]:
@@ -266,6 +262,21 @@ class IDGenerationPipeline:
         if separate or len(embeddings) == 1:
             return list(embeddings)
         return [mean_embedding(embeddings)]
+
+    def apply_layout(self, req: GenerationRequest, embeddings: Sequence[IDEmbedding],
+                     reference_rgbs: Sequence[np.ndarray] | None, explicit_size: bool) -> GenerationRequest:
+        """The ``"reference"`` face layout (upstream InstantID): the first photo's own keypoints on
+        the photo resized to the output, which takes the photo's resized size unless a size was
+        given.  Nothing changes for the ``"portrait"`` layout, given keypoints, embeddings without
+        a photo, or families without layouts."""
+        if (req.face_layout != "reference" or req.condition.control_kps is not None or not reference_rgbs
+                or embeddings[0].face is None):
+            return req
+        rgb = reference_rgbs[0]
+        size = (req.width, req.height) if explicit_size else None
+        w, h, kps, side = self.adapter.photo_layout((rgb.shape[1], rgb.shape[0]), embeddings[0].face.kps, size)
+        cond = dataclasses.replace(req.condition, height=h, width=w, control_kps=kps, kps_draw_side=side)
+        return dataclasses.replace(req, height=h, width=w, condition=cond)
 
     # ------------------------------------------------------------------ stage 3
     def condition(self, identities: Sequence[IDEmbedding], request: ConditionRequest) -> dict[str, Any]:
@@ -340,7 +351,7 @@ class IDGenerationPipeline:
             "facegen_version": __version__, "encoder": self.encoder,
             "steps": req.steps, "guidance_scale": req.guidance_scale, "height": req.height, "width": req.width,
             "scheduler": req.scheduler or self.preset.defaults.scheduler, "id_judge": judge,
-            "reference_photos": n_photos, "identities": n_identities,
+            "reference_photos": n_photos, "identities": n_identities, "face_layout": req.face_layout,
             "licence": self.preset.licence, "safety_checker": None,
         }
         if self.adapter.supports_prompt:
@@ -433,7 +444,7 @@ class IDGenerationPipeline:
                  scheduler: str | None = None, progress: bool = True,
                  callback: Callable[[int, int], None] | None = None, *, lora_scale: float | None = None,
                  id_masks: Sequence[Any] | None = None, control_kps: Any = None, batch_size: int | None = None,
-                 measure_similarity: bool = True) -> PipelineOutput:
+                 measure_similarity: bool = True, face_layout: str | None = None) -> PipelineOutput:
         """Generate ``num_images`` images of the identity in ``id_images`` or ``id_embeds``.
 
         Several photos/embeddings of one person are averaged into one identity; with
@@ -443,6 +454,12 @@ class IDGenerationPipeline:
         of N single runs; larger batches are faster on GPUs and equal up to float rounding).
         ``prompt``/``negative_prompt`` are refused by presets without text (Arc2Face).
         ``callback(done_steps, total_steps)`` is called after every denoising step.
+        ``face_layout`` (presets that draw keypoints, InstantID): ``"reference"`` (default, as
+        upstream) keeps the first photo's pose, face scale and placement — the photo resized to
+        the output by upstream's ``resize_img`` rule, which also sets the output size unless
+        ``height``/``width`` are given (then the photo is fitted inside them, centred);
+        ``"portrait"`` re-frames the face into a fixed portrait (what embeddings without a photo
+        always get).
         """
         if id_images is not None and not isinstance(id_images, (list, tuple)):
             id_images = [id_images]
@@ -454,7 +471,7 @@ class IDGenerationPipeline:
                                 height=height, width=width, adapter_scale=adapter_scale,
                                 controlnet_scale=controlnet_scale, lora_scale=lora_scale, prompt=prompt,
                                 negative_prompt=negative_prompt, id_masks=id_masks, control_kps=control_kps,
-                                scheduler=scheduler, batch_size=batch_size)
+                                scheduler=scheduler, batch_size=batch_size, face_layout=face_layout)
         # 2. identities
         reference_rgbs: list[np.ndarray] | None = None
         if id_images is not None:
@@ -462,6 +479,7 @@ class IDGenerationPipeline:
         else:
             embeddings = list(id_embeds)  # type: ignore[arg-type]
         idents = self.identities(embeddings, separate=id_masks is not None)
+        req = self.apply_layout(req, embeddings, reference_rgbs, explicit_size=height is not None or width is not None)
         # 3. condition
         kwargs = self.condition(idents, req.condition)
         # 4. denoise

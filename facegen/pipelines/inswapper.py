@@ -3,8 +3,9 @@
 A 128-px GAN swapper (no diffusion): the target face is cropped on the ArcFace template at
 128 (the template shifted 8 px in x), the source identity enters as
 ``normed_embedding @ emap`` re-normalised (``emap`` = the graph's last initializer), and the
-RGB [0, 1] output is pasted back with insightface's eroded, blurred box mask.  It accepts
-**only** ``buffalo_l`` (w600k_r50) source embeddings; the weights are non-commercial.
+RGB [0, 1] output is pasted back exactly as insightface does (its warped box mask eroded and
+blurred with kernels sized in target-image pixels,
+:func:`facegen.edit.paste.paste_back_inswapper`).  It accepts **only** ``buffalo_l`` (w600k_r50) source embeddings; the weights are non-commercial.
 Looked for at ``<models_dir>/inswapper_128.onnx`` or ``<models_dir>/inswapper/inswapper_128.onnx``.
 """
 
@@ -19,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from facegen import __version__
-from facegen.edit import box_mask, paste_back
+from facegen.edit.paste import paste_back_inswapper
 from facegen.errors import InvalidArgumentError, MissingDependencyError, ModelNotFoundError
 from facegen.faces.align import warp_face
 from facegen.faces.detect import FacePolicy, select_faces
@@ -99,8 +100,8 @@ class InswapperSwapPipeline:
         crop, m = warp_face(rgb, face.kps, CROP, "arcface")
         blob = (crop.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
         out = self.session.run(None, {self.target_name: blob, self.source_name: latent})[0]
-        fake = (np.clip(out[0].transpose(1, 2, 0), 0, 1) * 255).round().astype(np.uint8)
-        return paste_back(rgb, fake, m, box_mask(CROP))
+        fake = np.clip(255 * out[0].transpose(1, 2, 0), 0, 255).astype(np.uint8)   # insightface truncates
+        return paste_back_inswapper(rgb, fake, m)
 
     def __call__(self, source: ImageInput | IDEmbedding, target: ImageInput, *, consent: bool = False,
                  target_face: "str | int | FacePolicy" = "largest", seed: int | None = None,

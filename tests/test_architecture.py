@@ -1,0 +1,47 @@
+"""The shape of the code: family knowledge stays in facegen/adapters and facegen/models."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from facegen.adapters.registry import FAMILIES, adapter_class, discover_families
+from facegen.models.registry import PRESETS
+
+PACKAGE = Path(__file__).resolve().parents[1] / "facegen"
+FAMILY_HOMES = (PACKAGE / "adapters", PACKAGE / "models")
+
+
+def _string_constants(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [(n.lineno, n.value) for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+
+
+def test_every_presets_family_is_a_registered_adapter():
+    families = discover_families()
+    assert {p.family for p in PRESETS.values()} <= set(families)
+    for name, cls in families.items():
+        assert cls.family == name and adapter_class(name) is cls
+
+
+def test_no_family_name_outside_adapters_and_models():
+    names = set(discover_families())
+    assert names == set(FAMILIES) and len(names) >= 3
+    offenders = []
+    files = [p for p in PACKAGE.rglob("*.py") if not any(home in p.parents for home in FAMILY_HOMES)]
+    files.append(PACKAGE.parent / "app.py")
+    for path in files:
+        for line, value in _string_constants(path):
+            if value in names:
+                offenders.append(f"{path.relative_to(PACKAGE.parent)}:{line} {value!r}")
+    assert not offenders, "family names outside facegen/adapters and facegen/models (ask a capability): " \
+        + "; ".join(offenders)
+
+
+def test_an_unknown_family_is_a_clear_error():
+    import pytest
+
+    from facegen.errors import FacegenError
+
+    with pytest.raises(FacegenError, match="no adapter family 'nope'; registered: "):
+        adapter_class("nope")
