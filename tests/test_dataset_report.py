@@ -182,6 +182,7 @@ def test_facegen_imagefolder_with_an_unreadable_image(fake_imagefolder, tmp_path
     assert r["images"] == 12 and r["unreadable"]["count"] == 1
     assert r["unreadable"]["files"][0][0] == "images/000001/002.png"
     assert r["faces_found"] == 0 and any("unreadable" in w for w in r["warnings"])
+    assert any("shard-000000" in w and "damaged" in w for w in r["warnings"])
     assert r["facegen"]["spec"]["num_ids"] == 3 and r["facegen"]["rejected_by_reason"] == {}
 
 

@@ -151,11 +151,17 @@ def _open_facegen(root: Path) -> DatasetSource:
     spec = DatasetSpec.from_yaml(root / SPEC_FILE, out=root)
     records: list[dict[str, Any]] = []
     unfinished = 0
+    damaged: list[str] = []
     for k in range(spec.num_shards):
-        if W.shard_complete(root, k, spec.format):
-            records.extend(W.read_jsonl(W.part_path(root, k)))
-        else:
+        # finished = its file listing (written last) exists; a damaged file in a finished shard is
+        # counted as an unreadable image, not a reason to leave the whole shard out
+        if not (W.files_path(root, k).is_file() and W.part_path(root, k).is_file()):
             unfinished += 1
+            continue
+        records.extend(W.read_jsonl(W.part_path(root, k)))
+        problem = W.shard_problem(root, k, spec.format, checksums=False)
+        if problem is not None:
+            damaged.append(f"{W.shard_name(k)} ({problem})")
     if not records:
         raise InvalidArgumentError(f"{root} is a facegen dataset with no finished shard yet: rerun its "
                                    "'facegen dataset' command to finish it")
@@ -168,6 +174,9 @@ def _open_facegen(root: Path) -> DatasetSource:
     if unfinished:
         source.warnings.append(f"{unfinished} of {spec.num_shards} shards are unfinished: the report covers "
                                "the finished ones")
+    if damaged:
+        source.warnings.append(f"{len(damaged)} finished shard(s) have damaged files: {', '.join(damaged[:5])}"
+                               + (" ..." if len(damaged) > 5 else "") + "; rerun 'facegen dataset' to repair them")
     if spec.format == "webdataset":
         by_shard: dict[str, dict[str, int]] = {}
         for index, r in enumerate(records):
