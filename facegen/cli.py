@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "facegen.cli_generate",      # generate
     "facegen.cli_edit",          # swap, age, restore
     "facegen.cli_dataset",       # dataset, dataset-stats
+    "facegen.cli_report",        # dataset-report
     "facegen.cli_serve",         # serve
 )
 

@@ -755,6 +755,9 @@ def _run_started(resolved: DatasetSpec, fingerprint: str, generate_fn: GenerateF
         if n_lines != summary.accepted:
             raise FacegenError(f"manifest of {root} has {n_lines} lines for {summary.accepted} samples")
         W.atomic_write_bytes(root / SUMMARY_FILE, W.json_bytes(summary.to_dict()) + b"\n")
+        from facegen.dataset.card import write_dataset_card
+
+        write_dataset_card(root, resolved, summary)  # README.md, the Hugging Face dataset card
         tmp = root / W.TMP_DIR
         if tmp.is_dir() and not any(tmp.iterdir()):
             tmp.rmdir()
