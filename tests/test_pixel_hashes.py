@@ -21,6 +21,22 @@ import pytest
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "pixel_hashes.json"
 STEPS = 3
+THREADS = 2          # CPU float reductions depend on the thread count: fixed here, whatever ran before
+
+
+class fixed_threads:
+    """Run with :data:`THREADS` torch threads, then restore the caller's setting."""
+
+    def __enter__(self) -> None:
+        import torch
+
+        self.before = torch.get_num_threads()
+        torch.set_num_threads(THREADS)
+
+    def __exit__(self, *exc: Any) -> None:
+        import torch
+
+        torch.set_num_threads(self.before)
 
 
 def numerics_fingerprint() -> str:
@@ -35,7 +51,8 @@ def numerics_fingerprint() -> str:
     parts = [torch.nn.functional.conv2d(x, w, padding=1), torch.nn.functional.group_norm(x, 4),
              torch.nn.functional.silu(x) @ x.transpose(-1, -2),
              torch.nn.functional.scaled_dot_product_attention(q, k, v)]
-    h = hashlib.sha256(f"{torch.__version__}|{diffusers.__version__}|{transformers.__version__}".encode())
+    h = hashlib.sha256(f"{torch.__version__}|{diffusers.__version__}|{transformers.__version__}|"
+                       f"{torch.get_num_threads()}".encode())
     for t in parts:
         h.update(t.contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
@@ -110,11 +127,13 @@ def _load() -> dict[str, dict[str, str]]:
 @pytest.mark.slow
 def test_tiny_outputs_keep_their_pixels():
     records = _load()
-    fp = numerics_fingerprint()
+    with fixed_threads():
+        fp = numerics_fingerprint()
     if fp not in records:
         pytest.skip(f"no pixel record for numerics fingerprint {fp} (recorded: {sorted(records) or 'none'}); "
                     "record with: python tests/test_pixel_hashes.py --update")
-    got = compute_hashes()
+    with fixed_threads():
+        got = compute_hashes()
     want = records[fp]
     changed = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
     assert not changed, f"pixels changed for {changed}"
@@ -123,10 +142,12 @@ def test_tiny_outputs_keep_their_pixels():
 def _update(compute: Callable[[], dict[str, str]] = compute_hashes) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     records = _load()
-    records[numerics_fingerprint()] = compute()
+    with fixed_threads():
+        fp = numerics_fingerprint()
+        records[fp] = compute()
     GOLDEN.parent.mkdir(parents=True, exist_ok=True)
     GOLDEN.write_text(json.dumps(records, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    print(f"recorded {len(records[numerics_fingerprint()])} hashes in {GOLDEN}")
+    print(f"recorded {len(records[fp])} hashes in {GOLDEN}")
 
 
 if __name__ == "__main__":
