@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "facegen.cli_edit",          # swap, age, restore
     "facegen.cli_dataset",       # dataset, dataset-stats
     "facegen.cli_serve",         # serve
+    "facegen.cli_inspect",       # inspect
 )
 
 

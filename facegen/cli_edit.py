@@ -40,9 +40,16 @@ def _common(p: argparse.ArgumentParser, offline_model: str, model_required: bool
     p.add_argument("--models-dir", default=None)
     p.add_argument("--accept-license", action="store_true",
                    help="accept the non-commercial licences of the preset's weights and encoders")
+    from facegen.cli_inspect import add_provenance_options  # noqa: PLC0415
+    add_provenance_options(p)
 
 
-def _check_out(path: str) -> Path:
+def _check_out(path: str, args: argparse.Namespace | None = None) -> Path:
+    """The output path, checked; also resolves the provenance options (a bad certificate is
+    refused here, before any model loads)."""
+    if args is not None:
+        from facegen.cli_inspect import provenance_from_args  # noqa: PLC0415
+        args.provenance = provenance_from_args(args)
     out = Path(path)
     if out.suffix.lower() not in OUT_SUFFIXES:
         raise InvalidArgumentError(f"--out {out}: use a .png, .jpg or .webp file name")
@@ -56,10 +63,11 @@ def _load(cls: Any, args: argparse.Namespace) -> Any:
                            accept_license=args.accept_license)
 
 
-def _write(result: Any, out: Path, t0: float) -> int:
+def _write(result: Any, out: Path, t0: float, args: argparse.Namespace) -> int:
     from facegen.io import save_image  # noqa: PLC0415
 
-    save_image(out, result.images[0], metadata=result.provenance(0))
+    save_image(out, result.images[0], metadata={"ai_edited": True, **result.provenance(0)},
+               provenance=getattr(args, "provenance", None))
     sim = result.id_similarity[0]
     print(f"{out}  seed={result.seeds[0]}  id_similarity={'-' if sim is None else f'{sim:.3f}'}  "
           f"({time.perf_counter() - t0:.1f} s)")
@@ -71,7 +79,7 @@ def run_swap(args: argparse.Namespace) -> int:
     from facegen.pipelines.swap import FaceSwapPipeline  # noqa: PLC0415
 
     require_consent(args.consent, "face swap")          # refuse before loading any model
-    out = _check_out(args.out)
+    out = _check_out(args.out, args)
     t0 = time.perf_counter()
     if args.engine == "inswapper":
         from facegen.pipelines.inswapper import InswapperSwapPipeline  # noqa: PLC0415
@@ -79,7 +87,7 @@ def run_swap(args: argparse.Namespace) -> int:
             raise InvalidArgumentError("the inswapper engine takes one --source and no --reference")
         pipe = InswapperSwapPipeline(args.models_dir, accept_license=args.accept_license)
         return _write(pipe(args.sources[0], args.target, consent=args.consent, target_face=args.target_face,
-                           seed=args.seed), out, t0)
+                           seed=args.seed), out, t0, args)
     if args.model is None:
         raise InvalidArgumentError("the diffusion swap needs --model PRESET (tiny runs offline)")
     pipe = _load(FaceSwapPipeline, args)
@@ -87,7 +95,7 @@ def run_swap(args: argparse.Namespace) -> int:
                   references=args.references, strength=args.strength, seed=args.seed,
                   num_inference_steps=args.steps, guidance_scale=args.guidance, prompt=args.prompt,
                   adapter_scale=args.adapter_scale, progress=not args.no_progress)
-    return _write(result, out, t0)
+    return _write(result, out, t0, args)
 
 
 def run_age(args: argparse.Namespace) -> int:
@@ -95,7 +103,7 @@ def run_age(args: argparse.Namespace) -> int:
     from facegen.pipelines.aging import FaceAgingPipeline  # noqa: PLC0415
 
     require_consent(args.consent, "aging")
-    out = _check_out(args.out)
+    out = _check_out(args.out, args)
     if args.from_age is None:
         raise InvalidArgumentError("the current age is needed: give --from-age N "
                                    "(no age-estimation model is installed)")
@@ -105,7 +113,7 @@ def run_age(args: argparse.Namespace) -> int:
     result = pipe(args.image, args.age, from_age=args.from_age, consent=args.consent, gender=args.gender,
                   face=args.face, seed=args.seed, num_inference_steps=args.steps, guidance_scale=args.guidance,
                   progress=not args.no_progress)
-    return _write(result, out, t0)
+    return _write(result, out, t0, args)
 
 
 def run_restore(args: argparse.Namespace) -> int:
@@ -113,13 +121,13 @@ def run_restore(args: argparse.Namespace) -> int:
     from facegen.pipelines.restoration import FaceRestorationPipeline  # noqa: PLC0415
 
     require_consent(args.consent, "restoration")
-    out = _check_out(args.out)
+    out = _check_out(args.out, args)
     t0 = time.perf_counter()
     pipe = _load(FaceRestorationPipeline, args)
     result = pipe(args.image, reference=args.reference, consent=args.consent, face=args.face,
                   strength=args.strength, seed=args.seed, num_inference_steps=args.steps,
                   guidance_scale=args.guidance, gfpgan=args.gfpgan, progress=not args.no_progress)
-    return _write(result, out, t0)
+    return _write(result, out, t0, args)
 
 
 def add_parser(sub: Any) -> None:

@@ -71,6 +71,8 @@ def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="local weights folder in the hub layout (default: $FACEGEN_HOME/models)")
     p.add_argument("--accept-license", action="store_true",
                    help="accept the non-commercial licences of the preset's weights and encoders")
+    from facegen.cli_inspect import add_provenance_options  # noqa: PLC0415
+    add_provenance_options(p)
     p.set_defaults(func=run_generate)
     return p
 
@@ -79,9 +81,11 @@ add_parser = add_generate_parser  # the name facegen.cli registers sub-commands 
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from facegen.io import save_image
+    from facegen.cli_inspect import provenance_from_args
+    from facegen.io import read_metadata, save_image
     from facegen.pipelines.generation import IDGenerationPipeline
 
+    provenance = provenance_from_args(args)          # a bad certificate fails before any model loads
     ids = expand_id_paths(args.ids)
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
@@ -106,8 +110,10 @@ def run_generate(args: argparse.Namespace) -> int:
     for i, image in enumerate(result.images):
         name = f"{i:04d}.png"
         meta = result.provenance(i)
-        save_image(out_dir / name, image, metadata=meta)
-        records.append({"file": name, "ai_generated": True, **meta, "references": [str(p) for p in ids]})
+        save_image(out_dir / name, image, metadata=meta, provenance=provenance)
+        written = read_metadata(out_dir / name)["metadata"].get("provenance", {})
+        records.append({"file": name, "ai_generated": True, **meta, "provenance": written,
+                        "references": [str(p) for p in ids]})
     tmp = out_dir / "metadata.jsonl.tmp"
     tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records), encoding="utf-8")
     tmp.replace(out_dir / "metadata.jsonl")

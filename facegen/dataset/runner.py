@@ -273,12 +273,13 @@ def process_shard(ctx: RunContext, shard: int, on_images: Callable[[int], None] 
                 for index in sorted(done[ident]):
                     item, rgb, scores = done[ident][index]
                     meta = _provenance(ctx, item)
-                    png = W.encode_png(rgb, meta)
+                    png = W.encode_png(rgb, meta, spec.provenance)
                     crop_png = crop_ref = None
                     if spec.crops and ctx.align_fn is not None:
                         crop = ctx.align_fn(rgb)
                         if crop is not None:
-                            crop_png = W.encode_png(np.ascontiguousarray(crop, dtype=np.uint8), {**meta, "crop": "arcface112"})
+                            crop_png = W.encode_png(np.ascontiguousarray(crop, dtype=np.uint8), {**meta, "crop": "arcface112"},
+                                                    spec.provenance)
                             crop_ref = (W.image_relpath(ident, index, crop=True) if spec.format == "imagefolder"
                                         else f"{item.key}.crop112.png")
                     record: dict[str, Any] = {
@@ -515,6 +516,11 @@ def run_dataset(spec: DatasetSpec, generate_fn: GenerateFn, engine: str | None =
             generate_fn = _on_device(generate_fn, str(state.device))
     is_main = state is None or state.is_main_process
 
+    signer = None
+    if spec.provenance.get("c2pa"):
+        from facegen.provenance.credentials import load_identity
+
+        signer = load_identity()  # a bad $FACEGEN_C2PA_CERT fails before anything is generated
     resolved = _check_folder(spec)  # every rank checks (and fails alike) before anything is written
     resolved.out = str(Path(resolved.out).absolute())  # workers (Ray actors) may run elsewhere
     fingerprint = resolved.fingerprint()
@@ -587,6 +593,10 @@ def run_dataset(spec: DatasetSpec, generate_fn: GenerateFn, engine: str | None =
         if n_lines != summary.accepted:
             raise FacegenError(f"manifest of {root} has {n_lines} lines for {summary.accepted} samples")
         W.atomic_write_bytes(root / SUMMARY_FILE, W.json_bytes(summary.to_dict()) + b"\n")
+        if signer is not None:
+            from facegen.provenance.seal import seal_dataset
+
+            seal_dataset(root, fingerprint=fingerprint, identity=signer)
         tmp = root / W.TMP_DIR
         if tmp.is_dir() and not any(tmp.iterdir()):
             tmp.rmdir()

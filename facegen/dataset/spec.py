@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 FORMATS = ("webdataset", "imagefolder")
 ENGINES = ("local", "accelerate", "ray")
 SPEC_VERSION = 1
+#: ``provenance:`` of a spec: watermark every image; sign the finished dataset (see
+#: :mod:`facegen.provenance.seal`: per-image C2PA signatures are not reproducible)
+DEFAULT_PROVENANCE = {"c2pa": True, "watermark": True}
 
 #: fields that never change a pixel or a file name (left out of the fingerprint)
 RUNTIME_FIELDS = frozenset({"out", "engine", "workers", "batch_size", "models_dir", "accept_license"})
@@ -73,6 +76,8 @@ class DatasetSpec:
     max_attempts: int = 3
     crops: bool = False                         # also write 112x112 ArcFace-aligned crops
     generator: dict[str, Any] = field(default_factory=dict)  # options of the generator
+    # provenance marks: the watermark in every image; c2pa = one signed seal (credentials.zip)
+    provenance: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_PROVENANCE))
     # runtime (not in the fingerprint)
     engine: str = "local"
     workers: int = 1
@@ -85,6 +90,8 @@ class DatasetSpec:
         for name in ("noise_levels", "noise_shares", "prompts", "poses"):
             setattr(self, name, tuple(getattr(self, name) or ()))
         self.generator = dict(self.generator or {})
+        given = self.provenance if isinstance(self.provenance, dict) else {"invalid": self.provenance}
+        self.provenance = {**DEFAULT_PROVENANCE, **given}
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> DatasetSpec:
@@ -124,6 +131,10 @@ class DatasetSpec:
 
             for pose in self.poses:
                 pose_kps(pose, 64, 64)                       # the one-line error of a malformed pose
+        unknown = sorted(set(self.provenance) - set(DEFAULT_PROVENANCE))
+        need(not unknown, f"provenance takes {', '.join(DEFAULT_PROVENANCE)} (true/false), got {unknown}")
+        need(all(isinstance(v, bool) for v in self.provenance.values()),
+             f"provenance values must be true or false, got {self.provenance}")
         need(0 <= self.dedup_hash_distance <= 256, f"dedup_hash_distance must be in 0..256, got {self.dedup_hash_distance}")
         for name in FILE_FIELDS:
             path = getattr(self, name)
