@@ -124,12 +124,10 @@ class Riva:
     name = "rivaGan (facegen)"
 
     def embed(self, x: np.ndarray, cid: str) -> np.ndarray:
-        return W.embed(x, cid)
+        return W.embed_verified(x, cid)[0]          # what save_image does
 
     def read(self, x: np.ndarray) -> tuple[bool, np.ndarray]:
-        r = W.detect(x)
-        marker = bits_of("0000")[:16]
-        # rebuild the 32 read bits from the reading: marker agreement is what detect reports
+        r = W.detect(x)                              # what facegen inspect does
         idbits = bits_of(r.content_id or "0000")[16:]
         return r.found, (r.bit_agreement, idbits)
 
@@ -180,7 +178,7 @@ def timing(size: int, photo: np.ndarray, tmp: Path) -> dict:
     meta = {"preset": "bench", "seed": 0}
     t = time.perf_counter(); save_image(tmp / "plain.png", x, meta, provenance=Provenance(False, False))
     plain = time.perf_counter() - t
-    t = time.perf_counter(); W.embed(x, "abcd"); emb = time.perf_counter() - t
+    t = time.perf_counter(); W.embed_verified(x, "abcd"); emb = time.perf_counter() - t
     t = time.perf_counter(); save_image(tmp / "signed.png", x, meta, provenance=Provenance(watermark=False))
     sign = time.perf_counter() - t - plain
     t = time.perf_counter(); save_image(tmp / "both.png", x, meta); both = time.perf_counter() - t

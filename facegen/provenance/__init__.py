@@ -115,8 +115,9 @@ def mark(pixels: np.ndarray, meta: Mapping[str, Any], options: Provenance | None
                                  "installed (scripts/setup.sh installs it; see the README)")
         wm_info = {"embedded": False, "reason": "invisible-watermark is not installed"}
     else:
-        pixels = _wm.embed(pixels, cid)
-        wm_info = {"embedded": True, "method": _wm.METHOD, "payload": f"facegen marker {_wm.MARKER:04x} + content id"}
+        pixels, done = _wm.embed_verified(pixels, cid)
+        wm_info = {"embedded": True, "method": _wm.METHOD, "payload": f"facegen marker {_wm.MARKER:04x} + content id",
+                   **done}
     if options.c2pa == "dataset_seal":
         c2pa_state = "covered by the dataset's signed manifest (credentials.zip)"
     elif options.c2pa:
