@@ -57,10 +57,15 @@ def inspect_file(path: str | os.PathLike[str], trust: Iterable[Any] = ()) -> dic
     if Path(path).suffix.lower() == ".zip" and Path(path).is_file():
         return inspect_seal(path, trust)
     meta = read_metadata(path)                       # BadImageError for a non-image
-    rgb = load_image(path)
     data = Path(path).read_bytes()
     c2pa = _cred.read_credentials(data, meta.get("format"), _trust_pems(trust))
-    if _wm.available():
+    try:
+        rgb = load_image(path)
+    except BadImageError as exc:                     # damaged pixels: the manifest is still reported
+        rgb, pixel_error = None, str(exc)
+    if rgb is None:
+        watermark = {"found": False, "bit_agreement": None, "reason": f"pixels unreadable: {pixel_error}"}
+    elif _wm.available():
         watermark = _wm.detect(rgb).to_dict()
     else:
         watermark = {"found": False, "bit_agreement": None, "reason": "invisible-watermark is not installed"}
