@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "facegen.cli_dataset",       # dataset, dataset-stats
     "facegen.cli_report",        # dataset-report
     "facegen.cli_serve",         # serve
+    "facegen.cli_inspect",       # inspect
 )
 
 
@@ -130,7 +131,8 @@ def doctor_report(models_dir: str | None = None) -> dict[str, Any]:
     root = resolve_models_dir(models_dir)
     packages = {name: _version(name) for name in (
         "torch", "diffusers", "transformers", "accelerate", "safetensors", "peft", "onnxruntime",
-        "dlib-bin", "face_recognition_models", "opencv-python-headless", "insightface", "gradio", "ray")}
+        "dlib-bin", "face_recognition_models", "opencv-python-headless", "insightface", "gradio", "ray",
+        "c2pa-python", "invisible-watermark")}
     device: dict[str, Any] = {"cuda": False}
     try:
         import torch  # noqa: PLC0415

@@ -49,13 +49,19 @@ def _common(p: argparse.ArgumentParser, offline_model: str, model_required: bool
     p.add_argument("--accept-license", action="store_true",
                    help="accept the non-commercial licences of the preset's weights and encoders")
     add_overwrite_option(p, "an existing --out file")
+    from facegen.cli_inspect import add_provenance_options  # noqa: PLC0415
+    add_provenance_options(p)
 
 
 def _check_out(args: argparse.Namespace, inputs: list[tuple[str, str]]) -> Path:
-    """Everything cheap, before a model loads: numbers, the output file, every input photo."""
+    """Everything cheap, before a model loads: numbers, the output file, every input photo, and
+    the provenance options (a bad certificate is refused here)."""
+    from facegen.cli_inspect import provenance_from_args  # noqa: PLC0415
+
     check_steps(args.steps)
     out = check_output_file(args.out, [path for _, path in inputs], args.overwrite, OUT_SUFFIXES)
     check_inputs_readable(inputs)
+    args.provenance = provenance_from_args(args)
     return out
 
 
@@ -64,10 +70,11 @@ def _load(cls: Any, args: argparse.Namespace) -> Any:
                            accept_license=args.accept_license)
 
 
-def _write(result: Any, out: Path, t0: float) -> int:
+def _write(result: Any, out: Path, t0: float, args: argparse.Namespace) -> int:
     from facegen.io import save_image  # noqa: PLC0415
 
-    save_image(out, result.images[0], metadata=result.provenance(0))
+    save_image(out, result.images[0], metadata={"ai_edited": True, **result.provenance(0)},
+               provenance=getattr(args, "provenance", None))
     sim = result.id_similarity[0]
     print(f"{out}  seed={result.seeds[0]}  id_similarity={'-' if sim is None else f'{sim:.3f}'}  "
           f"({time.perf_counter() - t0:.1f} s)")
@@ -93,7 +100,7 @@ def run_swap(args: argparse.Namespace) -> int:
         from facegen.pipelines.inswapper import InswapperSwapPipeline  # noqa: PLC0415
         pipe = InswapperSwapPipeline(args.models_dir, accept_license=args.accept_license)
         return _write(pipe(args.sources, args.target, consent=args.consent, target_face=args.target_face,
-                           references=args.references, seed=args.seed), out, t0)
+                           references=args.references, seed=args.seed), out, t0, args)
     if args.model is None:
         raise InvalidArgumentError("the diffusion swap needs --model PRESET (tiny runs offline)")
     pipe = _load(FaceSwapPipeline, args)
@@ -101,7 +108,7 @@ def run_swap(args: argparse.Namespace) -> int:
                   references=args.references, strength=args.strength, seed=args.seed,
                   num_inference_steps=args.steps, guidance_scale=args.guidance, prompt=args.prompt,
                   adapter_scale=args.adapter_scale, progress=not args.no_progress)
-    return _write(result, out, t0)
+    return _write(result, out, t0, args)
 
 
 def run_age(args: argparse.Namespace) -> int:
@@ -119,7 +126,7 @@ def run_age(args: argparse.Namespace) -> int:
     result = pipe(args.image, args.age, from_age=args.from_age, consent=args.consent, gender=args.gender,
                   face=args.face, seed=args.seed, num_inference_steps=args.steps, guidance_scale=args.guidance,
                   progress=not args.no_progress)
-    return _write(result, out, t0)
+    return _write(result, out, t0, args)
 
 
 def run_restore(args: argparse.Namespace) -> int:
@@ -133,7 +140,7 @@ def run_restore(args: argparse.Namespace) -> int:
     result = pipe(args.image, reference=args.reference, consent=args.consent, face=args.face,
                   strength=args.strength, seed=args.seed, num_inference_steps=args.steps,
                   guidance_scale=args.guidance, gfpgan=args.gfpgan, progress=not args.no_progress)
-    return _write(result, out, t0)
+    return _write(result, out, t0, args)
 
 
 def add_parser(sub: Any) -> None:

@@ -96,6 +96,8 @@ def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="local weights folder in the hub layout (default: $FACEGEN_HOME/models)")
     p.add_argument("--accept-license", action="store_true",
                    help="accept the non-commercial licences of the preset's weights and encoders")
+    from facegen.cli_inspect import add_provenance_options  # noqa: PLC0415
+    add_provenance_options(p)
     p.set_defaults(func=run_generate)
     return p
 
@@ -129,13 +131,13 @@ class ImageWriter:
     """Writes each image as it is made (atomically) and appends its ``metadata.jsonl`` line
     (strict JSON, flushed), so an interrupted run keeps every finished image, listed."""
 
-    def __init__(self, out_dir: Path, ids: list[Path], previous: list[str]) -> None:
-        self.out_dir, self.ids, self.previous = out_dir, ids, previous
+    def __init__(self, out_dir: Path, ids: list[Path], previous: list[str], provenance: Any = None) -> None:
+        self.out_dir, self.ids, self.previous, self.provenance = out_dir, ids, previous, provenance
         self.records: list[dict[str, Any]] = []
         self._fd: int | None = None
 
     def __call__(self, i: int, image: Any, meta: dict[str, Any]) -> None:
-        from facegen.io import save_image
+        from facegen.io import read_metadata, save_image
         from facegen.limits import json_safe
 
         if self._fd is None:
@@ -145,8 +147,10 @@ class ImageWriter:
             self._fd = os.open(self.out_dir / "metadata.jsonl", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND,
                                0o644)
         name = f"{i:04d}.png"
-        save_image(self.out_dir / name, image, metadata=meta)
-        record = json_safe({"file": name, "ai_generated": True, **meta, "references": [str(p) for p in self.ids]})
+        save_image(self.out_dir / name, image, metadata=meta, provenance=self.provenance)
+        written = read_metadata(self.out_dir / name)["metadata"].get("provenance", {})
+        record = json_safe({"file": name, "ai_generated": True, **meta, "provenance": written,
+                            "references": [str(p) for p in self.ids]})
         line = (json.dumps(record, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
         os.write(self._fd, line)
         os.fsync(self._fd)
@@ -159,9 +163,11 @@ class ImageWriter:
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    from facegen.cli_inspect import provenance_from_args
     from facegen.pipelines.generation import IDGenerationPipeline
 
-    # cheap checks first: numbers, photos, the output folder; then the model
+    # cheap checks first: the signing identity, numbers, photos, the output folder; then the model
+    provenance = provenance_from_args(args)          # a bad certificate fails before any model loads
     if args.num_images > limits.max_images():
         raise InvalidArgumentError(f"--num-images {args.num_images} is over the limit of {limits.max_images()} "
                                    f"(raise it with {limits.MAX_IMAGES_ENV})")
@@ -180,7 +186,7 @@ def run_generate(args: argparse.Namespace) -> int:
     if args.vae_tiling:
         pipe.enable_vae_tiling()
     t1 = time.perf_counter()
-    writer = ImageWriter(out_dir, ids, previous)
+    writer = ImageWriter(out_dir, ids, previous, provenance)
     try:
         result = pipe(id_images=ids, prompt=args.prompt, negative_prompt=args.negative_prompt,
                       num_images=args.num_images, seed=args.seed, num_inference_steps=args.steps,

@@ -10,8 +10,8 @@ decoded, so a few-KB decompression bomb costs nothing. Every failure is a
 PNG text chunks ``ai_generated``, ``Software``, ``DigitalSourceType`` (IPTC) and
 ``facegen`` (JSON of the caller's metadata), plus an XMP packet; JPEG/WebP carry the same in
 EXIF (Software, ImageDescription, UserComment) and XMP. :func:`read_metadata` reads it back.
-
-Only numpy and Pillow are needed.
+Both writers also apply :mod:`facegen.provenance`: the invisible watermark in the pixels, its
+``provenance`` block in the metadata, and (``save_image``) a signed C2PA manifest.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 from facegen import __version__
 from facegen.errors import BadImageError, FacegenError, InvalidArgumentError
 from facegen.limits import json_safe
+from facegen.provenance import Provenance, mark, sign_encoded
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ _FLOAT_TOLERANCE = 1e-3
 _HEAD_BYTES = 1024
 # Keys the provenance block owns; metadata may not set them (case-insensitive).
 _RESERVED_KEYS = frozenset({"ai_generated", "software", "digitalsourcetype", "facegen",
-                            "xml:com.adobe.xmp"})
+                            "xml:com.adobe.xmp", "provenance"})
 _MAX_PNG_METADATA_BYTES = 512 * 1024  # Pillow refuses to read text chunks over 1 MiB
 _ZIP_TEXT_OVER = 2048
 
@@ -507,7 +508,8 @@ def _explain_unidentified(head: bytes, suffix: str, name: str) -> str:
 
 
 def save_image(path: str | os.PathLike[str], rgb: np.ndarray | Image.Image,
-               metadata: Mapping[str, Any] | None = None) -> Path:
+               metadata: Mapping[str, Any] | None = None, *,
+               provenance: Provenance | None = None) -> Path:
     """Write ``rgb`` to ``path`` atomically, marked as AI-generated; return the path.
 
     The format follows the suffix: ``.png`` (primary), ``.jpg``/``.jpeg`` (quality 95) or
@@ -517,6 +519,10 @@ def save_image(path: str | os.PathLike[str], rgb: np.ndarray | Image.Image,
     ``facegen`` JSON text chunk and each str/number/bool value also as its own chunk. The
     ``ai_generated``, ``Software`` and ``DigitalSourceType`` fields are always written and
     cannot be overridden. Missing parent folders are created.
+
+    ``provenance`` (:class:`facegen.provenance.Provenance`; default: everything on, the
+    installation's signing identity) says which marks to add: the invisible watermark and the
+    signed C2PA manifest; the metadata's ``provenance`` block records what was done.
 
     Raises:
         InvalidArgumentError: unsupported suffix, reserved or unserialisable metadata, or
@@ -532,7 +538,7 @@ def save_image(path: str | os.PathLike[str], rgb: np.ndarray | Image.Image,
             f"{', '.join(sorted(_SAVE_FORMATS))}")
     if path.is_dir():
         raise InvalidArgumentError(f"cannot save to {path}: it is a directory")
-    image, meta, payload, software, xmp = _prepare(rgb, metadata, "save_image")
+    image, meta, payload, software, xmp = _prepare(rgb, metadata, "save_image", provenance)
 
     if fmt == "PNG":
         options: dict[str, Any] = {"pnginfo": _png_options(meta, payload, software, xmp)}
@@ -540,22 +546,23 @@ def save_image(path: str | os.PathLike[str], rgb: np.ndarray | Image.Image,
         options = {"quality": 95, "exif": _exif_bytes(software, payload),
                    "xmp": xmp.encode("utf-8")}
 
-    def write(fh: BinaryIO) -> None:
-        try:
-            image.save(fh, format=fmt, **options)
-        except ValueError as exc:  # e.g. "EXIF data is too long" for JPEG segments
-            raise InvalidArgumentError(
-                f"cannot save {path.name} as {fmt}: {exc}; metadata this large needs PNG"
-            ) from exc
-
-    _atomic_write(path, write)
+    buf = io.BytesIO()
+    try:
+        image.save(buf, format=fmt, **options)
+    except ValueError as exc:  # e.g. "EXIF data is too long" for JPEG segments
+        raise InvalidArgumentError(
+            f"cannot save {path.name} as {fmt}: {exc}; metadata this large needs PNG"
+        ) from exc
+    data = sign_encoded(buf.getvalue(), fmt, meta, provenance, title=path.name)
+    _atomic_write(path, lambda fh: fh.write(data))
     logger.debug("saved %s (%s, %dx%d) with provenance metadata", path, fmt,
                  image.width, image.height)
     return path
 
 
 def _prepare(rgb: np.ndarray | Image.Image, metadata: Mapping[str, Any] | None,
-             caller: str) -> tuple[Image.Image, dict[str, Any], str, str, str]:
+             caller: str, provenance: Provenance | None
+             ) -> tuple[Image.Image, dict[str, Any], str, str, str]:
     """Pixels and provenance fields shared by :func:`save_image` and :func:`encode_png`."""
     if isinstance(rgb, Image.Image):
         pixels = _pil_to_rgb(rgb, None, None, "<PIL image>", restore_frame=True)
@@ -564,7 +571,7 @@ def _prepare(rgb: np.ndarray | Image.Image, metadata: Mapping[str, Any] | None,
     else:
         raise InvalidArgumentError(
             f"{caller} needs a numpy array or PIL.Image, got {type(rgb).__name__}")
-    meta = _check_metadata(metadata)
+    pixels, meta = mark(pixels, _check_metadata(metadata), provenance)
     payload = json.dumps(json_safe(meta), ensure_ascii=False, sort_keys=True, default=_json_default,
                          allow_nan=False)
     software = f"facegen {__version__}"
@@ -579,13 +586,14 @@ def _png_options(meta: dict[str, Any], payload: str, software: str, xmp: str) ->
     return _png_info(meta, software, payload, xmp)
 
 
-def encode_png(rgb: np.ndarray | Image.Image, metadata: Mapping[str, Any] | None = None) -> bytes:
-    """PNG bytes with the same AI-generated provenance chunks :func:`save_image` writes
-    (for archive members such as WebDataset shards)."""
-    image, meta, payload, software, xmp = _prepare(rgb, metadata, "encode_png")
+def encode_png(rgb: np.ndarray | Image.Image, metadata: Mapping[str, Any] | None = None, *,
+               provenance: Provenance | None = None, title: str = "image.png") -> bytes:
+    """PNG bytes with the same AI-generated provenance :func:`save_image` writes (for
+    archive members such as WebDataset shards; ``title`` names it in a C2PA manifest)."""
+    image, meta, payload, software, xmp = _prepare(rgb, metadata, "encode_png", provenance)
     buf = io.BytesIO()
     image.save(buf, format="PNG", pnginfo=_png_options(meta, payload, software, xmp))
-    return buf.getvalue()
+    return sign_encoded(buf.getvalue(), "PNG", meta, provenance, title=title)
 
 
 def _check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -39,6 +39,14 @@ RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
 # --------------------------------------------------------------------------- helpers
 
 
+
+def user_fields(metadata: dict) -> dict:
+    """The caller's metadata: without the provenance block the writer adds (checked here)."""
+    block = metadata.get("provenance")
+    assert isinstance(block, dict) and len(block.get("content_id", "")) == 4, metadata
+    return {k: v for k, v in metadata.items() if k != "provenance"}
+
+
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return (struct.pack(">I", len(data)) + kind + data
             + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
@@ -593,7 +601,7 @@ def test_png_round_trip(tmp_path):
     assert meta["software"] == f"facegen {__version__}"
     assert meta["digital_source_type"] == DIGITAL_SOURCE_TYPE
     expected = {**META, "np_seed": 7}
-    assert meta["metadata"] == expected
+    assert user_fields(meta["metadata"]) == expected
     assert meta["text"]["adapter"] == "arc2face"
 
 
@@ -613,7 +621,7 @@ def test_jpeg_and_webp_round_trip(tmp_path, suffix, fmt):
     assert meta["ai_generated"] is True
     assert meta["digital_source_type"] == DIGITAL_SOURCE_TYPE
     assert meta["software"] == f"facegen {__version__}"
-    assert meta["metadata"] == {**META, "np_seed": 7}
+    assert user_fields(meta["metadata"]) == {**META, "np_seed": 7}
     assert json.loads(meta["text"]["UserComment"])["prompt"] == META["prompt"]
 
 
@@ -621,7 +629,7 @@ def test_save_without_metadata_and_from_pil(tmp_path):
     out = save_image(tmp_path / "deep" / "er" / "a.png", Image.new("RGBA", (4, 4), (0, 0, 0, 0)))
     assert (load_image(out) == 255).all()  # alpha composited on white
     meta = read_metadata(out)
-    assert meta["ai_generated"] is True and meta["metadata"] == {}
+    assert meta["ai_generated"] is True and user_fields(meta["metadata"]) == {}
 
 
 def test_read_metadata_of_foreign_images(tmp_path):
@@ -652,7 +660,7 @@ def test_save_is_atomic_and_replaces(tmp_path):
     target = tmp_path / "out.png"
     save_image(target, np.zeros((4, 4, 3), np.uint8), {"seed": 1})
     save_image(target, np.full((4, 4, 3), 255, np.uint8), {"seed": 2})
-    assert read_metadata(target)["metadata"] == {"seed": 2}
+    assert user_fields(read_metadata(target)["metadata"]) == {"seed": 2}
     assert (load_image(target) == 255).all()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]  # no temp files left
 
@@ -712,5 +720,6 @@ def test_encode_png_carries_the_same_provenance(tmp_path):
     (tmp_path / "a.png").write_bytes(data)
     save_image(tmp_path / "b.png", rgb, {"preset": "tiny", "seed": 3})
     a, b = read_metadata(tmp_path / "a.png"), read_metadata(tmp_path / "b.png")
-    assert a["ai_generated"] and a["metadata"] == b["metadata"] == {"preset": "tiny", "seed": 3}
+    assert a["ai_generated"] and a["metadata"] == b["metadata"]
+    assert user_fields(a["metadata"]) == {"preset": "tiny", "seed": 3}
     assert np.array_equal(load_image(data), rgb)

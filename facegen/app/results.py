@@ -71,7 +71,8 @@ def save_results(images: Sequence[Any], out_dir: Path, *, job: str, preset: str,
 
 
 #: provenance fields save_image writes itself (it refuses them in ``metadata``)
-WRITER_OWNED = frozenset({"ai_generated", "software", "digitalsourcetype", "facegen", "xml:com.adobe.xmp"})
+WRITER_OWNED = frozenset({"ai_generated", "software", "digitalsourcetype", "facegen", "xml:com.adobe.xmp",
+                          "provenance"})
 
 
 def _plain(meta: Mapping[str, Any]) -> dict[str, Any]:

@@ -288,12 +288,13 @@ def process_shard(ctx: RunContext, shard: int, on_images: Callable[[int], None] 
                 for index in sorted(done[ident]):
                     item, rgb, scores = done[ident][index]
                     meta = _provenance(ctx, item)
-                    png = W.encode_png(rgb, meta)
+                    png = W.encode_png(rgb, meta, spec.provenance)
                     crop_png = crop_ref = None
                     if spec.crops and ctx.align_fn is not None:
                         crop = ctx.align_fn(rgb)
                         if crop is not None:
-                            crop_png = W.encode_png(np.ascontiguousarray(crop, dtype=np.uint8), {**meta, "crop": "arcface112"})
+                            crop_png = W.encode_png(np.ascontiguousarray(crop, dtype=np.uint8), {**meta, "crop": "arcface112"},
+                                                    spec.provenance)
                             crop_ref = (W.image_relpath(ident, index, crop=True) if spec.format == "imagefolder"
                                         else f"{item.key}.crop112.png")
                     record: dict[str, Any] = {
@@ -654,6 +655,11 @@ def run_dataset(spec: DatasetSpec, generate_fn: GenerateFn, engine: str | None =
             generate_fn = _on_device(generate_fn, str(state.device))
     is_main = state is None or state.is_main_process
 
+    signer = None
+    if spec.provenance.get("c2pa"):
+        from facegen.provenance.credentials import load_identity
+
+        signer = load_identity()  # a bad $FACEGEN_C2PA_CERT fails before anything is generated
     resolved = _check_folder(spec)  # every rank checks (and fails alike) before anything is written
     fingerprint = resolved.fingerprint()
     if resolved.is_tiny() and not resolved.filters and spec.filters is None and is_main:
@@ -673,7 +679,8 @@ def run_dataset(spec: DatasetSpec, generate_fn: GenerateFn, engine: str | None =
             start_error = exc  # the other ranks must still reach the barrier
     try:
         return _run_started(resolved, fingerprint, generate_fn, state, start_error, progress, t0,
-                            embed_fn=embed_fn, face_fn=face_fn, quality_fn=quality_fn, align_fn=align_fn)
+                            embed_fn=embed_fn, face_fn=face_fn, quality_fn=quality_fn, align_fn=align_fn,
+                            signer=signer)
     except Exception:
         root = Path(resolved.out)
         if lock is not None and fresh and state is None and lock.held and \
@@ -687,8 +694,10 @@ def run_dataset(spec: DatasetSpec, generate_fn: GenerateFn, engine: str | None =
 
 def _run_started(resolved: DatasetSpec, fingerprint: str, generate_fn: GenerateFn, state: Any,
                  start_error: BaseException | None, progress: bool, t0: float, embed_fn: EmbedFn | None,
-                 face_fn: FaceFn | None, quality_fn: QualityFn | None, align_fn: AlignFn | None) -> Summary:
-    """The shards of a started (locked) folder, then its manifest and summary."""
+                 face_fn: FaceFn | None, quality_fn: QualityFn | None, align_fn: AlignFn | None,
+                 signer: Any = None) -> Summary:
+    """The shards of a started (locked) folder, then its manifest, summary, card and seal
+    (``signer``: the C2PA identity, None without ``provenance: {c2pa: true}``)."""
     is_main = state is None or state.is_main_process
     if state is not None:
         state.wait_for_everyone()
@@ -758,6 +767,10 @@ def _run_started(resolved: DatasetSpec, fingerprint: str, generate_fn: GenerateF
         from facegen.dataset.card import write_dataset_card
 
         write_dataset_card(root, resolved, summary)  # README.md, the Hugging Face dataset card
+        if signer is not None:
+            from facegen.provenance.seal import seal_dataset
+
+            seal_dataset(root, fingerprint=fingerprint, identity=signer)
         tmp = root / W.TMP_DIR
         if tmp.is_dir() and not any(tmp.iterdir()):
             tmp.rmdir()

@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 FORMATS = ("webdataset", "imagefolder")
 ENGINES = ("local", "accelerate", "ray")
 SPEC_VERSION = 1
+#: ``provenance:`` of a spec: watermark every image; sign the finished dataset (see
+#: :mod:`facegen.provenance.seal`: per-image C2PA signatures are not reproducible)
+DEFAULT_PROVENANCE = {"c2pa": True, "watermark": True}
 
 #: fields that never change a pixel or a file name (left out of the fingerprint)
 RUNTIME_FIELDS = frozenset({"out", "engine", "workers", "batch_size", "models_dir", "accept_license"})
@@ -230,6 +233,8 @@ class DatasetSpec:
     max_attempts: int = 3
     crops: bool = False                         # also write 112x112 ArcFace-aligned crops
     generator: dict[str, Any] = field(default_factory=dict)  # options of the generator
+    # provenance marks: the watermark in every image; c2pa = one signed seal (credentials.zip)
+    provenance: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_PROVENANCE))
     # runtime (not in the fingerprint)
     engine: str = "local"
     workers: int = 1
@@ -247,6 +252,9 @@ class DatasetSpec:
                 setattr(self, name, tuple(value or ()))     # anything else is named by validate()
         if self.generator is None or isinstance(self.generator, Mapping):
             self.generator = dict(self.generator or {})
+        given = {} if self.provenance is None else self.provenance
+        given = given if isinstance(given, dict) else {"invalid": given}
+        self.provenance = {**DEFAULT_PROVENANCE, **given}
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> DatasetSpec:
@@ -323,6 +331,10 @@ class DatasetSpec:
 
             for pose in self.poses:
                 pose_kps(pose, 64, 64)                       # the one-line error of a malformed pose
+        unknown = sorted(set(self.provenance) - set(DEFAULT_PROVENANCE))
+        need(not unknown, f"provenance takes {', '.join(DEFAULT_PROVENANCE)} (true/false), got {unknown}")
+        need(all(isinstance(v, bool) for v in self.provenance.values()),
+             f"provenance values must be true or false, got {self.provenance}")
         for name in FILE_FIELDS:
             path = getattr(self, name)
             need(path is None or Path(path).is_file(), f"{name}: file not found: {path}")

@@ -120,20 +120,26 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise FacegenError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
-def encode_png(rgb: np.ndarray, metadata: Mapping[str, Any]) -> bytes:
-    """PNG bytes of ``rgb`` carrying facegen's provenance text chunks (AI-generated tag).
+def encode_png(rgb: np.ndarray, metadata: Mapping[str, Any],
+               provenance: Mapping[str, Any] | None = None) -> bytes:
+    """PNG bytes of ``rgb`` carrying facegen's provenance (AI-generated tag, and the
+    invisible watermark unless the spec's ``provenance`` turns it off). No per-image C2PA
+    manifest: its signature is not reproducible; the dataset's seal covers the image.
 
     Uses ``facegen.io.encode_png`` when the io module has it; otherwise goes through
     ``facegen.io.save_image`` (the one place provenance is written) via a temporary file.
     """
     from facegen import io as fio
+    from facegen.provenance import Provenance
 
+    wanted = {"watermark": True, "c2pa": True, **dict(provenance or {})}
+    options = Provenance(watermark=bool(wanted["watermark"]), c2pa="dataset_seal" if wanted["c2pa"] else False)
     native = getattr(fio, "encode_png", None)
     if native is not None:
-        return native(rgb, dict(metadata))
+        return native(rgb, dict(metadata), provenance=options)
     with tempfile.TemporaryDirectory(prefix="facegen-png-") as tmp:
         path = Path(tmp) / "image.png"
-        fio.save_image(path, rgb, dict(metadata))
+        fio.save_image(path, rgb, dict(metadata), provenance=options)
         return path.read_bytes()
 
 

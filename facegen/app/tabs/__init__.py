@@ -55,6 +55,7 @@ TABS: tuple[TabSpec, ...] = (
     TabSpec("age", "Age", "facegen.app.tabs.age", ("facegen.pipelines.aging",)),
     TabSpec("restore", "Restore", "facegen.app.tabs.restore", ("facegen.pipelines.restoration",)),
     TabSpec("dataset", "Dataset", "facegen.app.tabs.dataset", ("facegen.dataset.runner",)),
+    TabSpec("inspect", "Inspect", "facegen.app.tabs.inspect", ("facegen.provenance.inspect",)),
     TabSpec("models", "Models", "facegen.app.tabs.models", ()),
 )
 

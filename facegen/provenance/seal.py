@@ -1,0 +1,99 @@
+"""One signed C2PA manifest for a whole dataset: ``credentials.zip``.
+
+Why not a manifest in every image? C2PA signatures are not reproducible: besides ECDSA's
+random nonce, c2pa-rs salts every assertion box with 16 random bytes (measured: two
+signings of the same PNG with the same Ed25519 key and a fixed manifest label still differ),
+and the dataset promises that the same spec gives byte-identical shards after any crash and
+resume. So the dataset's images carry the deterministic marks (the invisible watermark with
+their content id, and the metadata), and when every shard is done the dataset gets one
+seal: a ZIP holding ``dataset.json`` (the spec fingerprint and the sha256 of
+``manifest.jsonl``, ``spec.yaml``, ``identities.npy`` and every shard or image file), signed
+with C2PA (action ``c2pa.created``, ``trainedAlgorithmicMedia``). The seal is rewritten when
+a resumed run completes: its signature bytes differ from run to run, the files it vouches for
+do not. :func:`verify_seal` checks the signature and every listed hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import zipfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from facegen import __version__
+from facegen.provenance import credentials as _cred
+
+logger = logging.getLogger(__name__)
+
+SEAL = "credentials.zip"
+RECORD = "dataset.json"
+ASSERTION = "org.facegen.dataset"
+_SEALED_TOP = ("manifest.jsonl", "spec.yaml", "identities.npy")
+_SEALED_DIRS = ("shards", "images", "crops112")
+
+
+def sealed_files(root: Path) -> list[str]:
+    """The dataset files a seal vouches for (relative POSIX paths, sorted)."""
+    root = Path(root)
+    out = [name for name in _SEALED_TOP if (root / name).is_file()]
+    for d in _SEALED_DIRS:
+        if (root / d).is_dir():
+            out.extend(p.relative_to(root).as_posix() for p in (root / d).rglob("*") if p.is_file())
+    return sorted(out)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _record_zip(record: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        info = zipfile.ZipInfo(RECORD, date_time=(1980, 1, 1, 0, 0, 0))
+        zf.writestr(info, json.dumps(record, sort_keys=True, indent=1))
+    return buf.getvalue()
+
+
+def seal_dataset(root: str | Path, *, fingerprint: str, identity: _cred.SigningIdentity,
+                 extra: dict[str, Any] | None = None) -> Path:
+    """Write ``root/credentials.zip``: the signed record of every dataset file's sha256."""
+    from facegen.dataset.writers import atomic_write_bytes  # noqa: PLC0415
+
+    root = Path(root)
+    files = {rel: _sha256(root / rel) for rel in sealed_files(root)}
+    record = {"dataset": fingerprint, "facegen_version": __version__, "files": files, **(extra or {})}
+    fields = {"dataset": fingerprint, "ai_generated": True, "files": len(files),
+              "manifest_sha256": files.get("manifest.jsonl")}
+    manifest = _cred.build_manifest(_cred.CREATED, title=SEAL, fields=fields)
+    manifest["assertions"].append({"label": ASSERTION, "data": {"record_sha256": hashlib.sha256(
+        json.dumps(record, sort_keys=True).encode()).hexdigest()}})
+    data = _cred.sign_bytes(_record_zip(record), "ZIP", manifest, identity)
+    atomic_write_bytes(root / SEAL, data)
+    logger.info("sealed %d files of %s with %s", len(files), root, identity.describe())
+    return root / SEAL
+
+
+def verify_seal(path: str | Path, trust: Iterable[bytes] = ()) -> dict[str, Any]:
+    """The seal's C2PA state and whether every file it lists is unchanged."""
+    path = Path(path)
+    data = path.read_bytes()
+    c2pa = _cred.read_credentials(data, "ZIP", trust)
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            record = json.loads(zf.read(RECORD))
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        return {"file": str(path), "c2pa": c2pa, "files_ok": False, "error": f"no readable {RECORD}: {exc}"}
+    root = path.parent
+    changed = [rel for rel, digest in record.get("files", {}).items()
+               if not (root / rel).is_file() or _sha256(root / rel) != digest]
+    unlisted = sorted(set(sealed_files(root)) - set(record.get("files", {})))
+    return {"file": str(path), "dataset": record.get("dataset"), "c2pa": c2pa,
+            "files": len(record.get("files", {})), "changed": changed, "unlisted": unlisted,
+            "files_ok": not changed and not unlisted}
