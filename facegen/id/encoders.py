@@ -69,7 +69,8 @@ class OnnxArcFaceEncoder:
         self.spec = spec
         root = default_models_dir(models_dir)
         paths = [f.locate(root) for f in spec.files]
-        missing = [f.relpath for f, p in zip(spec.files, paths) if p is None]
+        missing = [f.relpath + (f" (or {', '.join(f.alternatives)})" if f.alternatives else "")
+                   for f, p in zip(spec.files, paths) if p is None]
         if missing:
             sources = [f.url for f in spec.files if f.url]
             raise ModelNotFoundError(f"encoder '{spec.name}'", missing, root,

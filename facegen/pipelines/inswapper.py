@@ -53,7 +53,8 @@ def find_inswapper(models_dir: str | os.PathLike[str] | None = None) -> Path:
     weights = INSWAPPER.file("swapper")
     path = weights.locate(root)
     if path is None:
-        raise ModelNotFoundError("inswapper fast swap", [weights.relpath], root, hint=INSWAPPER.hint)
+        raise ModelNotFoundError(f"{INSWAPPER.name} ({INSWAPPER.purpose})", [weights.relpath], root,
+                                 hint=INSWAPPER.hint)
     check_sha256(path, weights.sha256)
     return path
 

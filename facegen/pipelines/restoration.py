@@ -49,7 +49,7 @@ def gfpgan_pass(rgb: np.ndarray, models_dir: str | Path | None = None) -> np.nda
     entry = GFPGAN.file("restorer")
     weights = entry.locate(root)
     if weights is None:
-        raise ModelNotFoundError("GFPGAN v1.4", [entry.relpath], root,
+        raise ModelNotFoundError(f"{GFPGAN.name} ({GFPGAN.purpose})", [entry.relpath], root,
                                  hint=f"{GFPGAN.hint}; it is at {entry.url}" if entry.url else GFPGAN.hint)
     check_sha256(weights, entry.sha256)
     from gfpgan import GFPGANer  # noqa: PLC0415
