@@ -165,10 +165,13 @@ def doctor_report(models_dir: str | None = None) -> dict[str, Any]:
             det = f"{spec.detector_pack}/{PACK_DETECTORS.get(spec.detector_pack, 'scrfd_*.onnx')}"
             if not (root / det).is_file():
                 missing.append(det)
-        encoders[name] = {"ready": not missing, "missing": missing, "licence": spec.licence}
+        encoders[name] = {"ready": not missing, "missing": missing, "licence": spec.licence,
+                          "notes": spec.notes}
+    from facegen.models.auxiliary import auxiliary_status  # noqa: PLC0415
     report: dict[str, Any] = {"facegen": __version__, "python": sys.version.split()[0],
                               "home": str(facegen_home()), "models_dir": str(root),
-                              "packages": packages, "device": device, "encoders": encoders}
+                              "packages": packages, "device": device, "encoders": encoders,
+                              "auxiliary": auxiliary_status(root)}
     try:
         models = importlib.import_module("facegen.models")
         if hasattr(models, "preset_status"):
@@ -204,6 +207,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     for name, st in report["encoders"].items():
         state = "ready" if st["ready"] else "missing " + ", ".join(st.get("missing") or [])
         print(f"encoder {name}: {state}")
+    for name, st in report["auxiliary"].items():
+        state = "ready" if st["ready"] else "missing " + ", ".join(
+            st["missing"] + ([] if st["package_installed"] else [f"package {st['package']}"]))
+        print(f"auxiliary {name}: {state}")
     for name, st in report.get("presets", {}).items():
         twin = f" (tiny twin: {st['tiny_twin']})" if st.get("tiny_twin") else ""
         print(f"preset {name}: {'ready' if st.get('ready') else st.get('reason', 'missing')}{twin}")

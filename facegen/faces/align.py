@@ -6,6 +6,7 @@ inverse warp.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import cv2
@@ -26,6 +27,39 @@ FFHQ_512 = np.array(
 
 TemplateName = Literal["arcface", "ffhq"]
 TEMPLATES: dict[str, tuple[np.ndarray, int]] = {"arcface": (ARCFACE_112, 112), "ffhq": (FFHQ_512, 512)}
+
+
+@dataclass(frozen=True)
+class CropTemplate:
+    """A named crop a network takes (the ``template`` of an encoder or auxiliary registry entry).
+
+    template: the :data:`TEMPLATES` layout the crop is warped onto, or None when the network's
+        own library aligns the face (dlib's ``get_face_chip``, from its 5-point shape).
+    size: the crop's side in pixels.
+    padding: context around the face for a library-aligned crop (dlib's ``padding``).
+    """
+
+    name: str
+    template: TemplateName | None
+    size: int
+    padding: float = 0.0
+
+
+#: the registry's template names, as data: what each network is fed
+CROP_TEMPLATES: dict[str, CropTemplate] = {t.name: t for t in (
+    CropTemplate("arcface112", "arcface", 112),               # insightface ArcFace recognition
+    CropTemplate("arcface128", "arcface", 128),               # inswapper_128 (template shifted 8 px)
+    CropTemplate("dlib-chip150", None, 150, padding=0.25),    # dlib ResNet descriptor's own chip
+)}
+
+
+def crop_template(name: str) -> CropTemplate:
+    """The named crop of a registry entry; a typo names the choices."""
+    try:
+        return CROP_TEMPLATES[name]
+    except KeyError:
+        raise InvalidArgumentError(
+            f"unknown crop template '{name}'; choose one of: {', '.join(sorted(CROP_TEMPLATES))}") from None
 
 
 def umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

@@ -3,7 +3,8 @@
 Reads ``<models_dir>/<pack>/`` (``antelopev2``: ``scrfd_10g_bnkps.onnx``; ``buffalo_l``:
 ``det_10g.onnx``).  The detector size is always explicit (``det_size=(640, 640)`` by
 default): insightface 1.0 changed its implicit default, so we never rely on it.
-The packs are non-commercial: using them needs an explicit licence acceptance.
+The packs are non-commercial: using them needs an explicit licence acceptance.  Each pack's
+files and licence are its :mod:`facegen.models.auxiliary` entry.
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ import numpy as np
 
 from facegen.errors import InvalidArgumentError, ModelNotFoundError
 from facegen.faces.types import Face
+from facegen.models.auxiliary import AUXILIARY, pack_detectors
 from facegen.onnx_runtime import create_session
 from facegen.paths import models_dir as default_models_dir
-from facegen.paths import require_licence
+from facegen.paths import check_sha256, require_licence
 
 logger = logging.getLogger(__name__)
 
-PACK_DETECTORS: dict[str, str] = {"antelopev2": "scrfd_10g_bnkps.onnx", "buffalo_l": "det_10g.onnx"}
-PACK_LICENCE = "insightface pretrained packs: non-commercial research use only"
+PACK_DETECTORS: dict[str, str] = pack_detectors()     # {"antelopev2": "scrfd_10g_bnkps.onnx", ...}
+PACK_LICENCE = AUXILIARY["antelopev2"].licence
 
 # number of ONNX outputs -> (feature-map count, strides, anchors per location, has keypoints)
 _LAYOUTS = {6: (3, (8, 16, 32), 2, False), 9: (3, (8, 16, 32), 2, True),
@@ -80,7 +82,10 @@ class SCRFDDetector:
                  det_size: tuple[int, int] = (640, 640), det_thresh: float = 0.5, nms_thresh: float = 0.4,
                  providers: str | Sequence[str] | None = None, accept_license: bool = False,
                  session_factory: Any = None) -> None:
-        require_licence(f"insightface model pack '{pack}'", PACK_LICENCE, accept_license)
+        entry = AUXILIARY.get(pack) if pack in PACK_DETECTORS else None
+        if entry is None or not entry.commercial_use:    # a pack facegen does not know: its terms are the zoo's
+            require_licence(f"insightface model pack '{pack}'", entry.licence if entry else PACK_LICENCE,
+                            accept_license)
         if len(det_size) != 2 or min(det_size) <= 0 or det_size[0] % 32 or det_size[1] % 32:
             raise InvalidArgumentError(f"det_size must be two positive multiples of 32, got {det_size}")
         self.pack = pack
@@ -101,16 +106,24 @@ class SCRFDDetector:
 
     @staticmethod
     def find_model(folder: Path, pack: str) -> Path:
+        """The pack's detector in ``folder`` (``<models_dir>/<pack>``): its registry entry's file,
+        else (a pack facegen does not know) the first ``*det*``/``*scrfd*`` ONNX file there."""
+        entry = AUXILIARY.get(pack) if pack in PACK_DETECTORS else None
         name = PACK_DETECTORS.get(pack)
-        if name and (folder / name).is_file():
-            return folder / name
+        if entry is not None and name is not None:
+            weights = entry.file("detector")
+            path = weights.locate(folder.parent)          # relpath is "<pack>/<file>"
+            if path is not None:
+                check_sha256(path, weights.sha256)
+                return path
         if name is None:
             candidates = sorted(folder.glob("*.onnx")) if folder.is_dir() else []
             for path in candidates:
                 if "det" in path.name or "scrfd" in path.name:
                     return path
         raise ModelNotFoundError(f"insightface pack '{pack}' detector", [name or "scrfd_*.onnx"], folder,
-                                 hint="download the pack from the insightface model zoo and unzip it there")
+                                 hint=entry.hint if entry and entry.hint else
+                                 "download the pack from the insightface model zoo and unzip it there")
 
     def preprocess(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
         canvas, scale = letterbox(rgb, self.det_size)

@@ -10,7 +10,7 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from facegen.errors import InvalidArgumentError, ModelNotFoundError
-from facegen.faces.align import warp_face
+from facegen.faces.align import crop_template, warp_face
 from facegen.faces.detect import FacePolicy, detect_faces, detect_faces_many, get_detector, select_faces
 from facegen.faces.types import Face
 from facegen.id.embedding import IDEmbedding, check_same_encoder
@@ -36,20 +36,25 @@ class DlibEncoder:
     def __init__(self, spec: EncoderSpec, num_jitters: int = 0) -> None:
         from facegen.faces.dlib_backend import (LANDMARKS_5, RESNET_DESCRIPTOR, _dlib,  # noqa: PLC0415
                                                 dlib_model_path, shape_predictor)
+        crop = crop_template(spec.template)
+        if crop.template is not None:
+            raise InvalidArgumentError(f"encoder '{spec.name}': dlib's descriptor aligns its own chip; "
+                                       f"template '{spec.template}' is a warped crop")
         self.spec = spec
         self.num_jitters = num_jitters
+        self.padding = crop.padding
         self._dlib = _dlib()
         self._sp5 = shape_predictor(LANDMARKS_5)
         self._net = self._dlib.face_recognition_model_v1(str(dlib_model_path(RESNET_DESCRIPTOR)))
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
-        return detect_faces(rgb, backend="dlib")
+        return detect_faces(rgb, backend=self.spec.detector)
 
     def embed(self, rgb: np.ndarray, face: Face) -> IDEmbedding:
         rgb = np.ascontiguousarray(rgb)
         x1, y1, x2, y2 = (int(round(v)) for v in face.bbox)
         shape = self._sp5(rgb, self._dlib.rectangle(x1, y1, x2, y2))
-        vec = np.asarray(self._net.compute_face_descriptor(rgb, shape, self.num_jitters), dtype=np.float32)
+        vec = np.asarray(self._net.compute_face_descriptor(rgb, shape, self.num_jitters, self.padding), dtype=np.float32)
         return IDEmbedding(vec, self.spec.name, face=face)
 
 
@@ -64,16 +69,24 @@ class OnnxArcFaceEncoder:
         self.spec = spec
         root = default_models_dir(models_dir)
         paths = [f.locate(root) for f in spec.files]
-        missing = [f.relpath for f, p in zip(spec.files, paths) if p is None]
+        missing = [f.relpath + (f" (or {', '.join(f.alternatives)})" if f.alternatives else "")
+                   for f, p in zip(spec.files, paths) if p is None]
         if missing:
+            sources = [f.url for f in spec.files if f.url]
             raise ModelNotFoundError(f"encoder '{spec.name}'", missing, root,
-                                     hint=f"network: {spec.network}")
+                                     hint=f"network: {spec.network}"
+                                          + (f"; get it from {', '.join(sources)}" if sources else ""))
         self.path = paths[0]
         check_sha256(self.path, spec.files[0].sha256)
         self.session = create_session(self.path, providers, session_factory)
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.mean, self.std = self._input_norm(spec)
+        crop = crop_template(spec.template)
+        if crop.template is None:
+            raise InvalidArgumentError(f"encoder '{spec.name}': an ONNX encoder needs a warped crop "
+                                       f"template, not '{spec.template}'")
+        self.template = crop.template
         self._det_options = dict(pack=spec.detector_pack, models_dir=models_dir, det_size=det_size,
                                  providers=providers, accept_license=accept_license)
         if session_factory is not None:
@@ -93,19 +106,19 @@ class OnnxArcFaceEncoder:
         return spec.mean, spec.std
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
-        return detect_faces(rgb, detector=get_detector("insightface", **self._det_options))
+        return detect_faces(rgb, detector=get_detector(self.spec.detector, **self._det_options))
 
     def detect_many(self, rgbs: Sequence[np.ndarray]) -> list[list[Face]]:
         """Usable faces of each image (empty when none), SCRFD batched on the session when the
         exported model takes a batch (on the GPU with onnxruntime's CUDA provider)."""
-        return detect_faces_many(rgbs, get_detector("insightface", **self._det_options))
+        return detect_faces_many(rgbs, get_detector(self.spec.detector, **self._det_options))
 
     def preprocess(self, rgb: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
         return self.preprocess_pairs([(rgb, f) for f in faces])
 
     def preprocess_pairs(self, pairs: Sequence[tuple[np.ndarray, Face]]) -> np.ndarray:
         """One NCHW float batch of aligned crops from (image, face) pairs of any images."""
-        crops = [warp_face(rgb, f.kps, self.spec.crop_size, "arcface")[0] for rgb, f in pairs]
+        crops = [warp_face(rgb, f.kps, self.spec.crop_size, self.template)[0] for rgb, f in pairs]
         batch = np.stack(crops).astype(np.float32)
         if self.spec.color_order == "bgr":
             batch = batch[..., ::-1]

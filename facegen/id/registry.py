@@ -3,38 +3,24 @@
 Released adapter weights were each trained on one recognition network
 (../shared/reference/compat.md, section 0).  An entry says how to run the network
 (detector, alignment template, crop size, colour order, mean/std) and how its vectors are
-used (dimension, whether adapters expect unit-norm or raw vectors, how two vectors are
-compared and the threshold for "same person"), plus its licence and weight files.
+used (dimension, how two vectors are compared and the threshold for "same person"), plus
+its licence and weight files.  Whether an adapter takes unit-norm or raw vectors is a property
+of the adapter's training, so it is the preset's ``normalise``, not an encoder field.
+Licences come from :mod:`facegen.models.licences`; the insightface packs' files from their
+:mod:`facegen.models.auxiliary` entries.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from facegen.errors import InvalidArgumentError
+from facegen.faces.align import crop_template
+from facegen.models.auxiliary import WeightFile, get_auxiliary
+from facegen.models.licences import commercial_use, licence_text
 
-
-@dataclass(frozen=True)
-class WeightFile:
-    """A weight file an entry needs, relative to the models directory.
-
-    ``alternatives`` are other accepted places (e.g. the hub layout of the repository that
-    ships it), tried in order after ``relpath``.
-    """
-
-    relpath: str
-    sha256: str | None = None
-    url: str | None = None  # where a user fetches it (hub repo/file), for the error message
-    alternatives: tuple[str, ...] = ()
-
-    def locate(self, root: "Path") -> "Path | None":
-        """The first existing candidate under ``root``, else None."""
-        for rel in (self.relpath, *self.alternatives):
-            if (root / rel).is_file():
-                return root / rel
-        return None
+__all__ = ["DEFAULT_ENCODER", "ENCODERS", "EncoderSpec", "WeightFile", "get_encoder_spec", "register_encoder"]
 
 
 @dataclass(frozen=True)
@@ -42,14 +28,13 @@ class EncoderSpec:
     name: str
     network: str
     backend: Literal["dlib", "onnx"]
-    detector: str                 # detector backend name (facegen.faces)
-    template: str                 # alignment template name (facegen.faces.align.TEMPLATES)
+    detector: str                 # detector backend name (facegen.faces.detect.DETECTORS)
+    template: str                 # crop template name (facegen.faces.align.CROP_TEMPLATES)
     crop_size: int
     color_order: Literal["rgb", "bgr"]
     mean: float
     std: float
     dim: int
-    adapter_normalised: bool      # adapters trained on it expect unit-norm vectors
     metric: Literal["cosine", "euclidean"]
     threshold: float              # on `similarity`: same person when similarity >= threshold
     licence: str
@@ -66,6 +51,10 @@ ENCODERS: dict[str, EncoderSpec] = {}
 def register_encoder(spec: EncoderSpec) -> EncoderSpec:
     if spec.name in ENCODERS:
         raise InvalidArgumentError(f"encoder '{spec.name}' is already registered")
+    crop = crop_template(spec.template)          # a typo in the template is an error here
+    if crop.size != spec.crop_size:
+        raise InvalidArgumentError(f"encoder '{spec.name}': template '{spec.template}' crops {crop.size} px, "
+                                   f"but crop_size is {spec.crop_size}")
     ENCODERS[spec.name] = spec
     return spec
 
@@ -80,7 +69,6 @@ def get_encoder_spec(name: str) -> EncoderSpec:
 
 DEFAULT_ENCODER = "dlib-resnet-v1"
 
-_INSIGHTFACE_LICENCE = "insightface pretrained packs: non-commercial research use only"
 
 register_encoder(EncoderSpec(
     name="dlib-resnet-v1",
@@ -92,12 +80,11 @@ register_encoder(EncoderSpec(
     color_order="rgb",
     mean=0.0, std=1.0,
     dim=128,
-    adapter_normalised=False,
     metric="euclidean",
     # dlib's own rule is Euclidean distance < 0.6; similarity = 1 - distance.
     threshold=0.4,
-    licence="dlib models: Boost Software License / CC0 (face_recognition_models)",
-    commercial_use=True,
+    licence=licence_text("dlib-models"),
+    commercial_use=commercial_use("dlib-models"),
     notes="offline default; installed with face_recognition_models",
     typical_norm=1.42,  # measured on ../shared/faces (1.40-1.45)
 ))
@@ -112,12 +99,11 @@ register_encoder(EncoderSpec(
     color_order="rgb",
     mean=127.5, std=127.5,
     dim=512,
-    adapter_normalised=False,
     metric="cosine",
     threshold=0.3,
-    licence=_INSIGHTFACE_LICENCE,
-    commercial_use=False,
-    files=(WeightFile("antelopev2/glintr100.onnx"),),
+    licence=get_auxiliary("antelopev2").licence,
+    commercial_use=get_auxiliary("antelopev2").commercial_use,
+    files=(get_auxiliary("antelopev2").file("recognition"),),
     detector_pack="antelopev2",
     notes="InstantID and PuLID feed the raw (un-normalised) vector",
 ))
@@ -132,12 +118,11 @@ register_encoder(EncoderSpec(
     color_order="rgb",
     mean=127.5, std=127.5,
     dim=512,
-    adapter_normalised=True,
     metric="cosine",
     threshold=0.3,
-    licence=_INSIGHTFACE_LICENCE,
-    commercial_use=False,
-    files=(WeightFile("buffalo_l/w600k_r50.onnx"),),
+    licence=get_auxiliary("buffalo_l").licence,
+    commercial_use=get_auxiliary("buffalo_l").commercial_use,
+    files=(get_auxiliary("buffalo_l").file("recognition"),),
     detector_pack="buffalo_l",
     notes="IP-Adapter-FaceID and inswapper take normed_embedding",
 ))
@@ -152,14 +137,14 @@ register_encoder(EncoderSpec(
     color_order="rgb",
     mean=127.5, std=127.5,
     dim=512,
-    adapter_normalised=True,
     metric="cosine",
     threshold=0.3,
-    licence="Arc2Face weights: CC BY-NC 4.0 style research licence (see FoivosPar/Arc2Face); "
-            "detector from insightface antelopev2 (non-commercial)",
-    commercial_use=False,
+    # its detector is the antelopev2 pack's
+    licence=licence_text("arc2face-cc-by-nc", "insightface-packs"),
+    commercial_use=commercial_use("arc2face-cc-by-nc", "insightface-packs"),
     files=(WeightFile("arc2face/arcface.onnx", url="FoivosPar/Arc2Face:arcface.onnx",
-                      alternatives=("FoivosPar/Arc2Face/arcface.onnx", "antelopev2/arcface.onnx")),),
+                      alternatives=("FoivosPar/Arc2Face/arcface.onnx", "antelopev2/arcface.onnx"),
+                      role="recognition"),),
     detector_pack="antelopev2",
     notes="Arc2Face L2-normalises the vector before the id-token substitution",
 ))

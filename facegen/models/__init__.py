@@ -43,10 +43,12 @@ def preset_status(models_dir: str | os.PathLike[str] | None = None) -> dict[str,
         twin = tiny_twin(name)
         report[name] = {"ready": not missing, "missing": missing, "encoder": preset.encoder,
                         "licence": preset.licence, "tiny_twin": twin.name if twin else None,
+                        "components": {c.role: c.repo for c in preset.components}, "notes": preset.notes,
                         "reason": "ready" if not missing else f"{len(missing)} files missing under {root}"}
     for name in list_presets(include_tiny=True):
         preset = PRESETS[name]
         if preset.tiny:
             report[name] = {"ready": True, "encoder": preset.encoder, "twin_of": preset.twin,
+                            "notes": preset.notes,
                             "reason": f"built on first use (random weights; tiny twin of {preset.twin})"}
     return report

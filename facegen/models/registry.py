@@ -14,10 +14,12 @@ InstantID ``ControlNetModel/`` + ``ip-adapter.bin`` (Resampler ``image_proj`` + 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from facegen.errors import InvalidArgumentError
+from facegen.models.licences import commercial_use, licence_text
 
 Family = Literal["arc2face", "faceid", "instantid"]
 BaseArch = Literal["sd15", "sdxl"]
@@ -186,44 +188,39 @@ NEGATIVE_PROMPT = "monochrome, lowres, bad anatomy, worst quality, low quality, 
 INSTANTID_NEGATIVE = ("(lowres, low quality, worst quality:1.2), (text:1.2), watermark, painting, "
                       "drawing, illustration, glitch, deformed, mutated, cross-eyed, ugly, disfigured")
 
-_SD15_LICENCE = "Stable Diffusion 1.5: CreativeML OpenRAIL-M"
-_SDXL_LICENCE = "SDXL base 1.0: CreativeML OpenRAIL++-M"
-_INSIGHTFACE = "insightface face-recognition packs: non-commercial research use only"
+
+def _licensed(*keys: str) -> dict[str, Any]:
+    """``licence`` and ``commercial_use`` of a preset, composed from the licence table."""
+    return {"licence": licence_text(*keys), "commercial_use": commercial_use(*keys)}
 
 
-def _lcm_lora_component(tiny: bool) -> Component:
-    return Component("lcm_lora", TINY_LCM_SD15_REPO if tiny else LCM_SD15_REPO, ("pytorch_lora_weights.safetensors",),
+def _lcm_lora_component() -> Component:
+    return Component("lcm_lora", LCM_SD15_REPO, ("pytorch_lora_weights.safetensors",),
                      weight_name="pytorch_lora_weights.safetensors")
 
 
-def _arc2face_components(tiny: bool) -> tuple[Component, ...]:
-    base_repo = TINY_SD15_REPO if tiny else SD15_REPO
-    a2f_repo = TINY_ARC2FACE_REPO if tiny else ARC2FACE_REPO
+def _arc2face_components() -> tuple[Component, ...]:
     return (
-        Component("base", base_repo, sd15_base_files(with_unet_and_text=False)),
-        Component("unet", a2f_repo, ARC2FACE_UNET_FILES, subfolder="arc2face"),
-        Component("text_encoder", a2f_repo, ARC2FACE_ENCODER_FILES, subfolder="encoder"),
+        Component("base", SD15_REPO, sd15_base_files(with_unet_and_text=False)),
+        Component("unet", ARC2FACE_REPO, ARC2FACE_UNET_FILES, subfolder="arc2face"),
+        Component("text_encoder", ARC2FACE_REPO, ARC2FACE_ENCODER_FILES, subfolder="encoder"),
     )
 
 
-def _faceid_components(base: BaseArch, tiny: bool) -> tuple[Component, ...]:
+def _faceid_components(base: BaseArch) -> tuple[Component, ...]:
     weight = f"ip-adapter-faceid_{base}.bin"
     if base == "sd15":
-        base_comp = Component("base", TINY_SD15_REPO if tiny else SD15_REPO,
-                              sd15_base_files(with_unet_and_text=True))
+        base_comp = Component("base", SD15_REPO, sd15_base_files(with_unet_and_text=True))
     else:
-        base_comp = Component("base", TINY_SDXL_REPO if tiny else SDXL_REPO, sdxl_base_files())
-    return (base_comp,
-            Component("ip_adapter", TINY_FACEID_REPO if tiny else FACEID_REPO, (weight,),
-                      weight_name=weight))
+        base_comp = Component("base", SDXL_REPO, sdxl_base_files())
+    return (base_comp, Component("ip_adapter", FACEID_REPO, (weight,), weight_name=weight))
 
 
-def _instantid_components(tiny: bool) -> tuple[Component, ...]:
-    repo = TINY_INSTANTID_REPO if tiny else INSTANTID_REPO
+def _instantid_components() -> tuple[Component, ...]:
     return (
-        Component("base", TINY_SDXL_REPO if tiny else SDXL_REPO, sdxl_base_files()),
-        Component("controlnet", repo, INSTANTID_CONTROLNET_FILES, subfolder="ControlNetModel"),
-        Component("ip_adapter", repo, ("ip-adapter.bin",), weight_name="ip-adapter.bin"),
+        Component("base", SDXL_REPO, sdxl_base_files()),
+        Component("controlnet", INSTANTID_REPO, INSTANTID_CONTROLNET_FILES, subfolder="ControlNetModel"),
+        Component("ip_adapter", INSTANTID_REPO, ("ip-adapter.bin",), weight_name="ip-adapter.bin"),
     )
 
 
@@ -235,184 +232,124 @@ TINY_FACEID_REPO = "facegen-tiny/IP-Adapter-FaceID"
 TINY_INSTANTID_REPO = "facegen-tiny/InstantID"
 TINY_LCM_SD15_REPO = "facegen-tiny/lcm-lora-sdv1-5"
 
+#: each real repository's tiny twin (same layout, random weights)
+TINY_REPOS: dict[str, str] = {
+    SD15_REPO: TINY_SD15_REPO, SDXL_REPO: TINY_SDXL_REPO, ARC2FACE_REPO: TINY_ARC2FACE_REPO,
+    FACEID_REPO: TINY_FACEID_REPO, INSTANTID_REPO: TINY_INSTANTID_REPO, LCM_SD15_REPO: TINY_LCM_SD15_REPO,
+}
+
 TINY_ENCODER = "dlib-resnet-v1"
 TINY_ID_DIM = 128
-_TINY_LICENCE = "facegen tiny random weights (Apache-2.0); no real model inside"
+TINY_SIZE = 64            # output side of every tiny preset
+TINY_STEPS = 4            # at most this many steps (fewer when the twin takes fewer)
+TINY_PIXEL_MULTIPLE = 16  # the tiny reference layout's rounding (upstream's 64 does not scale below 16)
 _TINY_NOTE = ("random weights for tests and demos: outputs are noise-like images, not faces; "
               "the ID contract is the offline dlib descriptor so it runs on any machine")
 
-register_preset(Preset(
+
+def tiny_twin_of(real: Preset, name: str, description: str) -> Preset:
+    """The tiny preset mirroring ``real``: same family, base, adapter normalisation, component
+    roles and files, in the tiny repositories; the offline tiny encoder and ID size; outputs and
+    the reference layout scaled to :data:`TINY_SIZE`; at most :data:`TINY_STEPS` steps."""
+    d = real.defaults
+    scale = TINY_SIZE / d.height
+    resize = None
+    if d.reference_resize is not None:
+        max_side, min_side, _ = d.reference_resize
+        resize = (round(max_side * scale), round(min_side * scale), TINY_PIXEL_MULTIPLE)
+    defaults = dataclasses.replace(d, steps=min(d.steps, TINY_STEPS), height=TINY_SIZE,
+                                   width=round(d.width * scale), reference_resize=resize)
+    try:
+        components = tuple(dataclasses.replace(c, repo=TINY_REPOS[c.repo]) for c in real.components)
+    except KeyError as exc:
+        raise InvalidArgumentError(f"preset '{real.name}': repository {exc} has no tiny twin in TINY_REPOS") from None
+    return Preset(name=name, family=real.family, base=real.base, encoder=TINY_ENCODER, normalise=real.normalise,
+                  id_dim=TINY_ID_DIM, components=components, defaults=defaults, description=description,
+                  tiny=True, notes=_TINY_NOTE, twin=real.name, **_licensed("facegen-tiny"))
+
+
+_ARC2FACE = register_preset(Preset(
     name="arc2face",
     family="arc2face",
     base="sd15",
     encoder="arc2face-arcface",
     normalise=True,
     id_dim=512,
-    components=_arc2face_components(tiny=False),
+    components=_arc2face_components(),
     defaults=SamplerDefaults(scheduler="dpm++", steps=25, guidance=3.0, height=512, width=512),
-    licence=f"Arc2Face weights: CC BY-NC 4.0 (FoivosPar/Arc2Face); {_SD15_LICENCE}; ArcFace "
-            f"encoder + antelopev2 detector: {_INSIGHTFACE}",
-    commercial_use=False,
+    **_licensed("arc2face-cc-by-nc", "sd15-openrail-m", "insightface-packs"),
     description="Arc2Face: SD1.5 UNet + CLIP text encoder fine-tuned on ArcFace embeddings "
                 "('photo of a id person'); no text prompt",
 ))
 
-register_preset(Preset(
+_ARC2FACE_LCM = register_preset(Preset(
     name="arc2face-lcm",
     family="arc2face",
     base="sd15",
     encoder="arc2face-arcface",
     normalise=True,
     id_dim=512,
-    components=_arc2face_components(tiny=False) + (_lcm_lora_component(tiny=False),),
+    components=_arc2face_components() + (_lcm_lora_component(),),
     defaults=SamplerDefaults(scheduler="lcm", steps=3, guidance=1.0, height=512, width=512),
-    licence=f"Arc2Face weights: CC BY-NC 4.0; LCM-LoRA: OpenRAIL++; {_SD15_LICENCE}; "
-            f"{_INSIGHTFACE}",
-    commercial_use=False,
+    **_licensed("arc2face-cc-by-nc", "lcm-lora-openrail++", "sd15-openrail-m", "insightface-packs"),
     description="Arc2Face with the LCM-LoRA for SD1.5: 2-4 steps, guidance 1.0",
 ))
 
-register_preset(Preset(
+_FACEID_SD15 = register_preset(Preset(
     name="faceid-sd15",
     family="faceid",
     base="sd15",
     encoder="buffalo_l-w600k-r50",
     normalise=True,
     id_dim=512,
-    components=_faceid_components("sd15", tiny=False),
+    components=_faceid_components("sd15"),
     defaults=SamplerDefaults(scheduler="ddim", steps=30, guidance=7.5, height=512, width=512,
                              adapter_scale=1.0, lora_scale=1.0, prompt=FACEID_PROMPT,
                              negative_prompt=NEGATIVE_PROMPT),
-    licence=f"IP-Adapter-FaceID (h94): non-commercial research use (insightface); "
-            f"{_SD15_LICENCE}; buffalo_l: {_INSIGHTFACE}",
-    commercial_use=False,
+    **_licensed("ip-adapter-faceid-nc", "sd15-openrail-m", "insightface-packs"),
     description="IP-Adapter-FaceID on SD1.5 (4 ID tokens + the LoRA shipped in the .bin)",
 ))
 
-register_preset(Preset(
+_FACEID_SDXL = register_preset(Preset(
     name="faceid-sdxl",
     family="faceid",
     base="sdxl",
     encoder="buffalo_l-w600k-r50",
     normalise=True,
     id_dim=512,
-    components=_faceid_components("sdxl", tiny=False),
+    components=_faceid_components("sdxl"),
     defaults=SamplerDefaults(scheduler="ddim", steps=30, guidance=7.5, height=1024, width=1024,
                              adapter_scale=1.0, lora_scale=1.0, prompt=FACEID_PROMPT,
                              negative_prompt=NEGATIVE_PROMPT),
-    licence=f"IP-Adapter-FaceID (h94): non-commercial research use (insightface); "
-            f"{_SDXL_LICENCE}; buffalo_l: {_INSIGHTFACE}",
-    commercial_use=False,
+    **_licensed("ip-adapter-faceid-nc", "sdxl-openrail++-m", "insightface-packs"),
     description="IP-Adapter-FaceID on SDXL (4 ID tokens + the LoRA shipped in the .bin)",
 ))
 
-register_preset(Preset(
+_INSTANTID = register_preset(Preset(
     name="instantid",
     family="instantid",
     base="sdxl",
     encoder="antelopev2-glintr100",
     normalise=False,
     id_dim=512,
-    components=_instantid_components(tiny=False),
+    components=_instantid_components(),
     defaults=SamplerDefaults(scheduler="euler", steps=30, guidance=5.0, height=1024, width=1024,
                              adapter_scale=0.8, controlnet_scale=0.8, prompt=FACEID_PROMPT,
                              negative_prompt=INSTANTID_NEGATIVE, face_layout="reference",
                              reference_resize=(1280, 1024, 64)),
-    licence=f"InstantID weights: Apache-2.0 (InstantX/InstantID); {_SDXL_LICENCE}; "
-            f"antelopev2: {_INSIGHTFACE}",
-    commercial_use=False,
+    **_licensed("instantid-apache", "sdxl-openrail++-m", "insightface-packs"),
     description="InstantID: SDXL + IdentityNet (ControlNet on the 5-keypoint drawing and the "
                 "face tokens) + Resampler face tokens in IP attention",
 ))
 
-register_preset(Preset(
-    name="tiny",
-    family="arc2face",
-    base="sd15",
-    encoder=TINY_ENCODER,
-    normalise=True,
-    id_dim=TINY_ID_DIM,
-    components=_arc2face_components(tiny=True),
-    defaults=SamplerDefaults(scheduler="dpm++", steps=4, guidance=3.0, height=64, width=64),
-    licence=_TINY_LICENCE,
-    commercial_use=True,
-    description="tiny Arc2Face-family checkpoint (random weights, real layout)",
-    tiny=True,
-    notes=_TINY_NOTE,
-    twin="arc2face",
-))
-
-register_preset(Preset(
-    name="tiny-faceid",
-    family="faceid",
-    base="sd15",
-    encoder=TINY_ENCODER,
-    normalise=True,
-    id_dim=TINY_ID_DIM,
-    components=_faceid_components("sd15", tiny=True),
-    defaults=SamplerDefaults(scheduler="ddim", steps=4, guidance=7.5, height=64, width=64,
-                             adapter_scale=1.0, lora_scale=1.0, prompt=FACEID_PROMPT,
-                             negative_prompt=NEGATIVE_PROMPT),
-    licence=_TINY_LICENCE,
-    commercial_use=True,
-    description="tiny IP-Adapter-FaceID (SD1.5 layout) checkpoint (random weights, real layout)",
-    tiny=True,
-    notes=_TINY_NOTE,
-    twin="faceid-sd15",
-))
-
-register_preset(Preset(
-    name="tiny-faceid-sdxl",
-    family="faceid",
-    base="sdxl",
-    encoder=TINY_ENCODER,
-    normalise=True,
-    id_dim=TINY_ID_DIM,
-    components=_faceid_components("sdxl", tiny=True),
-    defaults=SamplerDefaults(scheduler="ddim", steps=4, guidance=7.5, height=64, width=64,
-                             adapter_scale=1.0, lora_scale=1.0, prompt=FACEID_PROMPT,
-                             negative_prompt=NEGATIVE_PROMPT),
-    licence=_TINY_LICENCE,
-    commercial_use=True,
-    description="tiny IP-Adapter-FaceID (SDXL layout) checkpoint (random weights, real layout)",
-    tiny=True,
-    notes=_TINY_NOTE,
-    twin="faceid-sdxl",
-))
-
-register_preset(Preset(
-    name="tiny-instantid",
-    family="instantid",
-    base="sdxl",
-    encoder=TINY_ENCODER,
-    normalise=False,
-    id_dim=TINY_ID_DIM,
-    components=_instantid_components(tiny=True),
-    defaults=SamplerDefaults(scheduler="euler", steps=4, guidance=5.0, height=64, width=64,
-                             adapter_scale=0.8, controlnet_scale=0.8, prompt=FACEID_PROMPT,
-                             negative_prompt=INSTANTID_NEGATIVE, face_layout="reference",
-                             reference_resize=(80, 64, 16)),   # upstream's rule at 1/16 scale
-    licence=_TINY_LICENCE,
-    commercial_use=True,
-    description="tiny InstantID checkpoint (random weights, real layout)",
-    tiny=True,
-    notes=_TINY_NOTE,
-    twin="instantid",
-))
-
-register_preset(Preset(
-    name="tiny-arc2face-lcm",
-    family="arc2face",
-    base="sd15",
-    encoder=TINY_ENCODER,
-    normalise=True,
-    id_dim=TINY_ID_DIM,
-    components=_arc2face_components(tiny=True) + (_lcm_lora_component(tiny=True),),
-    defaults=SamplerDefaults(scheduler="lcm", steps=3, guidance=1.0, height=64, width=64),
-    licence=_TINY_LICENCE,
-    commercial_use=True,
-    description="tiny Arc2Face + LCM-LoRA checkpoint (random weights, real layouts)",
-    tiny=True,
-    notes=_TINY_NOTE,
-    twin="arc2face-lcm",
-))
+register_preset(tiny_twin_of(
+    _ARC2FACE, "tiny", "tiny Arc2Face-family checkpoint (random weights, real layout)"))
+register_preset(tiny_twin_of(
+    _FACEID_SD15, "tiny-faceid", "tiny IP-Adapter-FaceID (SD1.5 layout) checkpoint (random weights, real layout)"))
+register_preset(tiny_twin_of(
+    _FACEID_SDXL, "tiny-faceid-sdxl",
+    "tiny IP-Adapter-FaceID (SDXL layout) checkpoint (random weights, real layout)"))
+register_preset(tiny_twin_of(
+    _INSTANTID, "tiny-instantid", "tiny InstantID checkpoint (random weights, real layout)"))
+register_preset(tiny_twin_of(
+    _ARC2FACE_LCM, "tiny-arc2face-lcm", "tiny Arc2Face + LCM-LoRA checkpoint (random weights, real layouts)"))

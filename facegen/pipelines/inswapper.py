@@ -7,7 +7,9 @@ RGB [0, 1] output is pasted back exactly as insightface does (its warped box mas
 blurred with kernels sized in target-image pixels,
 :func:`facegen.edit.paste.paste_back_inswapper`).  It accepts **only** ``buffalo_l``
 (w600k_r50) source embeddings; the weights are non-commercial.
-Looked for at ``<models_dir>/inswapper_128.onnx`` or ``<models_dir>/inswapper/inswapper_128.onnx``.
+Its file, places, licence, crop template and encoder are the ``inswapper_128`` entry of
+:mod:`facegen.models.auxiliary` (looked for at ``<models_dir>/inswapper_128.onnx`` or
+``<models_dir>/inswapper/inswapper_128.onnx``).
 """
 
 from __future__ import annotations
@@ -23,32 +25,39 @@ from PIL import Image
 from facegen import __version__
 from facegen.edit.paste import paste_back_inswapper
 from facegen.errors import InvalidArgumentError, MissingDependencyError, ModelNotFoundError
-from facegen.faces.align import warp_face
+from facegen.faces.align import crop_template, warp_face
 from facegen.faces.detect import FacePolicy, select_faces
 from facegen.id.embedding import IDEmbedding
 from facegen.io import load_image
+from facegen.models.auxiliary import get_auxiliary
 from facegen.onnx_runtime import create_session
 from facegen.paths import models_dir as default_models_dir
-from facegen.paths import require_licence
+from facegen.paths import check_sha256, require_licence
 from facegen.pipelines._edit_base import ImageInput, require_consent
 from facegen.pipelines.output import PipelineOutput
 
 logger = logging.getLogger(__name__)
 
-INSWAPPER_FILE = "inswapper_128.onnx"
-INSWAPPER_ENCODER = "buffalo_l-w600k-r50"
-INSWAPPER_LICENCE = "insightface inswapper_128: non-commercial research use only"
-CROP = 128
+INSWAPPER = get_auxiliary("inswapper_128")
+INSWAPPER_FILE = Path(INSWAPPER.file("swapper").relpath).name
+INSWAPPER_ENCODER: str = INSWAPPER.encoder or ""
+INSWAPPER_LICENCE = INSWAPPER.licence
+_CROP = crop_template(INSWAPPER.template or "")
+CROP = _CROP.size
+if _CROP.template is None:
+    raise InvalidArgumentError(f"inswapper_128 needs a warped crop template, not '{_CROP.name}'")
+_TEMPLATE = _CROP.template
 
 
 def find_inswapper(models_dir: str | os.PathLike[str] | None = None) -> Path:
     root = default_models_dir(models_dir)
-    for path in (root / INSWAPPER_FILE, root / "inswapper" / INSWAPPER_FILE):
-        if path.is_file():
-            return path
-    raise ModelNotFoundError("inswapper fast swap", [INSWAPPER_FILE], root,
-                             hint="it also needs the buffalo_l pack (det_10g.onnx, w600k_r50.onnx); "
-                                  "without it use the diffusion swap (--model PRESET)")
+    weights = INSWAPPER.file("swapper")
+    path = weights.locate(root)
+    if path is None:
+        raise ModelNotFoundError(f"{INSWAPPER.name} ({INSWAPPER.purpose})", [weights.relpath], root,
+                                 hint=INSWAPPER.hint)
+    check_sha256(path, weights.sha256)
+    return path
 
 
 def load_emap(path: Path) -> np.ndarray:
@@ -84,7 +93,8 @@ class InswapperSwapPipeline:
     def __init__(self, models_dir: str | os.PathLike[str] | None = None, accept_license: bool = False,
                  providers: str | Sequence[str] | None = None, session_factory: Any = None,
                  emap: np.ndarray | None = None, encoder: Any = None) -> None:
-        require_licence("inswapper_128", INSWAPPER_LICENCE, accept_license)
+        if not INSWAPPER.commercial_use:
+            require_licence(INSWAPPER.name, INSWAPPER_LICENCE, accept_license)
         self.path = find_inswapper(models_dir)
         self.session = create_session(self.path, providers, session_factory)
         names = [i.name for i in self.session.get_inputs()]
@@ -98,7 +108,7 @@ class InswapperSwapPipeline:
         self.encoder = encoder
 
     def swap_face(self, rgb: np.ndarray, face: Any, latent: np.ndarray) -> np.ndarray:
-        crop, m = warp_face(rgb, face.kps, CROP, "arcface")
+        crop, m = warp_face(rgb, face.kps, CROP, _TEMPLATE)
         blob = (crop.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
         out = self.session.run(None, {self.target_name: blob, self.source_name: latent})[0]
         fake = np.clip(255 * out[0].transpose(1, 2, 0), 0, 255).astype(np.uint8)   # insightface truncates
@@ -143,8 +153,8 @@ class InswapperSwapPipeline:
         run_seed = 0 if seed is None else int(seed)
         per_face = [{"face": k, "bbox": [round(float(v), 1) for v in f.bbox], "source": i, "seeds": [run_seed],
                      "id_similarity": None} for k, (f, i) in enumerate(pairs)]
-        meta = {"task": "swap", "ai_edited": True, "facegen_version": __version__, "engine": "inswapper_128",
+        meta = {"task": "swap", "ai_edited": True, "facegen_version": __version__, "engine": INSWAPPER.name,
                 "encoder": INSWAPPER_ENCODER, "licence": INSWAPPER_LICENCE, "faces_swapped": len(pairs),
                 "faces": per_face, "seeds": [run_seed] * len(pairs)}
-        return PipelineOutput(images=[Image.fromarray(out)], seeds=[run_seed], preset="inswapper_128",
+        return PipelineOutput(images=[Image.fromarray(out)], seeds=[run_seed], preset=INSWAPPER.name,
                               adapter="inswapper", id_similarity=[None], metadata=[meta])

@@ -20,6 +20,8 @@ from facegen.errors import InvalidArgumentError, MissingDependencyError, ModelNo
 from facegen.faces.detect import FacePolicy
 from facegen.id.embedding import IDEmbedding
 from facegen.io import load_image
+from facegen.models.auxiliary import get_auxiliary
+from facegen.paths import check_sha256
 from facegen.paths import models_dir as default_models_dir
 from facegen.pipelines._edit_base import FaceEditPipeline, FacePlan, ImageInput, RegeneratedCrop, require_consent
 from facegen.pipelines._roles import about_photo
@@ -29,7 +31,8 @@ from facegen.pipelines.output import PipelineOutput
 logger = logging.getLogger(__name__)
 
 RESTORE_PROMPT = "a sharp, high quality photo of a face, detailed skin"
-GFPGAN_WEIGHTS = "gfpgan/GFPGANv1.4.pth"
+GFPGAN = get_auxiliary("gfpgan-v1.4")
+GFPGAN_WEIGHTS = GFPGAN.file("restorer").relpath
 
 
 def restoration_strength(degradation: float, low: float = 0.2, high: float = 0.65) -> float:
@@ -40,11 +43,16 @@ def restoration_strength(degradation: float, low: float = 0.2, high: float = 0.6
 
 def gfpgan_pass(rgb: np.ndarray, models_dir: str | Path | None = None) -> np.ndarray:
     """GFPGAN v1.4 on the whole photo (faces only, upscale 1) when installed by the user."""
-    if importlib.util.find_spec("gfpgan") is None:
-        raise MissingDependencyError("gfpgan", feature="the GFPGAN pre-pass (pip install gfpgan)")
-    weights = default_models_dir(models_dir) / GFPGAN_WEIGHTS
-    if not weights.is_file():
-        raise ModelNotFoundError("GFPGAN v1.4", [GFPGAN_WEIGHTS], default_models_dir(models_dir))
+    package = GFPGAN.package or "gfpgan"
+    if importlib.util.find_spec(package) is None:
+        raise MissingDependencyError(package, feature=f"the GFPGAN pre-pass (pip install {package})")
+    root = default_models_dir(models_dir)
+    entry = GFPGAN.file("restorer")
+    weights = entry.locate(root)
+    if weights is None:
+        raise ModelNotFoundError(f"{GFPGAN.name} ({GFPGAN.purpose})", [entry.relpath], root,
+                                 hint=f"{GFPGAN.hint}; it is at {entry.url}" if entry.url else GFPGAN.hint)
+    check_sha256(weights, entry.sha256)
     from gfpgan import GFPGANer  # noqa: PLC0415
     restorer = GFPGANer(model_path=str(weights), upscale=1, arch="clean", channel_multiplier=2)
     _, _, out_bgr = restorer.enhance(np.ascontiguousarray(rgb[..., ::-1]), has_aligned=False, paste_back=True)
