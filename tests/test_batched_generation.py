@@ -109,7 +109,7 @@ def test_compiled_pipelines_see_padded_static_batches(pipes, monkeypatch):
     seeds = list(range(20, 25))
     plain = pipe.generate_many(embeds, seeds, num_inference_steps=STEPS, batch_size=4)
     applied = type("Applied", (), {"config": type("C", (), {"compile": True})(), "skipped": {}})()
-    monkeypatch.setattr("facegen.pipelines.fastpath.applied_options", lambda _pipe: applied)
+    monkeypatch.setattr("facegen.speed.engine.applied_options", lambda _pipe: applied)
     sizes = []
     original = type(pipe.pipe).__call__
 
