@@ -3,6 +3,8 @@ one call per image up to float rounding; static padded shapes for compiled pipel
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
@@ -28,9 +30,11 @@ def emb(seed: int, pipe: IDGenerationPipeline) -> IDEmbedding:
 
 
 @pytest.fixture(scope="module")
-def pipes() -> dict[str, IDGenerationPipeline]:
+def pipes() -> Iterator[dict[str, IDGenerationPipeline]]:
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
-    return {name: IDGenerationPipeline.from_preset(name, device="cpu") for name in PRESETS}
+    yield {name: IDGenerationPipeline.from_preset(name, device="cpu") for name in PRESETS}
+    torch.set_num_threads(before)        # process-wide: later tests (the pixel-hash record) use the default
 
 
 @pytest.fixture(params=PRESETS)
