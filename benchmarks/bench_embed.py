@@ -10,29 +10,18 @@ on a 2-core CPU.
 
 from __future__ import annotations
 
-import argparse
 import logging
-import statistics
 import sys
-import time
 
 import numpy as np
 
+from _common import add_output_args, make_parser, median_time, setup_logging  # also puts the checkout on sys.path
 from facegen.examples import example_photo
 from facegen.faces.dlib_backend import _hog_detector
 from facegen.id.encoders import embed_image, get_encoder
 from facegen.io import load_image
 
 logger = logging.getLogger("bench_embed")
-
-
-def _median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def reference_embed(rgb: np.ndarray) -> None:
@@ -46,10 +35,12 @@ def reference_embed(rgb: np.ndarray) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = make_parser(__doc__)
     p.add_argument("--photo", default=None, help="a photo with one face (default: the group photo's largest face)")
     p.add_argument("--repeats", type=int, default=5)
+    add_output_args(p, json_out=False)
     args = p.parse_args(argv)
+    setup_logging(args.verbose, quiet_libraries=False)
     base = load_image(args.photo or example_photo("group"))
     import cv2  # noqa: PLC0415
     embed_image(base)                                        # start-up: load the models once
@@ -58,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         h, w = base.shape[:2]
         s = (mp * 1e6 / (h * w)) ** 0.5
         rgb = np.ascontiguousarray(cv2.resize(base, (round(w * s), round(h * s)), interpolation=cv2.INTER_CUBIC))
-        ours = _median_time(lambda: embed_image(rgb), args.repeats)
-        ref = _median_time(lambda: reference_embed(rgb), max(1, args.repeats // 2))
+        ours = median_time(lambda: embed_image(rgb), args.repeats)
+        ref = median_time(lambda: reference_embed(rgb), max(1, args.repeats // 2))
         rows.append((mp, rgb.shape[1], rgb.shape[0], ours, ref))
     print(f"{'MP':>5} {'size':>11} {'facegen s/img':>14} {'reference s/img':>16} {'speed-up':>9}")
     for mp, w, h, ours, ref in rows:
@@ -70,5 +61,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING)
     sys.exit(main())

@@ -13,8 +13,6 @@ run only proves the evaluation works. Real numbers need a real preset's weights.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import sys
 import time
@@ -22,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from _common import add_output_args, make_parser, setup_logging, write_json  # also puts the checkout on sys.path
 from facegen.examples import example_photo
 from facegen.errors import FacegenError
 from facegen.id.encoders import embed_image, get_encoder, similarity
@@ -43,15 +42,16 @@ def _photos(folder: str | None) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = make_parser(__doc__)
     p.add_argument("--model", default="tiny")
     p.add_argument("--photos", default=None)
     p.add_argument("--levels", type=float, nargs="+", default=[0.3, 0.6])
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--max-side", type=int, default=512, help="downscale photos first (CPU time)")
-    p.add_argument("--json", default=None)
     p.add_argument("--accept-license", action="store_true")
+    add_output_args(p)
     args = p.parse_args(argv)
+    setup_logging(args.verbose)
     pipe = FaceRestorationPipeline.from_preset(args.model, accept_license=args.accept_license)
     dlib_enc = get_encoder("dlib-resnet-v1")
 
@@ -89,10 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         gain = np.mean([r["psnr_gain"] for r in rows])
         print(f"mean PSNR gain over the degraded input (reference): {gain:+.2f} dB ({args.model})")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        write_json(args.json, rows)
     return 0 if rows else 1
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING)
     sys.exit(main())

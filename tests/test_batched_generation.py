@@ -3,7 +3,7 @@ one call per image up to float rounding; static padded shapes for compiled pipel
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -31,10 +31,10 @@ def emb(seed: int, pipe: IDGenerationPipeline) -> IDEmbedding:
 
 @pytest.fixture(scope="module")
 def pipes() -> Iterator[dict[str, IDGenerationPipeline]]:
-    threads = torch.get_num_threads()
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield {name: IDGenerationPipeline.from_preset(name, device="cpu") for name in PRESETS}
-    torch.set_num_threads(threads)     # later modules (the pixel-hash record) run at the default count
+    torch.set_num_threads(before)        # process-wide: later tests (the pixel-hash record) use the default
 
 
 @pytest.fixture(params=PRESETS)
@@ -113,7 +113,7 @@ def test_compiled_pipelines_see_padded_static_batches(pipes, monkeypatch):
     seeds = list(range(20, 25))
     plain = pipe.generate_many(embeds, seeds, num_inference_steps=STEPS, batch_size=4)
     applied = type("Applied", (), {"config": type("C", (), {"compile": True})(), "skipped": {}})()
-    monkeypatch.setattr("facegen.pipelines.fastpath.applied_options", lambda _pipe: applied)
+    monkeypatch.setattr("facegen.speed.engine.applied_options", lambda _pipe: applied)
     sizes = []
     original = type(pipe.pipe).__call__
 

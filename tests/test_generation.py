@@ -239,7 +239,7 @@ def test_cli_real_preset_missing_weights_exit_2(tom_hanks_path, tmp_path, monkey
 @pytest.mark.parametrize("name", ["tiny", "tiny-faceid"])
 def test_default_fast_path_keeps_the_pixels(pipes, name):
     """from_preset applies the exact fast path by default: same images up to float rounding."""
-    from facegen.pipelines.fastpath import applied_options
+    from facegen.speed.engine import applied_options
     fast = IDGenerationPipeline.from_preset(name, device="cpu")
     assert applied_options(fast.pipe) is not None
     a = pixels(gen(fast, emb(3), seed=4)).astype(int)
