@@ -138,7 +138,7 @@ class IDGenerationPipeline:
                     download: bool | None = None, fast_path: bool | Any = True) -> IDGenerationPipeline:
         """Resolve (local folder, else hub when online), check the licence, and load a preset.
 
-        ``fast_path``: True (default) applies :func:`facegen.pipelines.fastpath.optimize_pipeline`
+        ``fast_path``: True (default) applies :func:`facegen.speed.engine.optimize_pipeline`
         with the exact options for the device; a ``FastPathConfig`` sets them; False loads plain.
         Raises LicenseNotAcceptedError for non-commercial weights without ``accept_license``
         (or ``FACEGEN_ACCEPT_NONCOMMERCIAL=1``), ModelNotFoundError naming the missing files.
