@@ -2,14 +2,13 @@
 
 Exit codes: 0 success; 2 a user mistake (``error: <one line>`` on stderr, no traceback);
 1 an internal failure; 130 interrupted.  Sub-commands live in their own modules and are
-registered from :data:`COMMAND_MODULES`, each module exposing ``add_parser(subparsers)``
+registered from :func:`command_modules`, each module exposing ``add_parser(subparsers)``
 that sets ``func`` (``args -> int``).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import os
@@ -24,19 +23,19 @@ from facegen.errors import FacegenError
 logger = logging.getLogger("facegen")
 
 #: modules that add sub-commands (in help order); a missing module is skipped
-COMMAND_MODULES: tuple[str, ...] = (
-    "facegen.cli",               # embed, verify, doctor (below)
-    "facegen.cli_generate",      # generate
-    "facegen.cli_edit",          # swap, age, restore
-    "facegen.cli_dataset",       # dataset, dataset-stats
-    "facegen.cli_report",        # dataset-report
-    "facegen.cli_serve",         # serve
-    "facegen.cli_inspect",       # inspect
-)
+def command_modules() -> list[Any]:
+    """The modules that register sub-commands (each exposes ``add_parser(subparsers)``), in help
+    order. Plain imports: a broken command module fails loudly instead of vanishing from the CLI."""
+    from facegen import (  # noqa: PLC0415 - they import this module's option helpers
+        cli_dataset,
+        cli_edit,
+        cli_generate,
+        cli_inspect,
+        cli_report,
+        cli_serve,
+    )
 
-
-class UserArgumentError(FacegenError):
-    """A command-line argument that argparse accepted but that cannot be used."""
+    return [sys.modules[__name__], cli_generate, cli_edit, cli_dataset, cli_report, cli_serve, cli_inspect]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -172,12 +171,9 @@ def doctor_report(models_dir: str | None = None) -> dict[str, Any]:
                               "home": str(facegen_home()), "models_dir": str(root),
                               "packages": packages, "device": device, "encoders": encoders,
                               "auxiliary": auxiliary_status(root)}
-    try:
-        models = importlib.import_module("facegen.models")
-        if hasattr(models, "preset_status"):
-            report["presets"] = _with_encoders(models.preset_status(models_dir), encoders)
-    except ImportError:
-        pass
+    from facegen.models import preset_status  # noqa: PLC0415
+
+    report["presets"] = _with_encoders(preset_status(models_dir), encoders)
     return report
 
 
@@ -251,13 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for name in COMMAND_MODULES:
-        try:
-            module = sys.modules[__name__] if name == __name__ or name == "facegen.cli" else importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
+    for module in command_modules():
         module.add_parser(sub)
     return parser
 

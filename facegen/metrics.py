@@ -67,16 +67,17 @@ class IDJudge:
         return None if emb is None else similarity(ref, emb)
 
 
-def id_similarity(ref: IDEmbedding | None, rgb: np.ndarray) -> float | None:
-    """Similarity of the largest face in ``rgb`` to ``ref``, embedded with ``ref``'s encoder.
+def id_similarity(ref: IDEmbedding | None, rgb: np.ndarray, models_dir: str | Path | None = None,
+                  accept_license: bool = False) -> float | None:
+    """Similarity of the largest face in ``rgb`` to ``ref``, embedded with ``ref``'s encoder (from
+    ``models_dir``; a non-commercial encoder needs the caller's ``accept_license``, never assumed).
 
     None when ``ref`` is None or no face is found (e.g. the tiny preset's noise images).
     """
     if ref is None:
         return None
     try:
-        enc = get_encoder(ref.encoder, accept_license=True) if ENCODERS[ref.encoder].backend == "onnx" \
-            else get_encoder(ref.encoder)
+        enc = get_encoder(ref.encoder, models_dir, accept_license=accept_license)
         emb = embed_image(rgb, enc)[0]
     except NoFaceError:
         return None

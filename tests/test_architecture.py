@@ -45,3 +45,21 @@ def test_an_unknown_family_is_a_clear_error():
 
     with pytest.raises(FacegenError, match="no adapter family 'nope'; registered: "):
         adapter_class("nope")
+
+
+def test_id_similarity_never_accepts_a_licence_for_the_user(monkeypatch):
+    import numpy as np
+
+    import facegen.metrics as M
+    from facegen.errors import LicenseNotAcceptedError
+    from facegen.id.embedding import IDEmbedding
+
+    seen = []
+
+    def fake_get_encoder(name, models_dir=None, providers=None, accept_license=False):
+        seen.append((name, models_dir, accept_license))
+        raise LicenseNotAcceptedError("licence not accepted")
+    monkeypatch.setattr(M, "get_encoder", fake_get_encoder)
+    ref = IDEmbedding(np.ones(512, np.float32), "buffalo_l-w600k-r50")
+    assert M.id_similarity(ref, np.zeros((64, 64, 3), np.uint8), models_dir="/models") is None
+    assert seen == [("buffalo_l-w600k-r50", "/models", False)]

@@ -7,7 +7,6 @@ only (no hub probe), so building the page never touches the network.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -46,16 +45,11 @@ def editable(preset: str | Preset) -> bool:
 
 
 def _status_from_models(models_dir: str | None) -> dict[str, dict[str, Any]] | None:
-    """``facegen.models.preset_status`` when the models package provides it."""
+    """``facegen.models.preset_status`` (None when the check itself fails: the page still builds)."""
+    from facegen.models import preset_status
+
     try:
-        models = importlib.import_module("facegen.models")
-    except ImportError:  # pragma: no cover
-        return None
-    fn = getattr(models, "preset_status", None)
-    if fn is None:
-        return None
-    try:
-        return dict(fn(models_dir))
+        return dict(preset_status(models_dir))
     except Exception as exc:  # noqa: BLE001 - a status check must never break the page
         logger.warning("preset_status failed (%s); checking files directly", exc)
         return None

@@ -382,7 +382,7 @@ class IDGenerationPipeline:
 
         # embeddings only (or several identities): the identities' own encoder; min over identities
         def own(rgb: np.ndarray) -> float | None:
-            per = [id_similarity(ident, rgb) for ident in identities]
+            per = [id_similarity(ident, rgb, self.models_dir, self.accept_license) for ident in identities]
             return None if any(s is None for s in per) else min(per)  # type: ignore[type-var]
         return guarded(own), self.encoder
 
