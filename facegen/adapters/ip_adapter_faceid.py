@@ -149,7 +149,7 @@ def set_adapter_weight(model: Any, name: str, weight: float) -> None:
     for module in model.modules():
         if not isinstance(module, BaseTunerLayer):
             continue
-        active = module.active_adapters if isinstance(module.active_adapters, list) else [module.active_adapters]
+        active = list(module.active_adapters)          # peft: always a list
         if name in getattr(module, "scaling", {}) and name not in active:
             module.set_adapter([*active, name])
         module.set_scale(name, float(weight))

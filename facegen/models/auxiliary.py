@@ -109,26 +109,22 @@ def auxiliary_status(root: Path) -> dict[str, dict[str, Any]]:
 
 _PACK_HINT = "download the pack from the insightface model zoo and unzip it there"
 
-#: insightface model packs: the SCRFD detector and the ArcFace recognition file facegen runs
-register_auxiliary(AuxiliaryWeights(
-    name="antelopev2",
-    purpose="insightface antelopev2 pack: SCRFD-10G detector + glintr100 ArcFace (InstantID, Arc2Face)",
-    files=(WeightFile("antelopev2/scrfd_10g_bnkps.onnx", role="detector"),
-           WeightFile("antelopev2/glintr100.onnx", role="recognition")),
-    licence=licence_text("insightface-packs"),
-    commercial_use=commercial_use("insightface-packs"),
-    hint=_PACK_HINT,
-))
+def _insightface_pack(name: str, detector: str, recognition: str, used_for: str) -> AuxiliaryWeights:
+    """An insightface model pack: its SCRFD detector and the ArcFace recognition file facegen runs."""
+    return AuxiliaryWeights(
+        name=name,
+        purpose=(f"insightface {name} pack: SCRFD-10G detector + {recognition.removesuffix('.onnx')} ArcFace "
+                 f"({used_for})"),
+        files=(WeightFile(f"{name}/{detector}", role="detector"),
+               WeightFile(f"{name}/{recognition}", role="recognition")),
+        licence=licence_text("insightface-packs"),
+        commercial_use=commercial_use("insightface-packs"),
+        hint=_PACK_HINT,
+    )
 
-register_auxiliary(AuxiliaryWeights(
-    name="buffalo_l",
-    purpose="insightface buffalo_l pack: SCRFD-10G detector + w600k_r50 ArcFace (IP-Adapter-FaceID, inswapper)",
-    files=(WeightFile("buffalo_l/det_10g.onnx", role="detector"),
-           WeightFile("buffalo_l/w600k_r50.onnx", role="recognition")),
-    licence=licence_text("insightface-packs"),
-    commercial_use=commercial_use("insightface-packs"),
-    hint=_PACK_HINT,
-))
+
+register_auxiliary(_insightface_pack("antelopev2", "scrfd_10g_bnkps.onnx", "glintr100.onnx", "InstantID, Arc2Face"))
+register_auxiliary(_insightface_pack("buffalo_l", "det_10g.onnx", "w600k_r50.onnx", "IP-Adapter-FaceID, inswapper"))
 
 register_auxiliary(AuxiliaryWeights(
     name="inswapper_128",

@@ -191,7 +191,7 @@ def unmerged_lora_layers(module: torch.nn.Module) -> list[str]:
     names = []
     for name, sub in module.named_modules():
         if isinstance(sub, BaseTunerLayer):
-            active = sub.active_adapters if isinstance(sub.active_adapters, list) else [sub.active_adapters]
+            active = sub.active_adapters               # peft: always a list
             merged = set(getattr(sub, "merged_adapters", ()))
             if not getattr(sub, "disable_adapters", False) and any(a not in merged for a in active):
                 names.append(name)
