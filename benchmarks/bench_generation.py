@@ -10,7 +10,7 @@ weights (no download), and times in one process, side by side, at identical sett
       encoded by the pipeline on every call and PIL output.  SDXL: ``prompt_embeds`` and pooled
       embeddings given directly;
   (b) facegen: the same components copied, ``optimize_pipeline`` applied, then — for SD1.5 —
-      exactly what ``facegen dataset`` runs: ``IDGenerationPipeline.generate_many`` through the
+      exactly what ``facegen dataset`` runs: ``IDGenerationPipeline(samples=...)`` through the
       Arc2Face adapter (ID projection, negative encoded once, one identity per sample in one
       call, uint8 conversion on the device).  SDXL and the pixel-changing presets use the engine
       path alone (the pipeline called with the cached negative conditioning).
@@ -68,7 +68,7 @@ from facegen.adapters.cache import ConditioningCache
 from facegen.errors import FacegenError
 from facegen.id.embedding import IDEmbedding
 from facegen.models.registry import Preset, get_preset
-from facegen.pipelines.generation import IDGenerationPipeline
+from facegen.pipelines.generation import IDGenerationPipeline, Sample
 from facegen.speed.engine import FastPathConfig, applied_options, clone_pipeline, images_to_uint8, make_generators, optimize_pipeline
 from facegen.speed.presets import FAST_PRESETS, FastPreset, apply_preset
 
@@ -146,10 +146,10 @@ def run_reference(pipe: Any, cond: Conditioning, n: int, s: Settings) -> np.ndar
 
 
 class FacegenRunner:
-    """(b) for SD1.5: ``facegen dataset``'s own call, ``IDGenerationPipeline.generate_many``
+    """(b) for SD1.5: ``facegen dataset``'s own call, ``IDGenerationPipeline(samples=...)``
     through the Arc2Face adapter on the optimised pipeline."""
 
-    label = "IDGenerationPipeline.generate_many (Arc2Face adapter), as facegen dataset runs it"
+    label = "IDGenerationPipeline(samples=...) (Arc2Face adapter), as facegen dataset runs it"
 
     def __init__(self, pipe: Any, device: torch.device, dtype: torch.dtype) -> None:
         from facegen.adapters.arc2face import Arc2FaceAdapter
@@ -160,10 +160,11 @@ class FacegenRunner:
     def __call__(self, cond: Conditioning, n: int, s: Settings) -> np.ndarray:
         assert cond.ids is not None
         with torch.inference_mode():
-            images = self.pipe.generate_many(cond.ids[:n], list(range(s.seed, s.seed + n)),
-                                             num_inference_steps=s.steps, guidance_scale=s.guidance,
-                                             height=s.size, width=s.size)
-        return np.stack(images)
+            out = self.pipe(samples=[Sample.of(e) for e in cond.ids[:n]], seeds=list(range(s.seed, s.seed + n)),
+                            batch_size=n, num_inference_steps=s.steps, guidance_scale=s.guidance,
+                            height=s.size, width=s.size, progress=False, measure_similarity=False,
+                            output_type="np")
+        return np.stack(out.images)
 
 
 class FastRunner:

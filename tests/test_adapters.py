@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from facegen.adapters.base import ConditionRequest
+from facegen.adapters.base import ConditionRequest, Sample
 from facegen.errors import EncoderMismatchError, InvalidArgumentError
 from facegen.id.embedding import IDEmbedding
 from facegen.pipelines.generation import IDGenerationPipeline
@@ -59,7 +59,7 @@ def test_wrong_encoder_is_refused(any_pipe):
     assert adapter.encoder == "dlib-resnet-v1"
     wrong = IDEmbedding(np.ones(512, np.float32), "buffalo_l-w600k-r50")
     with pytest.raises(EncoderMismatchError, match="buffalo_l-w600k-r50"):
-        adapter.condition(any_pipe.pipe, [wrong], request(any_pipe))
+        adapter.condition(any_pipe.pipe, [Sample.of([wrong])], request(any_pipe))
     with pytest.raises(EncoderMismatchError, match="128-D"):
         adapter.check_embedding(IDEmbedding(np.ones(64, np.float32), "dlib-resnet-v1"))
 
@@ -82,7 +82,7 @@ def test_real_presets_declare_their_real_encoders():
 def test_arc2face_substitutes_the_id_token(arc2face):
     pipe = arc2face.pipe
     e = emb(1)
-    kwargs = arc2face.adapter.condition(pipe, [e], request(arc2face))
+    kwargs = arc2face.adapter.condition(pipe, [Sample.of([e])], request(arc2face))
     got = kwargs["prompt_embeds"]
     assert got.shape == (1, 77, pipe.text_encoder.config.hidden_size)
     # reference: the same encoder whose embedding row for the 'id' token *is* the padded unit vector
@@ -102,35 +102,35 @@ def test_arc2face_substitutes_the_id_token(arc2face):
 
 def test_arc2face_negative_is_the_empty_prompt_through_its_encoder(arc2face):
     pipe = arc2face.pipe
-    kwargs = arc2face.adapter.condition(pipe, [emb(1)], request(arc2face))
+    kwargs = arc2face.adapter.condition(pipe, [Sample.of([emb(1)])], request(arc2face))
     ids = pipe.tokenizer("", padding="max_length", max_length=77, return_tensors="pt").input_ids
     with torch.no_grad():
         expected = pipe.text_encoder(input_ids=ids)[0]
     torch.testing.assert_close(kwargs["negative_prompt_embeds"], expected, rtol=0, atol=0)
-    no_cfg = arc2face.adapter.condition(pipe, [emb(1)], request(arc2face, guidance_scale=1.0))
+    no_cfg = arc2face.adapter.condition(pipe, [Sample.of([emb(1)])], request(arc2face, guidance_scale=1.0))
     assert "negative_prompt_embeds" not in no_cfg
 
 
 def test_arc2face_normalises_and_takes_no_text(arc2face):
     pipe, ad = arc2face.pipe, arc2face.adapter
-    a = ad.condition(pipe, [emb(2)], request(arc2face))["prompt_embeds"]
-    b = ad.condition(pipe, [emb(2, scale=3.0)], request(arc2face))["prompt_embeds"]
+    a = ad.condition(pipe, [Sample.of([emb(2)])], request(arc2face))["prompt_embeds"]
+    b = ad.condition(pipe, [Sample.of([emb(2, scale=3.0)])], request(arc2face))["prompt_embeds"]
     torch.testing.assert_close(a, b)  # L2-normalised input: the vector's length does not matter
     with pytest.raises(InvalidArgumentError, match="photo of a id person"):
-        ad.condition(pipe, [emb(2)], request(arc2face, prompt="a man on a beach"))
+        ad.condition(pipe, [Sample.of([emb(2)])], request(arc2face, prompt="a man on a beach"))
     with pytest.raises(InvalidArgumentError, match="adapter scale"):
-        ad.condition(pipe, [emb(2)], request(arc2face, adapter_scale=0.5))
+        ad.condition(pipe, [Sample.of([emb(2)])], request(arc2face, adapter_scale=0.5))
 
 
 # ----------------------------------------------------------------------------- FaceID
 
 def test_faceid_embeds_are_zeros_then_the_unit_vector(faceid):
-    kwargs = faceid.adapter.condition(faceid.pipe, [emb(3, scale=2.0)], request(faceid))
+    kwargs = faceid.adapter.condition(faceid.pipe, [Sample.of([emb(3, scale=2.0)])], request(faceid))
     (embeds,) = kwargs["ip_adapter_image_embeds"]
     assert embeds.shape == (2, 1, 128)
     assert torch.count_nonzero(embeds[0]) == 0
     torch.testing.assert_close(embeds[1, 0].norm(), torch.tensor(1.0))
-    assert kwargs["prompt"] and kwargs["negative_prompt"]
+    assert kwargs["prompt_embeds"].shape[0] == 1 and kwargs["negative_prompt_embeds"].shape[0] == 1  # the preset's texts, encoded
 
 
 def test_faceid_projection_is_the_upstream_mlp(faceid):
@@ -153,15 +153,15 @@ def test_faceid_several_identities_need_one_mask_each(faceid):
     left[:, : w // 2] = 1
     right = 1 - left
     req = request(faceid, masks=[left, right])
-    kwargs = faceid.adapter.condition(faceid.pipe, [emb(5), emb(6)], req)
+    kwargs = faceid.adapter.condition(faceid.pipe, [Sample.of([emb(5), emb(6)])], req)
     (embeds,) = kwargs["ip_adapter_image_embeds"]
     assert embeds.shape == (2, 2, 128)
     (masks,) = kwargs["cross_attention_kwargs"]["ip_adapter_masks"]
     assert masks.shape == (1, 2, h, w)
     assert masks[0, 0, :, : w // 2].min() == 1 and masks[0, 0, :, w // 2:].max() == 0
     with pytest.raises(InvalidArgumentError, match="one region mask per identity"):
-        faceid.adapter.condition(faceid.pipe, [emb(5), emb(6)], request(faceid))
-    faceid.adapter.condition(faceid.pipe, [emb(5)], request(faceid))  # back to one identity
+        faceid.adapter.condition(faceid.pipe, [Sample.of([emb(5), emb(6)])], request(faceid))
+    faceid.adapter.condition(faceid.pipe, [Sample.of([emb(5)])], request(faceid))  # back to one identity
 
 
 # ----------------------------------------------------------------------------- InstantID
@@ -228,11 +228,11 @@ def test_instantid_resampler_is_the_upstream_function(instantid):
 def test_instantid_feeds_identitynet_the_face_tokens_only(instantid):
     pipe, ad = instantid.pipe, instantid.adapter
     e = emb(8, scale=5.0)
-    kwargs = ad.condition(pipe, [e], request(instantid))
+    kwargs = ad.condition(pipe, [Sample.of([e])], request(instantid))
     (embeds,) = kwargs["ip_adapter_image_embeds"]
     assert embeds.shape == (2, 1, 1, 128) and torch.count_nonzero(embeds[0]) == 0
     torch.testing.assert_close(embeds[1].flatten(), torch.from_numpy(e.vector))  # raw, not normalised
-    assert kwargs["image"].size == (64, 64) and kwargs["controlnet_conditioning_scale"] == 0.8
+    assert [im.size for im in kwargs["image"]] == [(64, 64)] and kwargs["controlnet_conditioning_scale"] == 0.8
     seen = []
     hook = pipe.controlnet.register_forward_hook(  # sees the kwargs forward actually received
         lambda m, a, k, out: seen.append(k["encoder_hidden_states"].clone()), with_kwargs=True)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from facegen.adapters.base import Sample
 from facegen.adapters.batching import enable_per_sample_ip_embeds, pipeline_cache
 from facegen.adapters.instantid import head_pose_kps, pose_kps
 from facegen.dataset.generate import make_dataset_generate_fn
@@ -47,6 +48,17 @@ def single(pipe: IDGenerationPipeline, e: IDEmbedding, seed: int, **kw) -> np.nd
                 measure_similarity=False, **kw).rgb(0)
 
 
+def generate_many(pipe: IDGenerationPipeline, embeds, seeds, prompts=None, control_kps=None, batch_size=None,
+                  **kw) -> list[np.ndarray]:
+    """The dataset's call: one Sample per image, ``batch_size`` (default: all) per diffusers call."""
+    n = len(embeds)
+    prompts = prompts or [None] * n
+    control_kps = control_kps or [None] * n
+    samples = [Sample.of(e, p, k) for e, p, k in zip(embeds, prompts, control_kps)]
+    return pipe(samples=samples, seeds=seeds, batch_size=batch_size or max(n, 1), progress=False,
+                measure_similarity=False, output_type="np", **kw).images
+
+
 def levels(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
 
@@ -63,7 +75,7 @@ def test_one_call_for_many_identities_equals_one_call_each(pipe):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(type(pipe.pipe), "__call__", spy)
-        many = pipe.generate_many(embeds, seeds, num_inference_steps=STEPS)
+        many = generate_many(pipe, embeds, seeds, num_inference_steps=STEPS)
     assert len(calls) == 1 and len(calls[0]) == 3           # one diffusers call, one generator per image
     assert all(im.dtype == np.uint8 and im.shape == (64, 64, 3) for im in many)
     alone = [single(pipe, e, s) for e, s in zip(embeds, seeds)]
@@ -77,13 +89,13 @@ def test_per_sample_prompts(pipes):
     pipe = pipes["tiny-faceid"]
     embeds = [emb(5, pipe), emb(5, pipe)]
     prompts = ["a photo of a person at the beach", "a charcoal drawing of a person"]
-    many = pipe.generate_many(embeds, [7, 7], prompts=prompts, num_inference_steps=STEPS)
+    many = generate_many(pipe, embeds, [7, 7], prompts=prompts, num_inference_steps=STEPS)
     for im, prompt in zip(many, prompts):
         assert levels(im, single(pipe, embeds[0], 7, prompt=prompt)) <= MAX_LEVELS
     assert levels(many[0], many[1]) > 5                      # same identity and seed: only the prompt differs
     cache = pipeline_cache(pipe.pipe)
     hits = cache.hits
-    pipe.generate_many(embeds, [7, 7], prompts=prompts, num_inference_steps=STEPS)
+    generate_many(pipe, embeds, [7, 7], prompts=prompts, num_inference_steps=STEPS)
     assert cache.hits == hits + 2                            # prompts encoded once, then reused
 
 
@@ -99,19 +111,19 @@ def test_per_sample_poses_instantid(pipes, monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(type(pipe.pipe), "__call__", spy)
-    many = pipe.generate_many([e, e], [3, 3], control_kps=kps, num_inference_steps=STEPS)
+    many = generate_many(pipe, [e, e], [3, 3], control_kps=kps, num_inference_steps=STEPS)
     assert len(drawn[0]) == 2                                # one keypoint drawing per sample
     assert not np.array_equal(np.asarray(drawn[0][0]), np.asarray(drawn[0][1]))
     for i, (im, k) in enumerate(zip(many, kps)):
         assert levels(im, single(pipe, e, 3, control_kps=k)) <= MAX_LEVELS
-        assert np.array_equal(np.asarray(drawn[0][i]), np.asarray(drawn[1 + i]))  # the single run's drawing
+        assert np.array_equal(np.asarray(drawn[0][i]), np.asarray(drawn[1 + i][0]))  # the single run's drawing
 
 
 def test_compiled_pipelines_see_padded_static_batches(pipes, monkeypatch):
     pipe = pipes["tiny"]
     embeds = [emb(i, pipe) for i in range(5)]
     seeds = list(range(20, 25))
-    plain = pipe.generate_many(embeds, seeds, num_inference_steps=STEPS, batch_size=4)
+    plain = generate_many(pipe, embeds, seeds, num_inference_steps=STEPS, batch_size=4)
     applied = type("Applied", (), {"config": type("C", (), {"compile": True})(), "skipped": {}})()
     monkeypatch.setattr("facegen.speed.engine.applied_options", lambda _pipe: applied)
     sizes = []
@@ -122,9 +134,9 @@ def test_compiled_pipelines_see_padded_static_batches(pipes, monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(type(pipe.pipe), "__call__", spy)
-    padded = pipe.generate_many(embeds, seeds, num_inference_steps=STEPS, batch_size=4)
+    padded = generate_many(pipe, embeds, seeds, num_inference_steps=STEPS, batch_size=4)
     assert sizes == [4, 1]
-    padded3 = pipe.generate_many(embeds[:3], seeds[:3], num_inference_steps=STEPS, batch_size=4)
+    padded3 = generate_many(pipe, embeds[:3], seeds[:3], num_inference_steps=STEPS, batch_size=4)
     assert sizes[-1] == 4 and len(padded3) == 3              # 3 → padded to 4, the extra image dropped
     assert len(padded) == 5
     for a, b in zip(padded + padded3, plain + plain[:3]):
@@ -142,16 +154,16 @@ def test_bad_batches_are_refused(pipes):
     pipe = pipes["tiny"]
     e = emb(1, pipe)
     with pytest.raises(InvalidArgumentError, match="empty"):
-        pipe.generate_many([], [])
+        generate_many(pipe, [], [])
     with pytest.raises(InvalidArgumentError, match="seeds"):
-        pipe.generate_many([e, e], [1])
+        generate_many(pipe, [e, e], [1])
     with pytest.raises(InvalidArgumentError, match="no text prompt"):
-        pipe.generate_many([e], [1], prompts=["a photo"])
+        generate_many(pipe, [e], [1], prompts=["a photo"])
     with pytest.raises(InvalidArgumentError, match="pose"):
-        pipe.generate_many([e], [1], control_kps=[np.zeros((5, 2))])
+        generate_many(pipe, [e], [1], control_kps=[np.zeros((5, 2))])
     wrong = IDEmbedding(np.ones(512, np.float32) / np.sqrt(512), "antelopev2-glintr100")
     with pytest.raises(Exception, match="trained on"):
-        pipe.generate_many([wrong], [1])
+        generate_many(pipe, [wrong], [1])
 
 
 def test_per_sample_ip_embeds_keep_diffusers_tiling_for_one_identity(pipes):
@@ -209,3 +221,20 @@ def test_dataset_poses_need_an_instantid_preset(pipes):
     gen = make_dataset_generate_fn("tiny-instantid", device="cpu", steps=STEPS, batched=True)
     images = gen(items(pipes["tiny-instantid"], 2, pose={"yaw": 25}))
     assert len(images) == 2 and images[0].shape == (64, 64, 3)
+
+
+def test_generate_many_is_a_deprecated_alias_of_the_call(pipes):
+    pipe = pipes["tiny"]
+    embeds = [emb(i, pipe) for i in range(2)]
+    with pytest.warns(DeprecationWarning, match="samples="):
+        old = pipe.generate_many(embeds, [4, 5], num_inference_steps=STEPS)
+    new = generate_many(pipe, embeds, [4, 5], num_inference_steps=STEPS)
+    assert all(np.array_equal(a, b) for a, b in zip(old, new))
+
+
+def test_samples_and_photos_are_exclusive(pipes):
+    pipe = pipes["tiny"]
+    with pytest.raises(InvalidArgumentError, match="not both"):
+        pipe(id_embeds=[emb(1, pipe)], samples=[Sample.of(emb(1, pipe))], progress=False)
+    with pytest.raises(InvalidArgumentError, match="Sample"):
+        pipe(samples=[emb(1, pipe)], progress=False)

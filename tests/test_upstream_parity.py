@@ -171,12 +171,12 @@ def test_tiny_instantid_takes_the_photos_layout_and_portrait_keeps_todays(tom_ha
     ref = pipe(id_images=[tom_hanks_path], seed=2, progress=False, measure_similarity=False)
     w, h = resize_img_size(rgb.shape[1], rgb.shape[0], 80, 64, 16)
     assert ref.images[0].size == (w, h) and ref.metadata[0]["face_layout"] == "reference"
-    assert seen[-1]["image"].size == (w, h)
+    assert seen[-1]["image"][0].size == (w, h)
     portrait = pipe(id_images=[tom_hanks_path], seed=2, progress=False, face_layout="portrait",
                     measure_similarity=False)
     face = embed_image(rgb, "dlib-resnet-v1")[0]
     expected = draw_kps(64, 64, portrait_kps(face.face.kps, 64, 64), stick_width=1, radius=2)
-    assert np.array_equal(np.asarray(seen[-1]["image"]), np.asarray(expected))   # today's portrait drawing
+    assert np.array_equal(np.asarray(seen[-1]["image"][0]), np.asarray(expected))   # today's portrait drawing
     no_photo = pipe(id_embeds=[face], seed=2, progress=False, measure_similarity=False)
     assert portrait.images[0].size == (64, 64)
     assert np.array_equal(pixels(portrait), pixels(no_photo))   # embeddings alone: the portrait layout

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from facegen.adapters.base import ConditionRequest, IDAdapter
+from facegen.adapters.base import ConditionRequest, IDAdapter, Sample
 from facegen.adapters.registry import register_family
 from facegen.adapters.batching import module_key, pipeline_cache
 from facegen.errors import InvalidArgumentError
@@ -129,15 +129,9 @@ class Arc2FaceAdapter(IDAdapter):
             logger.info("LCM-LoRA loaded: use 2-4 steps with guidance 1.0")
         return pipe
 
-    def condition(self, pipe: Any, identities: Sequence[IDEmbedding], request: ConditionRequest) -> dict[str, Any]:
-        self.check_request(request, len(identities))
-        return self._prompt_embeds(pipe, identities, request.guidance_scale)
-
-    def condition_many(self, pipe: Any, identities: Sequence[IDEmbedding], request: ConditionRequest,
-                       prompts: Sequence[str | None], control_kps: Sequence[np.ndarray | None]) -> dict[str, Any]:
-        self.check_many(identities, prompts, control_kps)
-        self.check_request(request, 1)
-        return self._prompt_embeds(pipe, identities, request.guidance_scale)
+    def condition(self, pipe: Any, samples: Sequence[Sample], request: ConditionRequest) -> dict[str, Any]:
+        self.check_samples(samples, request)
+        return self._prompt_embeds(pipe, [s.identities[0] for s in samples], request.guidance_scale)
 
     def _prompt_embeds(self, pipe: Any, identities: Sequence[IDEmbedding], guidance_scale: float) -> dict[str, Any]:
         """One ID prompt per identity (``(K, 77, hidden)``) and, under CFG, the cached negative."""

@@ -38,6 +38,27 @@ class ConditionRequest:
     kps_draw_side: int | None = None            # side the keypoint drawing's sizes scale with (None: min(h, w))
 
 
+@dataclass(frozen=True)
+class Sample:
+    """What one image of a diffusers call is conditioned on.
+
+    ``identities``: one identity, or one per region when the request carries ``masks``;
+    ``prompt`` / ``control_kps``: this image's own text and pose (None: the request's, and
+    where the request gives none, the preset's prompt / a portrait of the identity's face).
+    """
+
+    identities: tuple[IDEmbedding, ...]
+    prompt: str | None = None
+    control_kps: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, identity: IDEmbedding | Sequence[IDEmbedding], prompt: str | None = None,
+           control_kps: Any = None) -> Sample:
+        idents = (identity,) if isinstance(identity, IDEmbedding) else tuple(identity)
+        kps = None if control_kps is None else np.asarray(control_kps, dtype=np.float32)
+        return cls(idents, prompt, kps)
+
+
 class IDAdapter(ABC):
     """Base class of the adapter families (one subclass per file)."""
 
@@ -136,49 +157,56 @@ class IDAdapter(ABC):
         """Build the diffusers pipeline from the resolved files (same code for tiny and real)."""
 
     @abstractmethod
-    def condition(self, pipe: Any, identities: Sequence[IDEmbedding], request: ConditionRequest) -> dict[str, Any]:
-        """Diffusers ``__call__`` kwargs for these identities (no generator/steps/batch)."""
+    def condition(self, pipe: Any, samples: Sequence[Sample], request: ConditionRequest) -> dict[str, Any]:
+        """Kwargs of one diffusers call making one image per sample (``num_images_per_prompt=1``;
+        no generator, steps or size): image i is conditioned on ``samples[i]``.  The one
+        conditioning path: a call of N images of one person is N equal samples."""
 
-    @abstractmethod
-    def condition_many(self, pipe: Any, identities: Sequence[IDEmbedding], request: ConditionRequest,
-                       prompts: Sequence[str | None], control_kps: Sequence[np.ndarray | None]) -> dict[str, Any]:
-        """Kwargs for one diffusers call making one image per identity (``num_images_per_prompt=1``):
-        sample i is conditioned on ``identities[i]``, ``prompts[i]`` (None: the preset's prompt)
-        and, for keypoint-controlled adapters, ``control_kps[i]`` (None: a frontal portrait)."""
-
-    def check_many(self, identities: Sequence[IDEmbedding], prompts: Sequence[str | None],
-                   control_kps: Sequence[np.ndarray | None]) -> None:
-        """The per-sample lists of :meth:`condition_many` line up and suit this adapter."""
-        n = len(identities)
-        if n == 0:
-            raise InvalidArgumentError("no identities to condition on")
-        if len(prompts) != n or len(control_kps) != n:
+    def check_samples(self, samples: Sequence[Sample], request: ConditionRequest) -> int:
+        """The samples suit this adapter and each other; returns the identities per sample."""
+        if len(samples) == 0:
+            raise InvalidArgumentError("no samples to condition on")
+        counts = {len(s.identities) for s in samples}
+        if len(counts) != 1 or 0 in counts:
             raise InvalidArgumentError(
-                f"got {n} identities, {len(prompts)} prompts and {len(control_kps)} keypoint sets (one each)")
-        if not self.supports_prompt and any(p is not None for p in prompts):
-            raise InvalidArgumentError(f"preset '{self.preset.name}' takes no text prompt; remove the prompts")
-        if not self.supports_control_kps and any(k is not None for k in control_kps):
-            raise InvalidArgumentError(f"preset '{self.preset.name}' takes no keypoint (pose) control; remove the poses")
+                f"every sample needs the same number (>= 1) of identities, got {sorted(counts)}")
+        n_ids = counts.pop()
+        self.check_request(request, n_ids)
+        name = self.preset.name
+        if not self.supports_prompt and any(s.prompt is not None for s in samples):
+            raise InvalidArgumentError(f"preset '{name}' takes no text prompt; remove the prompts")
+        for i, s in enumerate(samples):
+            if s.control_kps is None:
+                continue
+            if not self.supports_control_kps:
+                raise InvalidArgumentError(f"preset '{name}' takes no keypoint (pose) control; remove the poses")
+            if np.asarray(s.control_kps).size != 10:
+                raise InvalidArgumentError(
+                    f"sample {i}: control_kps must be 5 (x, y) points, got shape {np.asarray(s.control_kps).shape}")
+        return n_ids
 
-    def ip_condition_many(self, pipe: Any, identities: Sequence[IDEmbedding], request: ConditionRequest,
-                          prompts: Sequence[str | None], control_kps: Sequence[np.ndarray | None],
-                          embed_shape: tuple[int, ...]) -> dict[str, Any]:
-        """The shared part of ``condition_many`` for IP-Adapter families: checks, one ID row per
-        sample (``(K, *embed_shape, D)``, zeros as the CFG negative, ``[neg..., pos...]``), the
-        adapter scale, and per-sample prompts (None: the preset's) encoded once per pipeline."""
+    def pose_keypoints(self, pose: Any, width: int, height: int) -> np.ndarray:
+        """Output-pixel keypoints of a head pose (yaw, pitch, roll) for families that take pose
+        control (:attr:`supports_control_kps`)."""
+        raise InvalidArgumentError(f"preset '{self.preset.name}' takes no pose control")
+
+    def ip_condition(self, pipe: Any, samples: Sequence[Sample], request: ConditionRequest,
+                     embed_tail: tuple[int, ...]) -> dict[str, Any]:
+        """The shared part of ``condition`` for IP-Adapter families: checks, the ID rows
+        (``(N, K, *embed_tail, D)``: sample-major, zeros as the CFG negative, ``[neg..., pos...]``),
+        and per-sample prompts (None: the request's, then the preset's) encoded once per pipeline.
+        The caller sets the adapter scale (one per identity with region masks)."""
         import torch
 
         from facegen.adapters.batching import enable_per_sample_ip_embeds, encode_prompts
 
-        self.check_many(identities, prompts, control_kps)
-        self.check_request(request, 1)
-        vecs = torch.from_numpy(np.stack([self.id_vector(e) for e in identities]))
-        vecs = vecs.reshape(len(identities), *embed_shape, vecs.shape[-1])
+        n_ids = self.check_samples(samples, request)
+        vecs = torch.from_numpy(np.stack([np.stack([self.id_vector(e) for e in s.identities]) for s in samples]))
+        vecs = vecs.reshape(len(samples), n_ids, *embed_tail, vecs.shape[-1])
         enable_per_sample_ip_embeds(pipe)
-        pipe.set_ip_adapter_scale(self.setting(request, "adapter_scale"))
         prompt, negative = self.texts(request)
-        kwargs = encode_prompts(pipe, [prompt if p is None else p for p in prompts], [negative] * len(prompts),
-                                self.do_cfg(pipe, request.guidance_scale))
+        kwargs = encode_prompts(pipe, [prompt if s.prompt is None else s.prompt for s in samples],
+                                [negative] * len(samples), self.do_cfg(pipe, request.guidance_scale))
         kwargs["ip_adapter_image_embeds"] = self.ip_embeds(pipe, vecs, request.guidance_scale)
         return kwargs
 

@@ -1,6 +1,6 @@
 """Conditioning for batches of *different* identities in one diffusers call (dataset mode).
 
-Three pieces the adapters' ``condition_many`` share:
+Three pieces the adapters' ``condition`` shares (one image per sample, many samples per call):
 
 * :func:`pipeline_cache` — a :class:`~facegen.adapters.cache.ConditioningCache` kept on the
   pipeline, so text conditioning (a prompt, the empty negative) is encoded once per process

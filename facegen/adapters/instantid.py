@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from facegen.adapters.base import ConditionRequest, IDAdapter
+from facegen.adapters.base import ConditionRequest, IDAdapter, Sample
 from facegen.adapters.registry import register_family
 from facegen.errors import InvalidArgumentError
 from facegen.id.embedding import IDEmbedding
@@ -282,29 +282,17 @@ class InstantIDAdapter(IDAdapter):
                                  low_cpu_mem_usage=False)
         return pipe
 
-    def condition(self, pipe: Any, identities: Sequence[IDEmbedding], request: ConditionRequest) -> dict[str, Any]:
-        import torch
-
-        self.check_request(request, len(identities))
-        ident = identities[0]
-        vec = torch.from_numpy(self.id_vector(ident)).reshape(1, 1, 1, -1)     # raw vector, [1, 1, 1, D]
+    def condition(self, pipe: Any, samples: Sequence[Sample], request: ConditionRequest) -> dict[str, Any]:
+        kwargs = self.ip_condition(pipe, samples, request, embed_tail=(1,))    # raw vectors, (N, 1, 1, D)
         pipe.set_ip_adapter_scale(self.setting(request, "adapter_scale"))
-        prompt, negative = self.texts(request)
-        return {
-            "ip_adapter_image_embeds": self.ip_embeds(pipe, vec, request.guidance_scale),
-            "image": self.kps_image(self.identity_kps(ident, request.control_kps, request), request),
-            "controlnet_conditioning_scale": self.setting(request, "controlnet_scale"),
-            "prompt": prompt,
-            "negative_prompt": negative,
-        }
-
-    def condition_many(self, pipe: Any, identities: Sequence[IDEmbedding], request: ConditionRequest,
-                       prompts: Sequence[str | None], control_kps: Sequence[np.ndarray | None]) -> dict[str, Any]:
-        kwargs = self.ip_condition_many(pipe, identities, request, prompts, control_kps, embed_shape=(1, 1))
-        kwargs.update(image=[self.kps_image(self.identity_kps(ident, kps, request), request)
-                             for ident, kps in zip(identities, control_kps)],
+        kwargs.update(image=[self.kps_image(self.identity_kps(
+                          s.identities[0], s.control_kps if s.control_kps is not None else request.control_kps,
+                          request), request) for s in samples],
                       controlnet_conditioning_scale=self.setting(request, "controlnet_scale"))
         return kwargs
+
+    def pose_keypoints(self, pose: Any, width: int, height: int) -> np.ndarray:
+        return pose_kps(pose, width, height)
 
     def inpaint_pipeline_class(self) -> type:
         """IdentityNet on the target face's keypoints: the SDXL ControlNet-inpainting variant."""

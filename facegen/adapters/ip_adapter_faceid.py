@@ -19,10 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from facegen.adapters.base import ConditionRequest, IDAdapter
+from facegen.adapters.base import ConditionRequest, IDAdapter, Sample
 from facegen.adapters.registry import register_family
 from facegen.errors import InvalidArgumentError
-from facegen.id.embedding import IDEmbedding
 from facegen.models import loading as L
 from facegen.models.checkpoints import (
     check_state_dict,
@@ -109,27 +108,16 @@ class FaceIDAdapter(IDAdapter):
         return StableDiffusionXLPipeline(**parts, scheduler=scheduler, image_encoder=None, feature_extractor=None,
                                          **L.pipeline_kwargs(StableDiffusionXLPipeline))
 
-    def condition(self, pipe: Any, identities: Sequence[IDEmbedding], request: ConditionRequest) -> dict[str, Any]:
-        import torch
-
-        self.check_request(request, len(identities))
-        vecs = torch.from_numpy(np.stack([self.id_vector(e) for e in identities]))[None]  # (1, K, D)
+    def condition(self, pipe: Any, samples: Sequence[Sample], request: ConditionRequest) -> dict[str, Any]:
+        kwargs = self.ip_condition(pipe, samples, request, embed_tail=())
         scale = self.setting(request, "adapter_scale")
-        prompt, negative = self.texts(request)
-        kwargs: dict[str, Any] = {"ip_adapter_image_embeds": self.ip_embeds(pipe, vecs, request.guidance_scale),
-                                  "prompt": prompt, "negative_prompt": negative}
-        if request.masks is not None:
-            pipe.set_ip_adapter_scale([[scale] * len(identities)])
+        if request.masks is not None:                  # one identity per region
+            n_ids = len(samples[0].identities)
+            pipe.set_ip_adapter_scale([[scale] * n_ids])
             kwargs["cross_attention_kwargs"] = {
                 "ip_adapter_masks": [masks_tensor(request.masks, request.height, request.width)]}
         else:
             pipe.set_ip_adapter_scale(scale)
-        self.apply_lora_scale(pipe, request)
-        return kwargs
-
-    def condition_many(self, pipe: Any, identities: Sequence[IDEmbedding], request: ConditionRequest,
-                       prompts: Sequence[str | None], control_kps: Sequence[np.ndarray | None]) -> dict[str, Any]:
-        kwargs = self.ip_condition_many(pipe, identities, request, prompts, control_kps, embed_shape=(1,))
         self.apply_lora_scale(pipe, request)
         return kwargs
 

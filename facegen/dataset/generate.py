@@ -3,7 +3,7 @@
 Two modes, both seeding each item's noise with its own CPU generator:
 
 * **batched** (default on a GPU): the runner's batch of items — different identities, prompts
-  and poses — goes through *one* diffusers call (:meth:`IDGenerationPipeline.generate_many`),
+  and poses — goes through *one* diffusers call (:meth:`IDGenerationPipeline.__call__(samples=...)`),
   on the compiled fast path.  An image equals its single-item run up to float rounding (GPU
   kernels reduce in batch-dependent orders; ``benchmarks/bench_generation.py`` states the
   tolerance), so on a GPU the dataset is the same for any engine or worker count and, up to
@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from facegen.adapters.base import Sample
 from facegen.dataset.variation import WorkItem
 from facegen.errors import InvalidArgumentError
 from facegen.id.embedding import IDEmbedding
@@ -79,9 +80,7 @@ def make_dataset_generate_fn(preset: str, models_dir: str | None = None, device:
         if not pipe.adapter.supports_control_kps:
             raise InvalidArgumentError(f"preset '{preset}' takes no pose control (InstantID presets do); "
                                        "remove the poses from the dataset spec")
-        from facegen.adapters.instantid import pose_kps  # noqa: PLC0415
-
-        return pose_kps(it.pose, defaults.width, defaults.height)
+        return pipe.adapter.pose_keypoints(it.pose, defaults.width, defaults.height)
 
     def generate(items: list[WorkItem]) -> list[np.ndarray]:
         before = torch.get_num_threads()
@@ -91,15 +90,11 @@ def make_dataset_generate_fn(preset: str, models_dir: str | None = None, device:
             embeds = [IDEmbedding(np.asarray(it.embedding, dtype=np.float32) * scale, pipe.encoder) for it in items]
             prompts = [it.prompt if text else None for it in items]
             kps = [kps_of(it) for it in items]
-            if one_call:
-                return pipe.generate_many(embeds, [it.seed for it in items], prompts=prompts, control_kps=kps,
-                                          num_inference_steps=steps, guidance_scale=guidance_scale)
-            images = []
-            for emb, it, prompt, k in zip(embeds, items, prompts, kps):
-                out = pipe(id_embeds=emb, seeds=[it.seed], prompt=prompt, control_kps=k, num_inference_steps=steps,
-                           guidance_scale=guidance_scale, progress=False, measure_similarity=False)
-                images.append(out.rgb(0))
-            return images
+            samples = [Sample.of(e, p, k) for e, p, k in zip(embeds, prompts, kps)]
+            out = pipe(samples=samples, seeds=[it.seed for it in items], num_inference_steps=steps,
+                       guidance_scale=guidance_scale, batch_size=len(items) if one_call else 1, progress=False,
+                       measure_similarity=False, output_type="np")
+            return list(out.images)
         finally:
             torch.set_num_threads(before)
 

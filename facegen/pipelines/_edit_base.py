@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from facegen import __version__
-from facegen.adapters.base import ConditionRequest
+from facegen.adapters.base import ConditionRequest, Sample
 from facegen.edit import crop_face, face_mask, match_color, paste_back
 from facegen.edit.crop import FaceCrop
 from facegen.errors import ConsentRequiredError, InvalidArgumentError
@@ -155,7 +155,7 @@ class FaceEditPipeline:
                                    height=size, width=size, adapter_scale=adapter_scale,
                                    control_kps=transform_points(face.kps, fc.M) if adapter.supports_control_kps
                                    else None)       # keypoint-controlled families: the target face's pose
-        kwargs = adapter.inpaint_kwargs(adapter.condition(self.gen.pipe, [identity], request))
+        kwargs = adapter.inpaint_kwargs(adapter.condition(self.gen.pipe, [Sample.of(identity)], request))
         pipe = self.inpaint_pipe()
         pipe.set_progress_bar_config(disable=not progress)
         extra: dict[str, Any] = {}

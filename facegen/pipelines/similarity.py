@@ -1,0 +1,65 @@
+"""Stage 5 of generation: how much each output looks like the person asked for.
+
+:func:`make_scorer` builds the judge once per call: with reference photos, an encoder
+*independent* of the conditioning one (:class:`~facegen.metrics.IDJudge`); with embeddings
+only (or several identities), the identities' own encoder, the minimum over identities.
+A judge that cannot run (no model installed, no face found) gives ``None``, never a guess.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from facegen.errors import FacegenError
+from facegen.id.embedding import IDEmbedding, mean_embedding
+
+logger = logging.getLogger(__name__)
+
+Scorer = Callable[[Sequence[Any]], list[float | None]]
+
+
+def unmeasured(images: Sequence[Any]) -> list[float | None]:
+    return [None] * len(images)
+
+
+def _rgb(image: Any) -> np.ndarray:
+    return np.asarray(image.convert("RGB")) if hasattr(image, "convert") else np.asarray(image)
+
+
+def _guarded(fn: Callable[[np.ndarray], float | None]) -> Scorer:
+    def score(images: Sequence[Any]) -> list[float | None]:
+        try:
+            return [fn(_rgb(im)) for im in images]
+        except FacegenError as exc:
+            logger.warning("ID similarity not measured: %s", exc)
+            return [None] * len(images)
+    return score
+
+
+def make_scorer(encoder: str, identities: Sequence[IDEmbedding], reference_rgbs: Sequence[np.ndarray] | None,
+                models_dir: str | os.PathLike[str] | None, accept_license: bool) -> tuple[Scorer, str | None]:
+    """``(score, judge name)``: ``score(images)`` gives each image's similarity to the
+    reference; the judge and the reference embedding are made once, here."""
+    try:
+        from facegen.metrics import IDJudge, id_similarity
+    except ImportError:  # metrics is optional for the pipeline
+        return unmeasured, None
+    try:
+        if reference_rgbs and len(identities) == 1:
+            judge = IDJudge.create(exclude=encoder, models_dir=models_dir, accept_license=accept_license)
+            refs = [r for r in (judge.reference(rgb) for rgb in reference_rgbs) if r is not None]
+            ref = (mean_embedding(refs) if len(refs) > 1 else refs[0]) if refs else None
+            return _guarded(lambda rgb: judge.score(ref, rgb)), judge.encoder_name
+    except FacegenError as exc:
+        logger.warning("ID similarity not measured: %s", exc)
+        return unmeasured, None
+
+    def own(rgb: np.ndarray) -> float | None:
+        per = [id_similarity(ident, rgb, models_dir, accept_license) for ident in identities]
+        return None if any(s is None for s in per) else min(per)  # type: ignore[type-var]
+    return _guarded(own), encoder
