@@ -9,7 +9,7 @@ from facegen.errors import LicenseNotAcceptedError, ModelNotFoundError
 from facegen.faces.align import warp_face
 from facegen.faces.insightface_backend import SCRFDDetector, anchor_centers, nms
 from facegen.faces.types import Face
-from facegen.id.encoders import OnnxArcFaceEncoder
+from facegen.id.encoders import OnnxArcFaceEncoder, build_analyzer
 from facegen.id.registry import get_encoder_spec
 
 
@@ -152,8 +152,8 @@ def test_arcface_encoder_preprocessing_and_routing(tmp_path, name, pack):
             return [np.tile(np.arange(512, dtype=np.float32), (feeds["input.1"].shape[0], 1))]
         return FakeSession(path, providers, 1, [None, 3, 112, 112], respond)
 
-    enc = OnnxArcFaceEncoder(spec, tmp_path, accept_license=True, session_factory=factory)
-    assert enc.path == tmp_path / spec.files[0].relpath
+    enc = build_analyzer(spec, tmp_path, accept_license=True, session_factory=factory)
+    assert enc.embedder.path == tmp_path / spec.files[0].relpath
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (300, 300, 3), dtype=np.uint8)
     kps = np.array([[120, 130], [180, 130], [150, 165], [125, 200], [175, 200]], np.float32)
@@ -274,13 +274,14 @@ def test_dataset_filter_embeds_a_batch_of_images_in_one_call(tmp_path, monkeypat
             return [x.reshape(x.shape[0], -1)[:, :512] * 10]     # depends on each crop
         return FakeSession(path, providers, 1, [None, 3, 112, 112], respond)
 
-    enc = OnnxArcFaceEncoder(spec, tmp_path, accept_license=True, session_factory=factory)
+    enc = build_analyzer(spec, tmp_path, accept_license=True, session_factory=factory)
     rng = np.random.default_rng(0)
     kps = np.array([[120, 130], [180, 130], [150, 165], [125, 200], [175, 200]], np.float32)
     face = Face(np.array([90, 90, 210, 230], np.float32), kps, 0.9)
     monkeypatch.setattr(enc, "detect", lambda rgb: [] if rgb.mean() < 1 else [face])
     monkeypatch.setattr(enc, "detect_many", lambda rgbs: [enc.detect(rgb) for rgb in rgbs])
     monkeypatch.setattr(encoders, "get_encoder", lambda *a, **k: enc)
+    monkeypatch.setattr(encoders, "get_analyzer", lambda *a, **k: enc)
     images = [rng.integers(1, 256, (300, 300, 3), dtype=np.uint8) for _ in range(4)]
     images.insert(2, np.zeros((300, 300, 3), np.uint8))               # no face in this one
     out = EncoderEmbedFn(spec.name).embed_many(images)

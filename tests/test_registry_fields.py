@@ -178,7 +178,7 @@ class _Session:
 
 
 def test_the_onnx_encoder_crops_on_its_entrys_template(tmp_path, monkeypatch):
-    from facegen.id.encoders import OnnxArcFaceEncoder
+    from facegen.id.encoders import OnnxArcFaceEncoder, build_analyzer
 
     monkeypatch.setitem(CROP_TEMPLATES, "ffhq112", CropTemplate("ffhq112", "ffhq", 112))
 
@@ -193,7 +193,7 @@ def test_the_onnx_encoder_crops_on_its_entrys_template(tmp_path, monkeypatch):
     for spec in (base, dataclasses.replace(base, template="arcface128", crop_size=128),
                  dataclasses.replace(base, template="ffhq112")):          # another layout, same size
         fed: list[np.ndarray] = []
-        enc = OnnxArcFaceEncoder(spec, tmp_path, accept_license=True,
+        enc = build_analyzer(spec, tmp_path, accept_license=True,
                                  session_factory=lambda p, providers, s=spec.crop_size: _Session(s, fed))
         enc.embed(img, face)
         crop, _ = warp_face(img, kps, spec.crop_size, crop_template(spec.template).template or "arcface")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -132,3 +133,23 @@ class DlibDetector:
             faces.append(Face(bbox=box, kps=kps5_from_68(pts), score=score, landmarks68=pts,
                               extra={"detector": f"dlib-{self.model}"}))
         return faces
+
+
+class DlibChipAligner:
+    """dlib's own alignment for its descriptor: the 5-point predictor on the face box, then
+    ``get_face_chip`` (``size`` px, ``padding``) — the chip ``compute_face_descriptor`` cuts
+    itself, so the descriptor of this chip equals dlib's on the whole image bit for bit."""
+
+    def __init__(self, size: int = 150, padding: float = 0.25) -> None:
+        self.size = int(size)
+        self.padding = float(padding)
+
+    def align(self, rgb: np.ndarray, face: Any) -> Any:
+        from facegen.faces.analyzer import AlignedFace  # noqa: PLC0415
+
+        dlib = _dlib()
+        rgb = np.ascontiguousarray(rgb)
+        x1, y1, x2, y2 = (int(round(v)) for v in face.bbox)
+        shape = shape_predictor(LANDMARKS_5)(rgb, dlib.rectangle(x1, y1, x2, y2))
+        chip = dlib.get_face_chip(rgb, shape, size=self.size, padding=self.padding)
+        return AlignedFace(face, np.asarray(chip, dtype=np.uint8), None)

@@ -1,4 +1,5 @@
-"""ID encoders: a face in an image → an IDEmbedding, each by its registry contract."""
+"""ID encoders: aligned face crops → vectors, each by its registry contract; and the face
+front door of each entry (:func:`get_analyzer`: its detector → selection → its template → its network)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from facegen.errors import InvalidArgumentError, ModelNotFoundError
-from facegen.faces.align import crop_template, warp_face
-from facegen.faces.detect import FacePolicy, detect_faces, detect_faces_many, get_detector, select_faces
-from facegen.faces.types import Face
+from facegen.faces.align import crop_template
+from facegen.faces.analyzer import FaceAnalyzer, WarpAligner
+from facegen.faces.detect import FacePolicy, get_detector
 from facegen.id.embedding import IDEmbedding, check_same_encoder
 from facegen.id.registry import DEFAULT_ENCODER, EncoderSpec, get_encoder_spec
 from facegen.onnx_runtime import create_session
@@ -23,19 +24,23 @@ logger = logging.getLogger(__name__)
 
 
 class Encoder(Protocol):
+    """An encoder entry's network: aligned RGB crops → ``(N, D)`` vectors (nothing else)."""
+
     spec: EncoderSpec
 
-    def embed(self, rgb: np.ndarray, face: Face) -> IDEmbedding: ...
+    def embed_crops(self, crops: Sequence[np.ndarray]) -> np.ndarray: ...
 
-    def detect(self, rgb: np.ndarray) -> list[Face]: ...
+
+#: what :func:`get_analyzer` gives: the face front door of one encoder entry
+Analyzer = FaceAnalyzer[IDEmbedding]
 
 
 class DlibEncoder:
-    """dlib's ResNet 128-D face descriptor on dlib's 5-point face chip (real, offline)."""
+    """dlib's ResNet 128-D face descriptor of dlib's aligned face chip (real, offline)."""
 
     def __init__(self, spec: EncoderSpec, num_jitters: int = 0) -> None:
-        from facegen.faces.dlib_backend import (LANDMARKS_5, RESNET_DESCRIPTOR, _dlib,  # noqa: PLC0415
-                                                dlib_model_path, shape_predictor)
+        from facegen.faces.dlib_backend import RESNET_DESCRIPTOR, _dlib, dlib_model_path  # noqa: PLC0415
+
         crop = crop_template(spec.template)
         if crop.template is not None:
             raise InvalidArgumentError(f"encoder '{spec.name}': dlib's descriptor aligns its own chip; "
@@ -43,27 +48,24 @@ class DlibEncoder:
         self.spec = spec
         self.num_jitters = num_jitters
         self.padding = crop.padding
-        self._dlib = _dlib()
-        self._sp5 = shape_predictor(LANDMARKS_5)
-        self._net = self._dlib.face_recognition_model_v1(str(dlib_model_path(RESNET_DESCRIPTOR)))
+        self._net = _dlib().face_recognition_model_v1(str(dlib_model_path(RESNET_DESCRIPTOR)))
 
-    def detect(self, rgb: np.ndarray) -> list[Face]:
-        return detect_faces(rgb, backend=self.spec.detector)
+    def aligner(self) -> Any:
+        from facegen.faces.dlib_backend import DlibChipAligner  # noqa: PLC0415
 
-    def embed(self, rgb: np.ndarray, face: Face) -> IDEmbedding:
-        rgb = np.ascontiguousarray(rgb)
-        x1, y1, x2, y2 = (int(round(v)) for v in face.bbox)
-        shape = self._sp5(rgb, self._dlib.rectangle(x1, y1, x2, y2))
-        vec = np.asarray(self._net.compute_face_descriptor(rgb, shape, self.num_jitters, self.padding), dtype=np.float32)
-        return IDEmbedding(vec, self.spec.name, face=face)
+        return DlibChipAligner(self.spec.crop_size, self.padding)
+
+    def embed_crops(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        return np.stack([np.asarray(self._net.compute_face_descriptor(np.ascontiguousarray(c), self.num_jitters),
+                                    dtype=np.float32) for c in crops])
 
 
 class OnnxArcFaceEncoder:
-    """An insightface-style ArcFace ONNX model: 112 ArcFace crop, RGB, (x − mean) / std."""
+    """An insightface-style ArcFace ONNX model on its entry's aligned crop, (x − mean) / std."""
 
     def __init__(self, spec: EncoderSpec, models_dir: str | Path | None = None,
                  providers: str | Sequence[str] | None = None, accept_license: bool = False,
-                 session_factory: Any = None, det_size: tuple[int, int] = (640, 640)) -> None:
+                 session_factory: Any = None) -> None:
         if not spec.commercial_use:
             require_licence(f"encoder '{spec.name}'", spec.licence, accept_license)
         self.spec = spec
@@ -78,19 +80,14 @@ class OnnxArcFaceEncoder:
                                           + (f"; get it from {', '.join(sources)}" if sources else ""))
         self.path = paths[0]
         check_sha256(self.path, spec.files[0].sha256)
-        self.session = create_session(self.path, providers, session_factory)
-        inp = self.session.get_inputs()[0]
-        self.input_name = inp.name
-        self.mean, self.std = self._input_norm(spec)
         crop = crop_template(spec.template)
         if crop.template is None:
             raise InvalidArgumentError(f"encoder '{spec.name}': an ONNX encoder needs a warped crop "
                                        f"template, not '{spec.template}'")
         self.template = crop.template
-        self._det_options = dict(pack=spec.detector_pack, models_dir=models_dir, det_size=det_size,
-                                 providers=providers, accept_license=accept_license)
-        if session_factory is not None:
-            self._det_options["session_factory"] = session_factory
+        self.session = create_session(self.path, providers, session_factory)
+        self.input_name = self.session.get_inputs()[0].name
+        self.mean, self.std = self._input_norm(spec)
 
     def _input_norm(self, spec: EncoderSpec) -> tuple[float, float]:
         """insightface's ``ArcFaceONNX`` rule (:func:`graph_normalises_input`) on this file's graph;
@@ -105,40 +102,20 @@ class OnnxArcFaceEncoder:
             return 0.0, 1.0
         return spec.mean, spec.std
 
-    def detect(self, rgb: np.ndarray) -> list[Face]:
-        return detect_faces(rgb, detector=get_detector(self.spec.detector, **self._det_options))
+    def aligner(self) -> WarpAligner:
+        return WarpAligner(self.template, self.spec.crop_size)
 
-    def detect_many(self, rgbs: Sequence[np.ndarray]) -> list[list[Face]]:
-        """Usable faces of each image (empty when none), SCRFD batched on the session when the
-        exported model takes a batch (on the GPU with onnxruntime's CUDA provider)."""
-        return detect_faces_many(rgbs, get_detector(self.spec.detector, **self._det_options))
-
-    def preprocess(self, rgb: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
-        return self.preprocess_pairs([(rgb, f) for f in faces])
-
-    def preprocess_pairs(self, pairs: Sequence[tuple[np.ndarray, Face]]) -> np.ndarray:
-        """One NCHW float batch of aligned crops from (image, face) pairs of any images."""
-        crops = [warp_face(rgb, f.kps, self.spec.crop_size, self.template)[0] for rgb, f in pairs]
+    def preprocess(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """One NCHW float batch of aligned RGB crops, in the network's colour order and scale."""
         batch = np.stack(crops).astype(np.float32)
         if self.spec.color_order == "bgr":
             batch = batch[..., ::-1]
         batch = (batch - self.mean) / self.std
         return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
 
-    def embed_many(self, rgb: np.ndarray, faces: Sequence[Face]) -> list[IDEmbedding]:
-        return self.embed_batch([(rgb, f) for f in faces])
-
-    def embed_batch(self, pairs: Sequence[tuple[np.ndarray, Face]]) -> list[IDEmbedding]:
-        """Embed faces of several images in one session call (the batched path for dataset
-        filters: one GPU launch per batch of generated images)."""
-        if not pairs:
-            return []
-        out = self.session.run(None, {self.input_name: self.preprocess_pairs(pairs)})[0]
-        return [IDEmbedding(np.asarray(v, dtype=np.float32), self.spec.name, face=f)
-                for v, (_, f) in zip(out, pairs)]
-
-    def embed(self, rgb: np.ndarray, face: Face) -> IDEmbedding:
-        return self.embed_many(rgb, [face])[0]
+    def embed_crops(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """All crops in one session call (one GPU launch per batch of faces)."""
+        return np.asarray(self.session.run(None, {self.input_name: self.preprocess(crops)})[0], dtype=np.float32)
 
 
 def graph_normalises_input(node_names: Sequence[str]) -> bool:
@@ -152,39 +129,52 @@ def graph_normalises_input(node_names: Sequence[str]) -> bool:
     return has_sub and has_mul
 
 
-@functools.lru_cache(maxsize=8)
-def _cached_encoder(name: str, models_dir: str | None, providers: Any, accept_license: bool) -> Encoder:
-    spec = get_encoder_spec(name)
+def build_analyzer(spec: EncoderSpec, models_dir: str | Path | None = None,
+                   providers: str | Sequence[str] | None = None, accept_license: bool = False,
+                   session_factory: Any = None, det_size: tuple[int, int] = (640, 640)) -> Analyzer:
+    """The face front door of an encoder entry: its detector, its template, its network."""
+    embedder: DlibEncoder | OnnxArcFaceEncoder
     if spec.backend == "dlib":
-        return DlibEncoder(spec)
-    return OnnxArcFaceEncoder(spec, models_dir, providers, accept_license)
+        embedder = DlibEncoder(spec)
+        detector: Any = functools.partial(get_detector, spec.detector)
+    else:
+        embedder = OnnxArcFaceEncoder(spec, models_dir, providers, accept_license, session_factory)
+        options: dict[str, Any] = dict(pack=spec.detector_pack, models_dir=models_dir, det_size=det_size,
+                                       providers=providers, accept_license=accept_license)
+        if session_factory is not None:
+            options["session_factory"] = session_factory
+        detector = functools.partial(get_detector, spec.detector, **options)
+    name = spec.name
+    return FaceAnalyzer(name, detector, embedder.aligner(), embedder,
+                        make=lambda v, face: IDEmbedding(np.asarray(v, dtype=np.float32), name, face=face),
+                        similarity=similarity, spec=spec)
 
 
-def get_encoder(name: str = DEFAULT_ENCODER, models_dir: str | Path | None = None,
-                providers: str | Sequence[str] | None = None, accept_license: bool = False) -> Encoder:
-    """The encoder registered as ``name``, loaded once per process and options."""
+@functools.lru_cache(maxsize=8)
+def _cached_analyzer(name: str, models_dir: str | None, providers: Any, accept_license: bool) -> Analyzer:
+    return build_analyzer(get_encoder_spec(name), models_dir, providers, accept_license)
+
+
+def get_analyzer(name: str = DEFAULT_ENCODER, models_dir: str | Path | None = None,
+                 providers: str | Sequence[str] | None = None, accept_license: bool = False) -> Analyzer:
+    """The face front door of the encoder registered as ``name``, loaded once per process and options."""
     prov = tuple(providers) if isinstance(providers, (list, tuple)) else providers
-    return _cached_encoder(name, str(models_dir) if models_dir else None, prov, bool(accept_license))
+    return _cached_analyzer(name, str(models_dir) if models_dir else None, prov, bool(accept_license))
 
 
-def embed_image(rgb: np.ndarray, encoder: str | Encoder = DEFAULT_ENCODER,
+#: the name callers used before the front door had its own: the same analyzer
+get_encoder = get_analyzer
+
+
+def embed_image(rgb: np.ndarray, encoder: str | Analyzer = DEFAULT_ENCODER,
                 policy: "str | int | FacePolicy" = "largest", reference: IDEmbedding | None = None,
                 models_dir: str | Path | None = None, accept_license: bool = False,
                 providers: str | Sequence[str] | None = None) -> list[IDEmbedding]:
-    """Detect, select (policy), align and embed the faces of an RGB image.
-
-    ``most-similar`` needs ``reference`` (an embedding by the same encoder).
-    """
-    enc = encoder if not isinstance(encoder, str) else get_encoder(encoder, models_dir, providers, accept_license)
-    faces = enc.detect(rgb)
-    pol = FacePolicy.parse(policy)
-    if pol.kind == "most-similar":
-        if reference is None:
-            raise InvalidArgumentError("the most-similar face policy needs a reference embedding")
-        embs = [enc.embed(rgb, f) for f in faces]
-        scores = [similarity(reference, e) for e in embs]
-        return [embs[int(np.argmax(scores))]]
-    return [enc.embed(rgb, f) for f in select_faces(faces, pol)]
+    """Detect, select (policy), align and embed the faces of an RGB image (``most-similar``
+    needs ``reference``, an embedding by the same encoder)."""
+    analyzer = encoder if not isinstance(encoder, str) else get_analyzer(encoder, models_dir, providers,
+                                                                         accept_license)
+    return analyzer.analyze(rgb, policy, reference)
 
 
 def similarity(a: IDEmbedding, b: IDEmbedding) -> float:
