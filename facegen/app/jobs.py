@@ -5,7 +5,6 @@ Shared by the Generate, Swap, Age and Restore tabs, which differ only in their i
 
 from __future__ import annotations
 
-import importlib
 import logging
 from typing import Any
 
@@ -13,10 +12,11 @@ from facegen.app.context import AppContext
 from facegen.app.progress import StepProgress
 from facegen.app.results import SavedResult, save_results
 from facegen.errors import ConsentRequiredError
+from facegen.pipelines.generation import IDGenerationPipeline
 
 logger = logging.getLogger(__name__)
 
-GENERATION = "facegen.pipelines.generation:IDGenerationPipeline"
+GENERATION = IDGenerationPipeline
 
 
 def require_consent(consent: Any, job: str) -> None:
@@ -27,25 +27,22 @@ def require_consent(consent: Any, job: str) -> None:
             "edit this person's face (it is you, or they agreed)")
 
 
-def load_job_pipeline(ctx: AppContext, job: str, target: str, preset: str) -> Any:
-    """``module:Class`` of ``preset``, loaded once per app.
+def load_job_pipeline(ctx: AppContext, job: str, target: type, preset: str) -> Any:
+    """The pipeline class ``target`` on ``preset``, loaded once per app.
 
     The generation pipeline comes from ``Class.from_preset``; an edit pipeline (swap, age,
     restore) wraps the cached generation pipeline of the same preset, so every job of a
     preset shares one copy of the weights.
     """
-    module, cls_name = target.split(":")
-
     def _load() -> Any:
-        cls = getattr(importlib.import_module(module), cls_name)
-        if target == GENERATION:
-            return cls.from_preset(preset, models_dir=ctx.models_dir, device=ctx.device,
+        if target is GENERATION:
+            return target.from_preset(preset, models_dir=ctx.models_dir, device=ctx.device,
                                    accept_license=ctx.accept_license)
-        return cls(load_job_pipeline(ctx, "generate", GENERATION, preset))
+        return target(load_job_pipeline(ctx, "generate", GENERATION, preset))
     return ctx.pipelines.get(job, preset, _load)
 
 
-def run_job(ctx: AppContext, job: str, target: str, preset: str, kwargs: dict[str, Any],
+def run_job(ctx: AppContext, job: str, target: type, preset: str, kwargs: dict[str, Any],
             progress: Any = None) -> list[SavedResult]:
     """Load (cached) and run one pipeline call under the GPU lock, the page's progress bar
     following its denoising steps; write its images (a :class:`PipelineOutput`) as PNGs."""

@@ -33,10 +33,11 @@ from facegen.app.widgets import (
     steps_input,
 )
 from facegen.errors import InvalidArgumentError
+from facegen.pipelines.aging import FaceAgingPipeline
 
 TITLE = "Age"
 JOB = "age"
-PIPELINE = "facegen.pipelines.aging:FaceAgingPipeline"
+PIPELINE = FaceAgingPipeline
 MIN_AGE, MAX_AGE = 1, 100
 GENDERS = ("person", "woman", "man")
 

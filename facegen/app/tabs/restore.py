@@ -32,10 +32,11 @@ from facegen.app.widgets import (
     seed_input,
     steps_input,
 )
+from facegen.pipelines.restoration import FaceRestorationPipeline
 
 TITLE = "Restore"
 JOB = "restore"
-PIPELINE = "facegen.pipelines.restoration:FaceRestorationPipeline"
+PIPELINE = FaceRestorationPipeline
 
 
 def restore(ctx: AppContext, infos: list[PresetInfo], photo: Any, reference: Any, preset: Any, consent: Any,

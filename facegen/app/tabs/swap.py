@@ -32,10 +32,11 @@ from facegen.app.widgets import (
     steps_input,
 )
 from facegen.errors import InvalidArgumentError
+from facegen.pipelines.swap import FaceSwapPipeline
 
 TITLE = "Swap"
 JOB = "swap"
-PIPELINE = "facegen.pipelines.swap:FaceSwapPipeline"
+PIPELINE = FaceSwapPipeline
 TARGET_FACES = ("largest", "all")
 
 
