@@ -73,37 +73,26 @@ class EncoderEmbedFn:
         self.models_dir = models_dir
         self.accept_license = accept_license
 
-    def __call__(self, rgb: np.ndarray) -> IDEmbedding | None:
-        from facegen.id.encoders import embed_image, get_encoder
+    def analyzer(self) -> Any:
+        from facegen.id.encoders import get_analyzer
 
-        enc = get_encoder(self.encoder, self.models_dir, accept_license=self.accept_license)
+        return get_analyzer(self.encoder, self.models_dir, accept_license=self.accept_license)
+
+    def __call__(self, rgb: np.ndarray) -> IDEmbedding | None:
         try:
-            found = embed_image(rgb, enc, policy="largest")
+            found = self.analyzer().analyze(rgb, policy="largest")
         except NoFaceError:
             return None
         return found[0] if found else None
 
-
     def embed_many(self, rgbs: Sequence[np.ndarray]) -> list[IDEmbedding | None]:
-        """The largest face of each image; all images detected in one batch and their faces
-        embedded in one batch when the encoder can (ONNX encoders), else one by one."""
+        """The largest face of each image, through the encoder's front door: all images detected
+        in one batch, their faces aligned and embedded in one batch."""
         from facegen.faces.detect import select_faces
-        from facegen.id.encoders import get_encoder
 
-        enc = get_encoder(self.encoder, self.models_dir, accept_license=self.accept_license)
-        faces: list[Any] = []
-        many = getattr(enc, "detect_many", None)
-        if many is not None:
-            faces = [select_faces(found, "largest")[0] if found else None for found in many(list(rgbs))]
-        else:
-            for rgb in rgbs:
-                try:
-                    faces.append(select_faces(enc.detect(rgb), "largest")[0])
-                except NoFaceError:
-                    faces.append(None)
-        pairs = [(rgb, f) for rgb, f in zip(rgbs, faces) if f is not None]
-        batch = getattr(enc, "embed_batch", None)
-        embs = iter(batch(pairs) if batch is not None else [enc.embed(rgb, f) for rgb, f in pairs])
+        analyzer = self.analyzer()
+        faces = [select_faces(found, "largest")[0] if found else None for found in analyzer.detect_many(list(rgbs))]
+        embs = iter(analyzer.embed_batch([(rgb, f) for rgb, f in zip(rgbs, faces) if f is not None]))
         return [None if f is None else next(embs) for f in faces]
 
 
