@@ -205,8 +205,7 @@ class ShardWriter:
                 if dst.exists():  # left by a crashed run of this shard: redo it whole
                     shutil.rmtree(dst)
                 fsync_dir(src)                      # its files' names, before it is published
-                os.replace(src, dst)
-            fsync_dir(self.root / sub)
+                replace_durably(src, dst)
         shutil.rmtree(self._dir_tmp, ignore_errors=True)
 
     def abort(self) -> None:
