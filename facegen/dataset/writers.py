@@ -40,7 +40,7 @@ import numpy as np
 
 from facegen.errors import FacegenError
 # atomic_write_bytes: the one atomic writer (facegen.io.atomic), still importable from here
-from facegen.io.atomic import atomic_write_bytes, fsync_dir, remove_stale_temps, replace_durably
+from facegen.io.atomic import atomic_write_bytes, remove_stale_temps, replace_durably
 from facegen.paths import sha256_of
 
 SHARDS_DIR = "shards"
@@ -188,8 +188,6 @@ class ShardWriter:
     def commit(self) -> None:
         if self._tar is not None:
             self._tar.close()
-            with open(self._tar_tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
             final = tar_path(self.root, self.shard)
             final.parent.mkdir(parents=True, exist_ok=True)
             replace_durably(self._tar_tmp, final)
@@ -204,7 +202,6 @@ class ShardWriter:
                 dst = self.root / sub / src.name
                 if dst.exists():  # left by a crashed run of this shard: redo it whole
                     shutil.rmtree(dst)
-                fsync_dir(src)                      # its files' names, before it is published
                 replace_durably(src, dst)
         shutil.rmtree(self._dir_tmp, ignore_errors=True)
 

@@ -86,11 +86,28 @@ def fsync_dir(folder: str | os.PathLike[str]) -> None:
 
 
 def replace_durably(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
-    """Put the finished file (or folder) ``tmp`` at ``path``: ``os.replace``, then fsync the
-    folder of ``path``. For temporaries that outlive one call (a shard's tar being filled):
-    the caller has fsync'ed the file's contents already."""
-    os.replace(tmp, path)
-    fsync_dir(Path(path).parent)
+    """Put a finished temporary file (or folder) ``tmp`` at ``path`` for good: fsync it, then
+    ``os.replace``, then fsync the folder of ``path``. For temporaries filled over time or by
+    another program (a shard's tar, a folder of images, an encoder's output), named with
+    :func:`temp_path_for` or kept in a work folder the owner cleans.
+
+    Raises:
+        FacegenError: it cannot be done; a temporary *file* is removed, ``path`` is unchanged.
+    """
+    tmp, path = Path(tmp), Path(path)
+    try:
+        if tmp.is_dir():
+            fsync_dir(tmp)                      # the names of its files, before it is published
+        else:
+            with open(tmp, "rb+") as fh:        # rb+: Windows fsyncs only a writable descriptor
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        if not tmp.is_dir():
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise FacegenError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    fsync_dir(path.parent)
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object], *,

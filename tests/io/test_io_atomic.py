@@ -202,6 +202,25 @@ def test_threads_writing_one_file_never_mix_their_bytes(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["shared.bin"]
 
 
+def test_replace_durably_publishes_a_folder_or_a_file_made_elsewhere(tmp_path, monkeypatch):
+    work = tmp_path / ".tmp" / "shard-000000.d"
+    (work / "000").mkdir(parents=True)
+    (work / "000" / "a.png").write_bytes(b"png")
+    (tmp_path / "images").mkdir()
+    events = _recorded(monkeypatch)
+    atomic.replace_durably(work / "000", tmp_path / "images" / "000")
+    assert [(kind, what) for kind, what, _ in events] == [
+        ("fsync", "dir"), ("replace", str(tmp_path / "images" / "000")), ("fsync", "dir")]
+    assert (tmp_path / "images" / "000" / "a.png").read_bytes() == b"png"
+    monkeypatch.undo()
+
+    made = tmp_path / ".out.mp4.tmp-made-by-an-encoder"
+    made.write_bytes(b"video")
+    with pytest.raises(FacegenError, match="cannot write"):
+        atomic.replace_durably(made, tmp_path / "missing-folder" / "out.mp4")
+    assert not made.exists()                                   # a failed publish leaves no temporary
+
+
 # --------------------------------------------------------------------------- its callers
 
 
@@ -224,5 +243,16 @@ def test_every_rename_in_facegen_is_the_atomic_writer():
         n = len(re.findall(r"\bos\.(?:replace|rename)\(|\.rename\(|\.replace\(\s*(?:tmp|temp)", path.read_text()))
         if n:
             found[path.relative_to(PACKAGE).as_posix()] = n
-    assert found == allowed
+    assert found == allowed, ("write files with facegen.io.atomic (atomic_write, atomic_write_bytes, or "
+                              "replace_durably for a temporary filled elsewhere), not a rename of your own")
     assert W.atomic_write_bytes is atomic.atomic_write_bytes       # the dataset's name for it, kept
+
+
+def test_the_old_import_paths_still_work(tmp_path):
+    import facegen.io as fio
+
+    old_api = ["ALLOWED_FORMATS", "DEFAULT_MAX_PIXELS", "DIGITAL_SOURCE_TYPE", "MAX_PIXELS_ENV", "ImageSource",
+               "load_image", "open_regular", "read_metadata", "resolve_max_pixels", "encode_png", "save_image"]
+    assert set(old_api) <= set(fio.__all__) and all(hasattr(fio, name) for name in fio.__all__)
+    fio._atomic_write(tmp_path / "a.bin", lambda fh: fh.write(b"1"))       # the old private name, same contract
+    assert (tmp_path / "a.bin").read_bytes() == b"1"
