@@ -18,7 +18,8 @@ A resume checks every finished shard's files against the sizes and sha256 in its
 ``files.json`` and redoes a shard whose files do not match (a truncated tar, a zeroed PNG,
 an emptied part), saying which file was damaged.
 
-Every file is written under a temporary name and renamed (``os.replace``) when complete,
+Every file is written under a temporary name and renamed (``os.replace``) when complete
+(:mod:`facegen.io.atomic`: fsync'ed first, the folder fsync'ed after),
 and every byte is a function of the spec (tar headers carry no times or owners, PNGs no
 dates), so a resumed run ends byte-identical to an uninterrupted one.
 """
@@ -31,7 +32,6 @@ import math
 import os
 import shutil
 import tarfile
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 
 from facegen.errors import FacegenError
+# atomic_write_bytes: the one atomic writer (facegen.io.atomic), still importable from here
+from facegen.io.atomic import atomic_write_bytes, remove_stale_temps, replace_durably
 from facegen.paths import sha256_of
 
 SHARDS_DIR = "shards"
@@ -104,43 +106,17 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise FacegenError(f"cannot write {path}: {exc.strerror or exc}") from exc
-
-
 def encode_png(rgb: np.ndarray, metadata: Mapping[str, Any],
                provenance: Mapping[str, Any] | None = None) -> bytes:
     """PNG bytes of ``rgb`` carrying facegen's provenance (AI-generated tag, and the
     invisible watermark unless the spec's ``provenance`` turns it off). No per-image C2PA
-    manifest: its signature is not reproducible; the dataset's seal covers the image.
-
-    Uses ``facegen.io.encode_png`` when the io module has it; otherwise goes through
-    ``facegen.io.save_image`` (the one place provenance is written) via a temporary file.
-    """
-    from facegen import io as fio
+    manifest: its signature is not reproducible; the dataset's seal covers the image."""
+    from facegen.io import encode_png as encode_marked_png
     from facegen.provenance import Provenance
 
     wanted = {"watermark": True, "c2pa": True, **dict(provenance or {})}
     options = Provenance(watermark=bool(wanted["watermark"]), c2pa="dataset_seal" if wanted["c2pa"] else False)
-    native = getattr(fio, "encode_png", None)
-    if native is not None:
-        return native(rgb, dict(metadata), provenance=options)
-    with tempfile.TemporaryDirectory(prefix="facegen-png-") as tmp:
-        path = Path(tmp) / "image.png"
-        fio.save_image(path, rgb, dict(metadata), provenance=options)
-        return path.read_bytes()
+    return encode_marked_png(rgb, dict(metadata), provenance=options)
 
 
 def _tar_info(name: str, size: int) -> tarfile.TarInfo:
@@ -201,17 +177,20 @@ class ShardWriter:
 
     @staticmethod
     def _write(path: Path, data: bytes) -> None:
+        """A file of the shard's temporary folder (the folder is renamed whole on commit):
+        written and fsync'ed, so what the rename publishes is on disk."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        with open(path, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
 
     def commit(self) -> None:
         if self._tar is not None:
             self._tar.close()
-            with open(self._tar_tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
             final = tar_path(self.root, self.shard)
             final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self._tar_tmp, final)
+            replace_durably(self._tar_tmp, final)
             self._tar = None
             return
         for sub in (IMAGES_DIR, CROPS_DIR):
@@ -223,7 +202,7 @@ class ShardWriter:
                 dst = self.root / sub / src.name
                 if dst.exists():  # left by a crashed run of this shard: redo it whole
                     shutil.rmtree(dst)
-                os.replace(src, dst)
+                replace_durably(src, dst)
         shutil.rmtree(self._dir_tmp, ignore_errors=True)
 
     def abort(self) -> None:
@@ -236,11 +215,13 @@ class ShardWriter:
 
 
 def clean_shard_temps(root: Path, shard: int) -> int:
-    """Remove the temporary files a crashed run left for ``shard``; return how many."""
-    tmp_root = Path(root) / TMP_DIR
+    """Remove the temporary files a crashed run left for ``shard`` (its work in ``.tmp/`` and
+    the temporaries of interrupted atomic writes of its part files); return how many."""
+    root = Path(root)
+    removed = sum(remove_stale_temps(p(root, shard)) for p in (part_path, stats_path, embeddings_path, files_path))
+    tmp_root = root / TMP_DIR
     if not tmp_root.is_dir():
-        return 0
-    removed = 0
+        return removed
     for p in tmp_root.glob(f"{shard_name(shard)}.*"):
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)

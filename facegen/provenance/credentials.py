@@ -222,17 +222,11 @@ def _file_lock(folder: Path):  # noqa: ANN202 - context manager
 
 
 def _write_private(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, mode)             # umask may have removed bits; never adds any to the key
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write ``path`` atomically with exactly ``mode`` (the key is never readable by others,
+    not even while it is being written)."""
+    from facegen.io.atomic import atomic_write  # noqa: PLC0415 - facegen.io imports this package
+
+    atomic_write(path, lambda fh: fh.write(data), mode=mode)
 
 
 def make_self_signed(common_name: str | None = None, days: int = 3650) -> tuple[bytes, bytes]:

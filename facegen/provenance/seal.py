@@ -64,7 +64,7 @@ def _record_zip(record: dict[str, Any]) -> bytes:
 def seal_dataset(root: str | Path, *, fingerprint: str, identity: _cred.SigningIdentity,
                  extra: dict[str, Any] | None = None) -> Path:
     """Write ``root/credentials.zip``: the signed record of every dataset file's sha256."""
-    from facegen.dataset.writers import atomic_write_bytes  # noqa: PLC0415
+    from facegen.io.atomic import atomic_write_bytes  # noqa: PLC0415 - facegen.io imports this package
 
     root = Path(root)
     files = {rel: _sha256(root / rel) for rel in sealed_files(root)}
