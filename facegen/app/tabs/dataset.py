@@ -33,27 +33,6 @@ MAX_IDS, MAX_PER_ID = 8, 4
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
-def _factory_ready() -> bool:
-    """The runner's generate hook can build a generation pipeline (its factory exists)."""
-    import importlib
-
-    from facegen.dataset import runner
-
-    module, _, attr = runner.DEFAULT_GENERATOR_FACTORY.partition(":")
-    try:
-        return callable(getattr(importlib.import_module(module), attr, None))
-    except ImportError:
-        return False
-
-
-def available() -> bool:
-    """Shown when the runner and its pipeline hook (``make_dataset_generate_fn``) exist."""
-    from facegen.dataset import runner
-
-    return (callable(getattr(runner, "run_dataset", None)) and callable(getattr(runner, "make_generate_fn", None))
-            and _factory_ready())
-
-
 def generate_fn(ctx: AppContext, preset: str) -> Callable[..., Any]:
     """The dataset generator of ``preset``, built once per app (its pipeline loads on first use)."""
     from facegen.dataset.runner import make_generate_fn
