@@ -6,6 +6,9 @@ sampling, variation, filters, format, shard size, generator options) enter the
 size, models folder) do not, so a dataset resumed with more workers or another engine is
 the same dataset (a batched GPU generator's pixels follow the batch size only up to float
 rounding; see :mod:`facegen.dataset.generate`).
+
+The bounds and number checks live in :mod:`facegen.dataset.spec_checks`, the safe reader of
+spec files in :mod:`facegen.dataset.spec_yaml` (their names stay importable from here).
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from typing import Any
 
 import yaml
 
+from facegen.dataset.spec_checks import (  # noqa: F401 - DEFAULT_LIMITS, LIMITS_ENV re-exported
+    DEFAULT_LIMITS, LIMITS_ENV, MAX_SEED, check_generator_options, check_number, dataset_limits, format_bound)
+from facegen.dataset.spec_yaml import load_spec_yaml
 from facegen.errors import InvalidArgumentError
 from facegen.paths import sha256_of
 
@@ -42,160 +48,6 @@ RUNTIME_FIELDS = frozenset({"out", "engine", "workers", "batch_size", "models_di
 FILE_FIELDS = ("prior", "reject_near")
 #: keys facegen adds to a dataset folder's spec.yaml besides the spec fields
 STORED_EXTRAS = frozenset({"fingerprint", "spec_version", "facegen_version", "identities"})
-
-#: the bounds a spec must stay within (README, "Limits of a dataset spec"); an operator raises
-#: them with FACEGEN_DATASET_LIMITS="num_ids=5000000,images=500000000" (a spec cannot)
-DEFAULT_LIMITS: dict[str, float] = {
-    "spec_bytes": 16 << 20,        # size of a spec file (10,000 prompts of 1,000 characters fit)
-    "spec_depth": 8,               # nesting of lists and mappings in it
-    "num_ids": 1_000_000,
-    "images_per_id": 10_000,
-    "images": 100_000_000,         # num_ids x images_per_id
-    "shard_size": 100_000,         # identities per shard
-    "embedding_dim": 1024,
-    "workers": 256,
-    "batch_size": 1024,
-    "max_attempts": 100,
-    "list_items": 10_000,          # prompts, poses, noise levels
-    "prompt_chars": 1_000,
-    "steps": 200,                  # generator: {steps}
-    "guidance_scale": 100,         # generator: {guidance_scale}
-}
-LIMITS_ENV = "FACEGEN_DATASET_LIMITS"
-MAX_SEED = 2**63 - 1
-
-
-def dataset_limits() -> dict[str, float]:
-    """:data:`DEFAULT_LIMITS` with the overrides of ``$FACEGEN_DATASET_LIMITS`` (``name=value,...``)."""
-    limits = dict(DEFAULT_LIMITS)
-    text = os.environ.get(LIMITS_ENV, "").strip()
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, _, value = item.partition("=")
-        name = name.strip()
-        try:
-            number = float(value)
-        except ValueError:
-            number = math.nan
-        if name not in limits or not math.isfinite(number) or number <= 0:
-            raise InvalidArgumentError(f"{LIMITS_ENV}: cannot use {item!r} (names: {', '.join(limits)}; "
-                                       "values: positive numbers)")
-        limits[name] = int(number) if number.is_integer() else number
-    return limits
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def check_number(name: str, value: Any, lo: float | None = None, hi: float | None = None, *,
-                 integer: bool = False, open_lo: bool = False, open_hi: bool = False) -> None:
-    """Refuse (InvalidArgumentError naming ``name``) anything but a finite number (an integer
-    with ``integer``) in the range; NaN, infinities, booleans and strings such as ``'0.4'`` too."""
-    ok = _is_int(value) if integer else _is_number(value)
-    if ok and lo is not None:
-        ok = value > lo if open_lo else value >= lo
-    if ok and hi is not None:
-        ok = value < hi if open_hi else value <= hi
-    if not ok:
-        kind = "an integer" if integer else "a finite number"
-        lo_txt = "" if lo is None else f"{'>' if open_lo else '>='} {_fmt(lo)}"
-        hi_txt = "" if hi is None else f"{'<' if open_hi else '<='} {_fmt(hi)}"
-        bounds = " and ".join(t for t in (lo_txt, hi_txt) if t)
-        raise InvalidArgumentError(f"{name} must be {kind}{' ' + bounds if bounds else ''}, got {value!r}")
-
-
-def _fmt(x: float) -> str:
-    return f"{int(x):,}".replace(",", "_") if float(x).is_integer() and abs(x) >= 10_000 else f"{x:g}"
-
-
-def _check_generator_options(options: Mapping[str, Any], limits: Mapping[str, float]) -> None:
-    """Types and bounds of the dataset generator's options (names are checked by the factory)."""
-    bad = [k for k in options if not isinstance(k, str)]
-    if bad:
-        raise InvalidArgumentError(f"generator option names must be strings, got {bad[0]!r}")
-    for name, value in options.items():
-        if value is not None and not isinstance(value, (bool, int, float, str)):
-            raise InvalidArgumentError(f"generator option {name} must be a number, string or boolean, "
-                                       f"got {type(value).__name__}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise InvalidArgumentError(f"generator option {name} must be a finite number, got {value!r}")
-    checks = {
-        "steps": lambda v: check_number("generator steps", v, 1, limits["steps"], integer=True),
-        "guidance_scale": lambda v: check_number("generator guidance_scale", v, 0, limits["guidance_scale"]),
-        "id_norm": lambda v: check_number("generator id_norm", v, 0, 1e6, open_lo=True),
-        "cpu_threads": lambda v: check_number("generator cpu_threads", v, 1, 1024, integer=True),
-    }
-    for name, check in checks.items():
-        if options.get(name) is not None:
-            check(options[name])
-    for name in ("fast_path", "batched"):
-        value = options.get(name, False)
-        if not isinstance(value, bool) and not (name == "batched" and value is None):
-            raise InvalidArgumentError(f"generator option {name} must be true or false, got {options[name]!r}")
-
-
-class _SpecRefused(Exception):
-    """A spec file construct refused while it is read (turned into an InvalidArgumentError)."""
-
-
-class _SpecLoader(yaml.SafeLoader):
-    """YAML's safe loader without anchors and aliases (a few hundred bytes of nested aliases
-    expand to gigabytes: an "alias bomb") and with a cap on nesting depth."""
-
-    max_depth = int(DEFAULT_LIMITS["spec_depth"])
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()
-        line = event.start_mark.line + 1 if event.start_mark is not None else "?"
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise _SpecRefused(f"line {line}: YAML anchors and aliases (&, *, <<) are not allowed in a dataset spec; "
-                               "write the values out")
-        nested = isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent))
-        if nested:
-            self._depth = getattr(self, "_depth", 0) + 1
-            if self._depth > self.max_depth:
-                raise _SpecRefused(f"line {line}: nested more than {self.max_depth} levels deep")
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            if nested:
-                self._depth -= 1
-
-
-def load_spec_yaml(path: str | Path) -> Any:
-    """The data of a spec file: UTF-8 YAML of at most ``spec_bytes``, no aliases, bounded depth."""
-    p = Path(path)
-    limits = dataset_limits()
-    try:
-        if not p.is_file():
-            raise InvalidArgumentError(f"dataset spec not found (or not a regular file): {p}")
-        size = p.stat().st_size
-        if size > limits["spec_bytes"]:
-            raise InvalidArgumentError(f"{p} is {size} bytes: a dataset spec may have at most "
-                                       f"{int(limits['spec_bytes'])} bytes")
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise InvalidArgumentError(f"cannot read the dataset spec {p}: {exc.strerror or exc}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidArgumentError(f"{p} is not a text file (not UTF-8): a dataset spec is YAML text") from None
-    if "\x00" in text:
-        raise InvalidArgumentError(f"{p} is not a text file (it holds NUL bytes): a dataset spec is YAML text")
-    depth = min(int(limits["spec_depth"]), 100)             # YAML composes nodes recursively
-    loader = type("_Loader", (_SpecLoader,), {"max_depth": depth})(text)
-    try:
-        return loader.get_single_data()
-    except _SpecRefused as exc:
-        raise InvalidArgumentError(f"{p}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise InvalidArgumentError(f"{p} is not valid YAML: {' '.join(str(exc).split())}") from None
-    finally:
-        loader.dispose()
 
 
 @dataclass
@@ -285,7 +137,7 @@ class DatasetSpec:
             check_number(name, value, 1, limits.get(name), integer=True)
         need(self.num_ids * self.images_per_id <= limits["images"],
              f"num_ids x images_per_id is {self.num_ids * self.images_per_id} images: at most "
-             f"{_fmt(limits['images'])} in one dataset")
+             f"{format_bound(limits['images'])} in one dataset")
         check_number("seed", self.seed, 0, MAX_SEED, integer=True)
         need(self.format in FORMATS, f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         need(self.engine in ENGINES, f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
@@ -303,7 +155,7 @@ class DatasetSpec:
             value = getattr(self, name)
             need(isinstance(value, tuple), f"{name} must be a list, got {value!r}")
             need(len(value) <= limits["list_items"],
-                 f"{name} has {len(value)} entries: at most {_fmt(limits['list_items'])}")
+                 f"{name} has {len(value)} entries: at most {format_bound(limits['list_items'])}")
         need(isinstance(self.generator, dict),
              f"generator must be a mapping of option: value, got {self.generator!r}")
         need(len(self.noise_levels) == len(self.noise_shares) and len(self.noise_levels) > 0,
@@ -318,8 +170,8 @@ class DatasetSpec:
         need(all(isinstance(p, str) for p in self.prompts), "prompts must be strings")
         longest = max((len(p) for p in self.prompts), default=0)
         need(longest <= limits["prompt_chars"],
-             f"a prompt has {longest} characters: at most {_fmt(limits['prompt_chars'])}")
-        _check_generator_options(self.generator, limits)
+             f"a prompt has {longest} characters: at most {format_bound(limits['prompt_chars'])}")
+        check_generator_options(self.generator, limits)
         try:
             json.dumps(list(self.poses), allow_nan=False)
             json.dumps(self.generator, sort_keys=True, allow_nan=False)

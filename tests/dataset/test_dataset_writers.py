@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import SHARED_FACES
 from facegen.dataset import writers as W
 from facegen.dataset.spec import DatasetSpec, add_spec_arguments, spec_from_args
 from facegen.errors import InvalidArgumentError
 
-FACES = Path(__file__).resolve().parents[2] / "shared" / "faces"
+FACES = SHARED_FACES
 
 
 def _rgb(seed: int, size: int = 24) -> np.ndarray:

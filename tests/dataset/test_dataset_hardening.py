@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import REPO
 from facegen.dataset import writers as W
 from facegen.dataset.runner import run_dataset
 from facegen.dataset.spec import DatasetSpec
@@ -136,7 +137,7 @@ def test_json_lines_are_always_json_and_nan_quality_is_not_a_pass(tmp_path: Path
 
 # ---------------------------------------------------------------------- the CLI: one line, nothing created
 def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-m", "facegen", "dataset", *args], capture_output=True, text=True,
                           cwd=cwd, timeout=300, env=env)
 
@@ -228,6 +229,62 @@ def test_a_failed_start_leaves_nothing_behind(tmp_path: Path) -> None:
     assert run_dataset(_spec(root, num_ids=2, images_per_id=1, seed=3), FakeGenerate(), progress=False).accepted == 2
 
 
+def test_a_failed_start_on_the_accelerate_engine_leaves_nothing_behind(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    with pytest.raises(ModelNotFoundError):
+        run_dataset(_spec(root, num_ids=2, images_per_id=1), _MissingWeights(), engine="accelerate", progress=False)
+    assert not root.exists()
+
+
+def test_accelerate_ranks_clear_a_failed_start_and_keep_a_finished_shard(tmp_path: Path) -> None:
+    """Two CPU ranks.  No shard finished: once both ranks stopped, the main one removes what the
+    start wrote (rank 1, without a shard of its own, fails with one line).  Rank 1 failed after
+    rank 0 finished its shard: the folder stays, and resumes."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    script = tmp_path / "ranks.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {str(TESTS)!r})
+        from pathlib import Path
+        from test_dataset_runner import FakeGenerate, _spec
+        from facegen.dataset.runner import run_dataset
+        from facegen.errors import ModelNotFoundError
+
+        class Missing(FakeGenerate):
+            def __call__(self, items):
+                raise ModelNotFoundError("preset 'x'", ["unet/diffusion_pytorch_model.safetensors"], "/models")
+
+        def attempt(root, gen, shard_size):
+            try:
+                run_dataset(_spec(Path(root), num_ids=2, images_per_id=1, shard_size=shard_size), gen,
+                            engine="accelerate", progress=False)
+                return "ok"
+            except Exception as exc:
+                return type(exc).__name__
+
+        rank = int(os.environ["RANK"])
+        first = attempt({str(one)!r}, Missing(), shard_size=2)             # one shard, rank 0's
+        second = attempt({str(two)!r}, Missing() if rank else FakeGenerate(), shard_size=1)
+        print(f"rank {{rank}}: {{first}} {{second}}", flush=True)
+    """))
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", str(script)], check=False, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rank 0: ModelNotFoundError FacegenError" in proc.stdout, proc.stdout + proc.stderr[-3000:]
+    assert "rank 1: FacegenError ModelNotFoundError" in proc.stdout, proc.stdout
+    assert not one.exists()
+    assert W.files_path(two, 0).is_file() and not W.files_path(two, 1).exists() and not (two / ".lock").exists()
+    summary = run_dataset(_spec(two, num_ids=2, images_per_id=1, shard_size=1), FakeGenerate(), progress=False)
+    assert summary.accepted == 2 and summary.shards_skipped == 1
+
+
+def test_every_engine_of_a_spec_is_registered() -> None:
+    from facegen.dataset import engines, spec
+
+    assert tuple(engines.ENGINES) == spec.ENGINES
+
+
 # ---------------------------------------------------------------------- two runs, one folder (item 4)
 def _start_run(tmp_path: Path, root: Path, delay: float, workers: int = 1) -> subprocess.Popen:
     script = tmp_path / "run.py"
@@ -280,10 +337,10 @@ def test_a_second_run_on_a_folder_is_refused_and_a_dead_runs_lock_is_stale(tmp_p
 def test_two_starts_racing_on_a_new_folder_never_mix_their_seeds(tmp_path: Path, monkeypatch) -> None:
     """Run B (seed 12) checks the new folder, then run A (seed 11) starts and finishes it
     while B samples its identities: B must then refuse the folder, not report A's dataset done."""
-    from facegen.dataset import runner
+    from facegen.dataset import start
 
     root = tmp_path / "ds"
-    sample = runner._identity_vectors
+    sample = start.identity_vectors
     other: dict[str, object] = {}
 
     def sample_while_another_run_starts(spec):
@@ -295,7 +352,7 @@ def test_two_starts_racing_on_a_new_folder_never_mix_their_seeds(tmp_path: Path,
                 other["a"] = exc
         return sample(spec)
 
-    monkeypatch.setattr(runner, "_identity_vectors", sample_while_another_run_starts)
+    monkeypatch.setattr(start, "identity_vectors", sample_while_another_run_starts)
     with pytest.raises(InvalidArgumentError, match=r"different spec \(changed: seed\)"):
         run_dataset(_spec(root, num_ids=2, images_per_id=1, seed=12), FakeGenerate(), progress=False)
     assert getattr(other["a"], "accepted", None) == 2, other["a"]

@@ -20,14 +20,15 @@ import pytest
 
 from facegen.dataset import writers as W
 from facegen.dataset.filters import EncoderEmbedFn, FilterChain, FilterConfig, ImageScores, average_hash
+from facegen.dataset.generate import make_dataset_generate_fn
 from facegen.dataset.runner import PipelineGenerateFn, make_generate_fn, run_dataset
 from facegen.dataset.spec import DatasetSpec
 from facegen.dataset.stats import dataset_stats
 from facegen.dataset.variation import WorkItem
-from facegen.errors import FacegenError, InvalidArgumentError
+from facegen.errors import InvalidArgumentError
 from facegen.id.embedding import IDEmbedding
 
-FACES = Path(__file__).resolve().parents[2] / "shared" / "faces"
+FACES = Path(__file__).resolve().parents[3] / "shared" / "faces"  # (subprocesses import this module)
 HAVE_FACES = (FACES / "obama_1.jpg").is_file()
 
 
@@ -304,17 +305,21 @@ def _fake_factory(preset: str, **kwargs) -> FakeGenerate:
 _fake_factory.built = 0
 
 
+def _fixed_factory(preset: str, models_dir=None, device=None, accept_license=False, steps: int = 1) -> FakeGenerate:
+    return FakeGenerate()
+
+
 def test_pipeline_generate_fn_builds_once_and_pickles_without_the_pipeline() -> None:
-    fn = make_generate_fn("tiny", factory=f"{__name__}:_fake_factory", size=8)
+    fn = make_generate_fn("tiny", factory=_fake_factory, size=8)
     item = WorkItem(0, 0, 0, 5, np.ones(128, np.float32) / np.sqrt(128), 0.3)
     built = _fake_factory.built
     assert fn([item])[0].shape == (8, 8, 3) and fn([item])[0].shape == (8, 8, 3)
     assert _fake_factory.built == built + 1
     clone = pickle.loads(pickle.dumps(fn))
-    assert clone._fn is None and clone.options == {"size": 8}
-    missing = PipelineGenerateFn("tiny", factory="facegen.no_such_module:make")
-    with pytest.raises(FacegenError, match="not available"):
-        missing([item])
+    assert clone._fn is None and clone.options == {"size": 8} and clone.factory is _fake_factory
+    assert make_generate_fn("tiny").factory is make_dataset_generate_fn  # a plain import, no name to look up
+    with pytest.raises(InvalidArgumentError, match="unknown generator option.s. stpes; the options are: steps$"):
+        PipelineGenerateFn("tiny", factory=_fixed_factory, stpes=4)
 
 
 # ---------------------------------------------------------------------- filters
@@ -484,16 +489,16 @@ class _PhotoGenerator:
 
 
 def test_default_batch_size_follows_the_model_on_a_gpu(tmp_path: Path, monkeypatch) -> None:
-    from facegen.dataset.runner import _generates_on_gpu
+    from facegen.dataset.generator import generates_on_gpu
     from facegen.dataset.spec import default_batch_size
 
     assert default_batch_size("arc2face", on_gpu=True) == 32
     assert default_batch_size("instantid", on_gpu=True) == 8
     assert default_batch_size("arc2face", on_gpu=False) == 8
     assert default_batch_size("no-such-model", on_gpu=True) == 8
-    assert _generates_on_gpu(make_generate_fn("tiny", device="cuda:1"))
-    assert not _generates_on_gpu(make_generate_fn("tiny", device="cpu"))
-    assert not _generates_on_gpu(FakeGenerate())
+    assert generates_on_gpu(make_generate_fn("tiny", device="cuda:1"))
+    assert not generates_on_gpu(make_generate_fn("tiny", device="cpu"))
+    assert not generates_on_gpu(FakeGenerate())
     # unset in the spec: the runner picks it (a fake generator counts as CPU: 8 per call)
     gen = FakeGenerate()
     run_dataset(_spec(tmp_path / "auto", batch_size=None, num_ids=3), gen, progress=False)
