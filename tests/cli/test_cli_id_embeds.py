@@ -35,12 +35,18 @@ def _one_error(capfd) -> str:
 
 
 @pytest.fixture(scope="module")
-def saved(shared_faces, tmp_path_factory) -> dict[str, Path]:
-    """Obama (two photos, saved one file each and both in one file) and Biden, embedded by the CLI."""
+def saved(tom_hanks_path, group_photo_path, tmp_path_factory) -> dict[str, Path]:
+    """One person in two photos (the insightface wheel's Tom Hanks and its mirror image), saved
+    one file each and both in one file, and another person (the group photo's first face)."""
+    from PIL import Image, ImageOps
+
     d = tmp_path_factory.mktemp("embeds")
-    o1, o2, b1 = (str(shared_faces / n) for n in ("obama_1.jpg", "obama_2.jpg", "biden_1.jpg"))
+    mirrored = d / "mirrored.png"
+    ImageOps.mirror(Image.open(tom_hanks_path).convert("RGB")).save(mirrored)
+    o1, o2 = str(tom_hanks_path), str(mirrored)
     for args in ([o1, "--save", str(d / "o1.npy")], [o2, "--save", str(d / "o2.npy")],
-                 [o1, o2, "--save", str(d / "o12.npy")], [b1, "--save", str(d / "b1.npy")]):
+                 [o1, o2, "--save", str(d / "o12.npy")], [str(group_photo_path), "--faces", "0", "--save",
+                                                          str(d / "b1.npy")]):
         assert main(["embed", *args]) == 0
     return {"o1": d / "o1.npy", "o2": d / "o2.npy", "o12": d / "o12.npy", "b1": d / "b1.npy",
             "o1_photo": Path(o1), "o2_photo": Path(o2)}
