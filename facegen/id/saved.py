@@ -2,8 +2,9 @@
 
 A saved identity is two files side by side::
 
-    me.npy    float32, (dim,) or (n, dim): the raw vectors as the encoder made them, one row per
-              reference photo of one person (several rows are averaged like several photos)
+    me.npy    float32 (n, dim): the raw vectors as the encoder made them, one row per reference
+              photo of one person (several rows are averaged like several photos); a (dim,)
+              vector is read as one row
     me.json   {"encoder": "<registry name>", "dim": D, "count": n, "names": [...], "sources": [...]}
 
 The ``.npy`` stays a plain array any tool can read; the sidecar says which recognition network
@@ -52,8 +53,6 @@ def save_id_embeds(path: str | os.PathLike[str], embeddings: Sequence[IDEmbeddin
         raise InvalidArgumentError(f"{p}: no embeddings to save")
     encoder = check_same_encoder(embeddings)
     vectors = np.stack([e.vector for e in embeddings]).astype(np.float32)
-    if len(vectors) == 1:
-        vectors = vectors[0]
     buf = io.BytesIO()
     np.save(buf, vectors, allow_pickle=False)
     meta = {"kind": KIND, "encoder": encoder, "dim": int(vectors.shape[-1]), "count": len(embeddings),

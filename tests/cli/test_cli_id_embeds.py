@@ -58,10 +58,13 @@ def test_embed_save_writes_the_vector_and_names_its_encoder(saved):
     assert x.shape == (2, 128) and x.dtype == np.float32
     assert meta["encoder"] == "dlib-resnet-v1" and meta["count"] == 2 and meta["dim"] == 128
     assert [s["image"] for s in meta["sources"]] == [str(saved["o1_photo"]), str(saved["o2_photo"])]
-    assert np.load(saved["o1"]).shape == (128,)
-    assert np.array_equal(np.load(saved["o1"]), x[0])           # the same photo, the same vector
+    assert np.load(saved["o1"]).shape == (1, 128)
+    assert np.array_equal(np.load(saved["o1"])[0], x[0])        # the same photo, the same vector
     embs = load_id_embeds(saved["o12"])
     assert [e.encoder for e in embs] == ["dlib-resnet-v1"] * 2 and np.array_equal(embs[1].vector, x[1])
+    from facegen.dataset.report_analysis import load_reference     # the same file is a leakage reference
+    ref = load_reference(saved["o12"])
+    assert ref.encoder == "dlib-resnet-v1" and ref.people == ["o12"] and np.array_equal(ref.vectors, x)
 
 
 def test_generate_from_saved_embeddings_gives_the_photos_pixels(saved, tmp_path, capfd):
