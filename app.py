@@ -7,7 +7,7 @@
 
 import sys
 
-from facegen.cli_serve import main
+from facegen.cli.serve import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,7 +13,7 @@ guidance scale              (fixed)                     0 .. 50
 ==========================  ==========================  =======================================
 
 The web app's own limits (upload size, files and bytes per request, retention) are options of
-``facegen serve`` (see :mod:`facegen.cli_serve`).
+``facegen serve`` (see :mod:`facegen.cli.serve`).
 """
 
 from __future__ import annotations

@@ -337,7 +337,7 @@ def test_prompt_box_only_for_presets_that_take_text():
 # ---------------------------------------------------------------- CLI and start-up
 def test_serve_subcommand_defaults():
     from facegen.cli import build_parser
-    from facegen.cli_serve import run_serve
+    from facegen.cli.serve import run_serve
 
     args = build_parser().parse_args(["serve", "--model", "tiny"])
     assert args.func is run_serve and args.host == "127.0.0.1" and args.share is False

@@ -419,7 +419,7 @@ def test_damaged_exif_is_one_short_log_line(tmp_path, caplog, recwarn):
 
 
 def test_doctor_says_a_preset_waits_for_its_encoder(tmp_path):
-    from facegen.cli import doctor_report
+    from facegen.cli.doctor import doctor_report
     from facegen.models.registry import PRESETS
 
     preset = PRESETS["arc2face"]

@@ -274,7 +274,7 @@ def test_gfpgan_pass_reads_its_entry(tmp_path):
 
 
 def test_doctor_reports_each_auxiliary_entry(tmp_path):
-    from facegen.cli import doctor_report
+    from facegen.cli.doctor import doctor_report
 
     aux = doctor_report(str(tmp_path))["auxiliary"]
     assert set(aux) == set(AUXILIARY)

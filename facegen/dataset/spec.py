@@ -13,7 +13,6 @@ spec files in :mod:`facegen.dataset.spec_yaml` (their names stay importable from
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -350,35 +349,6 @@ def _preset(name: str):
     return PRESETS.get(name)
 
 
-# ---------------------------------------------------------------------- command line
-def add_spec_arguments(p: argparse.ArgumentParser) -> None:
-    """The ``facegen dataset`` options (``--spec FILE`` or the flags; flags override)."""
-    p.add_argument("--spec", default=None, help="a dataset spec YAML (flags given override it)")
-    p.add_argument("--model", default=None, help="generation preset (default tiny)")
-    p.add_argument("--num-ids", type=int, default=None, help="number of synthetic identities")
-    p.add_argument("--images-per-id", type=int, default=None, help="images per identity")
-    p.add_argument("--seed", type=int, default=None, help="run seed (every image's seed derives from it)")
-    p.add_argument("--format", choices=FORMATS, default=None, help="webdataset .tar shards or ImageFolder")
-    p.add_argument("--out", default=None, help="output folder (resumable: rerun the same command)")
-    p.add_argument("--shard-size", type=int, default=None, help="identities per shard (default 100)")
-    p.add_argument("--max-cosine", type=float, default=None, help="max cosine between identities (0.4)")
-    p.add_argument("--prior", default=None, help=".npy of real embeddings to fit a PCA Gaussian prior on")
-    p.add_argument("--reject-near", default=None, help=".npy of real embeddings identities must stay away from")
-    p.add_argument("--filters", choices=("on", "off"), default=None,
-                   help="face + ID-consistency filters (default: on, off for tiny presets)")
-    p.add_argument("--filter-encoder", default=None, help="independent encoder of the ID filter")
-    p.add_argument("--max-attempts", type=int, default=None, help="tries per image before it is dropped (3)")
-    p.add_argument("--crops", action="store_true", default=None, help="also write 112x112 aligned crops")
-    p.add_argument("--engine", choices=ENGINES, default=None, help="local (default), accelerate or ray")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (local, ray)")
-    p.add_argument("--batch-size", type=int, default=None, help="images per generator call (GPU: one diffusers call, default 32 for SD1.5 / 8 for SDXL; CPU: 8, pixels unaffected)")
-
-
-_ARG_FIELDS = ("model", "num_ids", "images_per_id", "seed", "format", "out", "shard_size", "max_cosine",
-               "prior", "reject_near", "filter_encoder", "max_attempts", "crops", "engine", "workers",
-               "batch_size", "models_dir", "accept_license")
-
-
 #: images per generator call on a GPU by base architecture (batched across identities: SD1.5 at
 #: 512² fits 32 in well under 80 GB with CFG; SDXL at 1024² costs ~4x more per image)
 GPU_BATCH_SIZES = {"sd15": 32, "sdxl": 8}
@@ -390,19 +360,3 @@ def default_batch_size(model: str, on_gpu: bool) -> int:
     (where each image is made alone anyway)."""
     preset = _preset(model) if on_gpu else None
     return GPU_BATCH_SIZES.get(preset.base, CPU_BATCH_SIZE) if preset is not None else CPU_BATCH_SIZE
-
-
-def spec_from_args(args: argparse.Namespace) -> DatasetSpec:
-    """A spec from ``--spec`` (if any) overridden by the flags given."""
-    data: dict[str, Any] = {}
-    if getattr(args, "spec", None):
-        data = DatasetSpec.from_yaml(args.spec, out=getattr(args, "out", None)).to_dict()
-    for name in _ARG_FIELDS:
-        value = getattr(args, name, None)
-        if value is not None and not (name == "accept_license" and value is False):
-            data[name] = value
-    if getattr(args, "filters", None) is not None:
-        data["filters"] = args.filters == "on"
-    if data.get("out") is None:
-        raise InvalidArgumentError("give the output folder with --out (or 'out' in the spec file)")
-    return DatasetSpec.from_mapping(data).validate()

@@ -148,7 +148,7 @@ def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     (b"out: [a, b]\n", (), "out must be a folder path"),
     (b"out: ds\ngenerator: [1, 2]\n", (), "generator must be a mapping"),
     (b"out: ds\nnum_ids: 2\nprompts: [a photo]\n", (), "takes no text prompt"),
-    (b"out: ds\nnum_ids: 2\nimages_per_id: 1\n", ("--guidance", "nan"), "guidance_scale must be a finite number"),
+    (b"out: ds\nnum_ids: 2\nimages_per_id: 1\n", ("--guidance", "nan"), "--guidance: must be a finite number"),
 ])
 def test_cli_refuses_hostile_specs_in_one_line_before_creating_anything(tmp_path: Path, spec_bytes: bytes,
                                                                          flags: tuple, message: str) -> None:

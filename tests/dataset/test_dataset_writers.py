@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import tarfile
@@ -14,7 +13,7 @@ from PIL import Image
 
 from conftest import SHARED_FACES
 from facegen.dataset import writers as W
-from facegen.dataset.spec import DatasetSpec, add_spec_arguments, spec_from_args
+from facegen.dataset.spec import DatasetSpec
 from facegen.errors import InvalidArgumentError
 
 FACES = SHARED_FACES
@@ -205,17 +204,3 @@ def test_resolved_tiny_preset() -> None:
         DatasetSpec(out="x", model="tiny", filters=True, filter_encoder="dlib-resnet-v1").resolved()
     with pytest.raises(InvalidArgumentError, match="embedding_dim"):
         DatasetSpec(out="x", model="no-such-preset").resolved()
-
-
-def test_spec_from_args(tmp_path: Path) -> None:
-    parser = argparse.ArgumentParser()
-    add_spec_arguments(parser)
-    base = tmp_path / "base.yaml"
-    DatasetSpec(out="from-file", num_ids=4, seed=9).to_yaml(base)
-    args = parser.parse_args(["--spec", str(base), "--num-ids", "8", "--images-per-id", "3",
-                              "--format", "imagefolder", "--filters", "off", "--workers", "2"])
-    spec = spec_from_args(args)
-    assert (spec.out, spec.num_ids, spec.seed, spec.images_per_id, spec.format, spec.filters, spec.workers) == \
-        ("from-file", 8, 9, 3, "imagefolder", False, 2)
-    with pytest.raises(InvalidArgumentError, match="--out"):
-        spec_from_args(parser.parse_args(["--num-ids", "2"]))

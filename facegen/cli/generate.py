@@ -1,6 +1,7 @@
-"""``facegen generate``: new images of the person in one or more photos.
+"""``facegen generate``: new images of the person in one or more photos (or saved embeddings).
 
     facegen generate --model tiny --id photo.jpg --num-images 2 --seed 7 --out out/
+    facegen embed photo.jpg --save me.npy && facegen generate --model tiny --id-embeds me.npy --out out/
 
 writes ``out/0000.png``, ``out/0001.png`` … (each PNG marked AI-generated, with preset,
 adapter, seed and facegen version) and ``out/metadata.jsonl`` (one JSON object per image).
@@ -18,15 +19,19 @@ from pathlib import Path
 from typing import Any
 
 from facegen import limits
-from facegen.cli_checks import (
+from facegen.cli.checks import check_inputs_readable, check_steps, previous_run, probe_writable, remove_previous_run
+from facegen.cli.options import (
+    add_device_options,
+    add_model_option,
+    add_models_options,
+    add_output_option,
     add_overwrite_option,
+    add_progress_option,
+    add_provenance_options,
+    add_sampling_options,
     bounded_int,
-    check_inputs_readable,
-    check_steps,
     finite_float,
-    previous_run,
-    probe_writable,
-    remove_previous_run,
+    provenance_from_args,
 )
 from facegen.errors import InvalidArgumentError
 
@@ -51,27 +56,24 @@ def expand_id_paths(paths: list[str]) -> list[Path]:
 
 def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
     from facegen.models.loading import SCHEDULERS
-    from facegen.models.registry import list_presets
 
     p = subparsers.add_parser(
         "generate", help="generate new images of the person in --id photos (ID-preserving generation)",
-        description="Generate images of the person in the --id photos with an ID-conditioned diffusion preset. "
-                    "Several --id photos (or a folder) of one person are averaged into one identity.")
-    p.add_argument("--model", "-m", required=True, choices=list_presets(), metavar="PRESET",
-                   help=f"model preset: {', '.join(list_presets())}")
-    p.add_argument("--id", dest="ids", action="append", required=True, metavar="IMG",
-                   help="reference photo or folder of photos of one person (repeatable)")
+        description="Generate images of the person in the --id photos (or the --id-embeds saved by "
+                    "'facegen embed --save') with an ID-conditioned diffusion preset. Several photos (or a "
+                    "folder) or embeddings of one person are averaged into one identity.")
+    add_model_option(p)
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--id", dest="ids", action="append", default=None, metavar="IMG",
+                     help="reference photo or folder of photos of one person (repeatable)")
+    who.add_argument("--id-embeds", dest="id_embeds", action="extend", nargs="+", default=None, metavar="FILE.npy",
+                     help="saved embeddings of one person ('facegen embed PHOTO --save FILE.npy', its encoder "
+                          "in FILE.json beside it) instead of photos; they must come from the preset's encoder")
     p.add_argument("--prompt", default=None, help="text prompt (not for Arc2Face presets, which take no text)")
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--num-images", "-n", type=bounded_int(1), default=1,
                    help=f"images to make (at most ${limits.MAX_IMAGES_ENV}, default {limits.DEFAULT_MAX_IMAGES})")
-    p.add_argument("--seed", type=bounded_int(0, 2**63 - 1), default=None,
-                   help="image i gets seed+i (default: random, recorded)")
-    p.add_argument("--steps", type=bounded_int(1), default=None,
-                   help=f"denoising steps (default: the preset's; at most ${limits.MAX_STEPS_ENV}, "
-                        f"default {limits.DEFAULT_MAX_STEPS})")
-    p.add_argument("--guidance", type=finite_float(0, limits.MAX_GUIDANCE), default=None,
-                   help="classifier-free guidance scale")
+    add_sampling_options(p, seed_help="image i gets seed+i (default: random, recorded)")
     p.add_argument("--height", type=bounded_int(32, 4096), default=None)
     p.add_argument("--width", type=bounded_int(32, 4096), default=None)
     p.add_argument("--adapter-scale", type=finite_float(0, 5), default=None,
@@ -81,28 +83,44 @@ def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--face-layout", default=None, choices=["reference", "portrait"],
                    help="presets that draw face keypoints (InstantID): 'reference' (default, as upstream) keeps "
                         "the photo's pose, face scale and placement, resized to the output; 'portrait' re-frames "
-                        "the face into a fixed portrait")
+                        "the face into a fixed portrait (what --id-embeds always get)")
     p.add_argument("--scheduler", default=None, choices=sorted(SCHEDULERS))
     p.add_argument("--batch-size", type=bounded_int(1), default=None,
                    help="images denoised together (default 1: exact)")
-    p.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder")
+    add_output_option(p, "DIR", "output folder")
     add_overwrite_option(p, "the images and metadata.jsonl of an earlier run in --out")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
-    p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"])
+    add_device_options(p)
     p.add_argument("--cpu-offload", action="store_true", help="model CPU offload (CUDA, low VRAM)")
     p.add_argument("--vae-tiling", action="store_true", help="decode in tiles (large images, low memory)")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--models-dir", default=None,
-                   help="local weights folder in the hub layout (default: $FACEGEN_HOME/models)")
-    p.add_argument("--accept-license", action="store_true",
-                   help="accept the non-commercial licences of the preset's weights and encoders")
-    from facegen.cli_inspect import add_provenance_options  # noqa: PLC0415
+    add_progress_option(p)
+    add_models_options(p, "the preset's weights and encoders")
     add_provenance_options(p)
     p.set_defaults(func=run_generate)
     return p
 
 
 add_parser = add_generate_parser  # the name facegen.cli registers sub-commands by
+
+
+def load_id_embeds_for(model: str, paths: list[str]) -> list[Any]:
+    """``--id-embeds``: every file's embeddings, checked against the preset's adapter before any
+    model loads (an embedding of another encoder is refused with the adapter's
+    :class:`~facegen.errors.EncoderMismatchError`)."""
+    from facegen.adapters.registry import adapter_for  # noqa: PLC0415
+    from facegen.id.saved import load_id_embeds  # noqa: PLC0415
+    from facegen.models.registry import get_preset  # noqa: PLC0415
+
+    adapter = adapter_for(get_preset(model))
+    embeds = []
+    for path in paths:
+        try:
+            loaded = load_id_embeds(path)
+        except InvalidArgumentError as exc:
+            raise InvalidArgumentError(f"--id-embeds {exc}") from None
+        for e in loaded:
+            adapter.check_embedding(e)
+        embeds += loaded
+    return embeds
 
 
 def check_out_dir(out_dir: Path, id_args: list[str], ids: list[Path], overwrite: bool) -> list[str]:
@@ -129,7 +147,8 @@ def check_out_dir(out_dir: Path, id_args: list[str], ids: list[Path], overwrite:
 
 class ImageWriter:
     """Writes each image as it is made (atomically) and appends its ``metadata.jsonl`` line
-    (strict JSON, flushed), so an interrupted run keeps every finished image, listed."""
+    (strict JSON, flushed), so an interrupted run keeps every finished image, listed.
+    ``ids``: the reference files (photos or saved embeddings), recorded and never removed."""
 
     def __init__(self, out_dir: Path, ids: list[Path], previous: list[str], provenance: Any = None) -> None:
         self.out_dir, self.ids, self.previous, self.provenance = out_dir, ids, previous, provenance
@@ -163,7 +182,6 @@ class ImageWriter:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from facegen.cli_inspect import provenance_from_args
     from facegen.pipelines.generation import IDGenerationPipeline
 
     # cheap checks first: the signing identity, numbers, photos, the output folder; then the model
@@ -174,10 +192,15 @@ def run_generate(args: argparse.Namespace) -> int:
     check_steps(args.steps)
     limits.check_prompt("--prompt", args.prompt)
     limits.check_prompt("--negative-prompt", args.negative_prompt)
-    ids = expand_id_paths(args.ids)
-    check_inputs_readable(("--id", p) for p in ids)
+    if args.id_embeds:
+        embeds = load_id_embeds_for(args.model, args.id_embeds)
+        ids, id_folders = [Path(p) for p in args.id_embeds], []
+    else:
+        embeds = None
+        ids, id_folders = expand_id_paths(args.ids), args.ids
+        check_inputs_readable(("--id", p) for p in ids)
     out_dir = Path(args.out)
-    previous = check_out_dir(out_dir, args.ids, ids, args.overwrite)
+    previous = check_out_dir(out_dir, id_folders, ids, args.overwrite)
     t0 = time.perf_counter()
     pipe = IDGenerationPipeline.from_preset(args.model, models_dir=args.models_dir, device=args.device,
                                             dtype=args.dtype, accept_license=args.accept_license)
@@ -188,7 +211,8 @@ def run_generate(args: argparse.Namespace) -> int:
     t1 = time.perf_counter()
     writer = ImageWriter(out_dir, ids, previous, provenance)
     try:
-        result = pipe(id_images=ids, prompt=args.prompt, negative_prompt=args.negative_prompt,
+        result = pipe(id_images=None if embeds else ids, id_embeds=embeds, prompt=args.prompt,
+                      negative_prompt=args.negative_prompt,
                       num_images=args.num_images, seed=args.seed, num_inference_steps=args.steps,
                       guidance_scale=args.guidance, height=args.height, width=args.width,
                       adapter_scale=args.adapter_scale, controlnet_scale=args.controlnet_scale,

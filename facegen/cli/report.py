@@ -14,6 +14,14 @@ import argparse
 import json
 from typing import Any
 
+from facegen.cli.options import (
+    add_encoder_option,
+    add_models_options,
+    add_output_option,
+    add_progress_option,
+    add_seed_option,
+)
+
 
 def run_report_cmd(args: argparse.Namespace) -> int:
     from facegen.dataset.report import build_report  # noqa: PLC0415
@@ -33,7 +41,6 @@ def run_report_cmd(args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any) -> None:
     from facegen.dataset.report import DEFAULT_BATCH_SIZE, DEFAULT_MAX_IMPOSTOR_PAIRS  # noqa: PLC0415
-    from facegen.id.registry import ENCODERS  # noqa: PLC0415
 
     p = sub.add_parser("dataset-report",
                        help="measure a face dataset (facegen's or any ImageFolder): separability, variation, "
@@ -42,19 +49,16 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--reference", default=None, metavar="REAL",
                    help="real people to check leakage against: .npz/.npy of embeddings (encoder recorded) "
                         "or a folder of photos (one per person, or one folder per person)")
-    p.add_argument("--encoder", default=None, choices=sorted(ENCODERS),
-                   help="the judge (default: an installed encoder independent of the generator's)")
-    p.add_argument("--out", default=None, help="report folder (default: DIR/report)")
+    add_encoder_option(p, None, "the judge (default: an installed encoder independent of the generator's)")
+    add_output_option(p, "FOLDER", "report folder (default: DIR/report)", required=False)
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per encoder batch")
     p.add_argument("--max-impostor-pairs", type=int, default=DEFAULT_MAX_IMPOSTOR_PAIRS,
                    help="impostor pairs sampled beyond this many")
-    p.add_argument("--seed", type=int, default=0, help="seed of the pair sampling")
+    add_seed_option(p, "seed of the pair sampling", default=0)
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib needed)")
     p.add_argument("--no-card", action="store_true", help="leave a facegen dataset's README.md card as it is")
     p.add_argument("--json", action="store_true", help="print report.json instead of the Markdown")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--models-dir", default=None)
-    p.add_argument("--accept-license", action="store_true",
-                   help="accept the non-commercial licence of an insightface judge")
+    add_progress_option(p)
+    add_models_options(p, "an insightface judge")
     p.set_defaults(func=run_report_cmd)

@@ -1,5 +1,5 @@
-"""``facegen inspect FILE...``: the provenance marks of images, and the provenance switches
-every writing command shares (``--no-watermark``, ``--no-c2pa``, ``--c2pa-cert``, ``--c2pa-key``).
+"""``facegen inspect FILE...``: the provenance marks of images (the switches that write them,
+``--no-watermark``, ``--no-c2pa``, ``--c2pa-cert``, ``--c2pa-key``, are in :mod:`facegen.cli.options`).
 
     facegen inspect out/0000.png                 # one verdict line + details per file
     facegen inspect --json out/*.png             # one JSON object per file per line
@@ -14,29 +14,6 @@ import sys
 from typing import Any
 
 from facegen.errors import FacegenError
-
-
-def add_provenance_options(p: argparse.ArgumentParser) -> None:
-    """The provenance switches of a command that writes images."""
-    g = p.add_argument_group("provenance (C2PA Content Credentials and invisible watermark; both on by default)")
-    g.add_argument("--no-watermark", action="store_true",
-                   help="do not embed the invisible watermark (a warning says what is lost)")
-    g.add_argument("--no-c2pa", action="store_true",
-                   help="do not sign a C2PA manifest into the files (a warning says what is lost)")
-    g.add_argument("--c2pa-cert", default=None, metavar="PEM",
-                   help="certificate chain to sign with (default: $FACEGEN_C2PA_CERT, else this "
-                        "installation's self-signed certificate in $FACEGEN_HOME/c2pa)")
-    g.add_argument("--c2pa-key", default=None, metavar="PEM", help="its private key ($FACEGEN_C2PA_KEY)")
-
-
-def provenance_from_args(args: argparse.Namespace) -> Any:
-    """The resolved :class:`facegen.provenance.Provenance` (a bad certificate fails here, before
-    any model is loaded)."""
-    from facegen.provenance import provenance_options  # noqa: PLC0415
-
-    return provenance_options(watermark=not getattr(args, "no_watermark", False),
-                              c2pa=not getattr(args, "no_c2pa", False),
-                              cert=getattr(args, "c2pa_cert", None), key=getattr(args, "c2pa_key", None))
 
 
 def run_inspect(args: argparse.Namespace) -> int:

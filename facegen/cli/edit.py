@@ -16,13 +16,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from facegen.cli_checks import (
+from facegen.cli.checks import check_inputs_readable, check_output_file, check_steps
+from facegen.cli.options import (
+    add_device_options,
+    add_model_option,
+    add_models_options,
+    add_output_option,
     add_overwrite_option,
+    add_progress_option,
+    add_provenance_options,
+    add_sampling_options,
     bounded_int,
-    check_inputs_readable,
-    check_output_file,
-    check_steps,
     finite_float,
+    provenance_from_args,
 )
 from facegen.errors import InvalidArgumentError
 
@@ -32,32 +38,21 @@ OUT_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 
 
 def _common(p: argparse.ArgumentParser, offline_model: str, model_required: bool = True) -> None:
-    from facegen.models.registry import list_presets  # noqa: PLC0415
-
-    p.add_argument("--model", "-m", required=model_required, default=None, choices=list_presets(), metavar="PRESET",
-                   help=f"model preset ({offline_model} runs offline): {', '.join(list_presets())}")
-    p.add_argument("--out", "-o", required=True, metavar="FILE", help="output image (.png, .jpg, .webp)")
+    add_model_option(p, offline=offline_model, required=model_required)
+    add_output_option(p, "FILE", "output image (.png, .jpg, .webp)")
     p.add_argument("--consent", action="store_true",
                    help="I have the right to edit the face of the person in this photo (required)")
-    p.add_argument("--seed", type=bounded_int(0, 2**63 - 1), default=None, help="default: random, recorded in the output")
-    p.add_argument("--steps", type=bounded_int(1), default=None, help="denoising steps (default: the preset's)")
-    p.add_argument("--guidance", type=finite_float(0, 50), default=None)
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"])
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--models-dir", default=None)
-    p.add_argument("--accept-license", action="store_true",
-                   help="accept the non-commercial licences of the preset's weights and encoders")
+    add_sampling_options(p, seed_help="default: random, recorded in the output")
+    add_device_options(p)
+    add_progress_option(p)
+    add_models_options(p, "the preset's weights and encoders")
     add_overwrite_option(p, "an existing --out file")
-    from facegen.cli_inspect import add_provenance_options  # noqa: PLC0415
     add_provenance_options(p)
 
 
 def _check_out(args: argparse.Namespace, inputs: list[tuple[str, str]]) -> Path:
     """Everything cheap, before a model loads: numbers, the output file, every input photo, and
     the provenance options (a bad certificate is refused here)."""
-    from facegen.cli_inspect import provenance_from_args  # noqa: PLC0415
-
     check_steps(args.steps)
     out = check_output_file(args.out, [path for _, path in inputs], args.overwrite, OUT_SUFFIXES)
     check_inputs_readable(inputs)

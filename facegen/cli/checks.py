@@ -1,42 +1,18 @@
-"""Checks the CLI makes before any model loads: finite numbers, bounded counts, readable inputs,
-and outputs that neither overwrite an input nor an earlier result nor fail after the work is done.
+"""Checks the CLI makes before any model loads: step limits, readable inputs, and outputs that
+neither overwrite an input nor an earlier result nor fail after the work is done. (Numbers are
+checked as they are parsed: the argparse types in :mod:`facegen.cli.options`.)
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import secrets
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Callable
 
 from facegen import limits
 from facegen.errors import FacegenError, InvalidArgumentError
-
-
-def finite_float(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False
-                 ) -> Callable[[str], float]:
-    """An argparse ``type``: a finite float within [lo, hi] (``inf``/``nan`` refused)."""
-    def parse(text: str) -> float:
-        try:
-            return limits.finite("value", text, lo, hi, lo_open=lo_open)
-        except InvalidArgumentError as exc:
-            raise argparse.ArgumentTypeError(str(exc).replace("value must", "must")) from None
-    parse.__name__ = "finite number"
-    return parse
-
-
-def bounded_int(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
-    """An argparse ``type``: an integer within [lo, hi]."""
-    def parse(text: str) -> int:
-        try:
-            return limits.integer("value", text, lo, hi)
-        except InvalidArgumentError as exc:
-            raise argparse.ArgumentTypeError(str(exc).replace("value must", "must")) from None
-    parse.__name__ = "integer"
-    return parse
 
 
 def check_steps(steps: int | None) -> None:
@@ -142,8 +118,3 @@ def remove_previous_run(out_dir: Path, names: Iterable[str], keep: Iterable[Path
             path.unlink(missing_ok=True)
         except OSError as exc:
             raise FacegenError(f"cannot remove {path} of the previous run: {exc.strerror or exc}") from None
-
-
-def add_overwrite_option(p: argparse.ArgumentParser, what: str) -> Any:
-    return p.add_argument("--overwrite", action="store_true",
-                          help=f"replace {what} (never an input photo)")

@@ -10,13 +10,12 @@ import argparse
 import logging
 import math
 import signal
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from facegen.app.limits import DEFAULT_MAX_BODY, DEFAULT_MAX_UPLOAD_TOTAL, DEFAULT_RETENTION_S
-from facegen.errors import FacegenError
+from facegen.cli.options import add_device_options, add_models_options
 
 logger = logging.getLogger("facegen.serve")
 
@@ -24,16 +23,13 @@ logger = logging.getLogger("facegen.serve")
 def add_serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="tiny",
                    help="preset selected when the page opens (default: tiny, offline random weights)")
-    p.add_argument("--models-dir", default=None,
-                   help="local weights folder (default: $FACEGEN_HOME/models, ~/.cache/facegen/models)")
-    p.add_argument("--accept-license", action="store_true",
-                   help="accept the non-commercial licences of the weights used (Arc2Face, insightface packs, ...)")
+    add_models_options(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes the app)")
     p.add_argument("--port", type=int, default=None, help="port (default: 7860 or the next free one)")
     p.add_argument("--share", action="store_true",
                    help="also open a public Gradio share link (off by default; anyone with the link can use it)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    add_device_options(p, dtype=False)
     p.add_argument("--max-file-size", default="10mb", help="largest accepted upload (default 10mb)")
     p.add_argument("--max-queue", type=int, default=16,
                    help="requests allowed to wait for the model (default 16); one runs at a time")
@@ -109,17 +105,13 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python app.py``: the same options as ``facegen serve``."""
+    """Entry point of ``python app.py``: the same options and exit policy as ``facegen serve``."""
+    from facegen.cli import run_command, setup_logging  # noqa: PLC0415 - the package imports this module
+
     p = argparse.ArgumentParser(prog="app.py", description="The facegen web demo.")
     add_serve_options(p)
     p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     args = p.parse_args(argv)
-    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        return run_serve(args)
-    except FacegenError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
+    setup_logging(args.verbose)
+    return run_command(run_serve, args, debug=args.debug)
