@@ -356,11 +356,13 @@ class IDGenerationPipeline:
             idents = self.identities(embeddings, separate=id_masks is not None)
             req = self.apply_layout(req, embeddings, reference_rgbs)
             samples = [Sample(tuple(idents))] * req.num_images
-            n_photos = len(embeddings)
+            n_photos = len(reference_rgbs) if reference_rgbs is not None else 0
         # 5-6. the judge and the provenance, made once; applied batch by batch as images come
         score = self._scorer_for(samples, idents, reference_rgbs, measure_similarity)
         judge = score.judge
         meta = self.provenance(req, judge, n_photos, len(samples[0].identities))
+        if id_embeds is not None:
+            meta["reference_embeddings"] = len(id_embeds)     # identities given as vectors, no photo
         sims: list[float | None] = []
         made: list[Any] = []
 
