@@ -36,6 +36,7 @@ class ConditionRequest:
     masks: Sequence[Any] | None = None          # one region mask per identity (FaceID)
     control_kps: np.ndarray | None = None       # (5, 2) keypoints in output pixels (InstantID)
     kps_draw_side: int | None = None            # side the keypoint drawing's sizes scale with (None: min(h, w))
+    control_guidance: tuple[float, float] | None = None   # (start, end) fractions the ControlNet acts in
 
 
 class IDAdapter(ABC):
@@ -53,11 +54,32 @@ class IDAdapter(ABC):
     face_layouts: ClassVar[tuple[str, ...]] = ()
     #: the edit jobs (swap, aging, restoration) can run it (:meth:`inpaint_pipeline_class`)
     supports_edit: ClassVar[bool] = True
+    #: why the edit jobs refuse it (when ``supports_edit`` is False), one line
+    edit_refusal: ClassVar[str] = "it has no inpainting pipeline"
+    #: weight quantizations :meth:`load` takes (``"8bit"``: int8 weights via diffusers' quantization support)
+    quantize_choices: ClassVar[tuple[str, ...]] = ()
+    #: the dtype on a CUDA device when the caller names none (FLUX needs bf16)
+    cuda_dtype: ClassVar[str] = "fp16"
 
     def __init__(self, preset: Preset) -> None:
         if preset.family != self.family:
             raise InvalidArgumentError(f"preset '{preset.name}' is a {preset.family} preset, not {self.family}")
         self.preset = preset
+        self.quantize: str | None = None
+
+    def configure_loading(self, quantize: str | None = None) -> None:
+        """Loading options for :meth:`load` (checked against the family's capabilities)."""
+        if quantize is not None and quantize not in self.quantize_choices:
+            raise InvalidArgumentError(
+                f"preset '{self.preset.name}' takes no '{quantize}' weights"
+                + (f"; choose one of: {', '.join(self.quantize_choices)}" if self.quantize_choices else ""))
+        self.quantize = quantize
+
+    @classmethod
+    def check_editable(cls, preset_name: str) -> None:
+        """Refuse, in one line and before any weight loads, a preset the edit jobs cannot run."""
+        if not cls.supports_edit:
+            raise InvalidArgumentError(f"preset '{preset_name}' cannot run the edit jobs: {cls.edit_refusal}")
 
     def photo_layout(self, photo_size: tuple[int, int], kps: np.ndarray,
                      size: tuple[int, int] | None) -> tuple[int, int, np.ndarray, int]:
