@@ -76,12 +76,14 @@ def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--width", type=bounded_int(32, 4096), default=None)
     p.add_argument("--adapter-scale", type=finite_float(0, 5), default=None,
                    help="ID adapter strength (FaceID, InstantID)")
-    p.add_argument("--controlnet-scale", type=finite_float(0, 5), default=None, help="IdentityNet strength (InstantID)")
+    p.add_argument("--controlnet-scale", type=finite_float(0, 5), default=None,
+                   help="IdentityNet (InstantID) / InfuseNet (InfiniteYou) strength")
     p.add_argument("--lora-scale", type=finite_float(0, 5), default=None, help="FaceID LoRA strength")
     p.add_argument("--face-layout", default=None, choices=["reference", "portrait"],
                    help="presets that draw face keypoints (InstantID): 'reference' (default, as upstream) keeps "
                         "the photo's pose, face scale and placement, resized to the output; 'portrait' re-frames "
-                        "the face into a fixed portrait")
+                        "the face into a fixed portrait; InfiniteYou: 'reference' draws the photo's pose "
+                        "(default: none, a black control image)")
     p.add_argument("--scheduler", default=None, choices=sorted(SCHEDULERS))
     p.add_argument("--batch-size", type=bounded_int(1), default=None,
                    help="images denoised together (default 1: exact)")
@@ -90,6 +92,8 @@ def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"])
     p.add_argument("--cpu-offload", action="store_true", help="model CPU offload (CUDA, low VRAM)")
+    p.add_argument("--quantize", default=None, choices=["8bit"],
+                   help="8-bit weights for presets that offer them (FLUX/InfiniteYou; needs facegen[flux])")
     p.add_argument("--vae-tiling", action="store_true", help="decode in tiles (large images, low memory)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--models-dir", default=None,
@@ -180,7 +184,8 @@ def run_generate(args: argparse.Namespace) -> int:
     previous = check_out_dir(out_dir, args.ids, ids, args.overwrite)
     t0 = time.perf_counter()
     pipe = IDGenerationPipeline.from_preset(args.model, models_dir=args.models_dir, device=args.device,
-                                            dtype=args.dtype, accept_license=args.accept_license)
+                                            dtype=args.dtype, accept_license=args.accept_license,
+                                            quantize=args.quantize)
     if args.cpu_offload:
         pipe.enable_model_cpu_offload()
     if args.vae_tiling:

@@ -44,6 +44,8 @@ class IDAdapter(ABC):
 
     family: ClassVar[str]
     supports_prompt: ClassVar[bool] = True
+    #: takes a negative prompt (guidance-distilled bases such as FLUX.1-dev do not)
+    supports_negative_prompt: ClassVar[bool] = True
     supports_masks: ClassVar[bool] = False
     supports_adapter_scale: ClassVar[bool] = True
     supports_controlnet_scale: ClassVar[bool] = False
@@ -118,7 +120,7 @@ class IDAdapter(ABC):
         name = self.preset.name
         if request.prompt is not None and not self.supports_prompt:
             raise InvalidArgumentError(f"preset '{name}' takes no text prompt; remove the prompt")
-        if request.negative_prompt is not None and not self.supports_prompt:
+        if request.negative_prompt is not None and not (self.supports_prompt and self.supports_negative_prompt):
             raise InvalidArgumentError(f"preset '{name}' takes no negative prompt; remove it")
         if request.adapter_scale is not None and not self.supports_adapter_scale:
             raise InvalidArgumentError(f"preset '{name}' has no adapter scale (the whole model is ID-conditioned)")

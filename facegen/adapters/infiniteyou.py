@@ -186,6 +186,7 @@ def resize_and_pad_layout(photo_size: tuple[int, int], size: tuple[int, int]) ->
 @register_family
 class InfiniteYouAdapter(IDAdapter):
     family = "infiniteyou"
+    supports_negative_prompt = False     # FLUX.1-dev is guidance-distilled: no CFG, no negative prompt
     supports_adapter_scale = False       # the InfuseNet strength is controlnet_scale
     supports_controlnet_scale = True
     supports_control_kps = True
@@ -212,9 +213,6 @@ class InfiniteYouAdapter(IDAdapter):
 
     # ------------------------------------------------------------------ checks
     def check_request(self, request: ConditionRequest, n_identities: int) -> None:
-        if request.negative_prompt is not None:
-            raise InvalidArgumentError(f"preset '{self.preset.name}' (FLUX.1-dev, guidance-distilled) takes no "
-                                       "negative prompt; remove it")
         super().check_request(request, n_identities)
         start, end = self.control_guidance(request)
         if not 0.0 <= start < end <= 1.0:

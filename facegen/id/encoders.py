@@ -141,6 +141,58 @@ class OnnxArcFaceEncoder:
         return self.embed_many(rgb, [face])[0]
 
 
+class TorchIRSEEncoder(OnnxArcFaceEncoder):
+    """InfiniteYou's contract: SCRFD keypoints (det size 640, then 320, then 160, as upstream),
+    the 112 ArcFace crop in BGR scaled to [-1, 1], facexlib's IR-SE50 (:mod:`facegen.id.irse`)
+    run in PyTorch, L2-normalised output."""
+
+    DET_SIZES: tuple[tuple[int, int], ...] = ((640, 640), (320, 320), (160, 160))
+
+    def __init__(self, spec: EncoderSpec, models_dir: str | Path | None = None,
+                 providers: str | Sequence[str] | None = None, accept_license: bool = False,
+                 session_factory: Any = None, det_size: tuple[int, int] = (640, 640)) -> None:
+        from facegen.id.irse import load_irse  # noqa: PLC0415
+
+        if not spec.commercial_use:
+            require_licence(f"encoder '{spec.name}'", spec.licence, accept_license)
+        self.spec = spec
+        root = default_models_dir(models_dir)
+        self.path = spec.files[0].locate(root)
+        if self.path is None:
+            f = spec.files[0]
+            raise ModelNotFoundError(f"encoder '{spec.name}'", [f.relpath + f" (or {', '.join(f.alternatives)})"],
+                                     root, hint=f"network: {spec.network}; get it from {f.url}")
+        check_sha256(self.path, spec.files[0].sha256)
+        self.model = load_irse(self.path, spec.crop_size)
+        self.mean, self.std = spec.mean, spec.std
+        self.template = crop_template(spec.template).template
+        self._det_options = dict(pack=spec.detector_pack, models_dir=models_dir, det_size=det_size,
+                                 providers=providers, accept_license=accept_license)
+        if session_factory is not None:
+            self._det_options["session_factory"] = session_factory
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        from facegen.errors import NoFaceError  # noqa: PLC0415
+
+        for i, size in enumerate(self.DET_SIZES):
+            try:
+                return detect_faces(rgb, detector=get_detector(self.spec.detector, **{**self._det_options,
+                                                                                     "det_size": size}))
+            except NoFaceError:
+                if i == len(self.DET_SIZES) - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def embed_batch(self, pairs: Sequence[tuple[np.ndarray, Face]]) -> list[IDEmbedding]:
+        import torch  # noqa: PLC0415
+
+        if not pairs:
+            return []
+        with torch.no_grad():
+            out = self.model(torch.from_numpy(self.preprocess_pairs(pairs))).numpy()
+        return [IDEmbedding(np.asarray(v, dtype=np.float32), self.spec.name, face=f) for v, (_, f) in zip(out, pairs)]
+
+
 def graph_normalises_input(node_names: Sequence[str]) -> bool:
     """insightface ``ArcFaceONNX``'s test for a graph that normalises its own input (an MXNet
     export): among the **names** of the first 8 nodes, one starts with ``Sub`` or ``_minus`` and
@@ -157,6 +209,8 @@ def _cached_encoder(name: str, models_dir: str | None, providers: Any, accept_li
     spec = get_encoder_spec(name)
     if spec.backend == "dlib":
         return DlibEncoder(spec)
+    if spec.backend == "torch-irse":
+        return TorchIRSEEncoder(spec, models_dir, providers, accept_license)
     return OnnxArcFaceEncoder(spec, models_dir, providers, accept_license)
 
 

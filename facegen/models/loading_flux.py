@@ -76,7 +76,8 @@ def load_model(cls: Any, folder: Path, dtype: Any, stem: str = "diffusion_pytorc
     """A diffusers ModelMixin (single file or sharded) with a strict key check."""
     _need(folder, "config.json")
     read_json_object(folder / "config.json")
-    for f in weight_files(folder, stem):
+    files = weight_files(folder, stem)
+    for f in files:
         check_safetensors(f)
     extra = {}
     if quantize is not None:
@@ -85,7 +86,25 @@ def load_model(cls: Any, folder: Path, dtype: Any, stem: str = "diffusion_pytorc
         model, info = cls.from_pretrained(folder, torch_dtype=dtype, use_safetensors=True, low_cpu_mem_usage=True,
                                           output_loading_info=True, local_files_only=True, **extra)
     _check_info(info, f"{cls.__name__} weights in {folder}")
+    _check_stored_keys(cls, folder, files)
     return model.eval()
+
+
+def _check_stored_keys(cls: Any, folder: Path, files: list[Path]) -> None:
+    """The tensors the files hold are exactly the model's (diffusers does not report a tensor
+    missing from a sharded checkpoint): compared with an empty-weights instance of the config."""
+    from accelerate import init_empty_weights
+    from safetensors import safe_open
+
+    stored: set[str] = set()
+    for f in files:
+        with safe_open(str(f), framework="pt") as fh:
+            stored.update(fh.keys())
+    with init_empty_weights():
+        expected = set(cls.from_config(cls.load_config(folder, local_files_only=True)).state_dict())
+    missing, unexpected = sorted(expected - stored), sorted(stored - expected)
+    if missing or unexpected:
+        _check_info({"missing_keys": missing, "unexpected_keys": unexpected}, f"{cls.__name__} weights in {folder}")
 
 
 def load_t5_encoder(folder: Path, dtype: Any, quantize: str | None = None) -> Any:

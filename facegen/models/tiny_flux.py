@@ -41,8 +41,8 @@ TRANSFORMER: dict[str, Any] = dict(
     guidance_embeds=True, axes_dims_rope=(4, 6, 6))
 INFUSENET: dict[str, Any] = {k: v for k, v in TRANSFORMER.items()} | dict(conditioning_embedding_channels=None)
 VAE: dict[str, Any] = dict(
-    in_channels=3, out_channels=3, latent_channels=LATENT_CHANNELS, sample_size=64, block_out_channels=(32, 64),
-    layers_per_block=1, norm_num_groups=32, down_block_types=("DownEncoderBlock2D",) * 2,
+    in_channels=3, out_channels=3, latent_channels=LATENT_CHANNELS, sample_size=64, block_out_channels=(16, 32),
+    layers_per_block=1, norm_num_groups=16, down_block_types=("DownEncoderBlock2D",) * 2,
     up_block_types=("UpDecoderBlock2D",) * 2, scaling_factor=0.3611, shift_factor=0.1159, force_upcast=True,
     use_quant_conv=False, use_post_quant_conv=False)
 T5: dict[str, Any] = dict(d_model=TEXT_HIDDEN, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
@@ -199,17 +199,23 @@ def _build_infiniteyou(dst: Path) -> None:
         with _seeded(f"infiniteyou/{stage}/infusenet") as gen:
             net = FluxControlNetModel(**INFUSENET)
             # released ControlNets learn their zero-initialised output projections; random small
-            # values here so the tiny InfuseNet visibly conditions the transformer
-            for name, p in net.named_parameters():
-                if name.startswith(("controlnet_blocks", "controlnet_single_blocks", "controlnet_x_embedder")):
-                    with torch.no_grad():
-                        p.copy_(0.2 * torch.randn(p.shape, generator=gen) / p.shape[-1] ** 0.5)
+            # values here so the tiny InfuseNet visibly conditions the transformer, and the image
+            # tokens' attention drawn to the 8 ID tokens (sharp keys, strong values) so that what
+            # it injects depends visibly on the identity, as a trained InfuseNet's does
+            with torch.no_grad():
+                for name, p in net.named_parameters():
+                    if name.startswith(("controlnet_blocks", "controlnet_single_blocks", "controlnet_x_embedder")):
+                        p.copy_(0.4 * torch.randn(p.shape, generator=gen) / p.shape[-1] ** 0.5)
+                    elif name.endswith(("attn.norm_added_k.weight", "attn.norm_added_q.weight")):
+                        p.mul_(20.0)
+                    elif name.endswith("attn.add_v_proj.weight"):
+                        p.mul_(4.0)
         net.save_pretrained(folder / "InfuseNetModel", safe_serialization=True)
         torch.save(image_proj_state_dict(stage), folder / "image_proj_model.bin")
 
 
 BUILDERS[R.TINY_FLUX_DEV_REPO] = _build_flux
 BUILDERS[R.TINY_INFINITEYOU_REPO] = _build_infiniteyou
-SPECS["flux"] = json.dumps({"transformer": TRANSFORMER, "infusenet": INFUSENET, "vae": VAE, "t5": T5,
+SPECS["flux"] = json.dumps({"init": 2, "transformer": TRANSFORMER, "infusenet": INFUSENET, "vae": VAE, "t5": T5,
                             "scheduler": SCHEDULER, "resampler": RESAMPLER, "text": TEXT_HIDDEN, "stages": STAGES},
                            sort_keys=True, default=str)
