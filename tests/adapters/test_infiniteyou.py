@@ -373,3 +373,15 @@ def test_cli_generate_twice_same_seed_same_files(tmp_path, tom_hanks_path):
     assert a == b                                           # the same pixels (the signed manifests differ in time)
     assert meta_a["seed"] == meta_b["seed"] == 5 and meta_a["preset"] == TINY
     assert meta_a["controlnet_scale"] == 1.0 and meta_a["scheduler"] == "flow-euler"
+
+
+@pytest.mark.slow
+def test_dataset_runs_the_batched_call_with_poses(tmp_path):
+    from facegen.dataset.runner import make_generate_fn, run_dataset
+    from facegen.dataset.spec import DatasetSpec
+
+    spec = DatasetSpec(out=str(tmp_path / "ds"), model=TINY, num_ids=2, images_per_id=1, seed=3, shard_size=2,
+                       format="imagefolder", poses=[15.0])
+    run_dataset(spec, make_generate_fn(TINY, device="cpu", steps=1), progress=False)
+    images = sorted(p for p in (tmp_path / "ds").rglob("*.png") if "crops" not in p.parts)
+    assert len(images) == 2
