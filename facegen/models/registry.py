@@ -256,7 +256,10 @@ def _infiniteyou_components(stage: str) -> tuple[Component, ...]:
     folder = f"infu_flux_v1.0/{stage}"
     return (
         Component("base", FLUX_DEV_REPO, flux_base_files(), access=FLUX_DEV_ACCESS),
-        Component("controlnet", INFINITEYOU_REPO, _diffusers_model(f"{folder}/InfuseNetModel"),
+        Component("controlnet", INFINITEYOU_REPO,
+                  (f"{folder}/InfuseNetModel/config.json",
+                   *_sharded(f"{folder}/InfuseNetModel", "diffusion_pytorch_model", 2,
+                             "diffusion_pytorch_model.safetensors.index.json")),
                   subfolder=f"{folder}/InfuseNetModel"),
         Component("image_proj", INFINITEYOU_REPO, (f"{folder}/image_proj_model.bin",),
                   weight_name=f"{folder}/image_proj_model.bin"),

@@ -7,7 +7,7 @@ safetensors shards + index (``text_encoder_2/``) with a unigram ``tokenizer_2/``
 (``tokenizer.json`` and a sentencepiece ``spiece.model`` over the same pieces), a
 ``FluxTransformer2DModel`` in 3 shards + index and a 16-channel-style VAE (here 4 latent
 channels).  ``facegen-tiny/InfiniteYou`` holds ``infu_flux_v1.0/{aes_stage2,sim_stage1}/``
-with ``InfuseNetModel/`` (a ``FluxControlNetModel``) and ``image_proj_model.bin`` =
+with ``InfuseNetModel/`` (a ``FluxControlNetModel`` in 2 shards + index, as released) and ``image_proj_model.bin`` =
 ``{"image_proj": Resampler state}`` under upstream's key names.  The builders register with
 :mod:`facegen.models.tiny` (found as a ``tiny_*`` module) and are seeded per component.
 """
@@ -210,12 +210,13 @@ def _build_infiniteyou(dst: Path) -> None:
                         p.mul_(20.0)
                     elif name.endswith("attn.add_v_proj.weight"):
                         p.mul_(4.0)
-        net.save_pretrained(folder / "InfuseNetModel", safe_serialization=True)
+        _save_sharded_model(net, folder / "InfuseNetModel", "diffusion_pytorch_model", 2,
+                            "diffusion_pytorch_model.safetensors.index.json")
         torch.save(image_proj_state_dict(stage), folder / "image_proj_model.bin")
 
 
 BUILDERS[R.TINY_FLUX_DEV_REPO] = _build_flux
 BUILDERS[R.TINY_INFINITEYOU_REPO] = _build_infiniteyou
-SPECS["flux"] = json.dumps({"init": 2, "transformer": TRANSFORMER, "infusenet": INFUSENET, "vae": VAE, "t5": T5,
+SPECS["flux"] = json.dumps({"init": 3, "transformer": TRANSFORMER, "infusenet": INFUSENET, "vae": VAE, "t5": T5,
                             "scheduler": SCHEDULER, "resampler": RESAMPLER, "text": TEXT_HIDDEN, "stages": STAGES},
                            sort_keys=True, default=str)

@@ -76,6 +76,7 @@ class FaceEditPipeline:
     seeds_per_face: ClassVar[int] = 1
 
     def __init__(self, generator: IDGenerationPipeline) -> None:
+        generator.adapter.check_editable(generator.preset.name)
         self.gen = generator
         self._inpaint: Any = None
         self._judge: Any = None

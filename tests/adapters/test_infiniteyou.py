@@ -296,7 +296,7 @@ def test_8bit_weights_load_through_diffusers_quantization():
     assert out.shape == (1, 64, 48, 3) and out.std() > 1
 
 
-def test_memory_and_edit_options_are_capabilities():
+def test_memory_and_edit_options_are_capabilities(flux):
     from facegen.app.presets import editable, preset_infos, takes_negative_prompt, takes_prompt
     from facegen.pipelines.swap import FaceSwapPipeline
 
@@ -306,6 +306,10 @@ def test_memory_and_edit_options_are_capabilities():
         IDGenerationPipeline.from_preset("tiny", quantize="8bit")
     with pytest.raises(InvalidArgumentError, match="cannot run the edit jobs: FLUX inpainting"):
         FaceSwapPipeline.from_preset(TINY)                  # refused before any weight loads
+    from facegen.pipelines.aging import FaceAgingPipeline
+
+    with pytest.raises(InvalidArgumentError, match="cannot run the edit jobs"):
+        FaceAgingPipeline(flux)                             # a loaded pipeline too
     names = {i.name for i in preset_infos()}
     assert {"infiniteyou", "infiniteyou-sim", TINY} <= names
     assert takes_prompt(TINY) and not takes_negative_prompt(TINY) and not editable("infiniteyou")
