@@ -95,9 +95,6 @@ def run_one(label: str, preset: str, args: Any, quantize: str | None, offload: b
            "plain_img_s": args.batch / a.median, "facegen_img_s": args.batch / b.median,
            "plain_s": a.median, "facegen_s": b.median, "ratio": a.median / b.median,
            "peak_gib": peak_bytes(dev) / 2**30, "images_shape": list(b.images.shape)}
-    del gen, ref
-    if dev.type == "cuda":
-        torch.cuda.empty_cache()
     return row
 
 
@@ -123,7 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.quantize:
             configs.append((f"{args.quantize} + offload", args.quantize, True))
     print(f"# bench_flux: {preset}, {versions()}, torch {torch.__version__}")
-    rows = [run_one(label, preset, args, q, off) for label, q, off in configs]
+    rows = []
+    for label, q, off in configs:
+        rows.append(run_one(label, preset, args, q, off))
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()                           # the previous load's memory back
+            torch.cuda.reset_peak_memory_stats()
     print(f"{'config':>18} {'size':>9} {'steps':>5} {'batch':>5} {'plain img/s':>11} {'facegen img/s':>13} "
           f"{'ratio':>6} {'peak GiB':>8}")
     for r in rows:

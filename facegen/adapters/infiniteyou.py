@@ -117,7 +117,9 @@ def load_image_proj(state: dict[str, Any], id_dim: int, output_dim: int, what: s
     return model.eval()
 
 
-def _pipeline_class() -> type:
+@functools.lru_cache(maxsize=1)
+def infusenet_pipeline_class() -> type:
+    """``FluxInfuseNetPipeline``, built on first use (importing facegen does not import diffusers)."""
     import torch
     from diffusers import FluxControlNetPipeline
 
@@ -165,9 +167,6 @@ def _pipeline_class() -> type:
                 self._id_tokens = None
 
     return FluxInfuseNetPipeline
-
-
-infusenet_pipeline_class = functools.lru_cache(maxsize=1)(_pipeline_class)
 
 
 def resize_and_pad_layout(photo_size: tuple[int, int], size: tuple[int, int]) -> tuple[int, int, int, int]:

@@ -58,10 +58,10 @@ def quantization_config(quantize: str | None, library: str) -> Any:
         return None
     if quantize not in QUANTIZE_CHOICES:
         raise InvalidArgumentError(f"unknown quantization '{quantize}'; choose one of: {', '.join(QUANTIZE_CHOICES)}")
-    try:
-        import optimum.quanto  # noqa: F401
-    except ImportError:
-        raise InvalidArgumentError("8-bit weights need optimum-quanto: pip install 'facegen[flux]'") from None
+    import importlib.util
+
+    if importlib.util.find_spec("optimum") is None or importlib.util.find_spec("optimum.quanto") is None:
+        raise InvalidArgumentError("8-bit weights need optimum-quanto: pip install 'facegen[flux]'")
     if library == "diffusers":
         from diffusers import QuantoConfig
 
