@@ -19,7 +19,8 @@ def test_registry_entries_carry_their_contracts():
     normalise = {p.encoder: p.normalise for p in PRESETS.values() if not p.tiny}
     assert normalise == {"antelopev2-glintr100": False,       # InstantID: raw
                          "buffalo_l-w600k-r50": True,         # FaceID: normed
-                         "arc2face-arcface": True}
+                         "arc2face-arcface": True,
+                         "infiniteyou-ir-se50": True}         # InfiniteYou: normed
     assert not hasattr(get_encoder_spec("buffalo_l-w600k-r50"), "adapter_normalised")
     assert get_encoder_spec("dlib-resnet-v1").metric == "euclidean"
     for spec in ENCODERS.values():

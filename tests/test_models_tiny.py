@@ -28,7 +28,7 @@ from facegen.models import (
 from facegen.models.tiny import ensure_tiny
 
 TINY = ("tiny", "tiny-faceid", "tiny-faceid-sdxl", "tiny-instantid")
-REAL = ("arc2face", "arc2face-lcm", "faceid-sd15", "faceid-sdxl", "instantid")
+REAL = ("arc2face", "arc2face-lcm", "faceid-sd15", "faceid-sdxl", "instantid", "infiniteyou", "infiniteyou-sim")
 
 
 def _bin(path: Path) -> dict:

@@ -36,6 +36,7 @@ class ConditionRequest:
     masks: Sequence[Any] | None = None          # one region mask per identity (FaceID)
     control_kps: np.ndarray | None = None       # (5, 2) keypoints in output pixels (InstantID)
     kps_draw_side: int | None = None            # side the keypoint drawing's sizes scale with (None: min(h, w))
+    control_guidance: tuple[float, float] | None = None   # (start, end) fractions the ControlNet acts in
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,8 @@ class IDAdapter(ABC):
 
     family: ClassVar[str]
     supports_prompt: ClassVar[bool] = True
+    #: takes a negative prompt (guidance-distilled bases such as FLUX.1-dev do not)
+    supports_negative_prompt: ClassVar[bool] = True
     supports_masks: ClassVar[bool] = False
     supports_adapter_scale: ClassVar[bool] = True
     supports_controlnet_scale: ClassVar[bool] = False
@@ -74,11 +77,32 @@ class IDAdapter(ABC):
     face_layouts: ClassVar[tuple[str, ...]] = ()
     #: the edit jobs (swap, aging, restoration) can run it (:meth:`inpaint_pipeline_class`)
     supports_edit: ClassVar[bool] = True
+    #: why the edit jobs refuse it (when ``supports_edit`` is False), one line
+    edit_refusal: ClassVar[str] = "it has no inpainting pipeline"
+    #: weight quantizations :meth:`load` takes (``"8bit"``: int8 weights via diffusers' quantization support)
+    quantize_choices: ClassVar[tuple[str, ...]] = ()
+    #: the dtype on a CUDA device when the caller names none (FLUX needs bf16)
+    cuda_dtype: ClassVar[str] = "fp16"
 
     def __init__(self, preset: Preset) -> None:
         if preset.family != self.family:
             raise InvalidArgumentError(f"preset '{preset.name}' is a {preset.family} preset, not {self.family}")
         self.preset = preset
+        self.quantize: str | None = None
+
+    def configure_loading(self, quantize: str | None = None) -> None:
+        """Loading options for :meth:`load` (checked against the family's capabilities)."""
+        if quantize is not None and quantize not in self.quantize_choices:
+            raise InvalidArgumentError(
+                f"preset '{self.preset.name}' takes no '{quantize}' weights"
+                + (f"; choose one of: {', '.join(self.quantize_choices)}" if self.quantize_choices else ""))
+        self.quantize = quantize
+
+    @classmethod
+    def check_editable(cls, preset_name: str) -> None:
+        """Refuse, in one line and before any weight loads, a preset the edit jobs cannot run."""
+        if not cls.supports_edit:
+            raise InvalidArgumentError(f"preset '{preset_name}' cannot run the edit jobs: {cls.edit_refusal}")
 
     def photo_layout(self, photo_size: tuple[int, int], kps: np.ndarray,
                      size: tuple[int, int] | None) -> tuple[int, int, np.ndarray, int]:
@@ -117,7 +141,7 @@ class IDAdapter(ABC):
         name = self.preset.name
         if request.prompt is not None and not self.supports_prompt:
             raise InvalidArgumentError(f"preset '{name}' takes no text prompt; remove the prompt")
-        if request.negative_prompt is not None and not self.supports_prompt:
+        if request.negative_prompt is not None and not (self.supports_prompt and self.supports_negative_prompt):
             raise InvalidArgumentError(f"preset '{name}' takes no negative prompt; remove it")
         if request.adapter_scale is not None and not self.supports_adapter_scale:
             raise InvalidArgumentError(f"preset '{name}' has no adapter scale (the whole model is ID-conditioned)")

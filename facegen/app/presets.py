@@ -37,6 +37,13 @@ def takes_prompt(preset: str | Preset) -> bool:
     return adapter_class(p.family).supports_prompt
 
 
+def takes_negative_prompt(preset: str | Preset) -> bool:
+    """Whether the preset's adapter takes a negative prompt (FLUX.1-dev's does not)."""
+    p = get_preset(preset) if isinstance(preset, str) else preset
+    cls = adapter_class(p.family)
+    return cls.supports_prompt and cls.supports_negative_prompt
+
+
 def editable(preset: str | Preset) -> bool:
     """Presets the edit jobs (swap, age, restore) can run: those whose adapter supports edits
     (an inpainting pipeline of its own; InstantID's feeds IdentityNet the target's keypoints)."""

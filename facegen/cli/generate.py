@@ -78,12 +78,14 @@ def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--width", type=bounded_int(32, 4096), default=None)
     p.add_argument("--adapter-scale", type=finite_float(0, 5), default=None,
                    help="ID adapter strength (FaceID, InstantID)")
-    p.add_argument("--controlnet-scale", type=finite_float(0, 5), default=None, help="IdentityNet strength (InstantID)")
+    p.add_argument("--controlnet-scale", type=finite_float(0, 5), default=None,
+                   help="IdentityNet (InstantID) / InfuseNet (InfiniteYou) strength")
     p.add_argument("--lora-scale", type=finite_float(0, 5), default=None, help="FaceID LoRA strength")
     p.add_argument("--face-layout", default=None, choices=["reference", "portrait"],
                    help="presets that draw face keypoints (InstantID): 'reference' (default, as upstream) keeps "
                         "the photo's pose, face scale and placement, resized to the output; 'portrait' re-frames "
-                        "the face into a fixed portrait (what --id-embeds always get)")
+                        "the face into a fixed portrait (what --id-embeds always get); InfiniteYou: 'reference' "
+                        "draws the photo's pose (default: none, a black control image)")
     p.add_argument("--scheduler", default=None, choices=sorted(SCHEDULERS))
     p.add_argument("--batch-size", type=bounded_int(1), default=None,
                    help="images denoised together (default 1: exact)")
@@ -91,6 +93,8 @@ def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_overwrite_option(p, "the images and metadata.jsonl of an earlier run in --out")
     add_device_options(p)
     p.add_argument("--cpu-offload", action="store_true", help="model CPU offload (CUDA, low VRAM)")
+    p.add_argument("--quantize", default=None, choices=["8bit"],
+                   help="8-bit weights for presets that offer them (FLUX/InfiniteYou; needs facegen[flux])")
     p.add_argument("--vae-tiling", action="store_true", help="decode in tiles (large images, low memory)")
     add_progress_option(p)
     add_models_options(p, "the preset's weights and encoders")
@@ -203,7 +207,8 @@ def run_generate(args: argparse.Namespace) -> int:
     previous = check_out_dir(out_dir, id_folders, ids, args.overwrite)
     t0 = time.perf_counter()
     pipe = IDGenerationPipeline.from_preset(args.model, models_dir=args.models_dir, device=args.device,
-                                            dtype=args.dtype, accept_license=args.accept_license)
+                                            dtype=args.dtype, accept_license=args.accept_license,
+                                            quantize=args.quantize)
     if args.cpu_offload:
         pipe.enable_model_cpu_offload()
     if args.vae_tiling:

@@ -118,6 +118,54 @@ class OnnxArcFaceEncoder:
         return np.asarray(self.session.run(None, {self.input_name: self.preprocess(crops)})[0], dtype=np.float32)
 
 
+class TorchIRSEEncoder(OnnxArcFaceEncoder):
+    """InfiniteYou's contract: the 112 ArcFace crop in BGR scaled to [-1, 1], facexlib's IR-SE50
+    (:mod:`facegen.id.irse`) run in PyTorch, L2-normalised output.  Its detector is SCRFD at
+    det size 640, then 320, then 160, as upstream (:data:`DET_SIZES`, :class:`SizeFallbackDetector`)."""
+
+    DET_SIZES: tuple[tuple[int, int], ...] = ((640, 640), (320, 320), (160, 160))
+
+    def __init__(self, spec: EncoderSpec, models_dir: str | Path | None = None,
+                 providers: str | Sequence[str] | None = None, accept_license: bool = False,
+                 session_factory: Any = None) -> None:
+        from facegen.id.irse import load_irse  # noqa: PLC0415
+
+        if not spec.commercial_use:
+            require_licence(f"encoder '{spec.name}'", spec.licence, accept_license)
+        self.spec = spec
+        root = default_models_dir(models_dir)
+        self.path = spec.files[0].locate(root)
+        if self.path is None:
+            f = spec.files[0]
+            raise ModelNotFoundError(f"encoder '{spec.name}'", [f.relpath + f" (or {', '.join(f.alternatives)})"],
+                                     root, hint=f"network: {spec.network}; get it from {f.url}")
+        check_sha256(self.path, spec.files[0].sha256)
+        self.model = load_irse(self.path, spec.crop_size)
+        self.mean, self.std = spec.mean, spec.std
+        self.template = crop_template(spec.template).template
+
+    def embed_crops(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        import torch  # noqa: PLC0415
+
+        with torch.no_grad():
+            return self.model(torch.from_numpy(self.preprocess(crops))).numpy().astype(np.float32)
+
+
+class SizeFallbackDetector:
+    """Detectors tried in turn until one finds a face (upstream InfiniteYou's 640 → 320 → 160)."""
+
+    def __init__(self, detectors: Sequence[Any]) -> None:
+        self.detectors = list(detectors)
+        self.name = self.detectors[0].name
+
+    def detect(self, rgb: np.ndarray) -> list[Any]:
+        for det in self.detectors:
+            faces = det.detect(rgb)
+            if faces:
+                return faces
+        return []
+
+
 def graph_normalises_input(node_names: Sequence[str]) -> bool:
     """insightface ``ArcFaceONNX``'s test for a graph that normalises its own input (an MXNet
     export): among the **names** of the first 8 nodes, one starts with ``Sub`` or ``_minus`` and
@@ -138,12 +186,18 @@ def build_analyzer(spec: EncoderSpec, models_dir: str | Path | None = None,
         embedder = DlibEncoder(spec)
         detector: Any = functools.partial(get_detector, spec.detector)
     else:
-        embedder = OnnxArcFaceEncoder(spec, models_dir, providers, accept_license, session_factory)
         options: dict[str, Any] = dict(pack=spec.detector_pack, models_dir=models_dir, det_size=det_size,
                                        providers=providers, accept_license=accept_license)
         if session_factory is not None:
             options["session_factory"] = session_factory
-        detector = functools.partial(get_detector, spec.detector, **options)
+        if spec.backend == "torch-irse":
+            embedder = TorchIRSEEncoder(spec, models_dir, providers, accept_license)
+            sizes = TorchIRSEEncoder.DET_SIZES
+            detector = lambda: SizeFallbackDetector(  # noqa: E731
+                [get_detector(spec.detector, **{**options, "det_size": size}) for size in sizes])
+        else:
+            embedder = OnnxArcFaceEncoder(spec, models_dir, providers, accept_license, session_factory)
+            detector = functools.partial(get_detector, spec.detector, **options)
     name = spec.name
     return FaceAnalyzer(name, detector, embedder.aligner(), embedder,
                         make=lambda v, face: IDEmbedding(np.asarray(v, dtype=np.float32), name, face=face),

@@ -27,7 +27,7 @@ __all__ = ["DEFAULT_ENCODER", "ENCODERS", "EncoderSpec", "WeightFile", "get_enco
 class EncoderSpec:
     name: str
     network: str
-    backend: Literal["dlib", "onnx"]
+    backend: Literal["dlib", "onnx", "torch-irse"]
     detector: str                 # detector backend name (facegen.faces.detect.DETECTORS)
     template: str                 # crop template name (facegen.faces.align.CROP_TEMPLATES)
     crop_size: int
@@ -147,4 +147,28 @@ register_encoder(EncoderSpec(
                       role="recognition"),),
     detector_pack="antelopev2",
     notes="Arc2Face L2-normalises the vector before the id-token substitution",
+))
+
+register_encoder(EncoderSpec(
+    name="infiniteyou-ir-se50",
+    network="ArcFace IR-SE50 (facexlib recognition_arcface_ir_se50.pth, InsightFace_Pytorch layout), "
+            "on the BGR crop in [-1, 1]",
+    backend="torch-irse",
+    detector="insightface",
+    template="arcface112",
+    crop_size=112,
+    color_order="bgr",
+    mean=127.5, std=127.5,
+    dim=512,
+    metric="cosine",
+    threshold=0.3,      # not measured here (no weights offline): ArcFace-family default
+    licence=licence_text("facexlib-arcface", "insightface-packs"),
+    commercial_use=commercial_use("facexlib-arcface", "insightface-packs"),
+    files=(WeightFile("facexlib/recognition_arcface_ir_se50.pth",
+                      url="https://github.com/xinntao/facexlib/releases/download/v0.1.0/"
+                          "recognition_arcface_ir_se50.pth",
+                      alternatives=("recognition_arcface_ir_se50.pth", "facexlib/weights/recognition_arcface_ir_se50.pth"),
+                      role="recognition"),),
+    detector_pack="antelopev2",
+    notes="InfiniteYou feeds the L2-normalised vector (upstream: SCRFD at 640, 320, then 160)",
 ))

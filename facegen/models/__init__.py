@@ -44,6 +44,7 @@ def preset_status(models_dir: str | os.PathLike[str] | None = None) -> dict[str,
         report[name] = {"ready": not missing, "missing": missing, "encoder": preset.encoder,
                         "licence": preset.licence, "tiny_twin": twin.name if twin else None,
                         "components": {c.role: c.repo for c in preset.components}, "notes": preset.notes,
+                        "access": [c.access for c in preset.components if c.access],
                         "reason": "ready" if not missing else f"{len(missing)} files missing under {root}"}
     for name in list_presets(include_tiny=True):
         preset = PRESETS[name]

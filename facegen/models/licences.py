@@ -60,6 +60,11 @@ for _entry in (
     Licence("arc2face-cc-by-nc", "Arc2Face weights: CC BY-NC 4.0 (FoivosPar/Arc2Face)", False),
     Licence("ip-adapter-faceid-nc", "IP-Adapter-FaceID (h94): non-commercial research use (insightface)", False),
     Licence("instantid-apache", "InstantID weights: Apache-2.0 (InstantX/InstantID)", True),
+    Licence("infiniteyou-cc-by-nc", "InfiniteYou weights: CC BY-NC 4.0 (ByteDance/InfiniteYou)", False),
+    Licence("flux1-dev-nc", "FLUX.1 [dev]: FLUX.1 [dev] Non-Commercial License (black-forest-labs/FLUX.1-dev, "
+                            "gated: accept it on the hub)", False),
+    Licence("facexlib-arcface", "facexlib ArcFace IR-SE50 (recognition_arcface_ir_se50.pth): MIT code; "
+                                "weights trained on MS-Celeb-1M, research use", False),
     Licence("insightface-packs", "insightface pretrained packs (antelopev2, buffalo_l): "
                                  "non-commercial research use only", False),
     Licence("inswapper-nc", "insightface inswapper_128: non-commercial research use only", False),

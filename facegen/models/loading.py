@@ -145,6 +145,7 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "unipc": ("UniPCMultistepScheduler", {}),
     "pndm": ("PNDMScheduler", {}),
     "lcm": ("LCMScheduler", {}),
+    "flow-euler": ("FlowMatchEulerDiscreteScheduler", {}),
 }
 
 

@@ -9,7 +9,8 @@ and default sampler settings.  Loading code lives in the adapter families
 Layouts follow ../shared/reference/compat.md (sections 2.2-2.4): Arc2Face
 ``arc2face/`` UNet + ``encoder/`` CLIP text encoder (``pytorch_model.bin``), IP-Adapter-FaceID
 ``ip-adapter-faceid_sd15.bin`` / ``_sdxl.bin`` (``image_proj`` + ``ip_adapter`` incl. LoRA),
-InstantID ``ControlNetModel/`` + ``ip-adapter.bin`` (Resampler ``image_proj`` + ``ip_adapter``).
+InstantID ``ControlNetModel/`` + ``ip-adapter.bin`` (Resampler ``image_proj`` + ``ip_adapter``),
+InfiniteYou (2.7) ``infu_flux_v1.0/<stage>/{InfuseNetModel/, image_proj_model.bin}`` on FLUX.1-dev.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from typing import Any, Literal
 from facegen.errors import InvalidArgumentError
 from facegen.models.licences import commercial_use, licence_text
 
-Family = Literal["arc2face", "faceid", "instantid"]
-BaseArch = Literal["sd15", "sdxl"]
+Family = Literal["arc2face", "faceid", "instantid", "infiniteyou"]
+BaseArch = Literal["sd15", "sdxl", "flux"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class Component:
     revision: str = "main"
     weight_name: str | None = None
     sha256: tuple[tuple[str, str], ...] = ()
+    #: how to get access to a gated repository (shown when its files are missing); "" when open
+    access: str = ""
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,8 @@ class SamplerDefaults:
     face_layout: str | None = None
     #: upstream's ``resize_img(max_side, min_side, base_pixel_number)`` for the reference layout
     reference_resize: tuple[int, int, int] | None = None
+    #: fraction of the denoising steps (start, end) the ControlNet acts in (None: all of them)
+    control_guidance: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +177,24 @@ def sdxl_base_files() -> tuple[str, ...]:
             *_diffusers_model("unet"), *_diffusers_model("vae"))
 
 
+def _sharded(folder: str, stem: str, n: int, index: str) -> tuple[str, ...]:
+    """A sharded checkpoint as the hub stores it: ``<stem>-0000i-of-0000n.safetensors`` + its index."""
+    return (*(f"{folder}/{stem}-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)), f"{folder}/{index}")
+
+
+def flux_base_files() -> tuple[str, ...]:
+    """The diffusers layout of black-forest-labs/FLUX.1-dev (CLIP-L + T5-XXL, 3-shard transformer)."""
+    return ("model_index.json", "scheduler/scheduler_config.json",
+            *_text_encoder("text_encoder"), *_tokenizer("tokenizer"),
+            "text_encoder_2/config.json",
+            *_sharded("text_encoder_2", "model", 2, "model.safetensors.index.json"),
+            *(f"tokenizer_2/{n}" for n in ("special_tokens_map.json", "spiece.model", "tokenizer.json",
+                                           "tokenizer_config.json")),
+            "transformer/config.json",
+            *_sharded("transformer", "diffusion_pytorch_model", 3, "diffusion_pytorch_model.safetensors.index.json"),
+            *_diffusers_model("vae"))
+
+
 ARC2FACE_UNET_FILES = _diffusers_model("arc2face")
 ARC2FACE_ENCODER_FILES = ("encoder/config.json", "encoder/pytorch_model.bin")
 INSTANTID_CONTROLNET_FILES = _diffusers_model("ControlNetModel")
@@ -182,6 +205,11 @@ ARC2FACE_REPO = "FoivosPar/Arc2Face"
 FACEID_REPO = "h94/IP-Adapter-FaceID"
 INSTANTID_REPO = "InstantX/InstantID"
 LCM_SD15_REPO = "latent-consistency/lcm-lora-sdv1-5"
+FLUX_DEV_REPO = "black-forest-labs/FLUX.1-dev"
+INFINITEYOU_REPO = "ByteDance/InfiniteYou"
+FLUX_DEV_ACCESS = ("FLUX.1-dev is gated: sign in at https://huggingface.co/black-forest-labs/FLUX.1-dev and accept "
+                   "its licence, then `hf auth login` with a read token (or copy a downloaded copy there)")
+INFINITEYOU_PROMPT = "A person, portrait, cinematic"
 
 FACEID_PROMPT = "photo of a person, best quality, high quality"
 NEGATIVE_PROMPT = "monochrome, lowres, bad anatomy, worst quality, low quality, blurry"
@@ -224,6 +252,20 @@ def _instantid_components() -> tuple[Component, ...]:
     )
 
 
+def _infiniteyou_components(stage: str) -> tuple[Component, ...]:
+    folder = f"infu_flux_v1.0/{stage}"
+    return (
+        Component("base", FLUX_DEV_REPO, flux_base_files(), access=FLUX_DEV_ACCESS),
+        Component("controlnet", INFINITEYOU_REPO,
+                  (f"{folder}/InfuseNetModel/config.json",
+                   *_sharded(f"{folder}/InfuseNetModel", "diffusion_pytorch_model", 2,
+                             "diffusion_pytorch_model.safetensors.index.json")),
+                  subfolder=f"{folder}/InfuseNetModel"),
+        Component("image_proj", INFINITEYOU_REPO, (f"{folder}/image_proj_model.bin",),
+                  weight_name=f"{folder}/image_proj_model.bin"),
+    )
+
+
 # Tiny repositories live in the tiny cache (facegen.models.tiny), in the same layout.
 TINY_SD15_REPO = "facegen-tiny/stable-diffusion-v1-5"
 TINY_SDXL_REPO = "facegen-tiny/stable-diffusion-xl-base-1.0"
@@ -231,11 +273,14 @@ TINY_ARC2FACE_REPO = "facegen-tiny/Arc2Face"
 TINY_FACEID_REPO = "facegen-tiny/IP-Adapter-FaceID"
 TINY_INSTANTID_REPO = "facegen-tiny/InstantID"
 TINY_LCM_SD15_REPO = "facegen-tiny/lcm-lora-sdv1-5"
+TINY_FLUX_DEV_REPO = "facegen-tiny/FLUX.1-dev"
+TINY_INFINITEYOU_REPO = "facegen-tiny/InfiniteYou"
 
 #: each real repository's tiny twin (same layout, random weights)
 TINY_REPOS: dict[str, str] = {
     SD15_REPO: TINY_SD15_REPO, SDXL_REPO: TINY_SDXL_REPO, ARC2FACE_REPO: TINY_ARC2FACE_REPO,
     FACEID_REPO: TINY_FACEID_REPO, INSTANTID_REPO: TINY_INSTANTID_REPO, LCM_SD15_REPO: TINY_LCM_SD15_REPO,
+    FLUX_DEV_REPO: TINY_FLUX_DEV_REPO, INFINITEYOU_REPO: TINY_INFINITEYOU_REPO,
 }
 
 TINY_ENCODER = "dlib-resnet-v1"
@@ -260,7 +305,7 @@ def tiny_twin_of(real: Preset, name: str, description: str) -> Preset:
     defaults = dataclasses.replace(d, steps=min(d.steps, TINY_STEPS), height=TINY_SIZE,
                                    width=round(d.width * scale), reference_resize=resize)
     try:
-        components = tuple(dataclasses.replace(c, repo=TINY_REPOS[c.repo]) for c in real.components)
+        components = tuple(dataclasses.replace(c, repo=TINY_REPOS[c.repo], access="") for c in real.components)
     except KeyError as exc:
         raise InvalidArgumentError(f"preset '{real.name}': repository {exc} has no tiny twin in TINY_REPOS") from None
     return Preset(name=name, family=real.family, base=real.base, encoder=TINY_ENCODER, normalise=real.normalise,
@@ -342,6 +387,24 @@ _INSTANTID = register_preset(Preset(
                 "face tokens) + Resampler face tokens in IP attention",
 ))
 
+def _infiniteyou_preset(name: str, stage: str, description: str) -> Preset:
+    return Preset(
+        name=name, family="infiniteyou", base="flux", encoder="infiniteyou-ir-se50", normalise=True, id_dim=512,
+        components=_infiniteyou_components(stage),
+        defaults=SamplerDefaults(scheduler="flow-euler", steps=30, guidance=3.5, height=1152, width=864,
+                                 controlnet_scale=1.0, prompt=INFINITEYOU_PROMPT, control_guidance=(0.0, 1.0)),
+        **_licensed("infiniteyou-cc-by-nc", "flux1-dev-nc", "insightface-packs", "facexlib-arcface"),
+        description=description,
+        notes="FLUX.1-dev in bf16 needs ~43 GB of GPU memory; with model CPU offload ~30 GB; with 8-bit "
+              "weights (optimum-quanto) ~24 GB, both ~16 GB (upstream's figures)")
+
+
+_INFINITEYOU = register_preset(_infiniteyou_preset(
+    "infiniteyou", "aes_stage2", "InfiniteYou (FLUX.1-dev + InfuseNet fed 8 ID tokens from a Resampler), "
+                                 "aes_stage2: the upstream default (aesthetics)"))
+_INFINITEYOU_SIM = register_preset(_infiniteyou_preset(
+    "infiniteyou-sim", "sim_stage1", "InfiniteYou sim_stage1: higher ID similarity, less aesthetic polish"))
+
 register_preset(tiny_twin_of(
     _ARC2FACE, "tiny", "tiny Arc2Face-family checkpoint (random weights, real layout)"))
 register_preset(tiny_twin_of(
@@ -353,3 +416,8 @@ register_preset(tiny_twin_of(
     _INSTANTID, "tiny-instantid", "tiny InstantID checkpoint (random weights, real layout)"))
 register_preset(tiny_twin_of(
     _ARC2FACE_LCM, "tiny-arc2face-lcm", "tiny Arc2Face + LCM-LoRA checkpoint (random weights, real layouts)"))
+register_preset(tiny_twin_of(
+    _INFINITEYOU, "tiny-infiniteyou", "tiny InfiniteYou (FLUX + InfuseNet) checkpoint (random weights, real layouts)"))
+register_preset(tiny_twin_of(
+    _INFINITEYOU_SIM, "tiny-infiniteyou-sim",
+    "tiny InfiniteYou sim_stage1 checkpoint (random weights, real layouts)"))

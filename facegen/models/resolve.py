@@ -104,6 +104,9 @@ def _not_found(preset: Preset, root: Path, missing: list[tuple[Component, str]],
     hint = (f"{why}; fetch them into that folder in the hub layout, e.g. `hf download {first} {names} "
             f"--local-dir {root / first}` (and likewise for the other repositories), or point --models-dir / "
             "FACEGEN_HOME at a folder that has them")
+    gated = dict.fromkeys(c.access for c, _ in missing if c.access)
+    if gated:
+        hint += "; " + "; ".join(gated)
     return ModelNotFoundError(f"preset '{preset.name}'", files, root, hint=hint)
 
 

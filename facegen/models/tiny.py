@@ -336,6 +336,21 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     R.TINY_INSTANTID_REPO: _build_instantid,
     R.TINY_LCM_SD15_REPO: _build_lcm_lora,
 }
+#: the layout specs of the builder modules beside this one (``tiny_*.py``), part of the version hash
+SPECS: dict[str, str] = {}
+
+
+def _builder_modules() -> None:
+    """Import the ``facegen.models.tiny_*`` modules once: each adds its repositories to
+    :data:`BUILDERS` and its layout to :data:`SPECS` (a new base's tiny builder is its own file)."""
+    import importlib
+    import pkgutil
+
+    import facegen.models as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name.startswith("tiny_"):
+            importlib.import_module(f"{pkg.__name__}.{info.name}")
 
 
 def version_hash() -> str:
@@ -344,12 +359,14 @@ def version_hash() -> str:
     import torch
     import transformers
 
+    _builder_modules()
     spec = json.dumps({
         "format": TINY_FORMAT_VERSION, "sd15": SD15_UNET, "sdxl": SDXL_UNET, "controlnet": CONTROLNET,
         "words": WORDS, "schedulers": [SD15_SCHEDULER, SDXL_SCHEDULER], "text": [SD15_TEXT_HIDDEN, SDXL_TEXT_HIDDEN], "lora": FACEID_LORA_RANK,
         "lcm_lora": [LCM_LORA_RANK, LCM_LORA_TARGETS],
         "resampler": [RESAMPLER_DIM, RESAMPLER_QUERIES], "id": R.TINY_ID_DIM,
         "libs": [diffusers.__version__, transformers.__version__, torch.__version__.split("+")[0]],
+        "more": SPECS,
     }, sort_keys=True, default=str)
     return hashlib.sha256(spec.encode()).hexdigest()[:16]
 
@@ -384,6 +401,7 @@ def ensure_tiny(preset: R.Preset | str, root: str | os.PathLike[str] | None = No
     """Write every tiny repository ``preset`` needs; return the models root to resolve against."""
     preset = R.get_preset(preset) if isinstance(preset, str) else preset
     base = tiny_root(root)
+    _builder_modules()
     for repo in dict.fromkeys(c.repo for c in preset.components):
         if repo not in BUILDERS:
             raise KeyError(f"no tiny builder for repository {repo}")

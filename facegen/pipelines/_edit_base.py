@@ -76,6 +76,7 @@ class FaceEditPipeline:
     seeds_per_face: ClassVar[int] = 1
 
     def __init__(self, generator: IDGenerationPipeline) -> None:
+        generator.adapter.check_editable(generator.preset.name)
         self.gen = generator
         self._inpaint: Any = None
         self._judge: Any = None
@@ -83,6 +84,10 @@ class FaceEditPipeline:
     @classmethod
     def from_preset(cls, name: str, models_dir: str | os.PathLike[str] | None = None, device: Any = None,
                     dtype: Any = None, accept_license: bool = False) -> "FaceEditPipeline":
+        from facegen.adapters.registry import adapter_class  # noqa: PLC0415
+        from facegen.models.registry import get_preset  # noqa: PLC0415
+
+        adapter_class(get_preset(name).family).check_editable(name)
         return cls(IDGenerationPipeline.from_preset(name, models_dir=models_dir, device=device, dtype=dtype,
                                                     accept_license=accept_license))
 

@@ -73,11 +73,13 @@ class IDGenerationPipeline:
     @classmethod
     def from_preset(cls, name: str, models_dir: str | os.PathLike[str] | None = None, device: str | Any | None = None,
                     dtype: str | Any | None = None, accept_license: bool = False,
-                    download: bool | None = None, fast_path: bool | Any = True) -> IDGenerationPipeline:
+                    download: bool | None = None, fast_path: bool | Any = True,
+                    quantize: str | None = None) -> IDGenerationPipeline:
         """Resolve (local folder, else hub when online), check the licence, and load a preset.
 
         ``fast_path``: True (default) applies :func:`facegen.speed.engine.optimize_pipeline`
         with the exact options for the device; a ``FastPathConfig`` sets them; False loads plain.
+        ``quantize``: ``"8bit"`` weights where the family offers them (``adapter.quantize_choices``).
         Raises LicenseNotAcceptedError for non-commercial weights without ``accept_license``
         (or ``FACEGEN_ACCEPT_NONCOMMERCIAL=1``), ModelNotFoundError naming the missing files.
         """
@@ -86,12 +88,13 @@ class IDGenerationPipeline:
             require_licence(f"preset '{preset.name}'", preset.licence, accept_license)
         import torch
 
+        adapter = adapter_for(preset)
+        adapter.configure_loading(quantize=quantize)
         dev = resolve_device(device)
-        dt = resolve_dtype(dtype, dev)
+        dt = resolve_dtype(dtype if dtype is not None or dev.type != "cuda" else adapter.cuda_dtype, dev)
         if dev.type == "cpu" and dt == torch.float16:
             raise InvalidArgumentError("float16 is not supported on CPU; use dtype='fp32' or 'bf16'")
         resolved = resolve_preset(preset, models_dir, download=download)
-        adapter = adapter_for(preset)
         logger.info("loading preset '%s' (%s) from %s", preset.name, preset.family, resolved.root)
         from facegen.models.loading import model_file_errors
         with model_file_errors(resolved.root, f"preset '{preset.name}' cannot be loaded from this folder"):

@@ -295,6 +295,8 @@ def optimize_pipeline(pipe: Any, cfg: FastPathConfig | None = None) -> Any:
     if previous is not None and previous.config == cfg:
         return pipe
     unet = getattr(pipe, "unet", None)
+    if not isinstance(unet, torch.nn.Module):          # a DiT pipeline (FLUX): its transformer sets the dtype
+        unet = getattr(pipe, "transformer", None)
     current = unet.dtype if isinstance(unet, torch.nn.Module) else torch.float32
     dtype = cfg.resolved_dtype(device, current)
     rec = AppliedFastPath(config=cfg, device=str(device), dtype=str(dtype).removeprefix("torch."))

@@ -19,7 +19,7 @@ from facegen import limits
 from facegen.app.context import AppContext
 from facegen.app.errors import user_errors
 from facegen.app.jobs import GENERATION, load_job_pipeline, run_job
-from facegen.app.presets import PresetInfo, preset_infos, takes_prompt
+from facegen.app.presets import PresetInfo, preset_infos, takes_negative_prompt, takes_prompt
 from facegen.app.results import ui_outputs
 from facegen.app.uploads import read_photos
 from facegen.app.values import float_value, int_value, text_value
@@ -87,6 +87,7 @@ def generate(ctx: AppContext, infos: list[PresetInfo], photos: Any, preset: Any,
     }
     if takes_prompt(p):
         kwargs["prompt"] = prompt
+    if takes_negative_prompt(p):
         kwargs["negative_prompt"] = negative_prompt
     if p.defaults.adapter_scale is not None and adapter_v is not None:
         kwargs["adapter_scale"] = adapter_v
@@ -103,7 +104,7 @@ def preset_updates(name: str) -> tuple[Any, ...]:
     text = takes_prompt(p)
     return (
         gr.update(visible=text, value=d.prompt or ""),
-        gr.update(visible=text, value=d.negative_prompt or ""),
+        gr.update(visible=takes_negative_prompt(p), value=d.negative_prompt or ""),
         gr.update(value=d.steps),
         gr.update(value=d.guidance),
         gr.update(visible=d.adapter_scale is not None, value=d.adapter_scale or 1.0),
@@ -126,12 +127,13 @@ def build(ctx: AppContext) -> None:
                                    label="Number of images", elem_id="gen-num")
             with gr.Accordion("Advanced", open=False) as advanced:
                 seed = seed_input("gen-seed")
-                negative = gr.Textbox(label="Negative prompt", lines=2, visible=text, value=d.negative_prompt or "")
+                negative = gr.Textbox(label="Negative prompt", lines=2, visible=takes_negative_prompt(first),
+                                      value=d.negative_prompt or "")
                 steps = CheckedSlider(1, 100, value=d.steps, step=1, label="Steps")
                 guidance = CheckedSlider(0.0, 20.0, value=d.guidance, step=0.1, label="Guidance scale")
                 adapter = CheckedSlider(0.0, 2.0, step=0.05, label="ID adapter scale", value=d.adapter_scale or 1.0,
                                     visible=d.adapter_scale is not None)
-                control = CheckedSlider(0.0, 2.0, step=0.05, label="IdentityNet (ControlNet) scale",
+                control = CheckedSlider(0.0, 2.0, step=0.05, label="ControlNet scale (IdentityNet / InfuseNet)",
                                     value=d.controlnet_scale or 0.8, visible=d.controlnet_scale is not None)
             run = gr.Button("Generate", variant="primary", elem_id="gen-run")
         with gr.Column(scale=1):
