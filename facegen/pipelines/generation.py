@@ -303,7 +303,8 @@ class IDGenerationPipeline:
                  id_masks: Sequence[Any] | None = None, control_kps: Any = None, batch_size: int | None = None,
                  measure_similarity: bool = True, face_layout: str | None = None,
                  on_image: Callable[[int, Any, dict[str, Any]], None] | None = None,
-                 samples: Sequence[Sample] | None = None, output_type: str = "pil") -> PipelineOutput:
+                 samples: Sequence[Sample] | None = None, output_type: str = "pil",
+                 people: Sequence[Any] | None = None, layout: Any = None) -> PipelineOutput:
         """Generate ``num_images`` images of the identity in ``id_images`` or ``id_embeds`` — or one
         image per entry of ``samples`` (each its own identity, prompt and pose: the dataset's call).
 
@@ -325,6 +326,8 @@ class IDGenerationPipeline:
         (``provenance`` is what ``result.provenance(i)`` gives), so a caller can write each
         image as it is done instead of losing everything to an interruption.
         ``output_type``: ``"pil"`` (PIL images) or ``"np"`` (RGB uint8 arrays).
+        ``people`` (photos or embeddings, one entry per person) and ``layout`` (``"side-by-side"``,
+        ``"group"``, face boxes): several people in one image (:mod:`facegen.pipelines.people`).
         """
         if id_images is not None and not isinstance(id_images, (list, tuple)):
             id_images = [id_images]
@@ -336,6 +339,11 @@ class IDGenerationPipeline:
                         negative_prompt=negative_prompt, id_masks=id_masks, control_kps=control_kps,
                         scheduler=scheduler, batch_size=batch_size, face_layout=face_layout,
                         output_type=output_type)
+        if people is not None or layout is not None:        # several people, each in their own region
+            from facegen.pipelines.people import generate_people
+            return generate_people(self, people, layout, args, given=dict(id_images=id_images, id_embeds=id_embeds,
+                                   samples=samples), progress=progress, callback=callback,
+                                   measure_similarity=measure_similarity, on_image=on_image)
         # 1. check, then fill the preset's defaults
         self.check_inputs(id_images=id_images, id_embeds=id_embeds, samples=samples, **dataclasses.asdict(args))
         req = self.fill_defaults(args, samples)
