@@ -59,8 +59,10 @@ def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "Several --id photos (or a folder) of one person are averaged into one identity.")
     p.add_argument("--model", "-m", required=True, choices=list_presets(), metavar="PRESET",
                    help=f"model preset: {', '.join(list_presets())}")
-    p.add_argument("--id", dest="ids", action="append", required=True, metavar="IMG",
+    p.add_argument("--id", dest="ids", action="append", metavar="IMG",
                    help="reference photo or folder of photos of one person (repeatable)")
+    from facegen.cli_people import add_people_options  # noqa: PLC0415
+    add_people_options(p)
     p.add_argument("--prompt", default=None, help="text prompt (not for Arc2Face presets, which take no text)")
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--num-images", "-n", type=bounded_int(1), default=1,
@@ -164,6 +166,7 @@ class ImageWriter:
 
 def run_generate(args: argparse.Namespace) -> int:
     from facegen.cli_inspect import provenance_from_args
+    from facegen.cli_people import id_arguments, people_from_args, people_kwargs, people_lines
     from facegen.pipelines.generation import IDGenerationPipeline
 
     # cheap checks first: the signing identity, numbers, photos, the output folder; then the model
@@ -174,10 +177,11 @@ def run_generate(args: argparse.Namespace) -> int:
     check_steps(args.steps)
     limits.check_prompt("--prompt", args.prompt)
     limits.check_prompt("--negative-prompt", args.negative_prompt)
-    ids = expand_id_paths(args.ids)
-    check_inputs_readable(("--id", p) for p in ids)
+    people = people_from_args(args)                  # None: one person (--id)
+    ids = expand_id_paths(args.ids) if people is None else [p for person in people for p in person]
+    check_inputs_readable(("--id" if people is None else "--people", p) for p in ids)
     out_dir = Path(args.out)
-    previous = check_out_dir(out_dir, args.ids, ids, args.overwrite)
+    previous = check_out_dir(out_dir, id_arguments(args), ids, args.overwrite)
     t0 = time.perf_counter()
     pipe = IDGenerationPipeline.from_preset(args.model, models_dir=args.models_dir, device=args.device,
                                             dtype=args.dtype, accept_license=args.accept_license)
@@ -188,7 +192,7 @@ def run_generate(args: argparse.Namespace) -> int:
     t1 = time.perf_counter()
     writer = ImageWriter(out_dir, ids, previous, provenance)
     try:
-        result = pipe(id_images=ids, prompt=args.prompt, negative_prompt=args.negative_prompt,
+        result = pipe(**people_kwargs(args, people, ids), prompt=args.prompt, negative_prompt=args.negative_prompt,
                       num_images=args.num_images, seed=args.seed, num_inference_steps=args.steps,
                       guidance_scale=args.guidance, height=args.height, width=args.width,
                       adapter_scale=args.adapter_scale, controlnet_scale=args.controlnet_scale,
@@ -202,4 +206,6 @@ def run_generate(args: argparse.Namespace) -> int:
     for rec in writer.records:
         sim = rec.get("id_similarity")
         print(f"{out_dir / rec['file']}  seed={rec['seed']}  id_similarity={'-' if sim is None else f'{sim:.3f}'}")
+        for line in people_lines(rec):                  # --people: one line per person
+            print(line)
     return 0

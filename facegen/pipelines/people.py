@@ -191,7 +191,7 @@ def generate_people(pipe: IDGenerationPipeline, people: Sequence[Any], layout: A
     reports: dict[int, list[PersonReport]] = {}
     extra = {"people": len(persons), "reference_photos": sum(len(p) for p in plan.photos),
              "layout": [[round(float(v), 4) for v in b] for b in plan.boxes],
-             "id_judge": None if judge is None else judge.name}
+             "id_judge": None if judge is None else judge.name, "face_layout": None}
 
     def image_done(i: int, image: Any, meta: dict[str, Any]) -> None:
         reports[i] = _report(judge, image, plan)
