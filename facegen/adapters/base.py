@@ -130,7 +130,7 @@ class IDAdapter(ABC):
         if request.masks is not None:
             if not self.supports_masks or n_identities > self.max_people:
                 from facegen.adapters.regions import people_refusal
-                raise InvalidArgumentError(people_refusal(name, n_identities, self.max_people))
+                raise InvalidArgumentError(people_refusal(name, max(n_identities, 2), self.max_people))
             if len(request.masks) != n_identities:
                 raise InvalidArgumentError(
                     f"got {len(request.masks)} masks for {n_identities} identities; give one mask per identity")
