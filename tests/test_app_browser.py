@@ -103,3 +103,24 @@ def test_generate_in_the_browser(app_url, page, tom_hanks_path):
         f"() => {{ const el = document.querySelector('#gen-seed input'); return el && el.value == '{seed_shown}'; }}",
         timeout=30_000)
     assert seed_box.input_value() == str(seed_shown)
+
+
+def test_several_people_in_the_browser(app_url, page, shared_faces):
+    """The Generate tab's "Several people" mode: one upload per person, the layout shown as
+    boxes, one image with a row per person in the table."""
+    page.goto(app_url, wait_until="domcontentloaded")
+    page.locator("#people-mode").get_by_text("Several people").first.click()
+    run = page.locator("#people-run")
+    run.wait_for(state="visible", timeout=60_000)
+    page.locator("#people-preview img").first.wait_for(state="visible", timeout=30_000)
+    for k, name in enumerate(("obama_1.jpg", "biden_1.jpg")):
+        page.locator(f"#people-photos-{k} input[type=file]").set_input_files(str(shared_faces / name))
+        page.locator(f"#people-photos-{k} img").first.wait_for(state="visible", timeout=30_000)
+    run.click()
+    page.locator("#people-gallery img").first.wait_for(state="visible", timeout=180_000)
+    info = page.locator("#people-info")
+    info.get_by_text("person 2").first.wait_for(timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "app_people_after.png"), full_page=True)
+    text = info.inner_text()
+    assert "person 1" in text and "person 2" in text and "face in its box" in text
+    assert "person 3" not in text

@@ -33,8 +33,8 @@ class ConditionRequest:
     adapter_scale: float | None = None
     controlnet_scale: float | None = None
     lora_scale: float | None = None
-    masks: Sequence[Any] | None = None          # one region mask per identity (FaceID)
-    control_kps: np.ndarray | None = None       # (5, 2) keypoints in output pixels (InstantID)
+    masks: Sequence[Any] | None = None          # one region mask per identity (presets with max_people > 1)
+    control_kps: np.ndarray | None = None       # (5, 2) keypoints in output pixels, (K, 5, 2) with K masks
     kps_draw_side: int | None = None            # side the keypoint drawing's sizes scale with (None: min(h, w))
     control_guidance: tuple[float, float] | None = None   # (start, end) fractions the ControlNet acts in
 
@@ -68,6 +68,8 @@ class IDAdapter(ABC):
     #: takes a negative prompt (guidance-distilled bases such as FLUX.1-dev do not)
     supports_negative_prompt: ClassVar[bool] = True
     supports_masks: ClassVar[bool] = False
+    #: people one image can hold, each identity in its own region mask (1: one person only)
+    max_people: ClassVar[int] = 1
     supports_adapter_scale: ClassVar[bool] = True
     supports_controlnet_scale: ClassVar[bool] = False
     supports_lora_scale: ClassVar[bool] = False
@@ -150,8 +152,9 @@ class IDAdapter(ABC):
         if request.lora_scale is not None and not self.supports_lora_scale:
             raise InvalidArgumentError(f"preset '{name}' has no adapter LoRA; remove lora_scale")
         if request.masks is not None:
-            if not self.supports_masks:
-                raise InvalidArgumentError(f"preset '{name}' cannot place several identities by masks")
+            if not self.supports_masks or n_identities > self.max_people:
+                from facegen.adapters.regions import people_refusal
+                raise InvalidArgumentError(people_refusal(name, max(n_identities, 2), self.max_people))
             if len(request.masks) != n_identities:
                 raise InvalidArgumentError(
                     f"got {len(request.masks)} masks for {n_identities} identities; give one mask per identity")
@@ -204,9 +207,9 @@ class IDAdapter(ABC):
                 continue
             if not self.supports_control_kps:
                 raise InvalidArgumentError(f"preset '{name}' takes no keypoint (pose) control; remove the poses")
-            if np.asarray(s.control_kps).size != 10:
-                raise InvalidArgumentError(
-                    f"sample {i}: control_kps must be 5 (x, y) points, got shape {np.asarray(s.control_kps).shape}")
+            if np.asarray(s.control_kps).size != 10 * n_ids:
+                raise InvalidArgumentError(f"sample {i}: control_kps must be 5 (x, y) points per identity, "
+                                           f"got shape {np.asarray(s.control_kps).shape}")
         return n_ids
 
     def pose_keypoints(self, pose: Any, width: int, height: int) -> np.ndarray:

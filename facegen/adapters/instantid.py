@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from facegen.adapters.base import ConditionRequest, IDAdapter, Sample
+from facegen.adapters.regions import kps_in_box, mask_box, masked_residuals, masks_tensor
 from facegen.adapters.registry import register_family
 from facegen.errors import InvalidArgumentError
 from facegen.id.embedding import IDEmbedding
@@ -174,6 +176,70 @@ def check_instantid_checkpoint(state: dict[str, Any], unet: Any, id_dim: int, wh
     check_state_dict(state["ip_adapter"], ip_adapter_shapes(unet, lora_rank=None), f"{what} ip_adapter")
 
 
+@dataclass(frozen=True)
+class IdentityNetRegions:
+    """Several people: IdentityNet runs once per person — that person's face tokens and their own
+    keypoint drawing — and each pass's residuals are weighted by the person's region mask, then
+    summed (upstream's region control, one pass per person).  ``images[k][i]``: person k's drawing
+    for sample i; ``masks``: ``(K, H, W)`` region masks in output pixels."""
+
+    images: list[list[Any]]
+    masks: Any
+
+
+def regional_identitynet(controlnet: Any, tokens: Any, regions: IdentityNetRegions, preprocess: Any) -> Any:
+    """Make ``controlnet`` (IdentityNet) run per person as :class:`IdentityNetRegions` says, for
+    one pipeline call; returns the function that puts its own forward back.  ``tokens``:
+    ``(B, K, queries, dim)`` face tokens (negative half first under CFG)."""
+    import torch
+
+    original = controlnet.forward
+    own = "forward" in vars(controlnet)
+    conds: dict[tuple[Any, ...], list[Any]] = {}
+
+    def cond_images(like: Any) -> list[Any]:
+        key = (tuple(like.shape), like.dtype, like.device)
+        if key not in conds:        # each person's drawing, laid out like the pipeline's control image
+            made = []
+            for imgs in regions.images:
+                t = preprocess(imgs, height=like.shape[-2], width=like.shape[-1]).to(like.device, like.dtype)
+                t = torch.cat([t] * (like.shape[0] // t.shape[0]))
+                if t.shape != like.shape:
+                    raise RuntimeError(f"per-person control images {tuple(t.shape)} != {tuple(like.shape)}")
+                made.append(t)
+            conds[key] = made
+        return conds[key]
+
+    def forward(sample: Any, timestep: Any, encoder_hidden_states: Any = None, controlnet_cond: Any = None,
+                conditioning_scale: Any = 1.0, *args: Any, return_dict: bool = True, **kwargs: Any) -> Any:
+        n = sample.shape[0]
+        toks = tokens.chunk(2)[1] if tokens.shape[0] == 2 * n else tokens   # guess mode: conditional half
+        if toks.shape[0] != n:
+            raise RuntimeError(f"face tokens for {toks.shape[0]} samples, IdentityNet got {n}")
+        down_sum: list[Any] | None = None
+        mid_sum = None
+        for k, cond in enumerate(cond_images(controlnet_cond)):
+            down, mid = original(sample, timestep, *args, encoder_hidden_states=toks[:, k].to(sample),
+                                 controlnet_cond=cond, conditioning_scale=conditioning_scale,
+                                 return_dict=False, **kwargs)
+            down, mid = masked_residuals(down, mid, regions.masks[k])
+            down_sum = down if down_sum is None else [a + b for a, b in zip(down_sum, down)]
+            mid_sum = mid if mid_sum is None else mid_sum + mid
+        if return_dict:
+            from diffusers.models.controlnets.controlnet import ControlNetOutput
+            return ControlNetOutput(down_block_res_samples=tuple(down_sum), mid_block_res_sample=mid_sum)
+        return down_sum, mid_sum
+
+    controlnet.forward = forward
+
+    def restore() -> None:
+        if own:
+            controlnet.forward = original
+        else:
+            del controlnet.forward
+    return restore
+
+
 def _pipeline_class(base: type, name: str) -> type:
     """``base`` (an SDXL ControlNet pipeline) whose ControlNet, IdentityNet, sees the face tokens only."""
     import torch
@@ -201,7 +267,8 @@ def _pipeline_class(base: type, name: str) -> type:
             return args, kwargs
 
         @torch.no_grad()
-        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        def __call__(self, *args: Any, identitynet_regions: IdentityNetRegions | None = None,
+                     **kwargs: Any) -> Any:
             embeds = kwargs.get("ip_adapter_image_embeds")
             if embeds is None:
                 raise InvalidArgumentError("InstantID needs ip_adapter_image_embeds (the face embedding)")
@@ -217,6 +284,13 @@ def _pipeline_class(base: type, name: str) -> type:
             prepared = self.prepare_ip_adapter_image_embeds(None, embeds, param.device, per_prompt * n_prompts, cfg)
             prepared = [e.to(device=param.device, dtype=param.dtype) for e in prepared]
             tokens = proj(prepared)[0]                     # (B, images, queries, dim)
+            if identitynet_regions is not None:            # several people: one IdentityNet pass each
+                restore = regional_identitynet(self.controlnet, tokens, identitynet_regions,
+                                               self.control_image_processor.preprocess)
+                try:
+                    return super().__call__(*args, **kwargs)
+                finally:
+                    restore()
             self._face_tokens = tokens.flatten(1, 2)
             handle = self.controlnet.register_forward_pre_hook(self._identitynet_inputs, with_kwargs=True)
             try:
@@ -250,6 +324,8 @@ class InstantIDAdapter(IDAdapter):
     family = "instantid"
     supports_controlnet_scale = True
     supports_control_kps = True
+    supports_masks = True
+    max_people = 4
     face_layouts = ("reference", "portrait")
 
     def photo_layout(self, photo_size: tuple[int, int], kps: np.ndarray,
@@ -283,6 +359,8 @@ class InstantIDAdapter(IDAdapter):
         return pipe
 
     def condition(self, pipe: Any, samples: Sequence[Sample], request: ConditionRequest) -> dict[str, Any]:
+        if request.masks is not None:
+            return self.regional_condition(pipe, samples, request)
         kwargs = self.ip_condition(pipe, samples, request, embed_tail=(1,))    # raw vectors, (N, 1, 1, D)
         pipe.set_ip_adapter_scale(self.setting(request, "adapter_scale"))
         kwargs.update(image=[self.kps_image(self.identity_kps(
@@ -290,6 +368,34 @@ class InstantIDAdapter(IDAdapter):
                           request), request) for s in samples],
                       controlnet_conditioning_scale=self.setting(request, "controlnet_scale"))
         return kwargs
+
+    def regional_condition(self, pipe: Any, samples: Sequence[Sample], request: ConditionRequest
+                           ) -> dict[str, Any]:
+        """One identity per region mask: identity k's face tokens attend only inside mask k (IP
+        attention masks) and IdentityNet runs once per identity on their own keypoints, its
+        residuals weighted by mask k (:class:`IdentityNetRegions`); the ControlNet image is every
+        identity's keypoints drawn in one picture (the drawing each person's pass sees in its region)."""
+        kwargs = self.ip_condition(pipe, samples, request, embed_tail=(1,))    # (N, K, 1, D)
+        n_ids = len(samples[0].identities)
+        pipe.set_ip_adapter_scale([[self.setting(request, "adapter_scale")] * n_ids])
+        masks = masks_tensor(request.masks, request.height, request.width)
+        kwargs["cross_attention_kwargs"] = {"ip_adapter_masks": [masks]}
+        per_sample = [self.region_kps(s, request) for s in samples]            # (K, 5, 2) each
+        drawings = [[self.kps_image(kps[k], request) for kps in per_sample] for k in range(n_ids)]
+        kwargs.update(image=[_combined([np.asarray(d[i]) for d in drawings]) for i in range(len(samples))],
+                      identitynet_regions=IdentityNetRegions(drawings, masks[0]),
+                      controlnet_conditioning_scale=self.setting(request, "controlnet_scale"))
+        return kwargs
+
+    def region_kps(self, sample: Sample, request: ConditionRequest) -> np.ndarray:
+        """``(K, 5, 2)`` keypoints of a sample's identities: the ones given, else each identity's own
+        face placed in its region's bounding box (a frontal face when the embedding has none)."""
+        kps = sample.control_kps if sample.control_kps is not None else request.control_kps
+        k = len(sample.identities)
+        if kps is not None:
+            return np.asarray(kps, dtype=np.float32).reshape(k, 5, 2)
+        return np.stack([kps_in_box(e.face.kps if e.face is not None else None, mask_box(m), fill=0.3)
+                         for e, m in zip(sample.identities, request.masks)])
 
     def pose_keypoints(self, pose: Any, width: int, height: int) -> np.ndarray:
         return pose_kps(pose, width, height)
@@ -318,3 +424,10 @@ class InstantIDAdapter(IDAdapter):
         side = request.kps_draw_side or min(request.width, request.height)
         return draw_kps(request.width, request.height, kps, stick_width=max(1, round(4 * side / 1024)),
                         radius=max(2, round(10 * side / 1024)))
+
+
+def _combined(drawings: Sequence[np.ndarray]) -> Any:
+    """Several keypoint drawings (RGB arrays, black background) as one picture."""
+    from PIL import Image
+
+    return Image.fromarray(np.maximum.reduce([np.asarray(d, dtype=np.uint8) for d in drawings]))

@@ -17,9 +17,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from facegen.adapters.base import ConditionRequest, IDAdapter, Sample
+from facegen.adapters.regions import masks_tensor
 from facegen.adapters.registry import register_family
 from facegen.errors import InvalidArgumentError
 from facegen.models import loading as L
@@ -52,30 +51,11 @@ def check_faceid_checkpoint(state: dict[str, Any], unet: Any, id_dim: int, what:
     return rank
 
 
-def masks_tensor(masks: Sequence[Any], height: int, width: int) -> Any:
-    """Region masks (PIL or HxW arrays, nonzero = inside) → ``[1, K, H, W]`` for IP attention."""
-    from diffusers.image_processor import IPAdapterMaskProcessor
-    from PIL import Image
-
-    pil = []
-    for i, m in enumerate(masks):
-        if isinstance(m, Image.Image):
-            pil.append(m.convert("L"))
-            continue
-        arr = np.asarray(m)
-        if arr.ndim == 3:
-            arr = arr.max(axis=2)
-        if arr.ndim != 2:
-            raise InvalidArgumentError(f"mask {i} must be an HxW array or a PIL image, got shape {arr.shape}")
-        pil.append(Image.fromarray(((arr > 0) * 255).astype(np.uint8), mode="L"))
-    processed = IPAdapterMaskProcessor().preprocess(pil, height=height, width=width)
-    return processed.reshape(1, processed.shape[0], processed.shape[2], processed.shape[3])
-
-
 @register_family
 class FaceIDAdapter(IDAdapter):
     family = "faceid"
     supports_masks = True
+    max_people = 4
     supports_lora_scale = True
 
     def load(self, resolved: ResolvedPreset, dtype: Any) -> Any:

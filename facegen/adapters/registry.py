@@ -22,7 +22,7 @@ A = TypeVar("A", bound=type[IDAdapter])
 
 FAMILIES: dict[str, type[IDAdapter]] = {}
 #: modules of this package that hold shared machinery, not a family
-_NOT_FAMILIES = frozenset({"base", "batching", "cache", "registry"})
+_NOT_FAMILIES = frozenset({"base", "batching", "cache", "regions", "registry"})
 _discovered = False
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from facegen import limits
+from facegen.cli.people import add_people_options
 from facegen.cli.checks import check_inputs_readable, check_steps, previous_run, probe_writable, remove_previous_run
 from facegen.cli.options import (
     add_device_options,
@@ -69,6 +70,7 @@ def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
     who.add_argument("--id-embeds", dest="id_embeds", action="extend", nargs="+", default=None, metavar="FILE.npy",
                      help="saved embeddings of one person ('facegen embed PHOTO --save FILE.npy', its encoder "
                           "in FILE.json beside it) instead of photos; they must come from the preset's encoder")
+    add_people_options(p, who)
     p.add_argument("--prompt", default=None, help="text prompt (not for Arc2Face presets, which take no text)")
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--num-images", "-n", type=bounded_int(1), default=1,
@@ -186,6 +188,7 @@ class ImageWriter:
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    from facegen.cli.people import id_arguments, people_from_args, people_kwargs, people_lines
     from facegen.pipelines.generation import IDGenerationPipeline
 
     # cheap checks first: the signing identity, numbers, photos, the output folder; then the model
@@ -196,13 +199,15 @@ def run_generate(args: argparse.Namespace) -> int:
     check_steps(args.steps)
     limits.check_prompt("--prompt", args.prompt)
     limits.check_prompt("--negative-prompt", args.negative_prompt)
+    people = people_from_args(args)                  # None: one person (--id / --id-embeds)
     if args.id_embeds:
         embeds = load_id_embeds_for(args.model, args.id_embeds)
         ids, id_folders = [Path(p) for p in args.id_embeds], []
     else:
         embeds = None
-        ids, id_folders = expand_id_paths(args.ids), args.ids
-        check_inputs_readable(("--id", p) for p in ids)
+        ids = expand_id_paths(args.ids) if people is None else [p for person in people for p in person]
+        id_folders = id_arguments(args)
+        check_inputs_readable(("--id" if people is None else "--people", p) for p in ids)
     out_dir = Path(args.out)
     previous = check_out_dir(out_dir, id_folders, ids, args.overwrite)
     t0 = time.perf_counter()
@@ -216,8 +221,8 @@ def run_generate(args: argparse.Namespace) -> int:
     t1 = time.perf_counter()
     writer = ImageWriter(out_dir, ids, previous, provenance)
     try:
-        result = pipe(id_images=None if embeds else ids, id_embeds=embeds, prompt=args.prompt,
-                      negative_prompt=args.negative_prompt,
+        who = people_kwargs(args, people, ids) if embeds is None else {"id_embeds": embeds}
+        result = pipe(**who, prompt=args.prompt, negative_prompt=args.negative_prompt,
                       num_images=args.num_images, seed=args.seed, num_inference_steps=args.steps,
                       guidance_scale=args.guidance, height=args.height, width=args.width,
                       adapter_scale=args.adapter_scale, controlnet_scale=args.controlnet_scale,
@@ -231,4 +236,6 @@ def run_generate(args: argparse.Namespace) -> int:
     for rec in writer.records:
         sim = rec.get("id_similarity")
         print(f"{out_dir / rec['file']}  seed={rec['seed']}  id_similarity={'-' if sim is None else f'{sim:.3f}'}")
+        for line in people_lines(rec):                  # --people: one line per person
+            print(line)
     return 0

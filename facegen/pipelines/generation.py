@@ -44,7 +44,7 @@ from facegen.paths import require_licence
 from facegen.pipelines.output import PipelineOutput
 from facegen.pipelines.request import MAX_SIDE, CallArgs, GenerationRequest, check_call, check_sampling, fill_defaults
 from facegen.pipelines.runtime import SEED_MAX, padded_batch_size, resolve_device, resolve_dtype, seeds_for
-from facegen.pipelines.similarity import Scorer, make_scorer, unmeasured
+from facegen.pipelines.similarity import BatchScorer, Scorer, batch_scorer, make_scorer
 
 logger = logging.getLogger(__name__)
 
@@ -306,7 +306,8 @@ class IDGenerationPipeline:
                  id_masks: Sequence[Any] | None = None, control_kps: Any = None, batch_size: int | None = None,
                  measure_similarity: bool = True, face_layout: str | None = None,
                  on_image: Callable[[int, Any, dict[str, Any]], None] | None = None,
-                 samples: Sequence[Sample] | None = None, output_type: str = "pil") -> PipelineOutput:
+                 samples: Sequence[Sample] | None = None, output_type: str = "pil",
+                 people: Sequence[Any] | None = None, layout: Any = None) -> PipelineOutput:
         """Generate ``num_images`` images of the identity in ``id_images`` or ``id_embeds`` — or one
         image per entry of ``samples`` (each its own identity, prompt and pose: the dataset's call).
 
@@ -328,6 +329,8 @@ class IDGenerationPipeline:
         (``provenance`` is what ``result.provenance(i)`` gives), so a caller can write each
         image as it is done instead of losing everything to an interruption.
         ``output_type``: ``"pil"`` (PIL images) or ``"np"`` (RGB uint8 arrays).
+        ``people`` (photos or embeddings, one entry per person) and ``layout`` (``"side-by-side"``,
+        ``"group"``, face boxes): several people in one image (:mod:`facegen.pipelines.people`).
         """
         if id_images is not None and not isinstance(id_images, (list, tuple)):
             id_images = [id_images]
@@ -339,6 +342,11 @@ class IDGenerationPipeline:
                         negative_prompt=negative_prompt, id_masks=id_masks, control_kps=control_kps,
                         scheduler=scheduler, batch_size=batch_size, face_layout=face_layout,
                         output_type=output_type)
+        if people is not None or layout is not None:        # several people, each in their own region
+            from facegen.pipelines.people import generate_people
+            return generate_people(self, people, layout, args, given=dict(id_images=id_images, id_embeds=id_embeds,
+                                   samples=samples), progress=progress, callback=callback,
+                                   measure_similarity=measure_similarity, on_image=on_image)
         # 1. check, then fill the preset's defaults
         self.check_inputs(id_images=id_images, id_embeds=id_embeds, samples=samples, **dataclasses.asdict(args))
         req = self.fill_defaults(args, samples)
@@ -388,19 +396,9 @@ class IDGenerationPipeline:
                               metadata=[self._image_meta(meta, s) for s in samples])
 
     def _scorer_for(self, samples: Sequence[Sample], idents: Sequence[IDEmbedding],
-                    reference_rgbs: Sequence[np.ndarray] | None, measure: bool) -> _BatchScorer:
-        """Off; one judge for N images of one identity; or each image against its own sample's
-        identities (the identities' own encoder)."""
-        if not measure:
-            return _BatchScorer(lambda first, images: unmeasured(images), None)
-        if all(s is samples[0] for s in samples):
-            fn, judge = self.scorer(idents, reference_rgbs)
-            return _BatchScorer(lambda first, images: fn(images), judge)
-
-        def per_sample(first: int, images: Sequence[Any]) -> list[float | None]:
-            return [self.scorer(list(samples[first + j].identities), None)[0]([im])[0]
-                    for j, im in enumerate(images)]
-        return _BatchScorer(per_sample, self.encoder)
+                    reference_rgbs: Sequence[np.ndarray] | None, measure: bool) -> BatchScorer:
+        return batch_scorer(self.encoder, samples, idents, reference_rgbs, measure, self.models_dir,
+                            self.accept_license)
 
     def _image_meta(self, meta: dict[str, Any], sample: Sample) -> dict[str, Any]:
         out = dict(meta)
@@ -427,17 +425,6 @@ class IDGenerationPipeline:
         samples = [Sample.of(e, p, k) for e, p, k in zip(id_embeds, prompts, kps)]
         return self(samples=samples, seeds=list(seeds), batch_size=batch_size or n, progress=progress,
                     measure_similarity=False, output_type="np", **kwargs).images
-
-
-@dataclasses.dataclass(frozen=True)
-class _BatchScorer:
-    """``score(first_index, images)`` → one similarity per image, and the judge's name."""
-
-    fn: Callable[[int, Sequence[Any]], list[float | None]]
-    judge: str | None
-
-    def __call__(self, first: int, images: Sequence[Any]) -> list[float | None]:
-        return self.fn(first, images)
 
 
 def _to_pil(rgb: np.ndarray) -> Any:

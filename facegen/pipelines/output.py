@@ -20,6 +20,8 @@ class PipelineOutput:
         independent encoder, in that encoder's metric; ``None`` when no face was found (e.g.
         tiny random weights) or nothing to compare with.
     metadata: one JSON-serialisable dict per image (the provenance written next to it).
+    people: with ``people=``, per image one report per person (face box, face found there,
+        ID similarity, similarity to the others: :class:`~facegen.pipelines.people_report.PersonReport`).
     """
 
     images: list[Any]
@@ -28,6 +30,7 @@ class PipelineOutput:
     adapter: str
     id_similarity: list[float | None]
     metadata: list[dict[str, Any]] = field(default_factory=list)
+    people: list[list[Any]] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.images)

@@ -133,9 +133,10 @@ def check_call(preset: Preset, adapter: IDAdapter, max_steps: int, args: CallArg
             + (f"one of {', '.join(map(repr, layouts))}" if layouts else "no face layout (it draws no keypoints)"))
     if args.output_type not in OUTPUT_TYPES:
         raise InvalidArgumentError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {args.output_type!r}")
-    if args.control_kps is not None and np.asarray(args.control_kps).size != 10:
-        raise InvalidArgumentError(
-            f"control_kps must be 5 (x, y) points, got shape {np.asarray(args.control_kps).shape}")
+    n_kps = len(args.id_masks) if args.id_masks is not None else 1       # one set of 5 points per region
+    if args.control_kps is not None and np.asarray(args.control_kps).size != 10 * n_kps:
+        raise InvalidArgumentError(f"control_kps must be 5 (x, y) points per identity, "
+                                   f"got shape {np.asarray(args.control_kps).shape}")
     seeds_for(num_images, args.seed, args.seeds)                      # range and seed/seeds conflicts
     adapter.check_request(fill_condition(preset, args, args.guidance_scale or 0.0),
                           n_items if args.id_masks is not None and n_items is not None else 1)
@@ -149,7 +150,13 @@ def fill_condition(preset: Preset, args: CallArgs, guidance: float) -> Condition
         width=d.width if args.width is None else int(args.width),
         adapter_scale=args.adapter_scale, controlnet_scale=args.controlnet_scale, lora_scale=args.lora_scale,
         masks=args.id_masks,
-        control_kps=None if args.control_kps is None else np.asarray(args.control_kps, np.float32).reshape(5, 2))
+        control_kps=None if args.control_kps is None else _kps(args.control_kps))
+
+
+def _kps(kps: Any) -> np.ndarray:
+    """``(5, 2)`` keypoints, or ``(K, 5, 2)`` for K regions."""
+    arr = np.asarray(kps, np.float32)
+    return arr.reshape(5, 2) if arr.size == 10 else arr.reshape(-1, 5, 2)
 
 
 def fill_defaults(preset: Preset, max_steps: int, args: CallArgs, samples: Sequence[Sample] | None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -63,3 +64,31 @@ def make_scorer(encoder: str, identities: Sequence[IDEmbedding], reference_rgbs:
         per = [id_similarity(ident, rgb, models_dir, accept_license) for ident in identities]
         return None if any(s is None for s in per) else min(per)  # type: ignore[type-var]
     return _guarded(own), encoder
+
+
+@dataclass(frozen=True)
+class BatchScorer:
+    """``score(first_index, images)`` → one similarity per image, and the judge's name."""
+
+    fn: Callable[[int, Sequence[Any]], list[float | None]]
+    judge: str | None
+
+    def __call__(self, first: int, images: Sequence[Any]) -> list[float | None]:
+        return self.fn(first, images)
+
+
+def batch_scorer(encoder: str, samples: Sequence[Any], identities: Sequence[IDEmbedding],
+                 reference_rgbs: Sequence[np.ndarray] | None, measure: bool,
+                 models_dir: str | os.PathLike[str] | None, accept_license: bool) -> BatchScorer:
+    """Off; one judge for N images of one identity (``samples`` all the same); or each image
+    against its own sample's identities (the identities' own encoder)."""
+    if not measure:
+        return BatchScorer(lambda first, images: unmeasured(images), None)
+    if all(s is samples[0] for s in samples):
+        fn, judge = make_scorer(encoder, identities, reference_rgbs, models_dir, accept_license)
+        return BatchScorer(lambda first, images: fn(images), judge)
+
+    def per_sample(first: int, images: Sequence[Any]) -> list[float | None]:
+        return [make_scorer(encoder, list(samples[first + j].identities), None, models_dir, accept_license)[0]([im])[0]
+                for j, im in enumerate(images)]
+    return BatchScorer(per_sample, encoder)

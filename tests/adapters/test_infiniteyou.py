@@ -329,7 +329,7 @@ def test_ir_se_encoder_is_upstreams_bgr_contract(tmp_path):
     import cv2
 
     from facegen.faces.types import Face
-    from facegen.id.encoders import TorchIRSEEncoder
+    from facegen.id.encoders import build_analyzer
     from facegen.id.irse import IR50_STAGES, backbone_class, stages_of
     from facegen.id.registry import get_encoder_spec
 
@@ -346,7 +346,7 @@ def test_ir_se_encoder_is_upstreams_bgr_contract(tmp_path):
     (tmp_path / "facexlib").mkdir()
     torch.save(small.state_dict(), tmp_path / "facexlib" / "recognition_arcface_ir_se50.pth")
     spec = get_encoder_spec("infiniteyou-ir-se50")
-    enc = TorchIRSEEncoder(spec, models_dir=tmp_path, accept_license=True)
+    enc = build_analyzer(spec, models_dir=tmp_path, accept_license=True)   # the front door of the entry
     rgb = np.random.default_rng(0).integers(0, 256, (160, 140, 3), dtype=np.uint8)
     kps = np.array([[50, 60], [90, 60], [70, 85], [55, 110], [85, 110]], np.float32)
     got = enc.embed(rgb, Face(np.array([30, 30, 110, 130], np.float32), kps, 0.9))

@@ -178,3 +178,6 @@ def build(ctx: AppContext) -> None:
 
     reuse.click(_reuse, inputs=[seeds_state, selected_state], outputs=[seed, num_images, picked, advanced],
                 queue=False, api_visibility="private")
+
+    from facegen.app.people import build_people_mode   # the "Several people" mode (facegen/app/people.py)
+    build_people_mode(ctx, infos)
