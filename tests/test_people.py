@@ -221,7 +221,7 @@ def test_cli_refuses_before_loading_a_model(tmp_path, shared_faces):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: preset 'tiny' places one person per image")
     proc = run_cli("--model", "tiny-faceid", "--people", a, b, "--id", a, "--out", str(tmp_path / "o"))
-    assert proc.returncode == 2 and "not both" in proc.stderr
+    assert proc.returncode == 2 and "not allowed with argument --people" in proc.stderr   # argparse: one of --id, --id-embeds, --people
     proc = run_cli("--model", "tiny-faceid", "--people", a, b, "--layout", "0.1,0.1,0.5,0.5", "--out",
                    str(tmp_path / "o"))
     assert proc.returncode == 2 and "1 face boxes for 2 people" in proc.stderr

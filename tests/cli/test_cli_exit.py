@@ -76,4 +76,4 @@ def test_python_dash_m_facegen_keeps_the_policy():
                           capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert _error_lines(proc.stderr) == [
-        "error: one of the arguments --id --id-embeds is required (see 'facegen generate --help')"]
+        "error: one of the arguments --id --id-embeds --people is required (see 'facegen generate --help')"]
