@@ -1,5 +1,5 @@
 """A tiny seeded Stable Diffusion pipeline and a run helper, shared by the fast-path tests
-(tests/test_speed_engine.py, tests/test_speed_presets.py)."""
+(tests/speed/test_speed_engine.py, tests/speed/test_speed_presets.py)."""
 
 from __future__ import annotations
 

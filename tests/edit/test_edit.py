@@ -17,7 +17,7 @@ from facegen.errors import BadImageError, InvalidArgumentError
 from facegen.faces.align import inverse_warp, transform_points
 from facegen.faces.types import Face
 
-FACES_DIR = Path(__file__).resolve().parents[2] / "shared" / "faces"
+FACES_DIR = Path(__file__).resolve().parents[3] / "shared" / "faces"
 
 
 def _photo(name: str) -> np.ndarray:

@@ -15,7 +15,7 @@ from facegen.faces.types import Face
 from facegen.pipelines.degrade import degradation_report, degrade, degrade_level, estimate_degradation
 from facegen.quality import evaluate_restoration, psnr, ssim, ssim_map
 
-FACES_DIR = Path(__file__).resolve().parents[2] / "shared" / "faces"
+FACES_DIR = Path(__file__).resolve().parents[3] / "shared" / "faces"
 
 
 def _photo(name: str) -> np.ndarray:

@@ -23,8 +23,8 @@ from facegen.models.licences import LICENCES, Licence, commercial_use, licence_t
 from facegen.models.registry import (PRESETS, TINY_REPOS, Component, Preset, SamplerDefaults, tiny_twin,
                                      tiny_twin_of)
 
-PACKAGE = Path(__file__).resolve().parents[1] / "facegen"
-GOLDEN_TINY = Path(__file__).parent / "golden" / "tiny_presets.json"
+PACKAGE = Path(__file__).resolve().parents[2] / "facegen"
+GOLDEN_TINY = Path(__file__).resolve().parents[1] / "golden" / "tiny_presets.json"
 REGISTRY_CLASSES = (EncoderSpec, Preset, SamplerDefaults, Component, WeightFile, AuxiliaryWeights, Licence,
                     CropTemplate)
 
