@@ -25,11 +25,17 @@ from facegen.dataset import writers as W
 from facegen.dataset.identities import GaussianPrior, load_embeddings, sample_identities
 from facegen.dataset.lock import LOCK_FILE, FolderLock
 from facegen.dataset.spec import SPEC_VERSION, DatasetSpec, read_stored_extra, read_stored_fingerprint
-from facegen.dataset.stats import IDENTITIES_FILE, SPEC_FILE
+from facegen.dataset.card import CARD_FILE
+from facegen.dataset.stats import IDENTITIES_FILE, SPEC_FILE, SUMMARY_FILE
+from facegen.io.atomic import remove_stale_temps
+from facegen.provenance.seal import SEAL
 from facegen.errors import FacegenError, InvalidArgumentError
 from facegen.paths import sha256_of
 
 logger = logging.getLogger(__name__)
+
+#: the files an atomic write puts at the top of a dataset folder
+ROOT_FILES = (SPEC_FILE, IDENTITIES_FILE, SUMMARY_FILE, "manifest.jsonl", CARD_FILE, SEAL)
 
 
 def identity_vectors(spec: DatasetSpec) -> np.ndarray:
@@ -138,6 +144,8 @@ def start_folder(spec: DatasetSpec, resolved: DatasetSpec, fingerprint: str
         if created:
             _rmdir_quietly(root)
         raise
+    for name in ROOT_FILES:                          # the folder is ours now: a killed run's half-written
+        remove_stale_temps(root / name)              # root files go (shards clean their own)
     try:
         if fresh and (root / SPEC_FILE).is_file():  # another run started the folder meanwhile
             fresh, identities = False, None                 # (so nothing of it is removed on an error)

@@ -236,6 +236,19 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path: Path, refere
     assert _files(root) == ref
 
 
+def test_resume_removes_the_half_written_root_files_of_a_killed_run(tmp_path: Path, reference) -> None:
+    _, ref = reference
+    root = tmp_path / "temps"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_dataset(_spec(root, batch_size=2), FakeGenerate(fail_after_calls=7), progress=False)
+    left = [root / f".{name}.tmp-4242-0badf00d" for name in ("manifest.jsonl", "summary.json", "spec.yaml")]
+    for p in left:                                   # what a kill -9 during those writes leaves
+        p.write_bytes(b"half")
+    run_dataset(_spec(root), FakeGenerate(), progress=False)
+    assert not any(p.exists() for p in left)
+    assert _files(root) == ref
+
+
 def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path: Path, reference) -> None:
     _, ref = reference
     root = tmp_path / "killed"
