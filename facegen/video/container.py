@@ -241,25 +241,34 @@ def _mp4_options(info: VideoInfo) -> dict[str, str]:
     return {"movie_timescale": str(tb.denominator)} if tb.numerator == 1 and tb.denominator < 2**31 else {}
 
 
-def encode_segment(path: Path, info: VideoInfo, frames: Sequence[tuple[int, np.ndarray]],
-                   settings: EncodeSettings) -> None:
-    """Write ``frames`` (pts, upright RGB) as a video-only MP4 at ``path`` (the caller renames
-    it into place): same time base as the input, so each frame keeps its timestamp."""
-    av = _av()
-    with av.open(str(path), "w", format="mp4", options=_mp4_options(info)) as c:
-        vs = c.add_stream("libx264", rate=info.fps)
+class SegmentWriter:
+    """Encodes frames (pts, upright RGB) one at a time into a video-only MP4 at ``path``, with
+    the input's time base, so each frame keeps its timestamp; :meth:`close` flushes it."""
+
+    def __init__(self, path: Path, info: VideoInfo, settings: EncodeSettings) -> None:
+        av = _av()
+        self.info = info
+        self.frames = 0
+        self.container = av.open(str(path), "w", format="mp4", options=_mp4_options(info))
+        vs = self.container.add_stream("libx264", rate=info.fps)
         vs.width, vs.height, vs.pix_fmt = info.width, info.height, "yuv420p"
         vs.time_base = info.time_base
         vs.codec_context.time_base = info.time_base
         vs.options = {"crf": str(int(settings.crf)), "preset": settings.preset, "g": str(settings.gop(info.fps)),
                       "bf": "0", "threads": str(int(settings.threads))}
-        for pts, rgb in frames:
-            vf = av.VideoFrame.from_ndarray(stored(rgb, info.rotation), format="rgb24")
-            vf.pts, vf.time_base = int(pts), info.time_base
-            for pkt in vs.encode(vf):
-                c.mux(pkt)
-        for pkt in vs.encode():
-            c.mux(pkt)
+        self.stream = vs
+
+    def write(self, pts: int, rgb: np.ndarray) -> None:
+        vf = _av().VideoFrame.from_ndarray(stored(rgb, self.info.rotation), format="rgb24")
+        vf.pts, vf.time_base = int(pts), self.info.time_base
+        for pkt in self.stream.encode(vf):
+            self.container.mux(pkt)
+        self.frames += 1
+
+    def close(self) -> None:
+        for pkt in self.stream.encode():
+            self.container.mux(pkt)
+        self.container.close()
 
 
 def end_pts(info: VideoInfo) -> int | None:
