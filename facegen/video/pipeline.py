@@ -13,7 +13,9 @@ Temporal stability (the issue's goal): one seed per track (the same noise every 
 through a One-Euro filter (the crop does not jitter), the previous frame's output crop blended
 into the model's input (``temporal``), the paste mask averaged over time. The figure reported:
 the mean frame-to-frame change inside the edited face regions, output / input (1.0: the output
-changes as much as the input does).
+changes as much as the input does). ``carry`` keeps a share of the previous result in each
+new one (an exponential average along the track, in the aligned crop frame, so it follows the
+face instead of ghosting behind it).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class VideoSettings:
     segment_seconds: float = 2.0
     smoothing: bool = True
     temporal: float = 0.35
+    carry: float = 0.3
     mask_average: float = 0.5
     judge_every_seconds: float = 1.0
     start: float | None = None
@@ -248,6 +251,9 @@ class VideoEditPipeline:
                 init = guided_init(fc.crop, warp_previous(ts.crop, ts.M, fc.M), st.temporal)
             regen = self.pipe.edit_face(out, ts.plan.face_plan(sm, init), ts.seeds, progress=False, callback=None,
                                         **self.job.settings)
+            if ts.crop is not None and st.carry > 0:       # the result keeps a share of the previous one
+                prev = warp_previous(ts.crop, ts.M, regen.face_crop.M)
+                regen.crop = guided_init(regen.crop, prev, st.carry)
             regen.mask = blend_mask(regen.mask, ts.mask, st.mask_average if st.smoothing else 0.0)
             out = self.pipe.paste(out, regen)
             ts.crop, ts.M, ts.mask = regen.crop, regen.face_crop.M, regen.mask
@@ -297,6 +303,8 @@ class VideoEditPipeline:
             pm, pa = self.job.plan_state(ts.plan)
             arrays.update({f"plan{tid}.{k}": v for k, v in pa.items()})
             arrays.update({f"smooth{tid}.{k}": v for k, v in ts.smoother.filter.state().items()})
+            if ts.smoother.scale is not None:
+                arrays[f"smooth{tid}.scale"] = np.array([ts.smoother.scale], np.float64)
             for name in ("crop", "M", "mask"):
                 if getattr(ts, name) is not None:
                     arrays[f"prev{tid}.{name}"] = getattr(ts, name)
@@ -318,8 +326,9 @@ class VideoEditPipeline:
             sub = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(f"plan{tid}.")}
             ts = _TrackState(self.job.plan_from_state(s["plan"], sub), list(s["seeds"]), frames=int(s["frames"]),
                              sims=list(s["sims"]))
-            ts.smoother.filter.load({k.split(".", 1)[1]: v for k, v in arrays.items()
-                                     if k.startswith(f"smooth{tid}.")})
+            sm = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(f"smooth{tid}.")}
+            ts.smoother.filter.load(sm)
+            ts.smoother.scale = float(sm["scale"][0]) if "scale" in sm else None
             for name in ("crop", "M", "mask"):
                 if f"prev{tid}.{name}" in arrays:
                     setattr(ts, name, arrays[f"prev{tid}.{name}"])
@@ -365,6 +374,6 @@ class VideoEditPipeline:
         return self.pipe.provenance(seed=self.run_seed, preset=self.pipe.preset.name, adapter=self.pipe.preset.family,
                                     frames=self.count, fps=str(info.fps), tracks=tracks, stability=self.stability(),
                                     temporal=settings_dict(self.settings.smoothing, self.settings.temporal,
-                                                           self.settings.mask_average),
+                                                           self.settings.mask_average, self.settings.carry),
                                     **self.job.fields,
                                     **{PROVENANCE_KEY: {"content_id": cid, "watermark": wm_info, "c2pa": c2pa}})

@@ -4,8 +4,8 @@ frame's result into the next frame's model input (so the face does not boil).
 
 One-Euro (Casiez, Roussel & Vogel, CHI 2012): a low-pass filter whose cut-off rises with the
 signal's speed — steady faces are smoothed hard, fast head turns follow with little lag.
-Positions are filtered in units of the face's width, so the settings do not depend on the
-resolution.
+Positions are filtered in units of the face's width when the track starts (fixed: detector
+boxes jump in size from frame to frame), so the settings do not depend on the resolution.
 """
 
 from __future__ import annotations
@@ -67,9 +67,12 @@ class FaceSmoother:
     """Smooths one track's face: keypoints and box through a One-Euro filter (in face widths)."""
 
     filter: OneEuro = field(default_factory=OneEuro)
+    scale: float | None = None
 
     def __call__(self, face: Face, t: float) -> Face:
-        scale = max(face.width, 1.0)
+        if self.scale is None:        # the first face width: fixed (detector boxes jump in size)
+            self.scale = max(face.width, 1.0)
+        scale = self.scale
         flat = np.concatenate([np.asarray(face.kps, np.float64).reshape(-1), np.asarray(face.bbox, np.float64)])
         out = self.filter(flat / scale, t) * scale
         kps = out[:-4].reshape(-1, 2).astype(np.float32)
@@ -113,6 +116,6 @@ def region_change(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> tuple[flo
     return float(d[region].sum()), n
 
 
-def settings_dict(smoothing: bool, temporal: float, mask_weight: float) -> dict[str, Any]:
+def settings_dict(smoothing: bool, temporal: float, mask_weight: float, carry: float) -> dict[str, Any]:
     return {"landmark_filter": "one-euro" if smoothing else "off", "temporal_guidance": temporal,
-            "mask_average": mask_weight}
+            "mask_average": mask_weight if smoothing else 0.0, "carry": carry}
