@@ -21,14 +21,19 @@ from facegen.faces.detect import detect_faces
 from facegen.video import container as vc
 
 
-def _plain_reencode(src: Path, out: Path) -> list[np.ndarray]:
-    """The input decoded and re-encoded with the output's settings, nothing else."""
+def _plain_reencode(src: Path, out: Path, segment: int = 4) -> list[np.ndarray]:
+    """The input decoded and re-encoded with the output's settings, in the same segments, nothing else."""
     info = vc.probe(src)
-    w = vc.SegmentWriter(out, info, vc.EncodeSettings())
-    for f in vc.read_frames(info):
-        w.write(f.pts, f.rgb)
-    w.close()
-    return decoded(out)
+    frames = list(vc.read_frames(info))
+    got = []
+    for k in range(0, len(frames), segment):
+        path = out.with_name(f"{out.stem}-{k}.mp4")
+        w = vc.SegmentWriter(path, info, vc.EncodeSettings())
+        for f in frames[k:k + segment]:
+            w.write(f.pts, f.rgb)
+        w.close()
+        got += decoded(path)
+    return got
 
 
 def _face_region(rgb: np.ndarray, grow: float = 0.45) -> np.ndarray:
@@ -54,45 +59,53 @@ def test_container_is_kept(swap_run, pan_clip):
 
 
 def test_only_the_face_changes(swap_run, pan_clip, tmp_path):
-    """Outside the face, the output equals a plain decode/re-encode within codec tolerance (the
-    watermarked keyframes within the watermark's PSNR); inside, the face was re-drawn."""
+    """Outside the face, the output differs from a plain decode/re-encode by less than that
+    re-encode differs from its source (codec tolerance); inside, the face was re-drawn."""
     out, result = swap_run
     plain = _plain_reencode(pan_clip, tmp_path / "plain.mp4")
     edited = decoded(out)
     source = decoded(pan_clip)
     assert result.tracks and result.tracks[0]["edited"] and result.tracks[0]["frames_edited"] == PAN_FRAMES
-    marked = result.metadata["provenance"]["watermark"]["embedded"]
     for i, (a, b) in enumerate(zip(edited, plain)):
         region = _face_region(source[i])
         assert region.any() and not region.all()
         diff = np.abs(a.astype(int) - b.astype(int)).mean(axis=2)
-        keyframe = i % 4 == 0 and marked
-        if keyframe:
-            mse = float(((a.astype(float) - b) ** 2)[~region].mean())
-            assert 10 * np.log10(255 ** 2 / max(mse, 1e-9)) > 33
-        else:
-            assert diff[~region].mean() < 1.0 and np.percentile(diff[~region], 99) < 8
-        assert diff[region].mean() > 2.0                     # the face itself was re-drawn
+        codec = np.abs(b.astype(int) - source[i].astype(int)).mean(axis=2)[~region]   # the re-encode's own error
+        assert diff[~region].mean() <= codec.mean() + 0.25, i
+        assert np.percentile(diff[~region], 99) <= np.percentile(codec, 99) + 3, i
+        assert diff[region].mean() > 4 * codec.mean()          # the face itself was re-drawn
 
 
-def test_provenance_tags_manifest_and_inspect(swap_run):
-    from facegen.video.cli import inspect_any
+def test_faceless_frames_pass_through_and_keyframes_carry_the_watermark(swap_pipe, shared_faces, rgb_of, tmp_path):
+    """Frames without a face are decoded and re-encoded, nothing else (bit-identical to a plain
+    re-encode); with the watermark on, keyframes carry it (found by ``facegen inspect``, with the
+    run's content id) at a PSNR above 35 dB, and the C2PA manifest validates."""
+    from facegen.provenance import Provenance
     from facegen.provenance.inspect import VALID
+    from facegen.video.cli import inspect_any
+    from facegen.video.jobs import SwapJob
+    from facegen.video.pipeline import VideoEditPipeline, VideoSettings
 
-    out, result = swap_run
-    import av
-    with av.open(str(out)) as c:
-        tags = dict(c.metadata)
-    assert tags["ai_generated"] == "true" and "facegen" in tags["software"]
-    meta = json.loads(tags["facegen"])
-    assert meta["task"] == "swap" and meta["ai_edited"] and meta["seed"] == SEED
-    assert meta["tracks"][0]["seeds"] == [SEED] and "stability" in meta
-    report = inspect_any(str(out))
+    scene = rgb_of(shared_faces / "group_two_people.jpg")[400:661, 400:760]     # clothes, no face
+    frames = pan_zoom_frames(scene, PAN_FRAMES, (320, 240))
+    clip = write_clip(tmp_path / "scene.mp4", frames, PAN_FPS)
+    job = SwapJob(swap_pipe, [str(shared_faces / "biden_1.jpg")], steps=2)
+    plain = _plain_reencode(clip, tmp_path / "plain.mp4")
+    runs = {}
+    for marked in (False, True):
+        out = tmp_path / f"scene-{marked}.mp4"
+        runs[marked] = VideoEditPipeline(job, VideoSettings(segment_seconds=SEGMENT_SECONDS))(
+            clip, out, seed=SEED, provenance=Provenance(watermark=marked, c2pa=marked), progress=False)
+        assert runs[marked].tracks == []
+    assert all(np.array_equal(a, b) for a, b in zip(decoded(tmp_path / "scene-False.mp4"), plain))
+    got = decoded(tmp_path / "scene-True.mp4")
+    for i, (a, b) in enumerate(zip(got, plain)):
+        mse = float(((a.astype(float) - b) ** 2).mean())
+        assert 10 * np.log10(255 ** 2 / max(mse, 1e-9)) > 35, i
+    report = inspect_any(str(tmp_path / "scene-True.mp4"))
     assert report["verdict"] == VALID, report
-    assert report["c2pa"]["facegen"]["content_id"] == meta["provenance"]["content_id"]
     assert report["watermark"]["found"] and report["watermark"]["matches_recorded_content_id"]
-    s = result.stability
-    assert s["input"] > 0 and s["output"] > 0 and s["ratio"] == pytest.approx(s["output"] / s["input"], abs=0.01)
+    assert runs[True].metadata["provenance"]["watermark"]["embedded"] is True
 
 
 @pytest.mark.slow
@@ -104,7 +117,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_output(swap_run, pan_clip, sh
     out = tmp_path / "resumed.mp4"
     args = [sys.executable, "-m", "facegen", "swap", "--model", "tiny", "--source", str(shared_faces / "biden_1.jpg"),
             "--target", str(pan_clip), "--out", str(out), "--consent", "--seed", str(SEED), "--steps", "2",
-            "--segment-seconds", str(SEGMENT_SECONDS), "--no-c2pa", "--no-progress"]
+            "--segment-seconds", str(SEGMENT_SECONDS), "--no-c2pa", "--no-watermark", "--no-progress"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     state = out.with_name(out.name + ".facegen-parts") / "seg-00000.state.npz"
     deadline = time.monotonic() + 500
