@@ -138,7 +138,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_output(swap_run, pan_clip, sh
 @pytest.mark.slow
 def test_two_person_clip_swaps_only_the_mapped_track(tmp_path, rgb_of, shared_faces, swap_pipe):
     """A reference photo of the right-hand person maps the source to that person's track: the
-    left-hand face is decoded and re-encoded only."""
+    left-hand face is decoded and re-encoded only (within the codec's own error)."""
     from PIL import Image
 
     from facegen.provenance import Provenance
@@ -165,7 +165,8 @@ def test_two_person_clip_swaps_only_the_mapped_track(tmp_path, rgb_of, shared_fa
         for k, f in enumerate(faces):
             x1, y1, x2, y2 = f.bbox.astype(int)
             d = np.abs(got[i][y1:y2, x1:x2].astype(int) - plain[i][y1:y2, x1:x2]).mean()
-            assert (d > 2.0) if k == 1 else (d < 1.0), (i, k, d)
+            codec = np.abs(plain[i][y1:y2, x1:x2].astype(int) - source[i][y1:y2, x1:x2]).mean()
+            assert (d > 4 * codec) if k == 1 else (d <= codec + 0.25), (i, k, d, codec)
 
 
 @pytest.mark.slow
