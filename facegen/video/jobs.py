@@ -15,6 +15,7 @@ The frame edit itself is the job's own :meth:`~facegen.pipelines._edit_base.Face
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -62,6 +63,19 @@ class VideoJob:
         self.references = list(references) if references else None
         self._ref_embs: list[IDEmbedding] | None = None
         self.planned_first = False
+
+    def digest(self) -> str:
+        """What identifies the job's identities (source and reference embeddings), for the run's
+        fingerprint: a resumed run must use the same people."""
+        import hashlib  # noqa: PLC0415
+        h = hashlib.sha256(self.task.encode())
+        for ident, _rgb in [*getattr(self, "sources", []), *([self.reference] if getattr(self, "reference", None)
+                                                            else [])]:
+            h.update(np.ascontiguousarray(ident.vector).tobytes())
+        for ref in self.references or []:
+            h.update(repr(ref if isinstance(ref, (str, os.PathLike)) else hashlib.sha256(
+                np.ascontiguousarray(ref).tobytes()).hexdigest()).encode())
+        return h.hexdigest()[:16]
 
     # -- the track encoder's view of the references (for tracks born later)
     def reference_embeddings(self) -> list[IDEmbedding]:

@@ -116,7 +116,8 @@ class VideoEditPipeline:
         """What makes two runs the same (resume only continues the same run)."""
         s = asdict(self.settings)
         body = {"input": _file_id(info.path), "task": self.job.task, "preset": self.pipe.preset.name,
-                "job": self.job.settings, "policy": str(self.job.policy), "inputs": [_file_id(x) for x in inputs],
+                "job": self.job.settings, "policy": str(self.job.policy), "identities": self.job.digest(),
+                "inputs": [_file_id(x) for x in inputs],
                 "settings": s, "watermark": provenance.watermark, "facegen": __version__}
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:32]
 

@@ -142,3 +142,10 @@ def swap_run(video_dir, pan_clip, swap_pipe, shared_faces):
         pan_clip, out, seed=SEED, provenance=Provenance(watermark=False), inputs=[str(shared_faces / "biden_1.jpg")],
         progress=False)
     return out, result
+
+
+@pytest.fixture(scope="session")
+def scene_clip(video_dir, shared_faces, rgb_of) -> Path:
+    """A pan over clothes and background, no face (320x240, 6 frames at 4 fps, with audio)."""
+    scene = rgb_of(shared_faces / "group_two_people.jpg")[400:661, 400:760]
+    return write_clip(video_dir / "scene.mp4", pan_zoom_frames(scene, PAN_FRAMES, (320, 240)), PAN_FPS)

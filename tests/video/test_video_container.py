@@ -35,6 +35,13 @@ def test_probe_reads_exact_rate_count_and_audio(small_clip):
     assert vc.is_video(small_clip)
 
 
+def test_matroska_and_webm_are_counted(small_clip, tmp_path):
+    frames = [f.rgb for f in vc.read_frames(vc.probe(small_clip))]
+    mkv = write_clip(tmp_path / "clip.mkv", frames, Fraction(25))
+    info = vc.probe(mkv)
+    assert info.frames == 10 and info.fps == 25 and "matroska" in info.format and vc.is_video(mkv)
+
+
 def test_segments_reassemble_with_same_timestamps_audio_and_rotation(small_clip, tmp_path):
     """Frames re-encoded in two segments and assembled: same rate, count, duration, rotation and
     audio packets (bytes); assembling twice gives the same bytes."""

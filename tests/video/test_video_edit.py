@@ -76,7 +76,8 @@ def test_only_the_face_changes(swap_run, pan_clip, tmp_path):
         assert diff[region].mean() > 4 * codec.mean()          # the face itself was re-drawn
 
 
-def test_faceless_frames_pass_through_and_keyframes_carry_the_watermark(swap_pipe, shared_faces, rgb_of, tmp_path):
+def test_faceless_frames_pass_through_and_keyframes_carry_the_watermark(swap_pipe, shared_faces, scene_clip,
+                                                                      tmp_path):
     """Frames without a face are decoded and re-encoded, nothing else (bit-identical to a plain
     re-encode); with the watermark on, keyframes carry it (found by ``facegen inspect``, with the
     run's content id) at a PSNR above 35 dB, and the C2PA manifest validates."""
@@ -86,9 +87,7 @@ def test_faceless_frames_pass_through_and_keyframes_carry_the_watermark(swap_pip
     from facegen.video.jobs import SwapJob
     from facegen.video.pipeline import VideoEditPipeline, VideoSettings
 
-    scene = rgb_of(shared_faces / "group_two_people.jpg")[400:661, 400:760]     # clothes, no face
-    frames = pan_zoom_frames(scene, PAN_FRAMES, (320, 240))
-    clip = write_clip(tmp_path / "scene.mp4", frames, PAN_FPS)
+    clip = scene_clip
     job = SwapJob(swap_pipe, [str(shared_faces / "biden_1.jpg")], steps=2)
     plain = _plain_reencode(clip, tmp_path / "plain.mp4")
     runs = {}
@@ -106,6 +105,28 @@ def test_faceless_frames_pass_through_and_keyframes_carry_the_watermark(swap_pip
     assert report["verdict"] == VALID, report
     assert report["watermark"]["found"] and report["watermark"]["matches_recorded_content_id"]
     assert runs[True].metadata["provenance"]["watermark"]["embedded"] is True
+
+
+def test_start_end_cut_a_preview(swap_pipe, shared_faces, scene_clip, tmp_path):
+    """--start 0.5 --end 1.25 at 4 fps: the frames at 0.5, 0.75 and 1.0 s, moved to start at 0,
+    with the audio of that stretch (packets copied)."""
+    from facegen.provenance import Provenance
+    from facegen.video.jobs import SwapJob
+    from facegen.video.pipeline import VideoEditPipeline, VideoSettings
+
+    job = SwapJob(swap_pipe, [str(shared_faces / "biden_1.jpg")], steps=2)
+    out = tmp_path / "cut.mp4"
+    result = VideoEditPipeline(job, VideoSettings(start=0.5, end=1.25))(
+        scene_clip, out, seed=SEED, provenance=Provenance(watermark=False, c2pa=False), progress=False)
+    info = vc.probe(out)
+    assert result.frames == info.frames == 3 and info.fps == PAN_FPS
+    assert [f.pts for f in vc.read_frames(info)][0] == 0 and abs(info.duration - 0.75) < 1e-6
+    src = vc.probe(scene_clip)
+    expected = [f.rgb for f in vc.read_frames(src) if 0.5 <= f.time < 1.25]
+    got = decoded(out)
+    assert len(got) == 3 and all(np.abs(a.astype(int) - b).mean() < 3 for a, b in zip(got, expected))
+    audio = packets(out, "audio")
+    assert audio and set(audio) <= set(packets(scene_clip, "audio")) and len(audio) < len(packets(scene_clip, "audio"))
 
 
 @pytest.mark.slow
