@@ -67,6 +67,7 @@ def main() -> int:
     p.add_argument("--fps", type=int, default=8)
     p.add_argument("--preset", default="tiny")
     p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=2, help="alternating reference/video runs (fastest kept)")
     C.add_output_args(p)
     args = p.parse_args()
     C.setup_logging(args.verbose)
@@ -84,23 +85,28 @@ def main() -> int:
     results: dict[str, object] = {"preset": args.preset, "steps": args.steps, "frames": args.frames}
     print(C.versions())
     print(f"preset {args.preset}, {args.steps} steps, {args.frames} frames at {args.fps} fps, CPU\n")
-    print("| size | decode | detect+track | edit | encode | assemble | total/frame | reference/frame | "
-          "video/reference | I/O share of edit |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| size | decode | detect+track | edit | judge+measure | encode | assemble | total/frame | "
+          "reference/frame | video/reference | I/O share of edit |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for h in [int(x) for x in args.sizes.split(",")]:
             size = SIZES[h]
             clip = make_clip(folder, size, args.frames, Fraction(args.fps))
-            ref = reference(pipe, job, clip)
-            out = folder / f"out-{h}.mp4"
-            t0 = time.perf_counter()
-            res = VideoEditPipeline(job, VideoSettings())(clip, out, seed=1, provenance=off, progress=False)
-            total = (time.perf_counter() - t0) / res.frames
+            refs, runs = [], []
+            for r in range(args.rounds):                 # alternate, keep the fastest (a shared CPU is noisy)
+                refs.append(reference(pipe, job, clip))
+                out = folder / f"out-{h}-{r}.mp4"
+                t0 = time.perf_counter()
+                res = VideoEditPipeline(job, VideoSettings())(clip, out, seed=1, provenance=off, progress=False)
+                runs.append(((time.perf_counter() - t0) / res.frames, res))
+            ref = min(refs)
+            total, res = min(runs, key=lambda x: x[0])
             tm = {k: v / res.frames for k, v in res.timings.items()}
             io_share = (tm["decode"] + tm["encode"] + tm["assemble"]) / tm["edit"]
             print(f"| {size[0]}x{size[1]} | {tm['decode'] * 1e3:.1f} ms | {tm['detect_track'] * 1e3:.0f} ms | "
-                  f"{tm['edit'] * 1e3:.0f} ms | {tm['encode'] * 1e3:.1f} ms | {tm['assemble'] * 1e3:.1f} ms | "
+                  f"{tm['edit'] * 1e3:.0f} ms | {tm['measure'] * 1e3:.0f} ms | {tm['encode'] * 1e3:.1f} ms | "
+                  f"{tm['assemble'] * 1e3:.1f} ms | "
                   f"{total * 1e3:.0f} ms | {ref * 1e3:.0f} ms | ×{total / ref:.2f} | {100 * io_share:.1f} % |")
             entry = {"per_frame_s": tm, "total_per_frame_s": total, "reference_per_frame_s": ref,
                      "ratio": total / ref, "io_share_of_edit": io_share, "stability": res.stability}

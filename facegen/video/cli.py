@@ -93,7 +93,8 @@ def run_video(args: argparse.Namespace, command: str, path: str) -> int:
     if command == "swap" and args.engine != "diffusion":
         raise InvalidArgumentError("video swaps use the diffusion engine (--model PRESET); inswapper is for photos")
     if command == "age" and args.from_age is None:
-        raise InvalidArgumentError("the current age is needed: give --from-age N (no age-estimation model is installed)")
+        raise InvalidArgumentError("the current age is needed: give --from-age N "
+                                   "(no age-estimation model is installed)")
     check_steps(args.steps)
     info = probe(path)                                  # not a video, no video stream, empty: one line
     check_video(info)

@@ -158,7 +158,8 @@ class VideoJob:
 class SwapJob(VideoJob):
     task = "swap"
 
-    def __init__(self, pipe: FaceEditPipeline, sources: Sequence[Any], *, target_face: "str | int | FacePolicy" = "largest",
+    def __init__(self, pipe: FaceEditPipeline, sources: Sequence[Any], *,
+                 target_face: "str | int | FacePolicy" = "largest",
                  references: Sequence[Any] | None = None, strength: float = 0.85, steps: int | None = None,
                  guidance_scale: float | None = None, prompt: str | None = None, adapter_scale: float | None = None,
                  margin: float = 0.0) -> None:
@@ -194,7 +195,8 @@ class SwapJob(VideoJob):
 class RestoreJob(VideoJob):
     task = "restore"
 
-    def __init__(self, pipe: FaceEditPipeline, *, reference: Any = None, target_face: "str | int | FacePolicy" = "largest",
+    def __init__(self, pipe: FaceEditPipeline, *, reference: Any = None,
+                 target_face: "str | int | FacePolicy" = "largest",
                  strength: float | None = None, steps: int | None = None, guidance_scale: float | None = None,
                  prompt: str | None = None) -> None:
         from facegen.pipelines.restoration import RESTORE_PROMPT  # noqa: PLC0415

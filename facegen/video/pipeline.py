@@ -153,7 +153,7 @@ class VideoEditPipeline:
         frames = vc.read_frames(info, start=st.start, end=st.end, from_pts=from_pts, report=report)
         est = self._expected(info)
         bar = self._bar(progress, est, self.count)
-        timings = {"decode": 0.0, "detect_track": 0.0, "edit": 0.0, "encode": 0.0, "watermark": 0.0}
+        timings = dict.fromkeys(("decode", "detect_track", "edit", "measure", "encode", "watermark"), 0.0)
         seg = done
         writer = None
         t = time.perf_counter()
@@ -263,6 +263,8 @@ class VideoEditPipeline:
             region |= cv2.warpAffine(regen.mask.astype(np.float32), inv, (rgb.shape[1], rgb.shape[0])) > 0.5
             if (self.count - tr.first_frame) % judge_every == 0:
                 judged.append((ts, sm))
+        timings["edit"] += time.perf_counter() - t
+        t = time.perf_counter()
         for ts, sm in judged:
             sims, _name = self.pipe.judge(ts.plan.reference_rgb, ts.plan.reference_face, [(out, sm)])
             if sims[0] is not None:
@@ -272,7 +274,7 @@ class VideoEditPipeline:
             d_in, _ = region_change(rgb, self.prev_in, region)
             self.change += np.array([d_out, d_in, n], np.float64)
         self.prev_in, self.prev_out = rgb, out
-        timings["edit"] += time.perf_counter() - t
+        timings["measure"] += time.perf_counter() - t
         return out
 
     def _detect(self, rgb: np.ndarray) -> list[Any]:

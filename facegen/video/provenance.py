@@ -64,53 +64,8 @@ def sign_mp4(src: Path, dst: Path, meta: Mapping[str, Any], options: Provenance)
 
 
 def read_mp4_credentials(path: Path, trust: Iterable[bytes] = ()) -> dict[str, Any]:
-    c2pa = _cred._c2pa()
-    anchors = b"\n".join(bytes(t).strip() for t in trust)
-    settings: dict[str, Any] = {"verify": {"ocsp_fetch": False}}
-    if anchors:
-        settings["trust"] = {"user_anchors": anchors.decode("ascii", "replace")}
-    ctx = _cred._context(settings)
-    try:
-        with open(path, "rb") as fh:
-            try:
-                reader = c2pa.Reader.try_create(MP4_MIME, fh, None, ctx)
-            except Exception as exc:  # noqa: BLE001 - a damaged manifest store
-                return {"state": "invalid", "failures": [" ".join(str(exc).split())[:200]], "signer": None,
-                        "actions": []}
-            if reader is None:
-                return {"state": "absent"}
-            with reader:
-                state = (reader.get_validation_state() or "").lower()
-                results = reader.get_validation_results() or {}
-                manifest = reader.get_active_manifest() or {}
-    finally:
-        with contextlib.suppress(Exception):
-            ctx.close()
-    return _cred_summary(state, results, manifest)
-
-
-def _cred_summary(state: str, results: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
-    failures = [f.get("code", "") for f in (results.get("activeManifest") or {}).get("failure", [])]
-    if state == "trusted":
-        verdict = "trusted"
-    elif state == "valid" and all(c.startswith("signingCredential.untrusted") for c in failures):
-        verdict = "valid-untrusted"
-    else:
-        verdict = "invalid"
-    sig = manifest.get("signature_info") or {}
-    actions, fields = [], {}
-    for a in manifest.get("assertions", []):
-        label = str(a.get("label", ""))
-        if label.startswith("c2pa.actions"):
-            actions += [{"action": x.get("action"), "digitalSourceType": x.get("digitalSourceType"),
-                         "softwareAgent": x.get("softwareAgent"), "parameters": x.get("parameters")}
-                        for x in (a.get("data") or {}).get("actions", [])]
-        elif label == _cred.ASSERTION:
-            fields = dict(a.get("data") or {})
-    gens = [g.get("name") for g in manifest.get("claim_generator_info", []) if isinstance(g, dict)]
-    return {"state": verdict, "signer": {"common_name": sig.get("common_name"), "issuer": sig.get("issuer"),
-                                          "alg": sig.get("alg"), "self_signed": sig.get("issuer") == _cred.SELF_SIGNED_ORG},
-            "claim_generator": gens[0] if gens else None, "actions": actions, "facegen": fields, "failures": failures}
+    """The MP4's C2PA state (:func:`facegen.provenance.credentials.read_credentials`)."""
+    return _cred.read_credentials(Path(path).read_bytes(), "MP4", trust)
 
 
 def inspect_video(path: str | os.PathLike[str], trust: Iterable[bytes] = ()) -> dict[str, Any]:

@@ -12,8 +12,9 @@ Association per frame (:meth:`Tracker.update`):
 3. otherwise it starts a new track.
 
 Embeddings are computed only for new faces and for detections the overlap cannot settle, so a
-steady face costs one embedding for the whole clip beyond the detector. The tracker's state is plain data (:meth:`state`,
-:meth:`from_state`) so a resumed run continues with the same tracks.
+steady face costs one embedding for the whole clip beyond the detector. The tracker's state is
+plain data (:meth:`Tracker.state`, :meth:`Tracker.load_state`) so a resumed run continues with
+the same tracks.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import packets, pan_zoom_frames, run_cli, write_clip
+from conftest import packets, run_cli, write_clip
 
 from facegen.faces.types import Face
 from facegen.video import container as vc

@@ -107,6 +107,32 @@ def test_faceless_frames_pass_through_and_keyframes_carry_the_watermark(swap_pip
     assert runs[True].metadata["provenance"]["watermark"]["embedded"] is True
 
 
+def test_provenance_tags_manifest_and_inspect(swap_run):
+    """The MP4 says it is AI-edited (container tags), carries a valid C2PA manifest with the run's
+    content id, and ``facegen inspect`` says so; the record holds seeds, tracks and stability."""
+    import av
+
+    from facegen.provenance.inspect import VALID
+    from facegen.video.cli import inspect_any
+
+    out, result = swap_run
+    with av.open(str(out)) as c:
+        tags = dict(c.metadata)
+    assert tags["ai_generated"] == "true" and "facegen" in tags["software"]
+    assert tags["digital_source_type"].endswith("compositeWithTrainedAlgorithmicMedia")
+    meta = json.loads(tags["facegen"])
+    assert meta["task"] == "swap" and meta["ai_edited"] and meta["seed"] == SEED
+    assert meta["tracks"][0]["seeds"] == [SEED] and meta["stability"] == result.stability
+    report = inspect_any(str(out))
+    assert report["verdict"] == VALID, report
+    assert report["c2pa"]["facegen"]["content_id"] == meta["provenance"]["content_id"]
+    assert not report["watermark"]["found"] and "turned off" in report["watermark"]["note"]
+    s = result.stability
+    assert s["input"] > 0 and s["output"] > 0 and s["ratio"] == pytest.approx(s["output"] / s["input"], abs=0.01)
+    proc = run_cli("inspect", str(out))
+    assert proc.returncode == 0 and VALID in proc.stdout, proc.stderr
+
+
 def test_start_end_cut_a_preview(swap_pipe, shared_faces, scene_clip, tmp_path):
     """--start 0.5 --end 1.25 at 4 fps: the frames at 0.5, 0.75 and 1.0 s, moved to start at 0,
     with the audio of that stretch (packets copied)."""
