@@ -115,14 +115,14 @@ def main() -> int:
                     clip, folder / "raw.mp4", seed=1, provenance=off, progress=False)
                 entry["stability_unsmoothed"] = raw.stability
                 frame = next(vc.read_frames(vc.probe(clip))).rgb
+                vp.mark_keyframe(frame, "abcd")                    # warm: the ONNX sessions load once
                 t1 = time.perf_counter()
                 vp.mark_keyframe(frame, "abcd")
                 entry["watermark_per_keyframe_s"] = time.perf_counter() - t1
+                signing = Provenance().resolved()
                 t1 = time.perf_counter()
-                VideoEditPipeline(job, VideoSettings(max_frames=1))(clip, folder / "signed.mp4", seed=1,
-                                                                    provenance=Provenance(watermark=False),
-                                                                    progress=False)
-                entry["one_frame_signed_s"] = time.perf_counter() - t1
+                vp.sign_mp4(out, folder / "signed.mp4", res.metadata, signing)
+                entry["sign_s"] = time.perf_counter() - t1
             results[str(h)] = entry
     print()
     for h, e in results.items():
@@ -133,7 +133,7 @@ def main() -> int:
         if "stability_unsmoothed" in e:
             line += f", unsmoothed ×{e['stability_unsmoothed']['ratio']}"
             line += f"; watermark {e['watermark_per_keyframe_s']:.2f} s per keyframe"
-            line += f"; 1-frame run with C2PA signing {e['one_frame_signed_s']:.2f} s"
+            line += f"; C2PA signing of the {args.frames}-frame MP4 {e['sign_s']:.2f} s"
         print(line)
     if args.json:
         C.write_json(args.json, results)

@@ -53,7 +53,9 @@ logger = logging.getLogger(__name__)
 class VideoSettings:
     """How a clip is processed: encoding, segment length (resume granularity), the temporal
     stabilisers (landmark filter, weight of the previous result in the model input, mask
-    average), how often each track's identity is judged, and the part of the clip."""
+    average), how often each track's identity is judged, the long side frames are detected at
+    (larger frames are detected downscaled, the faces scaled back: HOG cost grows with pixels),
+    and the part of the clip."""
 
     encode: vc.EncodeSettings = field(default_factory=vc.EncodeSettings)
     segment_seconds: float = 2.0
@@ -62,6 +64,7 @@ class VideoSettings:
     carry: float = 0.3
     mask_average: float = 0.5
     judge_every_seconds: float = 1.0
+    detect_side: int | None = 640
     start: float | None = None
     end: float | None = None
     max_frames: int | None = None
@@ -280,10 +283,22 @@ class VideoEditPipeline:
     def _detect(self, rgb: np.ndarray) -> list[Any]:
         """Every face of the frame by the preset's detector (none is fine: the frame passes through)."""
         from facegen.errors import NoFaceError  # noqa: PLC0415
+        from facegen.faces.types import Face  # noqa: PLC0415
+
+        side = self.settings.detect_side
+        h, w = rgb.shape[:2]
+        scale = side / max(h, w) if side and max(h, w) > side else 1.0
+        small = rgb if scale == 1.0 else cv2.resize(rgb, (round(w * scale), round(h * scale)),
+                                                    interpolation=cv2.INTER_AREA)
         try:
-            return list(self.pipe.encoder_model().detect(rgb))
+            faces = list(self.pipe.encoder_model().detect(small))
         except NoFaceError:
             return []
+        if scale == 1.0:
+            return faces
+        k = np.float32(1.0 / scale)
+        return [Face(f.bbox * k, f.kps * k, f.score, None if f.landmarks68 is None else f.landmarks68 * k,
+                     dict(f.extra)) for f in faces]
 
     # ------------------------------------------------------------------ state
     def _reset(self) -> None:

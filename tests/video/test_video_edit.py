@@ -133,6 +133,24 @@ def test_provenance_tags_manifest_and_inspect(swap_run):
     assert proc.returncode == 0 and VALID in proc.stdout, proc.stderr
 
 
+def test_large_frames_are_detected_downscaled(swap_pipe, shared_faces, pan_clip):
+    """A frame over ``detect_side`` is detected at that size and the faces scaled back: the same
+    face, within a few pixels of a full-size detection."""
+    import cv2
+
+    from facegen.video.jobs import SwapJob
+    from facegen.video.pipeline import VideoEditPipeline, VideoSettings
+
+    frame = cv2.resize(decoded(pan_clip)[0], (960, 720), interpolation=cv2.INTER_CUBIC)
+    job = SwapJob(swap_pipe, [str(shared_faces / "biden_1.jpg")], steps=2)
+    full = VideoEditPipeline(job, VideoSettings(detect_side=None))._detect(frame)
+    small = VideoEditPipeline(job, VideoSettings(detect_side=480))._detect(frame)
+    assert len(full) == len(small) == 1
+    width = full[0].width
+    assert np.abs(small[0].kps - full[0].kps).max() < 0.08 * width
+    assert abs(small[0].width - width) < 0.25 * width
+
+
 def test_start_end_cut_a_preview(swap_pipe, shared_faces, scene_clip, tmp_path):
     """--start 0.5 --end 1.25 at 4 fps: the frames at 0.5, 0.75 and 1.0 s, moved to start at 0,
     with the audio of that stretch (packets copied)."""
