@@ -255,3 +255,16 @@ def test_rotated_clip_is_edited_upright_and_keeps_its_rotation(tmp_path, rgb_of,
     assert (dst.rotation, dst.width, dst.height, dst.frames) == (90, 192, 256, 3)
     assert result.tracks and result.tracks[0]["edited"] and result.tracks[0]["frames_edited"] == 3
     assert packets(out, "audio") == packets(clip, "audio")
+
+
+@pytest.mark.slow
+def test_age_command_on_a_video_preview(pan_clip, tmp_path):
+    """``facegen age`` routes a video to the video pipeline (two seeds per track: two passes);
+    --max-frames cuts a preview."""
+    out = tmp_path / "aged.mp4"
+    proc = run_cli("age", "--model", "tiny-faceid", "--image", str(pan_clip), "--age", "70", "--from-age", "50",
+                   "--out", str(out), "--consent", "--steps", "2", "--max-frames", "2", "--seed", "4",
+                   "--no-progress", "--no-watermark")
+    assert proc.returncode == 0, proc.stderr
+    assert "frames=2" in proc.stdout and "seeds=[4, 5]" in proc.stdout
+    assert vc.probe(out).frames == 2 and packets(out, "audio")
