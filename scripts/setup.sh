@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up facegen in ./.venv from the project's own files (offline-friendly: package registries only).
-# Usage: bash scripts/setup.sh [extras]   (extras default: all = dev, app, dist, report)
+# Usage: bash scripts/setup.sh [extras]   (extras default: all = dev, app, dist, report, provenance, video)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-all}"

@@ -48,6 +48,8 @@ def _common(p: argparse.ArgumentParser, offline_model: str, model_required: bool
     add_models_options(p, "the preset's weights and encoders")
     add_overwrite_option(p, "an existing --out file")
     add_provenance_options(p)
+    from facegen.cli.video import add_video_arguments  # noqa: PLC0415
+    add_video_arguments(p)
 
 
 def _check_out(args: argparse.Namespace, inputs: list[tuple[str, str]]) -> Path:
@@ -84,6 +86,10 @@ def _write(result: Any, out: Path, t0: float, args: argparse.Namespace) -> int:
 
 def run_swap(args: argparse.Namespace) -> int:
     from facegen.pipelines._edit_base import require_consent  # noqa: PLC0415
+    from facegen.cli.video import maybe_run_video  # noqa: PLC0415
+
+    if (code := maybe_run_video(args, "swap")) is not None:
+        return code
     from facegen.pipelines.swap import FaceSwapPipeline  # noqa: PLC0415
 
     require_consent(args.consent, "face swap")          # refuse before loading any model
@@ -108,6 +114,10 @@ def run_swap(args: argparse.Namespace) -> int:
 
 def run_age(args: argparse.Namespace) -> int:
     from facegen.pipelines._edit_base import require_consent  # noqa: PLC0415
+    from facegen.cli.video import maybe_run_video  # noqa: PLC0415
+
+    if (code := maybe_run_video(args, "age")) is not None:
+        return code
     from facegen.pipelines.aging import FaceAgingPipeline  # noqa: PLC0415
 
     require_consent(args.consent, "aging")
@@ -126,6 +136,10 @@ def run_age(args: argparse.Namespace) -> int:
 
 def run_restore(args: argparse.Namespace) -> int:
     from facegen.pipelines._edit_base import require_consent  # noqa: PLC0415
+    from facegen.cli.video import maybe_run_video  # noqa: PLC0415
+
+    if (code := maybe_run_video(args, "restore")) is not None:
+        return code
     from facegen.pipelines.restoration import FaceRestorationPipeline  # noqa: PLC0415
 
     require_consent(args.consent, "restoration")

@@ -17,12 +17,13 @@ from facegen.errors import FacegenError
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from facegen.provenance.inspect import inspect_file, summary_lines  # noqa: PLC0415
+    from facegen.provenance.inspect import summary_lines  # noqa: PLC0415
+    from facegen.cli.video import inspect_any  # noqa: PLC0415 - images, seals and videos
 
     failed = 0
     for name in args.files:
         try:
-            report = inspect_file(name, trust=args.trust or ())
+            report = inspect_any(name, trust=args.trust or ())
         except FacegenError as exc:
             failed += 1
             msg = str(exc) if str(exc).startswith(name) else f"{name}: {exc}"

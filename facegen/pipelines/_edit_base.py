@@ -58,13 +58,16 @@ class RegeneratedCrop:
 @dataclass
 class FacePlan:
     """One face of an edit: where it is, the identity it is regenerated with, and the photo and
-    face its result is judged against (None: not judged); ``info`` is recorded per face."""
+    face its result is judged against (None: not judged); ``info`` is recorded per face;
+    ``init_crop`` (video: its crop blended with the previous frame's result) is fed to the model
+    instead of the photo's own aligned crop."""
 
     face: Face
     identity: IDEmbedding
     reference_rgb: np.ndarray | None = None
     reference_face: Face | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    init_crop: np.ndarray | None = None
 
 
 class FaceEditPipeline:

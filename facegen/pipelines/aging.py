@@ -94,8 +94,8 @@ class FaceAgingPipeline(FaceEditPipeline):
         """Pass 1 toward the target age at reduced ID scale; pass 2, low strength at full ID scale,
         from the pass-1 crop (seeds: one per pass)."""
         p1 = self.regenerate(rgb, plan.face, plan.identity, strength=strength1, seed=seeds[0], steps=steps,
-                             guidance_scale=guidance_scale, prompt=prompt, adapter_scale=scale1, progress=progress,
-                             callback=callback)
+                             guidance_scale=guidance_scale, prompt=prompt, adapter_scale=scale1,
+                             source_crop=plan.init_crop, progress=progress, callback=callback)
         return self.regenerate(rgb, plan.face, plan.identity, strength=strength2, seed=seeds[1], steps=steps,
                                guidance_scale=guidance_scale, prompt=prompt, adapter_scale=scale2,
                                source_crop=p1.crop, progress=progress, callback=callback)

@@ -108,4 +108,4 @@ class FaceRestorationPipeline(FaceEditPipeline):
     def edit_face(self, rgb: np.ndarray, plan: FacePlan, seeds: Sequence[int], *, progress: bool, callback: Any,
                   **settings: Any) -> RegeneratedCrop:
         return self.regenerate(rgb, plan.face, plan.identity, strength=plan.info["strength"], seed=seeds[0],
-                               progress=progress, callback=callback, **settings)
+                               source_crop=plan.init_crop, progress=progress, callback=callback, **settings)

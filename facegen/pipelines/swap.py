@@ -107,4 +107,4 @@ class FaceSwapPipeline(FaceEditPipeline):
     def edit_face(self, rgb: np.ndarray, plan: FacePlan, seeds: Sequence[int], *, progress: bool,
                   callback: Any, **settings: Any) -> RegeneratedCrop:
         return self.regenerate(rgb, plan.face, plan.identity, seed=seeds[0], progress=progress, callback=callback,
-                               **settings)
+                               source_crop=plan.init_crop, **settings)

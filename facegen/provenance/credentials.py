@@ -48,7 +48,8 @@ SOURCE_TYPES = {
 }
 #: the custom assertion that carries facegen's own fields (content id, watermark, preset ...)
 ASSERTION = "org.facegen.provenance"
-MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "ZIP": "application/x-zip"}
+MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "ZIP": "application/x-zip",
+        "MP4": "video/mp4"}
 
 _DEFAULT_LOCK = threading.Lock()
 

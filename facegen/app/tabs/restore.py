@@ -69,6 +69,8 @@ def build(ctx: AppContext) -> None:
                 strength = CheckedSlider(0.0, 1.0, value=0.0, step=0.05, label="Strength (0 = adapt to the damage)")
                 steps = steps_input()
             run = gr.Button("Restore", variant="primary", elem_id="restore-run")
+            from facegen.app.video import add_restore_video  # noqa: PLC0415 - the video part of the tab
+            add_restore_video(ctx, infos, reference, picker.dropdown, consent, seed, strength, steps)
         with gr.Column():
             res = result_outputs("restore")
 

@@ -73,6 +73,8 @@ def build(ctx: AppContext) -> None:
                                      label="Strength (how much of the face is redrawn)")
                 steps = steps_input()
             run = gr.Button("Swap", variant="primary", elem_id="swap-run")
+            from facegen.app.video import add_swap_video  # noqa: PLC0415 - the video part of the tab
+            add_swap_video(ctx, infos, source, picker.dropdown, consent, target_face, seed, strength, steps)
         with gr.Column():
             res = result_outputs("swap")
 
