@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import packets, run_cli, write_clip
+from _video_helpers import packets, run_cli, write_clip
+from _video_helpers import obama_path, video_dir, pan_clip, swap_pipe, swap_run, scene_clip  # noqa: F401 - the clips' fixtures
 
 from facegen.faces.types import Face
 from facegen.video import container as vc

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import (PAN_FPS, PAN_FRAMES, SEED, SEGMENT_SECONDS, decoded, packets, pan_zoom_frames, run_cli,
+from _video_helpers import (PAN_FPS, PAN_FRAMES, SEED, SEGMENT_SECONDS, decoded, packets, pan_zoom_frames, run_cli,
                       write_clip)
+from _video_helpers import obama_path, video_dir, pan_clip, swap_pipe, swap_run, scene_clip  # noqa: F401 - the clips' fixtures
 
 from facegen.faces.detect import detect_faces
 from facegen.video import container as vc

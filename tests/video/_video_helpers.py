@@ -1,4 +1,5 @@
-"""Video tests: clips made from the shared photos (a slow pan/zoom with a sine-wave audio track,
+"""Helpers and session fixtures of the video tests (imported by name: a second conftest.py
+would shadow the top one's module). Video tests: clips made from the shared photos (a slow pan/zoom with a sine-wave audio track,
 a two-person clip, a rotated clip) and one reference swap run shared by the tests."""
 
 from __future__ import annotations
