@@ -60,26 +60,31 @@ class DlibEncoder:
                                     dtype=np.float32) for c in crops])
 
 
+def network_file(spec: EncoderSpec, models_dir: str | Path | None, accept_license: bool) -> Path:
+    """The entry's network file: its licence accepted, found in the models folder (every missing
+    file named, with where to get it) and its sha256 checked where the registry pins one."""
+    if not spec.commercial_use:
+        require_licence(f"encoder '{spec.name}'", spec.licence, accept_license)
+    root = default_models_dir(models_dir)
+    paths = [f.locate(root) for f in spec.files]
+    missing = [f.relpath + (f" (or {', '.join(f.alternatives)})" if f.alternatives else "")
+               for f, p in zip(spec.files, paths) if p is None]
+    if missing:
+        sources = [f.url for f in spec.files if f.url]
+        raise ModelNotFoundError(f"encoder '{spec.name}'", missing, root,
+                                 hint=f"network: {spec.network}" + (f"; get it from {', '.join(sources)}" if sources else ""))
+    check_sha256(paths[0], spec.files[0].sha256)
+    return paths[0]  # type: ignore[return-value]
+
+
 class OnnxArcFaceEncoder:
     """An insightface-style ArcFace ONNX model on its entry's aligned crop, (x − mean) / std."""
 
     def __init__(self, spec: EncoderSpec, models_dir: str | Path | None = None,
                  providers: str | Sequence[str] | None = None, accept_license: bool = False,
                  session_factory: Any = None) -> None:
-        if not spec.commercial_use:
-            require_licence(f"encoder '{spec.name}'", spec.licence, accept_license)
         self.spec = spec
-        root = default_models_dir(models_dir)
-        paths = [f.locate(root) for f in spec.files]
-        missing = [f.relpath + (f" (or {', '.join(f.alternatives)})" if f.alternatives else "")
-                   for f, p in zip(spec.files, paths) if p is None]
-        if missing:
-            sources = [f.url for f in spec.files if f.url]
-            raise ModelNotFoundError(f"encoder '{spec.name}'", missing, root,
-                                     hint=f"network: {spec.network}"
-                                          + (f"; get it from {', '.join(sources)}" if sources else ""))
-        self.path = paths[0]
-        check_sha256(self.path, spec.files[0].sha256)
+        self.path = network_file(spec, models_dir, accept_license)
         crop = crop_template(spec.template)
         if crop.template is None:
             raise InvalidArgumentError(f"encoder '{spec.name}': an ONNX encoder needs a warped crop "
@@ -130,16 +135,8 @@ class TorchIRSEEncoder(OnnxArcFaceEncoder):
                  session_factory: Any = None) -> None:
         from facegen.id.irse import load_irse  # noqa: PLC0415
 
-        if not spec.commercial_use:
-            require_licence(f"encoder '{spec.name}'", spec.licence, accept_license)
         self.spec = spec
-        root = default_models_dir(models_dir)
-        self.path = spec.files[0].locate(root)
-        if self.path is None:
-            f = spec.files[0]
-            raise ModelNotFoundError(f"encoder '{spec.name}'", [f.relpath + f" (or {', '.join(f.alternatives)})"],
-                                     root, hint=f"network: {spec.network}; get it from {f.url}")
-        check_sha256(self.path, spec.files[0].sha256)
+        self.path = network_file(spec, models_dir, accept_license)
         self.model = load_irse(self.path, spec.crop_size)
         self.mean, self.std = spec.mean, spec.std
         self.template = crop_template(spec.template).template
