@@ -217,6 +217,8 @@ def test_edit_jobs_detect_with_the_encoders_own_detector(monkeypatch, tom_hanks_
 
     class Gen:  # what FaceEditPipeline reads of its generator
         encoder, models_dir, accept_license = "antelopev2-glintr100", None, True
+        preset = type("Preset", (), {"name": "fake-instantid"})()
+        adapter = type("Adapter", (), {"check_editable": staticmethod(lambda name: None)})()
 
     edit = FaceEditPipeline(Gen())  # type: ignore[arg-type]
     rgb = rgb_of(tom_hanks_path)

@@ -15,6 +15,8 @@ import gradio as gr
 from facegen.app.context import AppContext
 from facegen.app.errors import user_errors
 from facegen.app.jobs import load_job_pipeline
+from facegen.pipelines.restoration import FaceRestorationPipeline
+from facegen.pipelines.swap import FaceSwapPipeline
 from facegen.errors import InvalidArgumentError
 
 logger = logging.getLogger(__name__)
@@ -53,7 +55,7 @@ def _clip_path(value: Any) -> str:
     return str(value)
 
 
-def run_video(ctx: AppContext, job: str, pipeline: str, preset: str, clip: Any,
+def run_video(ctx: AppContext, job: str, pipeline: type, preset: str, clip: Any,
               make_job: Callable[[Any], Any], progress: Any = None, seed: int | None = None) -> tuple[str, str, str]:
     """One video request: checked against the demo's bounds, edited, written under the
     request's output folder; returns (video, file, report markdown)."""
@@ -122,7 +124,7 @@ def add_swap_video(ctx: AppContext, infos: list[Any], source: Any, preset: Any, 
 
         def make(pipe: Any) -> Any:
             return SwapJob(pipe, sources, target_face=faces_v or "largest", strength=s, steps=n)
-        return _seeded(run_video, seed_run)(ctx, "swap", "facegen.pipelines.swap:FaceSwapPipeline", name, clip,
+        return _seeded(run_video, seed_run)(ctx, "swap", FaceSwapPipeline, name, clip,
                                             make, progress)
 
     wire(widgets, "swap", [source, preset, consent, target_face, seed, strength, steps], handler)
@@ -153,7 +155,7 @@ def add_restore_video(ctx: AppContext, infos: list[Any], reference: Any, preset:
 
         def make(pipe: Any) -> Any:
             return RestoreJob(pipe, reference=refs[0] if refs else None, strength=s, steps=n)
-        return _seeded(run_video, seed_run)(ctx, "restore", "facegen.pipelines.restoration:FaceRestorationPipeline",
+        return _seeded(run_video, seed_run)(ctx, "restore", FaceRestorationPipeline,
                                             name, clip, make, progress)
 
     wire(widgets, "restore", [reference, preset, consent, seed, strength, steps], handler)

@@ -16,7 +16,7 @@ from facegen.video.limits import BadVideoError
 
 pytest.importorskip("gradio")
 
-PIPELINE = "facegen.pipelines.swap:FaceSwapPipeline"
+from facegen.pipelines.swap import FaceSwapPipeline as PIPELINE  # noqa: E402 - the class, as the tabs pass it
 
 
 def test_demo_refuses_a_clip_over_60_seconds_before_loading(tmp_path):
