@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from facegen import limits
-from facegen.cli.people import add_people_options
 from facegen.cli.checks import check_inputs_readable, check_steps, previous_run, probe_writable, remove_previous_run
 from facegen.cli.options import (
     add_device_options,
@@ -34,6 +33,7 @@ from facegen.cli.options import (
     finite_float,
     provenance_from_args,
 )
+from facegen.cli.people import add_people_options
 from facegen.errors import InvalidArgumentError
 
 logger = logging.getLogger(__name__)

@@ -46,11 +46,7 @@ def people_from_args(args: argparse.Namespace) -> list[list[Path]] | None:
     if args.people is None:
         if args.layout is not None:
             raise InvalidArgumentError("--layout places the people of --people; give --people (one value per person)")
-        if not args.ids and not getattr(args, "id_embeds", None):
-            raise InvalidArgumentError("give --id photos of one person, or --people for several people in one image")
-        return None
-    if args.ids:
-        raise InvalidArgumentError("give --id (one person) or --people (several people), not both")
+        return None                                  # argparse: exactly one of --id, --id-embeds, --people
     if args.face_layout is not None:
         raise InvalidArgumentError("--face-layout frames one person; with --people use --layout")
     people = []

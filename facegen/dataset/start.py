@@ -27,6 +27,7 @@ from facegen.dataset.lock import LOCK_FILE, FolderLock
 from facegen.dataset.spec import SPEC_VERSION, DatasetSpec, read_stored_extra, read_stored_fingerprint
 from facegen.dataset.card import CARD_FILE
 from facegen.dataset.stats import IDENTITIES_FILE, SPEC_FILE, SUMMARY_FILE
+from facegen.dataset.writers import MANIFEST
 from facegen.io.atomic import remove_stale_temps
 from facegen.provenance.seal import SEAL
 from facegen.errors import FacegenError, InvalidArgumentError
@@ -35,7 +36,7 @@ from facegen.paths import sha256_of
 logger = logging.getLogger(__name__)
 
 #: the files an atomic write puts at the top of a dataset folder
-ROOT_FILES = (SPEC_FILE, IDENTITIES_FILE, SUMMARY_FILE, "manifest.jsonl", CARD_FILE, SEAL)
+ROOT_FILES = (SPEC_FILE, IDENTITIES_FILE, SUMMARY_FILE, MANIFEST, CARD_FILE, SEAL)
 
 
 def identity_vectors(spec: DatasetSpec) -> np.ndarray:

@@ -103,8 +103,6 @@ def check_call(preset: Preset, adapter: IDAdapter, max_steps: int, args: CallArg
     if num_images > limits.max_images():
         raise InvalidArgumentError(f"num_images {num_images} is over the limit of {limits.max_images()} "
                                    f"(raise it with {limits.MAX_IMAGES_ENV})")
-    if args.seeds is not None and len(args.seeds) != num_images:
-        raise InvalidArgumentError(f"got {len(args.seeds)} seeds for {num_images} images")
     check_sampling(preset, max_steps, args.num_inference_steps, args.guidance_scale)
     for name, v in (("height", args.height), ("width", args.width)):
         if v is None:

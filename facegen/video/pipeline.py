@@ -41,8 +41,8 @@ from facegen.video import container as vc
 from facegen.video import provenance as vp
 from facegen.video.jobs import TRACK_ENCODER, TrackPlan, VideoJob
 from facegen.video.limits import VideoLimits, check_video
-from facegen.io.atomic import temp_path_for
-from facegen.video.segments import SegmentStore, replace_atomically
+from facegen.io.atomic import atomic_write_bytes, replace_durably, temp_path_for
+from facegen.video.segments import SegmentStore
 from facegen.video.smooth import (FaceSmoother, blend_mask, guided_init, region_change, settings_dict,
                                   warp_previous)
 from facegen.video.tracks import Tracker
@@ -142,8 +142,7 @@ class VideoEditPipeline:
         if run_seed is None:
             run_seed = seeds_for(1, None)[0]
             record["seed"] = run_seed
-            from facegen.video.segments import write_bytes_atomically  # noqa: PLC0415
-            write_bytes_atomically(store.dir / "run.json", json.dumps(record, sort_keys=True, indent=1).encode())
+            atomic_write_bytes(store.dir / "run.json", json.dumps(record, sort_keys=True, indent=1).encode())
         self.run_seed = int(run_seed)
         gop = st.encode.gop(info.fps)
         seg_frames = max(1, round(st.segment_seconds * float(info.fps) / gop)) * gop
@@ -218,7 +217,7 @@ class VideoEditPipeline:
             vp.sign_mp4(tmp, signed, meta, prov)
             tmp.unlink()
             tmp = signed
-        replace_atomically(tmp, out)
+        replace_durably(tmp, out)
         store.remove()
         timings["assemble"] = time.perf_counter() - t
         return VideoResult(out, self.count, info.fps, float(self.count / info.fps) if info.fps else 0.0, self.run_seed,

@@ -31,11 +31,6 @@ PARTS_SUFFIX = ".facegen-parts"
 RUN_FILE = "run.json"
 
 
-#: the one atomic writer (facegen.io.atomic): a finished temporary put in place durably, and bytes
-replace_atomically = replace_durably
-write_bytes_atomically = atomic_write_bytes
-
-
 class SegmentStore:
     """The parts folder of one output file."""
 
@@ -83,7 +78,7 @@ class SegmentStore:
         except OSError as exc:
             raise FacegenError(f"cannot create {self.dir}: {exc.strerror or exc}") from exc
         record = {**run, "fingerprint": self.fingerprint}
-        write_bytes_atomically(record_path, json.dumps(record, sort_keys=True, indent=1).encode())
+        atomic_write_bytes(record_path, json.dumps(record, sort_keys=True, indent=1).encode())
         return 0, record
 
     def segment_tmp(self, k: int) -> Path:
@@ -92,11 +87,11 @@ class SegmentStore:
     def commit(self, k: int, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         """Rename segment ``k`` (encoded at :meth:`segment_tmp`) into place, then write its
         state; both atomic, the state last (it marks the segment finished)."""
-        replace_atomically(self.segment_tmp(k), self.segment(k))
+        replace_durably(self.segment_tmp(k), self.segment(k))
         buf = io.BytesIO()
         np.savez(buf, __meta__=np.frombuffer(json.dumps(meta, sort_keys=True, default=_json).encode(), np.uint8),
                  **arrays)
-        write_bytes_atomically(self.state_file(k), buf.getvalue())
+        atomic_write_bytes(self.state_file(k), buf.getvalue())
 
     def load_state(self, k: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         with np.load(self.state_file(k), allow_pickle=False) as z:
