@@ -29,16 +29,6 @@ def _photo(name: str) -> np.ndarray:
     return np.ascontiguousarray(bgr[:, :, ::-1])
 
 
-def _tom_hanks() -> np.ndarray:
-    spec = importlib.util.find_spec("insightface")
-    if spec is None or spec.origin is None:
-        pytest.skip("insightface wheel (for its sample photo) not installed")
-    path = Path(spec.origin).parent / "data" / "images" / "Tom_Hanks_54745.png"
-    if not path.exists():
-        pytest.skip(f"{path} not available")
-    return np.ascontiguousarray(cv2.imread(str(path), cv2.IMREAD_COLOR)[:, :, ::-1])
-
-
 @functools.lru_cache(maxsize=1)
 def _dlib_models():
     dlib = pytest.importorskip("dlib")
@@ -415,8 +405,8 @@ def test_paste_back_on_a_12_megapixel_photo_only_touches_the_face():
     assert elapsed < 3.0, f"paste_back took {elapsed:.2f} s on a 13-MP photo"
 
 
-def test_tom_hanks_crop_paste_roundtrip():
-    image = _tom_hanks()  # 112 × 112 insightface sample
+def test_tom_hanks_crop_paste_roundtrip(tom_hanks_path, rgb_of):
+    image = rgb_of(tom_hanks_path)  # 112 × 112 insightface sample
     _, detector, predictor = _dlib_models()
     rects = detector(image, 2)
     if not rects:

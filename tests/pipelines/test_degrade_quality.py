@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -22,16 +21,6 @@ def _photo(name: str) -> np.ndarray:
     path = FACES_DIR / name
     if not path.exists():
         pytest.skip(f"test photo {path} not available")
-    return np.ascontiguousarray(cv2.imread(str(path), cv2.IMREAD_COLOR)[:, :, ::-1])
-
-
-def _tom_hanks() -> np.ndarray:
-    spec = importlib.util.find_spec("insightface")  # located, not imported
-    if spec is None or spec.origin is None:
-        pytest.skip("insightface wheel (for its sample photo) not installed")
-    path = Path(spec.origin).parent / "data" / "images" / "Tom_Hanks_54745.png"
-    if not path.exists():
-        pytest.skip(f"{path} not available")
     return np.ascontiguousarray(cv2.imread(str(path), cv2.IMREAD_COLOR)[:, :, ::-1])
 
 
@@ -118,7 +107,7 @@ def test_estimate_degradation_sees_noise_jpeg_and_low_resolution(face_photo):
                                      "blockiness_ratio"}
 
 
-def test_estimate_degradation_measures_the_given_face(face_photo):
+def test_estimate_degradation_measures_the_given_face(face_photo, tom_hanks_path, rgb_of):
     sharp = face_photo
     blurred = degrade(face_photo, blur_sigma=3.0)
     both = np.ascontiguousarray(np.hstack([sharp, blurred]))  # a sharp face and a blurred one
@@ -130,7 +119,7 @@ def test_estimate_degradation_measures_the_given_face(face_photo):
 
     left, right = estimate_degradation(both, face_at(0)), estimate_degradation(both, face_at(w))
     assert left < 0.4 < 0.8 < right
-    assert estimate_degradation(_tom_hanks()) > estimate_degradation(sharp)  # a 112-px face is soft
+    assert estimate_degradation(rgb_of(tom_hanks_path)) > estimate_degradation(sharp)  # a 112-px face is soft
 
 
 # ---------------------------------------------------------------------------------------- quality
