@@ -1,11 +1,14 @@
 """Behaviour is preserved: the decoded pixels of every tiny preset's generate, swap, age, restore
 and dataset outputs (fixed seeds) hash to the values recorded in ``golden/pixel_hashes.json``.
 
-Float results depend on the libraries and the CPU's kernels, so the record is keyed by a
-numerics fingerprint (library versions + the bytes of a few seeded torch kernels).  On a machine
-whose fingerprint has no record the test skips and says how to record one:
-``python tests/test_pixel_hashes.py --update`` (only when a change is *meant* to alter pixels:
-say which in the commit).
+Float results depend on the libraries and the CPU's kernels, so the record is keyed by
+:func:`facegen.numerics.numerics_fingerprint` (the versions of the libraries that move pixels +
+the bytes of a few seeded torch kernels, at :data:`THREADS` threads).  The locked install
+(``requirements.lock``, what ``scripts/setup.sh`` and CI install) has a record.  Under
+``CI=true`` a fingerprint without a record **fails** (the comparison must run there); elsewhere
+(unlocked versions) it skips and says how to record one:
+``python tests/test_pixel_hashes.py --update`` — only with a lock refresh or a change *meant* to
+alter pixels, in one commit that says which and why.
 """
 
 from __future__ import annotations
@@ -40,22 +43,22 @@ class fixed_threads:
 
 
 def numerics_fingerprint() -> str:
-    import diffusers
-    import torch
-    import transformers
+    from facegen.numerics import numerics_fingerprint as fingerprint
 
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(1, 8, 16, 16, generator=g)
-    w = torch.randn(8, 8, 3, 3, generator=g)
-    q, k, v = (torch.randn(1, 2, 16, 8, generator=g) for _ in range(3))
-    parts = [torch.nn.functional.conv2d(x, w, padding=1), torch.nn.functional.group_norm(x, 4),
-             torch.nn.functional.silu(x) @ x.transpose(-1, -2),
-             torch.nn.functional.scaled_dot_product_attention(q, k, v)]
-    h = hashlib.sha256(f"{torch.__version__}|{diffusers.__version__}|{transformers.__version__}|"
-                       f"{torch.get_num_threads()}".encode())
-    for t in parts:
-        h.update(t.contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    return fingerprint(THREADS)
+
+
+def missing_record(fp: str, records: dict[str, dict[str, str]]) -> None:
+    """No record for ``fp``: a failure under ``CI=true`` (the locked install must be compared),
+    a skip elsewhere; both name the command that records one."""
+    import os
+
+    msg = (f"no pixel record for numerics fingerprint {fp} (recorded: {sorted(records) or 'none'}); "
+           "install the locked versions (bash scripts/setup.sh), or, with a lock refresh or a change meant to "
+           "move pixels, record with: python tests/test_pixel_hashes.py --update")
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(msg, pytrace=False)
+    pytest.skip(msg)
 
 
 def _sha(rgb: np.ndarray) -> str:
@@ -127,11 +130,9 @@ def _load() -> dict[str, dict[str, str]]:
 @pytest.mark.slow
 def test_tiny_outputs_keep_their_pixels():
     records = _load()
-    with fixed_threads():
-        fp = numerics_fingerprint()
+    fp = numerics_fingerprint()
     if fp not in records:
-        pytest.skip(f"no pixel record for numerics fingerprint {fp} (recorded: {sorted(records) or 'none'}); "
-                    "record with: python tests/test_pixel_hashes.py --update")
+        missing_record(fp, records)
     with fixed_threads():
         got = compute_hashes()
     want = records[fp]
@@ -142,8 +143,8 @@ def test_tiny_outputs_keep_their_pixels():
 def _update(compute: Callable[[], dict[str, str]] = compute_hashes) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     records = _load()
+    fp = numerics_fingerprint()
     with fixed_threads():
-        fp = numerics_fingerprint()
         records[fp] = compute()
     GOLDEN.parent.mkdir(parents=True, exist_ok=True)
     GOLDEN.write_text(json.dumps(records, indent=1, sort_keys=True) + "\n", encoding="utf-8")
@@ -154,3 +155,26 @@ if __name__ == "__main__":
     if sys.argv[1:] != ["--update"]:
         sys.exit("usage: python tests/test_pixel_hashes.py --update")
     _update()
+
+
+def test_a_fingerprint_without_a_record_fails_under_ci(monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no pixel record for numerics fingerprint 0000"):
+        missing_record("0000fake00000000", {"652d3e0b780479ca": {}})
+
+
+def test_a_fingerprint_without_a_record_skips_outside_ci(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="python tests/test_pixel_hashes.py --update"):
+        missing_record("0000fake00000000", {})
+
+
+def test_the_fingerprint_names_the_libraries_that_move_pixels(monkeypatch):
+    import facegen.numerics as numerics
+
+    before = numerics.numerics_fingerprint(1)
+    real = numerics.library_versions()
+    monkeypatch.setattr(numerics, "library_versions", lambda: {**real, "opencv-python-headless": "0.0.0"})
+    assert numerics.numerics_fingerprint(1) != before
+    assert numerics.describe_change({"libraries": real}, {"libraries": numerics.library_versions()}) == (
+        f"opencv-python-headless {real['opencv-python-headless']} -> 0.0.0")

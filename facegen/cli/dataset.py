@@ -30,7 +30,7 @@ from facegen.errors import InvalidArgumentError
 #: the flags that set a spec field of the same name (unset flags leave the spec file's value)
 SPEC_FLAGS = ("model", "num_ids", "images_per_id", "seed", "format", "out", "shard_size", "max_cosine",
               "prior", "reject_near", "filter_encoder", "max_attempts", "crops", "engine", "workers",
-              "batch_size", "models_dir", "accept_license")
+              "batch_size", "models_dir", "accept_license", "allow_new_numerics")
 
 
 def add_spec_arguments(p: argparse.ArgumentParser) -> None:
@@ -59,6 +59,9 @@ def add_spec_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per generator call (GPU: one diffusers call, default 32 for SD1.5 / 8 for SDXL; "
                         "CPU: 8, pixels unaffected)")
+    p.add_argument("--allow-new-numerics", action="store_true", default=None,
+                   help="resume a dataset under other library versions or kernels than it was started with "
+                        "(refused otherwise: its images would mix two numerics; the card records it)")
     add_models_options(p, "the preset's weights and encoders")
 
 
@@ -72,7 +75,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         data = DatasetSpec.from_yaml(args.spec, out=getattr(args, "out", None)).to_dict()
     for name in SPEC_FLAGS:
         value = getattr(args, name, None)
-        if value is not None and not (name == "accept_license" and value is False):
+        if value is not None and not (name in ("accept_license", "allow_new_numerics") and value is False):
             data[name] = value
     if getattr(args, "filters", None) is not None:
         data["filters"] = args.filters == "on"

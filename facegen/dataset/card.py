@@ -137,7 +137,8 @@ def dataset_card(root: str | Path, spec: Any = None, summary: Any = None, report
         lines.append(f"- generator: `{spec.model}` (not a registered preset)")
     lines += [
         f"- seeds: run seed {spec.seed}; every image's seed and perturbed embedding derive from (run seed, identity, "
-        "index, attempt), so the dataset regenerates bit for bit on the CPU",
+        "index, attempt), so the dataset regenerates bit for bit on the CPU under the numerics named in "
+        "Provenance (and only there)",
         f"- identities: {spec.num_ids} unit vectors with pairwise cosine ≤ {spec.max_cosine}"
         + (f", drawn from a PCA Gaussian prior fitted to `{Path(spec.prior).name}`" if spec.prior else
            ", isotropic Gaussian"),
@@ -220,6 +221,7 @@ def dataset_card(root: str | Path, spec: Any = None, summary: Any = None, report
 
     lines += ["## Provenance", "",
               f"- facegen {__version__}, spec fingerprint `{summary.fingerprint}` (`spec.yaml` regenerates it)",
+              *_numerics_lines(root / SPEC_FILE),
               "- every PNG is tagged as AI-generated in its metadata (`ai_generated`, IPTC DigitalSourceType "
               "`trainedAlgorithmicMedia`, the preset, seed and dataset fingerprint)", "",
               "## Licence", "",
@@ -227,6 +229,31 @@ def dataset_card(root: str | Path, spec: Any = None, summary: Any = None, report
               + (" Several of these are non-commercial: so is this dataset's use." if licence == "other"
                  and preset is not None and not preset.commercial_use else ""), ""]
     return "\n".join(lines)
+
+
+def _numerics_lines(spec_file: Path) -> list[str]:
+    """What the card says of the numerics the images were made with (``spec.yaml``'s record)."""
+    from facegen.dataset.spec import stored_numerics
+    from facegen.numerics import describe_change
+
+    record = stored_numerics(spec_file) if spec_file.is_file() else []
+    if not record:
+        return ["- numerics: not recorded (a dataset started before facegen recorded them)"]
+    first = record[0]
+    libs = ", ".join(f"{k} {v}" for k, v in sorted((first.get("libraries") or {}).items()) if v != "absent")
+    where = ("on the CPU with " + f"{first.get('threads')} torch thread(s)" if first.get("device") == "cpu"
+             else f"on {first.get('device')}")
+    lines = [f"- numerics: made {where}, numerics fingerprint `{first.get('fingerprint')}`, with {libs}. "
+             + ("Bit-for-bit regeneration holds on the CPU in that environment: install these versions "
+                "(facegen's `requirements.lock`) and the same fingerprint."
+                if first.get("device") == "cpu" else
+                "On a GPU, regeneration is equal up to float rounding; bit for bit only on the same card and versions.")]
+    for before, after in zip(record, record[1:]):
+        lines.append(f"- **resumed under other numerics** ({after.get('allowed_by', '--allow-new-numerics')}): "
+                     f"{describe_change(before, after)} (fingerprint `{after.get('fingerprint')}`): the images "
+                     "made before and after differ in float rounding, so this dataset does not regenerate bit for "
+                     "bit in any one environment")
+    return lines
 
 
 def write_dataset_card(root: str | Path, spec: Any = None, summary: Any = None, report: dict[str, Any] | None = None,

@@ -40,7 +40,7 @@ from facegen.dataset.lock import FolderLock
 from facegen.dataset.shard import (  # noqa: F401 - re-exported
     AlignFn, GenerateFn, RunContext, ShardResult, process_shard)
 from facegen.dataset.spec import DatasetSpec, default_batch_size
-from facegen.dataset.start import check_folder, remove_started, start_folder
+from facegen.dataset.start import check_folder, current_numerics, remove_started, start_folder
 from facegen.dataset.stats import IDENTITIES_FILE, SUMMARY_FILE, Summary, dataset_stats
 from facegen.errors import FacegenError
 
@@ -75,7 +75,8 @@ def run_dataset(spec: DatasetSpec, generate_fn: GenerateFn, engine: str | None =
         from facegen.provenance.credentials import load_identity
 
         signer = load_identity()  # a bad $FACEGEN_C2PA_CERT fails before anything is generated
-    resolved = check_folder(spec)  # every rank checks (and fails alike) before anything is written
+    numerics = current_numerics(spec, generates_on_gpu(generate_fn))
+    resolved = check_folder(spec, numerics)  # every rank checks (and fails alike) before anything is written
     fingerprint = resolved.fingerprint()
     if resolved.is_tiny() and not resolved.filters and spec.filters is None and spread.is_main:
         logger.warning("model '%s' is a tiny preset that cannot draw faces: the face, ID-consistency and "
@@ -86,7 +87,7 @@ def run_dataset(spec: DatasetSpec, generate_fn: GenerateFn, engine: str | None =
     fresh = created = False
     if spread.is_main:
         try:
-            lock, resolved, fresh, created = start_folder(spec, resolved, fingerprint)
+            lock, resolved, fresh, created = start_folder(spec, resolved, fingerprint, numerics)
         except BaseException as exc:
             if not spread.collective:
                 raise

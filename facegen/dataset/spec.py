@@ -42,11 +42,12 @@ SPEC_VERSION = 1
 DEFAULT_PROVENANCE = {"c2pa": True, "watermark": True}
 
 #: fields that never change a pixel or a file name (left out of the fingerprint)
-RUNTIME_FIELDS = frozenset({"out", "engine", "workers", "batch_size", "models_dir", "accept_license"})
+RUNTIME_FIELDS = frozenset({"out", "engine", "workers", "batch_size", "models_dir", "accept_license",
+                            "allow_new_numerics"})
 #: fields whose value is a file: the fingerprint uses the file's sha256, not its path
 FILE_FIELDS = ("prior", "reject_near")
 #: keys facegen adds to a dataset folder's spec.yaml besides the spec fields
-STORED_EXTRAS = frozenset({"fingerprint", "spec_version", "facegen_version", "identities"})
+STORED_EXTRAS = frozenset({"fingerprint", "spec_version", "facegen_version", "identities", "numerics"})
 
 
 @dataclass
@@ -92,6 +93,7 @@ class DatasetSpec:
     batch_size: int | None = None               # None: default_batch_size() for the model and device
     models_dir: str | None = None
     accept_license: bool = False
+    allow_new_numerics: bool = False            # resume under other library versions / kernels (recorded)
 
     def __post_init__(self) -> None:
         for name in ("out", *FILE_FIELDS, "models_dir"):
@@ -329,6 +331,13 @@ def read_stored_extra(path: str | Path, key: str) -> Any:
     """A value facegen recorded in a dataset folder's ``spec.yaml`` beside the spec (None if absent)."""
     data = load_spec_yaml(path)
     return data.get(key) if isinstance(data, dict) else None
+
+
+def stored_numerics(path: str | Path) -> list[dict[str, Any]]:
+    """The numerics (:func:`facegen.numerics.numerics_record` + device) recorded in a dataset's
+    ``spec.yaml``, oldest first ([] when none)."""
+    value = read_stored_extra(path, "numerics")
+    return [e for e in value if isinstance(e, dict)] if isinstance(value, list) else []
 
 
 def _plain(value: Any) -> Any:

@@ -7,6 +7,12 @@ sha256 of ``identities.npy``) and ``identities.npy``.  A rerun compares its spec
 stored one (a different spec is refused) and checks ``identities.npy`` against its record.
 A run that fails before finishing a shard of a folder it started removes what it wrote
 (:func:`remove_started`), so a corrected spec can use the folder.
+
+``spec.yaml`` also records the numerics the images are made with (:mod:`facegen.numerics`:
+library versions, a kernel fingerprint, the CPU thread count, the GPU): a resume under other
+numerics is refused, since the dataset would mix two float roundings, unless the spec's
+``allow_new_numerics`` (``--allow-new-numerics``) is set; the new numerics are then appended
+to the record, and the card says so.
 """
 
 from __future__ import annotations
@@ -24,13 +30,16 @@ from facegen import __version__
 from facegen.dataset import writers as W
 from facegen.dataset.identities import GaussianPrior, load_embeddings, sample_identities
 from facegen.dataset.lock import LOCK_FILE, FolderLock
-from facegen.dataset.spec import SPEC_VERSION, DatasetSpec, read_stored_extra, read_stored_fingerprint
+from facegen.dataset.spec import (
+    SPEC_VERSION, DatasetSpec, read_stored_extra, read_stored_fingerprint, stored_numerics)
+from facegen.dataset.spec_yaml import load_spec_yaml
 from facegen.dataset.card import CARD_FILE
 from facegen.dataset.stats import IDENTITIES_FILE, SPEC_FILE, SUMMARY_FILE
 from facegen.dataset.writers import MANIFEST
 from facegen.io.atomic import remove_stale_temps
 from facegen.provenance.seal import SEAL
 from facegen.errors import FacegenError, InvalidArgumentError
+from facegen.numerics import describe_change, numerics_record
 from facegen.paths import sha256_of
 
 logger = logging.getLogger(__name__)
@@ -52,9 +61,48 @@ def _is_empty(root: Path) -> bool:
     return all(p.name == LOCK_FILE for p in root.iterdir())
 
 
-def check_folder(spec: DatasetSpec) -> DatasetSpec:
-    """Resolve the spec and compare it with the one stored in the folder (read-only); the
-    resolved spec's ``out`` is absolute (workers, Ray actors, may run elsewhere)."""
+def current_numerics(spec: DatasetSpec, on_gpu: bool) -> dict[str, Any]:
+    """The numerics this run makes images with: on the CPU, at the generator's fixed thread
+    count; on a GPU, also the device and CUDA version (its kernels are not fingerprinted)."""
+    import torch
+
+    threads = int(spec.generator.get("cpu_threads", 1)) if not on_gpu else None
+    record = numerics_record(threads if threads is not None else 1)
+    if on_gpu and torch.cuda.is_available():
+        record["device"] = f"{torch.cuda.get_device_name(0)}, CUDA {torch.version.cuda}"
+        record["threads"] = None
+    else:
+        record["device"] = "cpu"
+    return record
+
+
+def _same_numerics(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a.get("fingerprint") == b.get("fingerprint") and a.get("device") == b.get("device")
+
+
+def check_numerics(root: Path, spec: DatasetSpec, numerics: dict[str, Any]) -> None:
+    """Refuse to resume the dataset in ``root`` under numerics it was not made with, unless
+    ``spec.allow_new_numerics``."""
+    record = stored_numerics(root / SPEC_FILE)
+    if not record:
+        logger.warning("%s records no numerics (made before facegen recorded them): resuming without a check", root)
+        return
+    if any(_same_numerics(e, numerics) for e in record) or spec.allow_new_numerics:
+        return
+    last = record[-1]
+    change = describe_change(last, numerics)
+    if last.get("device") != numerics.get("device"):
+        change = f"device {last.get('device')} -> {numerics.get('device')}; " + change
+    raise InvalidArgumentError(
+        f"{root} was made with other numerics ({change}): resuming would mix two float roundings in one dataset; "
+        "install the versions it was made with (facegen's requirements.lock) or rerun with --allow-new-numerics "
+        "(the dataset card records it)")
+
+
+def check_folder(spec: DatasetSpec, numerics: dict[str, Any] | None = None) -> DatasetSpec:
+    """Resolve the spec and compare it with the one stored in the folder (read-only), and the
+    run's ``numerics`` with the recorded ones (:func:`check_numerics`); the resolved spec's
+    ``out`` is absolute (workers, Ray actors, may run elsewhere)."""
     root = Path(spec.out)
     spec_file = root / SPEC_FILE
     if spec_file.is_file():
@@ -65,6 +113,8 @@ def check_folder(spec: DatasetSpec) -> DatasetSpec:
             raise InvalidArgumentError(
                 f"{root} holds a dataset made with a different spec (changed: {', '.join(changed)}); "
                 "use a new output folder, or rerun with the original settings to resume")
+        if numerics is not None:
+            check_numerics(root, resolved, numerics)
     elif root.exists() and (not root.is_dir() or not _is_empty(root)):
         raise InvalidArgumentError(
             f"{root} exists and is not an empty folder or a facegen dataset: choose a new or empty folder")
@@ -100,19 +150,41 @@ def _identities_problem(spec: DatasetSpec, record: Any) -> str | None:
     return None if shape == expected else f"{IDENTITIES_FILE} has shape {shape}, expected {expected}"
 
 
-def _write_start_files(spec: DatasetSpec, fingerprint: str, identities: np.ndarray | None = None) -> None:
+def _append_numerics(spec_file: Path, numerics: dict[str, Any]) -> None:
+    """Record a resume under new numerics (allowed by ``allow_new_numerics``) in ``spec.yaml``."""
+    import yaml
+
+    record = stored_numerics(spec_file)
+    if not record or any(_same_numerics(e, numerics) for e in record):
+        return
+    data = load_spec_yaml(spec_file)
+    data["numerics"] = [*record, {**numerics, "allowed_by": "--allow-new-numerics"}]
+    logger.warning("%s: resuming under new numerics (%s), recorded in %s", spec_file.parent,
+                   describe_change(record[-1], numerics), SPEC_FILE)
+    W.atomic_write_bytes(spec_file, yaml.safe_dump(data, sort_keys=False, default_flow_style=None,
+                                                   allow_unicode=True).encode("utf-8"))
+
+
+def _write_start_files(spec: DatasetSpec, fingerprint: str, identities: np.ndarray | None = None,
+                       numerics: dict[str, Any] | None = None) -> None:
     """``spec.yaml`` then ``identities.npy`` (``identities``: already sampled); on a resume,
-    ``identities.npy`` is checked against its recorded sha256 and sampled again if damaged."""
+    ``identities.npy`` is checked against its recorded sha256 and sampled again if damaged,
+    and new ``numerics`` (allowed by the spec) are appended to the record."""
     root = Path(spec.out)
     root.mkdir(parents=True, exist_ok=True)
     spec_file, ids_file = root / SPEC_FILE, root / IDENTITIES_FILE
     if not spec_file.is_file():
         data = _npy_bytes(identities if identities is not None else identity_vectors(spec))
         record = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-        spec.to_yaml(spec_file, runtime=False, extra={"fingerprint": fingerprint, "spec_version": SPEC_VERSION,
-                                                       "facegen_version": __version__, "identities": record})
+        extra: dict[str, Any] = {"fingerprint": fingerprint, "spec_version": SPEC_VERSION,
+                                 "facegen_version": __version__, "identities": record}
+        if numerics is not None:
+            extra["numerics"] = [numerics]
+        spec.to_yaml(spec_file, runtime=False, extra=extra)
         W.atomic_write_bytes(ids_file, data)
         return
+    if numerics is not None:
+        _append_numerics(spec_file, numerics)
     record = read_stored_extra(spec_file, "identities")
     problem = _identities_problem(spec, record)
     if problem is None:
@@ -125,7 +197,7 @@ def _write_start_files(spec: DatasetSpec, fingerprint: str, identities: np.ndarr
     W.atomic_write_bytes(ids_file, data)
 
 
-def start_folder(spec: DatasetSpec, resolved: DatasetSpec, fingerprint: str
+def start_folder(spec: DatasetSpec, resolved: DatasetSpec, fingerprint: str, numerics: dict[str, Any] | None = None
                  ) -> tuple[FolderLock, DatasetSpec, bool, bool]:
     """Sample a new folder's identities (the last check that can fail on the spec), then create
     the folder, lock it and write the start files.  Returns (lock, resolved spec, whether this
@@ -150,11 +222,11 @@ def start_folder(spec: DatasetSpec, resolved: DatasetSpec, fingerprint: str
     try:
         if fresh and (root / SPEC_FILE).is_file():  # another run started the folder meanwhile
             fresh, identities = False, None                 # (so nothing of it is removed on an error)
-            resolved = check_folder(spec)
+            resolved = check_folder(spec, numerics)
         elif fresh and not _is_empty(root):
             raise InvalidArgumentError(f"{root} is not empty any more (another program writes to it?): "
                                        "choose a new or empty folder")
-        _write_start_files(resolved, fingerprint, identities)
+        _write_start_files(resolved, fingerprint, identities, numerics)
     except BaseException:
         if fresh:
             remove_started(root, lock, created)

@@ -291,6 +291,48 @@ def test_changed_spec_in_the_same_folder_is_refused(tmp_path: Path, reference) -
     run_dataset(_spec(root, num_ids=3), FakeGenerate(), batch_size=2, workers=1, progress=False)
 
 
+def test_a_resume_under_other_numerics_is_refused_unless_allowed(tmp_path: Path, monkeypatch) -> None:
+    import facegen.numerics as numerics
+    from facegen.dataset.card import dataset_card
+    from facegen.dataset.spec import stored_numerics
+
+    root = tmp_path / "ds"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_dataset(_spec(root, batch_size=2), FakeGenerate(fail_after_calls=7), progress=False)
+    made_with = stored_numerics(root / "spec.yaml")
+    assert [e["device"] for e in made_with] == ["cpu"] and made_with[0]["threads"] == 1
+    assert made_with[0]["libraries"]["torch"] == numerics.library_versions()["torch"]
+
+    real = numerics.library_versions()
+    monkeypatch.setattr(numerics, "library_versions", lambda: {**real, "diffusers": "9.9.9"})
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    with pytest.raises(InvalidArgumentError) as err:
+        run_dataset(_spec(root), FakeGenerate(), progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg and f"diffusers {real['diffusers']} -> 9.9.9" in msg and "--allow-new-numerics" in msg
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before   # nothing touched
+
+    run_dataset(_spec(root, allow_new_numerics=True), FakeGenerate(), progress=False)
+    record = stored_numerics(root / "spec.yaml")
+    assert len(record) == 2 and record[1]["libraries"]["diffusers"] == "9.9.9"
+    assert record[1]["allowed_by"] == "--allow-new-numerics"
+    card = (root / "README.md").read_text()
+    assert "resumed under other numerics" in card and f"diffusers {real['diffusers']} -> 9.9.9" in card
+    assert card == dataset_card(root)
+    # the new numerics are recorded: a later resume under them needs no flag
+    run_dataset(_spec(root), FakeGenerate(), progress=False)
+
+
+def test_the_card_names_the_numerics_it_regenerates_under(reference) -> None:
+    from facegen.numerics import numerics_fingerprint
+
+    root, _ = reference
+    card = (root / "README.md").read_text()
+    assert f"numerics fingerprint `{numerics_fingerprint(1)}`" in card
+    assert "bit for bit on the CPU under the numerics named in Provenance" in card
+    assert "resumed under other numerics" not in card
+
+
 def test_foreign_folder_is_refused(tmp_path: Path) -> None:
     (tmp_path / "mine.txt").write_text("hello")
     with pytest.raises(InvalidArgumentError, match="not an empty folder"):
