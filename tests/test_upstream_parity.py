@@ -135,6 +135,19 @@ def upstream_draw_kps(w: int, h: int, kps: np.ndarray) -> np.ndarray:
     return out
 
 
+def test_keypoint_drawing_does_upstreams_float32_arithmetic_on_a_boundary_layout():
+    """insightface gives float32 keypoints and upstream's draw_kps averages them in float32: a
+    limb midpoint a hair under a pixel edge in float64 (52.99999809) is 53.0 in float32, and the
+    limb lands one pixel over.  The drawing must follow upstream there too."""
+    from facegen.adapters.instantid import draw_kps
+
+    kps = np.array([[50.663513, 30.0], [70.0, 30.0], [55.336483, 50.0], [40.0, 80.0], [70.0, 80.0]],
+                   dtype=np.float32)
+    assert int((float(kps[0, 0]) + float(kps[2, 0])) / 2) != int(np.mean(kps[[0, 2], 0]))  # a boundary case
+    ours = np.asarray(draw_kps(128, 112, kps))
+    assert np.array_equal(ours, upstream_draw_kps(128, 112, kps))
+
+
 def test_instantid_reference_layout_draws_upstreams_image(shared_faces, rgb_of):
     from facegen.adapters.base import ConditionRequest
     from facegen.adapters.instantid import InstantIDAdapter
@@ -148,7 +161,7 @@ def test_instantid_reference_layout_draws_upstreams_image(shared_faces, rgb_of):
         w, h, kps, side = adapter.photo_layout((w0, h0), face.kps, None)
         assert (w, h) == upstream_resize_size(w0, h0)
         # upstream detects on the photo resized to (w, h): the keypoints scale with it
-        up_kps = (face.kps + 0.5) * np.array([w / w0, h / h0]) - 0.5
+        up_kps = ((face.kps + 0.5) * np.array([w / w0, h / h0]) - 0.5).astype(np.float32)   # insightface: float32
         np.testing.assert_allclose(kps, up_kps, atol=1e-4)
         req = ConditionRequest(None, None, 5.0, h, w, control_kps=kps, kps_draw_side=side)
         ours = np.asarray(adapter.kps_image(kps, req))
