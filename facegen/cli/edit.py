@@ -127,7 +127,6 @@ def run_age(args: argparse.Namespace) -> int:
                                    "(no age-estimation model is installed)")
     t0 = time.perf_counter()
     pipe = _load(FaceAgingPipeline, args)
-    pipe.check_supported()
     result = pipe(args.image, args.age, from_age=args.from_age, consent=args.consent, gender=args.gender,
                   face=args.face, seed=args.seed, num_inference_steps=args.steps, guidance_scale=args.guidance,
                   progress=not args.no_progress)
