@@ -103,7 +103,8 @@ def run_swap(args: argparse.Namespace) -> int:
         return _write(pipe(args.sources, args.target, consent=args.consent, target_face=args.target_face,
                            references=args.references, seed=args.seed), out, t0, args)
     if args.model is None:
-        raise InvalidArgumentError("the diffusion swap needs --model PRESET (tiny runs offline)")
+        from facegen.models.auxiliary import SWAP_ENGINE_RULE  # noqa: PLC0415
+        raise InvalidArgumentError(f"no --model given ({SWAP_ENGINE_RULE})")
     pipe = _load(FaceSwapPipeline, args)
     result = pipe(args.sources, args.target, consent=args.consent, target_face=args.target_face,
                   references=args.references, strength=args.strength, seed=args.seed,
