@@ -72,15 +72,16 @@ def _write(result: Any, out: Path, t0: float, args: argparse.Namespace) -> int:
 
     save_image(out, result.images[0], metadata={"ai_edited": True, **result.provenance(0)},
                provenance=getattr(args, "provenance", None))
-    sim = result.id_similarity[0]
-    print(f"{out}  seed={result.seeds[0]}  id_similarity={'-' if sim is None else f'{sim:.3f}'}  "
+    from facegen.pipelines.similarity import similarity_text  # noqa: PLC0415
+
+    judge = result.metadata[0].get("id_judge")
+    print(f"{out}  seed={result.seeds[0]}  id_similarity={similarity_text(result.id_similarity[0], judge)}  "
           f"({time.perf_counter() - t0:.1f} s)")
     faces = result.metadata[0].get("faces") or []
     if len(faces) > 1:
         for f in faces:
-            fs = f.get("id_similarity")
             print(f"  face {f['face']} at {[int(v) for v in f['bbox']]}: seeds={f['seeds']}  "
-                  f"id_similarity={'-' if fs is None else f'{fs:.3f}'}")
+                  f"id_similarity={similarity_text(f.get('id_similarity'), judge)}")
     return 0
 
 

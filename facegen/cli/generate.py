@@ -233,9 +233,10 @@ def run_generate(args: argparse.Namespace) -> int:
         writer.close()
     t2 = time.perf_counter()
     logger.info("loaded %s in %.1f s; generated %d images in %.1f s", args.model, t1 - t0, len(result), t2 - t1)
+    from facegen.pipelines.similarity import similarity_text  # noqa: PLC0415
     for rec in writer.records:
-        sim = rec.get("id_similarity")
-        print(f"{out_dir / rec['file']}  seed={rec['seed']}  id_similarity={'-' if sim is None else f'{sim:.3f}'}")
+        sim = similarity_text(rec.get("id_similarity"), rec.get("id_judge"))
+        print(f"{out_dir / rec['file']}  seed={rec['seed']}  id_similarity={sim}")
         for line in people_lines(rec):                  # --people: one line per person
             print(line)
     return 0

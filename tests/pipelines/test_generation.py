@@ -213,6 +213,8 @@ def test_cli_generate_tiny_twice_identical(tom_hanks_path, tmp_path):
     proc = _cli("generate", "--model", "tiny", "--id", str(tom_hanks_path), "--num-images", "2", "--seed", "7",
                 "--steps", "2", "--out", str(a), "--no-progress")
     assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()   # tiny draws noise: the judge finds no face, and says so
+    assert len(lines) == 2 and all(ln.endswith("id_similarity=n/a (no face found in the result)") for ln in lines), lines
     assert main(["generate", "--model", "tiny", "--id", str(tom_hanks_path), "--num-images", "2", "--seed", "7",
                  "--steps", "2", "--out", str(b), "--no-progress"]) == 0
     for name in ("0000.png", "0001.png"):
@@ -248,3 +250,11 @@ def test_default_fast_path_keeps_the_pixels(pipes, name):
     assert np.abs(a - b).max() <= 2
     mse = ((a - b) ** 2).mean()
     assert mse == 0 or 10 * np.log10(255 ** 2 / mse) >= 40
+
+
+def test_a_missing_similarity_says_why():
+    from facegen.pipelines.similarity import similarity_text
+
+    assert similarity_text(0.51234, "dlib-resnet-v1") == "0.512"
+    assert similarity_text(None, "dlib-resnet-v1") == "n/a (no face found in the result)"
+    assert similarity_text(None, None).startswith("n/a (not measured")
