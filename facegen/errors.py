@@ -37,6 +37,7 @@ class ModelNotFoundError(FacegenError):
         self.what = what
         self.files = list(files)
         self.folder = str(folder) if folder is not None else None
+        self.hint = hint
         msg = f"{what}: model files not found"
         if self.files:
             msg += f": {', '.join(self.files)}"

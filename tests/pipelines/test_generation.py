@@ -236,6 +236,11 @@ def test_cli_real_preset_missing_weights_exit_2(tom_hanks_path, tmp_path, monkey
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and err[-1].startswith("error: preset 'faceid-sd15': model files not found")
     assert "h94/IP-Adapter-FaceID/ip-adapter-faceid_sd15.bin" in err[-1] and "Traceback" not in "".join(err)
+    # everything the preset needs, from the source doctor reads: its encoder's network and detector too
+    from facegen.cli.doctor import doctor_report
+
+    encoder_missing = doctor_report(str(tmp_path))["encoders"]["buffalo_l-w600k-r50"]["missing"]
+    assert encoder_missing and all(f in err[-1] for f in encoder_missing), (encoder_missing, err[-1])
     assert not (tmp_path / "o").exists()
 
 
