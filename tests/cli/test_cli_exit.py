@@ -100,3 +100,17 @@ def test_an_interrupted_dataset_run_says_rerunning_resumes(monkeypatch, capfd, t
     assert main(["dataset", "--model", "tiny", "--num-ids", "2", "--out", str(tmp_path / "ds")]) == 130
     (line,) = _error_lines(capfd.readouterr().err)
     assert line.startswith("error: interrupted") and "rerun the same command to resume" in line
+
+
+def test_a_missing_package_names_the_interpreter_and_the_set_up_venv(tmp_path, monkeypatch):
+    """'python app.py' outside the venv: the package may well be installed, in ./.venv; say which
+    Python could not import it and which one to run (it only said pip install)."""
+    from facegen.errors import MissingDependencyError
+
+    monkeypatch.chdir(tmp_path)
+    msg = str(MissingDependencyError("gradio", "app", "the web demo"))
+    assert sys.executable in msg and "pip install 'facegen[app]'" in msg and "run .venv" not in msg
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").write_text("")
+    msg = str(MissingDependencyError("gradio", "app", "the web demo"))
+    assert "run .venv/bin/python" in msg and "\n" not in msg
