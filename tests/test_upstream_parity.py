@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from facegen.id.embedding import IDEmbedding
-from facegen.models.registry import PRESETS, get_preset, list_presets, tiny_twin
+from facegen.models.registry import PRESETS, TINY_PIXEL_MULTIPLE, get_preset, list_presets, tiny_twin
 from facegen.pipelines.generation import IDGenerationPipeline
 
 
@@ -182,7 +182,7 @@ def test_tiny_instantid_takes_the_photos_layout_and_portrait_keeps_todays(tom_ha
         return seen[-1]
     pipe.adapter.condition = spy  # type: ignore[method-assign]
     ref = pipe(id_images=[tom_hanks_path], seed=2, progress=False, measure_similarity=False)
-    w, h = resize_img_size(rgb.shape[1], rgb.shape[0], 80, 64, 16)
+    w, h = resize_img_size(rgb.shape[1], rgb.shape[0], 80, 64, TINY_PIXEL_MULTIPLE)
     assert ref.images[0].size == (w, h) and ref.metadata[0]["face_layout"] == "reference"
     assert seen[-1]["image"][0].size == (w, h)
     portrait = pipe(id_images=[tom_hanks_path], seed=2, progress=False, face_layout="portrait",
@@ -193,6 +193,17 @@ def test_tiny_instantid_takes_the_photos_layout_and_portrait_keeps_todays(tom_ha
     no_photo = pipe(id_embeds=[face], seed=2, progress=False, measure_similarity=False)
     assert portrait.images[0].size == (64, 64)
     assert np.array_equal(pixels(portrait), pixels(no_photo))   # embeddings alone: the portrait layout
+
+
+def test_tiny_instantid_layout_keeps_the_photos_aspect_within_rounding():
+    """A 1480x832 photo (aspect 1.78) came out 80x32 (2.5) with the tiny layout's 16-px step;
+    the exact height at width 80 is 45: the tiny rule stays within one size step (8) of it."""
+    from facegen.adapters.instantid import resize_img_size
+
+    for w0, h0 in ((1480, 832), (1126, 661), (320, 240), (874, 1200), (832, 1480)):
+        w, h = resize_img_size(w0, h0, *get_preset("tiny-instantid").defaults.reference_resize)
+        assert w % 8 == 0 and h % 8 == 0
+        assert abs(min(w, h) - max(w, h) * min(w0, h0) / max(w0, h0)) < 8, (w0, h0, w, h)
 
 
 def test_face_layout_is_refused_by_presets_without_keypoints():
