@@ -37,6 +37,7 @@ class ModelNotFoundError(FacegenError):
         self.what = what
         self.files = list(files)
         self.folder = str(folder) if folder is not None else None
+        self.hint = hint
         msg = f"{what}: model files not found"
         if self.files:
             msg += f": {', '.join(self.files)}"
@@ -63,9 +64,15 @@ class MissingDependencyError(FacegenError):
     """An optional package is needed for this feature."""
 
     def __init__(self, package: str, extra: str | None = None, feature: str = "") -> None:
+        import sys  # noqa: PLC0415
+
         where = f"pip install 'facegen[{extra}]'" if extra else f"pip install {package}"
         what = f" for {feature}" if feature else ""
-        super().__init__(f"the optional package '{package}' is needed{what}: {where}")
+        msg = f"the optional package '{package}' is needed{what} and this Python ({sys.executable}) cannot import it"
+        venv = Path(".venv")
+        if (venv / "bin" / "python").is_file() and Path(sys.prefix).resolve() != venv.resolve():
+            msg += "; run .venv/bin/python (the environment scripts/setup.sh made) instead, or"   # not activated
+        super().__init__(f"{msg}: {where}")
 
 
 class InvalidArgumentError(FacegenError, ValueError):

@@ -24,3 +24,17 @@ def test_quickstart_notebook_runs(tmp_path, tom_hanks_path, monkeypatch):
     text = "".join(o.get("text", "") for o in outputs)
     assert "reproduced alone" in text and "True facegen" in text
     assert (tmp_path / "quickstart-out" / "0001.png").is_file()
+
+
+def test_the_notebooks_output_folder_is_ignored_by_git():
+    """`jupyter execute notebooks/quickstart.ipynb` (the README's command) writes quickstart-out/
+    beside the notebook or in the folder it runs from: it must not show up as untracked."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    for path in ("notebooks/quickstart-out/0000.png", "quickstart-out/0000.png"):
+        proc = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO, check=False)
+        assert proc.returncode == 0, f"{path} is not ignored"
+    assert "jupyter execute notebooks/quickstart.ipynb" in (REPO / "README.md").read_text(encoding="utf-8")

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from facegen.id.embedding import IDEmbedding
-from facegen.models.registry import PRESETS, get_preset, list_presets, tiny_twin
+from facegen.models.registry import PRESETS, TINY_PIXEL_MULTIPLE, get_preset, list_presets, tiny_twin
 from facegen.pipelines.generation import IDGenerationPipeline
 
 
@@ -135,6 +135,19 @@ def upstream_draw_kps(w: int, h: int, kps: np.ndarray) -> np.ndarray:
     return out
 
 
+def test_keypoint_drawing_does_upstreams_float32_arithmetic_on_a_boundary_layout():
+    """insightface gives float32 keypoints and upstream's draw_kps averages them in float32: a
+    limb midpoint a hair under a pixel edge in float64 (52.99999809) is 53.0 in float32, and the
+    limb lands one pixel over.  The drawing must follow upstream there too."""
+    from facegen.adapters.instantid import draw_kps
+
+    kps = np.array([[50.663513, 30.0], [70.0, 30.0], [55.336483, 50.0], [40.0, 80.0], [70.0, 80.0]],
+                   dtype=np.float32)
+    assert int((float(kps[0, 0]) + float(kps[2, 0])) / 2) != int(np.mean(kps[[0, 2], 0]))  # a boundary case
+    ours = np.asarray(draw_kps(128, 112, kps))
+    assert np.array_equal(ours, upstream_draw_kps(128, 112, kps))
+
+
 def test_instantid_reference_layout_draws_upstreams_image(shared_faces, rgb_of):
     from facegen.adapters.base import ConditionRequest
     from facegen.adapters.instantid import InstantIDAdapter
@@ -148,7 +161,7 @@ def test_instantid_reference_layout_draws_upstreams_image(shared_faces, rgb_of):
         w, h, kps, side = adapter.photo_layout((w0, h0), face.kps, None)
         assert (w, h) == upstream_resize_size(w0, h0)
         # upstream detects on the photo resized to (w, h): the keypoints scale with it
-        up_kps = (face.kps + 0.5) * np.array([w / w0, h / h0]) - 0.5
+        up_kps = ((face.kps + 0.5) * np.array([w / w0, h / h0]) - 0.5).astype(np.float32)   # insightface: float32
         np.testing.assert_allclose(kps, up_kps, atol=1e-4)
         req = ConditionRequest(None, None, 5.0, h, w, control_kps=kps, kps_draw_side=side)
         ours = np.asarray(adapter.kps_image(kps, req))
@@ -169,7 +182,7 @@ def test_tiny_instantid_takes_the_photos_layout_and_portrait_keeps_todays(tom_ha
         return seen[-1]
     pipe.adapter.condition = spy  # type: ignore[method-assign]
     ref = pipe(id_images=[tom_hanks_path], seed=2, progress=False, measure_similarity=False)
-    w, h = resize_img_size(rgb.shape[1], rgb.shape[0], 80, 64, 16)
+    w, h = resize_img_size(rgb.shape[1], rgb.shape[0], 80, 64, TINY_PIXEL_MULTIPLE)
     assert ref.images[0].size == (w, h) and ref.metadata[0]["face_layout"] == "reference"
     assert seen[-1]["image"][0].size == (w, h)
     portrait = pipe(id_images=[tom_hanks_path], seed=2, progress=False, face_layout="portrait",
@@ -180,6 +193,17 @@ def test_tiny_instantid_takes_the_photos_layout_and_portrait_keeps_todays(tom_ha
     no_photo = pipe(id_embeds=[face], seed=2, progress=False, measure_similarity=False)
     assert portrait.images[0].size == (64, 64)
     assert np.array_equal(pixels(portrait), pixels(no_photo))   # embeddings alone: the portrait layout
+
+
+def test_tiny_instantid_layout_keeps_the_photos_aspect_within_rounding():
+    """A 1480x832 photo (aspect 1.78) came out 80x32 (2.5) with the tiny layout's 16-px step;
+    the exact height at width 80 is 45: the tiny rule stays within one size step (8) of it."""
+    from facegen.adapters.instantid import resize_img_size
+
+    for w0, h0 in ((1480, 832), (1126, 661), (320, 240), (874, 1200), (832, 1480)):
+        w, h = resize_img_size(w0, h0, *get_preset("tiny-instantid").defaults.reference_resize)
+        assert w % 8 == 0 and h % 8 == 0
+        assert abs(min(w, h) - max(w, h) * min(w0, h0) / max(w0, h0)) < 8, (w0, h0, w, h)
 
 
 def test_face_layout_is_refused_by_presets_without_keypoints():

@@ -47,11 +47,11 @@ def draw_kps(width: int, height: int, kps: np.ndarray, stick_width: int = 4, rad
     import cv2
     from PIL import Image
 
-    kps = np.asarray(kps, dtype=np.float64).reshape(5, 2)
+    kps = np.asarray(kps, dtype=np.float32).reshape(5, 2)   # float32 maths as upstream (insightface kps)
     canvas = np.zeros((height, width, 3), dtype=np.uint8)
     for a, b in KPS_LIMBS:
         (xa, ya), (xb, yb) = kps[a], kps[b]
-        length = math.hypot(xa - xb, ya - yb)
+        length = ((xa - xb) ** 2 + (ya - yb) ** 2) ** 0.5
         angle = math.degrees(math.atan2(ya - yb, xa - xb))
         centre = (int((xa + xb) / 2), int((ya + yb) / 2))
         poly = cv2.ellipse2Poly(centre, (int(length / 2), stick_width), int(angle), 0, 360, 1)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from facegen.io import save_image
+from facegen.pipelines.similarity import similarity_text
 
 logger = logging.getLogger(__name__)
 
@@ -27,15 +28,11 @@ class SavedResult:
 
     def caption(self) -> str:
         seed = "?" if self.seed is None else str(self.seed)
-        return f"seed {seed} · ID similarity {format_similarity(self.id_similarity)} · {self.preset}"
+        return f"seed {seed} · ID similarity {similarity_text(self.id_similarity)} · {self.preset}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"file": self.path.name, "seed": self.seed, "id_similarity": self.id_similarity,
                 "preset": self.preset}
-
-
-def format_similarity(value: float | None) -> str:
-    return "n/a (no face found in the result)" if value is None else f"{value:.3f}"
 
 
 def _item(seq: Sequence[Any] | None, i: int) -> Any:
@@ -96,7 +93,7 @@ def results_markdown(results: Sequence[SavedResult], reference: str = "the refer
     rows = [f"| # | seed | ID similarity to {reference} | preset |", "|---|---|---|---|"]
     for i, r in enumerate(results):
         rows.append(f"| {i} | {r.seed if r.seed is not None else '?'} | "
-                    f"{format_similarity(r.id_similarity)} | `{r.preset}` |")
+                    f"{similarity_text(r.id_similarity)} | `{r.preset}` |")
     return "\n".join(rows)
 
 

@@ -61,14 +61,16 @@ def setup_logging(verbose: int, quiet: bool = False) -> None:
 def run_command(func: Callable[[argparse.Namespace], Any], args: argparse.Namespace, debug: bool = False) -> int:
     """Run a command under the exit policy: its code (0 when it returns None); 2 and one
     ``error:`` line for a user mistake; 1 and one line (plus the traceback when ``debug``)
-    for anything else; 130 when interrupted; 0 on a closed pipe (``facegen ... | head``)."""
+    for anything else; 130 when interrupted (with the command's ``on_interrupt`` hint, e.g. how to
+    resume); 0 on a closed pipe (``facegen ... | head``)."""
     try:
         return int(func(args) or 0)
     except FacegenError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        hint = getattr(args, "on_interrupt", None)      # a command that resumes says how
+        print("error: interrupted" + (f" ({hint})" if hint else ""), file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0

@@ -119,7 +119,7 @@ def add_parser(sub: Any) -> None:
                    help="norm of identity vectors for presets that take raw vectors (InstantID)")
     add_device_options(p, dtype=False)
     add_progress_option(p)
-    p.set_defaults(func=run_dataset_cmd)
+    p.set_defaults(func=run_dataset_cmd, on_interrupt="rerun the same command to resume: finished shards are kept")
 
     p = sub.add_parser("dataset-stats", help="summary of an existing dataset folder")
     p.add_argument("dir", metavar="DIR")

@@ -60,12 +60,8 @@ def doctor_report(models_dir: str | None = None) -> dict[str, Any]:
             except FacegenError as exc:
                 encoders[name] = {"ready": False, "missing": str(exc)}
             continue
-        missing = [f.relpath for f in spec.files if f.locate(root) is None]
-        if spec.detector_pack:
-            from facegen.faces.insightface_backend import PACK_DETECTORS  # noqa: PLC0415
-            det = f"{spec.detector_pack}/{PACK_DETECTORS.get(spec.detector_pack, 'scrfd_*.onnx')}"
-            if not (root / det).is_file():
-                missing.append(det)
+        from facegen.id.encoders import missing_files  # noqa: PLC0415
+        missing = missing_files(spec, root)
         encoders[name] = {"ready": not missing, "missing": missing, "licence": spec.licence,
                           "notes": spec.notes}
     from facegen.models.auxiliary import auxiliary_status  # noqa: PLC0415

@@ -72,15 +72,16 @@ def _write(result: Any, out: Path, t0: float, args: argparse.Namespace) -> int:
 
     save_image(out, result.images[0], metadata={"ai_edited": True, **result.provenance(0)},
                provenance=getattr(args, "provenance", None))
-    sim = result.id_similarity[0]
-    print(f"{out}  seed={result.seeds[0]}  id_similarity={'-' if sim is None else f'{sim:.3f}'}  "
+    from facegen.pipelines.similarity import similarity_text  # noqa: PLC0415
+
+    judge = result.metadata[0].get("id_judge")
+    print(f"{out}  seed={result.seeds[0]}  id_similarity={similarity_text(result.id_similarity[0], judge)}  "
           f"({time.perf_counter() - t0:.1f} s)")
     faces = result.metadata[0].get("faces") or []
     if len(faces) > 1:
         for f in faces:
-            fs = f.get("id_similarity")
             print(f"  face {f['face']} at {[int(v) for v in f['bbox']]}: seeds={f['seeds']}  "
-                  f"id_similarity={'-' if fs is None else f'{fs:.3f}'}")
+                  f"id_similarity={similarity_text(f.get('id_similarity'), judge)}")
     return 0
 
 
@@ -103,7 +104,8 @@ def run_swap(args: argparse.Namespace) -> int:
         return _write(pipe(args.sources, args.target, consent=args.consent, target_face=args.target_face,
                            references=args.references, seed=args.seed), out, t0, args)
     if args.model is None:
-        raise InvalidArgumentError("the diffusion swap needs --model PRESET (tiny runs offline)")
+        from facegen.models.auxiliary import SWAP_ENGINE_RULE  # noqa: PLC0415
+        raise InvalidArgumentError(f"no --model given ({SWAP_ENGINE_RULE})")
     pipe = _load(FaceSwapPipeline, args)
     result = pipe(args.sources, args.target, consent=args.consent, target_face=args.target_face,
                   references=args.references, strength=args.strength, seed=args.seed,
@@ -127,7 +129,6 @@ def run_age(args: argparse.Namespace) -> int:
                                    "(no age-estimation model is installed)")
     t0 = time.perf_counter()
     pipe = _load(FaceAgingPipeline, args)
-    pipe.check_supported()
     result = pipe(args.image, args.age, from_age=args.from_age, consent=args.consent, gender=args.gender,
                   face=args.face, seed=args.seed, num_inference_steps=args.steps, guidance_scale=args.guidance,
                   progress=not args.no_progress)

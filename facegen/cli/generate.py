@@ -154,7 +154,8 @@ def check_out_dir(out_dir: Path, id_args: list[str], ids: list[Path], overwrite:
 class ImageWriter:
     """Writes each image as it is made (atomically) and appends its ``metadata.jsonl`` line
     (strict JSON, flushed), so an interrupted run keeps every finished image, listed.
-    ``ids``: the reference files (photos or saved embeddings), recorded and never removed."""
+    ``ids``: the reference files (photos or saved embeddings), recorded by name (no folder: no
+    path of the user's machine is written) and never removed."""
 
     def __init__(self, out_dir: Path, ids: list[Path], previous: list[str], provenance: Any = None) -> None:
         self.out_dir, self.ids, self.previous, self.provenance = out_dir, ids, previous, provenance
@@ -175,7 +176,7 @@ class ImageWriter:
         save_image(self.out_dir / name, image, metadata=meta, provenance=self.provenance)
         written = read_metadata(self.out_dir / name)["metadata"].get("provenance", {})
         record = json_safe({"file": name, "ai_generated": True, **meta, "provenance": written,
-                            "references": [str(p) for p in self.ids]})
+                            "references": [p.name for p in self.ids]})     # names, never paths
         line = (json.dumps(record, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
         os.write(self._fd, line)
         os.fsync(self._fd)
@@ -233,9 +234,10 @@ def run_generate(args: argparse.Namespace) -> int:
         writer.close()
     t2 = time.perf_counter()
     logger.info("loaded %s in %.1f s; generated %d images in %.1f s", args.model, t1 - t0, len(result), t2 - t1)
+    from facegen.pipelines.similarity import similarity_text  # noqa: PLC0415
     for rec in writer.records:
-        sim = rec.get("id_similarity")
-        print(f"{out_dir / rec['file']}  seed={rec['seed']}  id_similarity={'-' if sim is None else f'{sim:.3f}'}")
+        sim = similarity_text(rec.get("id_similarity"), rec.get("id_judge"))
+        print(f"{out_dir / rec['file']}  seed={rec['seed']}  id_similarity={sim}")
         for line in people_lines(rec):                  # --people: one line per person
             print(line)
     return 0

@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import signal
+import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -18,6 +21,9 @@ from facegen.app.limits import DEFAULT_MAX_BODY, DEFAULT_MAX_UPLOAD_TOTAL, DEFAU
 from facegen.cli.options import add_device_options, add_models_options
 
 logger = logging.getLogger("facegen.serve")
+
+#: seconds a job still running when the app stops is given to finish before the process exits
+STOP_GRACE_S = 5.0
 
 
 def add_serve_options(p: argparse.ArgumentParser) -> None:
@@ -68,6 +74,8 @@ def run_serve(args: argparse.Namespace) -> int:
                     device=args.device, work_dir=args.work_dir, preload=args.preload,
                     max_images=args.max_images)
     work = app.facegen_context.work_dir
+    before = set(threading.enumerate())
+    stopped = False
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM,) if hasattr(signal, "SIGTERM")}
     for sig in previous:        # SIGTERM stops the app like Ctrl-C: the cleanup below runs
         signal.signal(sig, _interrupt)
@@ -78,20 +86,52 @@ def run_serve(args: argparse.Namespace) -> int:
                                        retention_s=args.retention)
         print(f"facegen web demo ready at {url} (started in {time.perf_counter() - t0:.1f} s)"
               + (f"; public link {share_url}" if share_url else ""), flush=True)
-        app.block_thread()
+        while app.is_running:                # until Ctrl-C or SIGTERM (gradio's block_thread would
+            time.sleep(0.1)                  # print its own "Keyboard interruption" message)
     except KeyboardInterrupt:
-        pass
+        stopped = True
     finally:
+        print("facegen web demo stopping: deleting uploads and results", flush=True)
         janitor = getattr(app, "facegen_janitor", None)
         if janitor is not None:
             janitor.stop()
         try:
-            app.close()
+            app.close(verbose=False)
         finally:
             remove_user_files(work)          # users' uploads and results do not outlive the app
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            _stop_running_jobs(before, work)
+    if stopped:          # Ctrl-C / SIGTERM: the cleanup is done; native libraries' teardown at
+        _exit_now(0)     # interpreter exit held the process ~5 s more
     return 0
+
+
+def _exit_now(code: int) -> None:
+    """Leave at once after the app's cleanup: the exit handlers run, then no native teardown."""
+    import atexit  # noqa: PLC0415
+
+    atexit._run_exitfuncs()                  # e.g. the default work folder's removal
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _stop_running_jobs(before: set[threading.Thread], work: Any) -> None:
+    """Give a job still running (a worker thread the app started) :data:`STOP_GRACE_S` to finish;
+    then leave without it, its files deleted (the interpreter would wait for it to the end)."""
+    from facegen.app.context import remove_user_files  # noqa: PLC0415
+
+    deadline = time.monotonic() + STOP_GRACE_S
+    for t in set(threading.enumerate()) - before:
+        if not t.daemon and t is not threading.current_thread():
+            t.join(max(0.0, deadline - time.monotonic()))
+    if any(t.is_alive() and not t.daemon for t in set(threading.enumerate()) - before):
+        print(f"facegen web demo: a running job did not finish within {STOP_GRACE_S:.0f} s; stopped with the app",
+              flush=True)
+        remove_user_files(work)
+        _exit_now(0)
 
 
 def _interrupt(signum: int, frame: Any) -> None:

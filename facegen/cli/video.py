@@ -107,7 +107,8 @@ def run_video(args: argparse.Namespace, command: str, path: str) -> int:
     check_inputs_readable(photos)
     prov = provenance_from_args(args)
     if args.model is None:
-        raise InvalidArgumentError("the diffusion swap needs --model PRESET (tiny runs offline)")
+        from facegen.models.auxiliary import SWAP_ENGINE_RULE  # noqa: PLC0415
+        raise InvalidArgumentError(f"no --model given ({SWAP_ENGINE_RULE})")
     t0 = time.perf_counter()
     job = _job(args, command)
     settings = VideoSettings(encode=EncodeSettings(crf=args.crf, preset=args.x264_preset),

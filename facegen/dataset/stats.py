@@ -55,6 +55,8 @@ class Summary:
     max_inter_similarity: float | None = None
     identity_max_cosine: float | None = None
     fingerprint: str = ""
+    #: why the similarities are missing (None when measured)
+    similarity_note: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -77,9 +79,10 @@ class Summary:
             (f"  identities {self.num_ids} x {self.images_per_id} images: {self.accepted}/{self.expected} written, "
              f"{self.dropped} dropped; shards {self.shards_done}/{self.shards} done{skipped}"),
             f"  filters {judge}; rejected {self.rejected} ({reasons})",
-            (f"  similarity ({self.judge or 'no judge'}): mean intra-identity {f(self.mean_intra_similarity)}, "
-             f"max inter-identity {f(self.max_inter_similarity)}; identity vectors max cosine "
-             f"{f(self.identity_max_cosine)}"),
+            ((f"  similarity ({self.judge}): mean intra-identity {f(self.mean_intra_similarity)}, "
+              f"max inter-identity {f(self.max_inter_similarity)}" if self.similarity_note is None
+              else f"  similarity not measured ({self.similarity_note})")
+             + f"; identity vectors max cosine {f(self.identity_max_cosine)}"),
         ]
         if self.seconds is not None:
             lines.append(f"  time {self.seconds:.1f}s, {f(self.images_per_second, 2)} images/s")
@@ -207,9 +210,8 @@ def dataset_stats(root: str | Path, embed_fn: Callable[[np.ndarray], Any] | None
 
     labels = np.array(labels_list, dtype=np.int64)
     vectors: np.ndarray | None = None
-    if labels.size and have_all_embeddings and emb_blocks:
-        vectors = np.concatenate(emb_blocks)
-    elif records and embed_fn is not None:
+    note = "no images" if not labels.size else "no embeddings stored by the run; --measure embeds the images"
+    if records and embed_fn is not None:         # --measure: embed the images now, whatever the run stored
         from tqdm.auto import tqdm
 
         from facegen.io import load_image
@@ -224,9 +226,15 @@ def dataset_stats(root: str | Path, embed_fn: Callable[[np.ndarray], Any] | None
         dim = next((r.shape[0] for r in rows if r is not None), 0)
         if dim:
             vectors = np.stack([r if r is not None else np.full(dim, np.nan, np.float32) for r in rows])
+        else:
+            judge = getattr(embed_fn, "encoder", None) or "the judge"
+            note = f"{judge} found no face in any of the {len(rows)} images"
+    elif labels.size and have_all_embeddings and emb_blocks:
+        vectors = np.concatenate(emb_blocks)
     if vectors is not None and judge is not None:
-        summary.judge = judge
         summary.mean_intra_similarity, summary.max_inter_similarity = separation(labels, vectors, _metric_of(judge))
+        note = None
+    summary.judge, summary.similarity_note = judge, note
 
     ids_file = root / IDENTITIES_FILE
     if ids_file.is_file() and spec.num_ids <= _MAX_IDS_FOR_PAIRWISE:

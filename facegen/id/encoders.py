@@ -60,6 +60,26 @@ class DlibEncoder:
                                     dtype=np.float32) for c in crops])
 
 
+def _named(f: Any) -> str:
+    return f.relpath + (f" (or {', '.join(f.alternatives)})" if f.alternatives else "")
+
+
+def missing_files(spec: EncoderSpec, models_dir: str | Path | None = None) -> list[str]:
+    """The files under the models folder the entry still needs: its network and its detector
+    pack's detector (what ``facegen doctor`` and a preset's missing-weights message list).  The
+    dlib entry's files come with its package: none."""
+    if spec.backend == "dlib":
+        return []
+    root = default_models_dir(models_dir)
+    missing = [_named(f) for f in spec.files if f.locate(root) is None]
+    if spec.detector_pack:
+        from facegen.faces.insightface_backend import PACK_DETECTORS  # noqa: PLC0415
+        det = f"{spec.detector_pack}/{PACK_DETECTORS.get(spec.detector_pack, 'scrfd_*.onnx')}"
+        if not (root / det).is_file():
+            missing.append(det)
+    return missing
+
+
 def network_file(spec: EncoderSpec, models_dir: str | Path | None, accept_license: bool) -> Path:
     """The entry's network file: its licence accepted, found in the models folder (every missing
     file named, with where to get it) and its sha256 checked where the registry pins one."""
@@ -67,8 +87,7 @@ def network_file(spec: EncoderSpec, models_dir: str | Path | None, accept_licens
         require_licence(f"encoder '{spec.name}'", spec.licence, accept_license)
     root = default_models_dir(models_dir)
     paths = [f.locate(root) for f in spec.files]
-    missing = [f.relpath + (f" (or {', '.join(f.alternatives)})" if f.alternatives else "")
-               for f, p in zip(spec.files, paths) if p is None]
+    missing = [_named(f) for f, p in zip(spec.files, paths) if p is None]
     if missing:
         sources = [f.url for f in spec.files if f.url]
         raise ModelNotFoundError(f"encoder '{spec.name}'", missing, root,

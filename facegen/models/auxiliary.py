@@ -126,16 +126,19 @@ def _insightface_pack(name: str, detector: str, recognition: str, used_for: str)
 register_auxiliary(_insightface_pack("antelopev2", "scrfd_10g_bnkps.onnx", "glintr100.onnx", "InstantID, Arc2Face"))
 register_auxiliary(_insightface_pack("buffalo_l", "det_10g.onnx", "w600k_r50.onnx", "IP-Adapter-FaceID, inswapper"))
 
+#: the one statement of which swap engine needs what (the missing-weights message and the CLI say it)
+SWAP_ENGINE_RULE = ("facegen swap: --engine diffusion (the default) needs --model PRESET (tiny runs offline); "
+                    "--engine inswapper needs inswapper_128.onnx and the buffalo_l pack, no preset")
+
 register_auxiliary(AuxiliaryWeights(
     name="inswapper_128",
-    purpose="fast GAN face swap (facegen swap without --model)",
+    purpose="fast GAN face swap (facegen swap --engine inswapper)",
     files=(WeightFile("inswapper_128.onnx", alternatives=("inswapper/inswapper_128.onnx",), role="swapper"),),
     licence=licence_text("inswapper-nc"),
     commercial_use=commercial_use("inswapper-nc"),
     template="arcface128",
     encoder="buffalo_l-w600k-r50",
-    hint="it also needs the buffalo_l pack (det_10g.onnx, w600k_r50.onnx); "
-         "without it use the diffusion swap (--model PRESET)",
+    hint=f"it also needs the buffalo_l pack (det_10g.onnx, w600k_r50.onnx) ({SWAP_ENGINE_RULE})",
 ))
 
 register_auxiliary(AuxiliaryWeights(

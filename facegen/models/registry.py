@@ -287,7 +287,8 @@ TINY_ENCODER = "dlib-resnet-v1"
 TINY_ID_DIM = 128
 TINY_SIZE = 64            # output side of every tiny preset
 TINY_STEPS = 4            # at most this many steps (fewer when the twin takes fewer)
-TINY_PIXEL_MULTIPLE = 16  # the tiny reference layout's rounding (upstream's 64 does not scale below 16)
+TINY_PIXEL_MULTIPLE = 8   # the tiny reference layout's size step: the pipelines' own (multiple of 8), so a photo keeps
+#                            its aspect within 8 px (16 made a 1480x832 photo 80x32; upstream's 64 does not scale down)
 _TINY_NOTE = ("random weights for tests and demos: outputs are noise-like images, not faces; "
               "the ID contract is the offline dlib descriptor so it runs on any machine")
 

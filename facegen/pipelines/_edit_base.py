@@ -79,7 +79,7 @@ class FaceEditPipeline:
     seeds_per_face: ClassVar[int] = 1
 
     def __init__(self, generator: IDGenerationPipeline) -> None:
-        generator.adapter.check_editable(generator.preset.name)
+        self.check_capabilities(generator.adapter, generator.preset.name)
         self.gen = generator
         self._inpaint: Any = None
         self._judge: Any = None
@@ -90,9 +90,16 @@ class FaceEditPipeline:
         from facegen.adapters.registry import adapter_class  # noqa: PLC0415
         from facegen.models.registry import get_preset  # noqa: PLC0415
 
-        adapter_class(get_preset(name).family).check_editable(name)
+        cls.check_capabilities(adapter_class(get_preset(name).family), name)   # before any weight loads
         return cls(IDGenerationPipeline.from_preset(name, models_dir=models_dir, device=device, dtype=dtype,
                                                     accept_license=accept_license))
+
+    @classmethod
+    def check_capabilities(cls, adapter: Any, preset_name: str) -> None:
+        """Refuse, in one line, a preset this job cannot run, from its adapter's capabilities (class
+        data: the adapter class is enough, so :meth:`from_preset` asks before any weight loads).
+        Every route (CLI, app, video, Python) builds the job through here."""
+        adapter.check_editable(preset_name)
 
     @property
     def preset(self):  # noqa: ANN201

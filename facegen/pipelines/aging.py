@@ -49,10 +49,12 @@ class FaceAgingPipeline(FaceEditPipeline):
     task = "age"
     seeds_per_face = 2
 
-    def check_supported(self) -> None:
-        if not self.gen.adapter.supports_prompt:
+    @classmethod
+    def check_capabilities(cls, adapter: Any, preset_name: str) -> None:
+        super().check_capabilities(adapter, preset_name)
+        if not adapter.supports_prompt:
             raise InvalidArgumentError(
-                f"preset '{self.preset.name}' ({self.preset.family}) takes no text, so it cannot be told a target "
+                f"preset '{preset_name}' ({adapter.family}) takes no text, so it cannot be told a target "
                 "age; aging needs a text-capable preset: faceid-sd15, faceid-sdxl (or tiny-faceid offline)")
 
     def __call__(self, image: ImageInput, target_age: int, *, from_age: int | None = None,
@@ -63,7 +65,6 @@ class FaceAgingPipeline(FaceEditPipeline):
                  callback: Any = None) -> PipelineOutput:
         # 1. check inputs
         require_consent(consent, "aging")
-        self.check_supported()
         if not 0 <= int(target_age) <= 110:
             raise InvalidArgumentError(f"target age must be in 0..110, got {target_age}")
         if from_age is None:

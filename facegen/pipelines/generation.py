@@ -36,7 +36,7 @@ import numpy as np
 from facegen import __version__, limits
 from facegen.adapters.base import IDAdapter, Sample
 from facegen.adapters.registry import adapter_for
-from facegen.errors import InvalidArgumentError
+from facegen.errors import InvalidArgumentError, ModelNotFoundError
 from facegen.id.embedding import IDEmbedding, mean_embedding
 from facegen.models.registry import Preset, get_preset
 from facegen.models.resolve import resolve_preset
@@ -94,7 +94,16 @@ class IDGenerationPipeline:
         dt = resolve_dtype(dtype if dtype is not None or dev.type != "cuda" else adapter.cuda_dtype, dev)
         if dev.type == "cpu" and dt == torch.float16:
             raise InvalidArgumentError("float16 is not supported on CPU; use dtype='fp32' or 'bf16'")
-        resolved = resolve_preset(preset, models_dir, download=download)
+        try:
+            resolved = resolve_preset(preset, models_dir, download=download)
+        except ModelNotFoundError as exc:      # name everything the preset needs: its encoder's files too
+            from facegen.id.encoders import missing_files
+            from facegen.id.registry import get_encoder_spec
+            extra = missing_files(get_encoder_spec(adapter.encoder), models_dir)
+            if not extra:
+                raise
+            raise ModelNotFoundError(exc.what, exc.files + [f"{f} (encoder {adapter.encoder})" for f in extra],
+                                     exc.folder, exc.hint) from None
         logger.info("loading preset '%s' (%s) from %s", preset.name, preset.family, resolved.root)
         from facegen.models.loading import model_file_errors
         with model_file_errors(resolved.root, f"preset '{preset.name}' cannot be loaded from this folder"):

@@ -24,6 +24,16 @@ logger = logging.getLogger(__name__)
 Scorer = Callable[[Sequence[Any]], list[float | None]]
 
 
+def similarity_text(value: float | None, judge: str | None = "") -> str:
+    """An ID similarity as a person reads it: the figure, or why there is none (``judge``: the
+    judge's name as recorded, ``None`` when no judge could run; the default: one ran)."""
+    if value is not None:
+        return f"{value:.3f}"
+    if judge is None:
+        return "n/a (not measured: no ID judge ran for this output)"
+    return "n/a (no face found in the result)"
+
+
 def unmeasured(images: Sequence[Any]) -> list[float | None]:
     return [None] * len(images)
 

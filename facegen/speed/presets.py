@@ -52,7 +52,7 @@ class FastPreset:
     ID-similarity cost (mean cosine to the source identity, independent encoder) with the speed.
 
     ``requires`` names weights the caller loads first (``'lcm-lora'``: LCM-LoRA for the base
-    model via ``pipe.load_lora_weights``; ``'tiny-vae'``: an ``AutoencoderTiny`` (TAESD/TAESDXL)).
+    model via ``pipe.load_lora_weights(..., adapter_name='lcm')``; ``'tiny-vae'``: an ``AutoencoderTiny`` (TAESD/TAESDXL)).
     """
 
     name: str
@@ -94,9 +94,12 @@ def get_fast_preset(name: str | FastPreset) -> FastPreset:
         raise InvalidArgumentError(f"unknown fast preset {name!r}; choose one of {', '.join(FAST_PRESETS)}") from None
 
 
-def _has_lora(pipe: Any) -> bool:
+def _has_lcm_lora(pipe: Any) -> bool:
+    """Whether an LCM-LoRA is loaded: a LoRA adapter whose name says ``lcm`` (as the arc2face-lcm
+    preset and diffusers' LCM-LoRA guide name it).  Any other LoRA — FaceID's own ``faceid_0``,
+    a style LoRA — is not one: LCM's 4 steps at guidance 1 without it ruin the images."""
     unet = getattr(pipe, "unet", None)
-    return bool(getattr(unet, "peft_config", None))
+    return any("lcm" in str(name).lower() for name in (getattr(unet, "peft_config", None) or {}))
 
 
 def apply_preset(pipe: Any, preset: str | FastPreset, *, tiny_vae: torch.nn.Module | None = None,
@@ -110,10 +113,10 @@ def apply_preset(pipe: Any, preset: str | FastPreset, *, tiny_vae: torch.nn.Modu
         logger.warning("fast preset %r changes the pixels (%s); report its ID-similarity cost", p.name, p.description)
     kwargs: dict[str, Any] = {}
     if p.scheduler == "lcm":
-        if not _has_lora(pipe):
+        if not _has_lcm_lora(pipe):
             raise InvalidArgumentError(
                 f"preset {p.name!r} needs the LCM-LoRA of the base model loaded first "
-                "(pipe.load_lora_weights(<lcm-lora-sdv1-5 or lcm-lora-sdxl>); pipe.fuse_lora())")
+                "(pipe.load_lora_weights(<lcm-lora-sdv1-5 or lcm-lora-sdxl>, adapter_name='lcm'))")
         from diffusers import LCMScheduler
 
         pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)

@@ -254,7 +254,6 @@ class AgeJob(VideoJob):
                  pass2_strength: float = 0.3) -> None:
         from facegen.pipelines.aging import age_prompt, aging_strength  # noqa: PLC0415
         super().__init__(pipe, target_face, None)
-        pipe.check_supported()
         if from_age is None:
             raise InvalidArgumentError("the current age is needed: give --from-age N "
                                        "(no age-estimation model is installed)")

@@ -98,6 +98,20 @@ class _TrackState:
     sims: list[float] = field(default_factory=list)
 
 
+#: frames timed (after the first, which carries the warm-up) for the run's one-line estimate
+ESTIMATE_FRAMES = 3
+
+
+def estimate_line(seconds_per_frame: float, frames_left: int, fps: float) -> str | None:
+    """The one line said before a long video job (a minute or more left): the measured speed and
+    the time the remaining frames will take at it; None for a short one."""
+    left = seconds_per_frame * frames_left
+    if left < 60:
+        return None
+    return (f"video: {seconds_per_frame:.1f} s per frame here ({seconds_per_frame * fps / 60:.1f} min per second "
+            f"of footage): about {left / 60:.0f} min for the {frames_left} frames left")
+
+
 def _file_id(src: Any) -> Any:
     if isinstance(src, (str, os.PathLike)) and Path(src).is_file():
         st = Path(src).stat()
@@ -159,7 +173,8 @@ class VideoEditPipeline:
         timings = dict.fromkeys(("decode", "detect_track", "edit", "measure", "encode", "watermark"), 0.0)
         seg = done
         writer = None
-        t = time.perf_counter()
+        first = self.count                              # frames done before this run (a resume)
+        t = t_est = time.perf_counter()
         # 3. frame by frame
         for frame in frames:
             timings["decode"] += time.perf_counter() - t
@@ -187,6 +202,11 @@ class VideoEditPipeline:
             if bar is not None:
                 bar.update(1)
             t = time.perf_counter()
+            if self.count == first + 1:                 # time the frames after the first (model warm-up)
+                t_est = t
+            elif self.count == first + 1 + ESTIMATE_FRAMES and (line := estimate_line(
+                    (t - t_est) / ESTIMATE_FRAMES, est - self.count, float(info.fps))):
+                logger.warning(line)
         if writer is not None:
             writer.close()
             store.commit(seg, *self._state())

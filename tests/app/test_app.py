@@ -385,13 +385,18 @@ def test_app_py_starts_offline_quickly(tmp_path):
         uploads = [p for p in (tmp_path / "work").rglob("*") if p.is_file()]
         assert uploads                                      # the upload is on disk while the app runs
     finally:
+        t_stop = time.perf_counter()
         proc.terminate()                                    # SIGTERM, as a service manager stops it
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+        stopped = time.perf_counter() - t_stop
     left = [p for p in (tmp_path / "work").rglob("*") if p.is_file()]
     assert not left, left                                   # users' uploads do not outlive the app
+    said = proc.stdout.read()
+    assert "facegen web demo stopping" in said and "Keyboard interruption" not in said, said
+    assert stopped < 10, f"SIGTERM took {stopped:.1f} s"   # prompt (0.3 s idle; it took 5-26 s after gradio's stop)
 
 
 # ---------------------------------------------------------------- hostile requests (issue 17)

@@ -77,3 +77,40 @@ def test_python_dash_m_facegen_keeps_the_policy():
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert _error_lines(proc.stderr) == [
         "error: one of the arguments --id --id-embeds --people is required (see 'facegen generate --help')"]
+
+
+def test_both_swap_engines_state_one_rule(capfd, tmp_path, tom_hanks_path):
+    """'swap' without --model and 'swap --engine inswapper' without its weights say the same rule."""
+    from facegen.models.auxiliary import SWAP_ENGINE_RULE
+
+    base = ["swap", "--source", str(tom_hanks_path), "--target", str(tom_hanks_path),
+            "--out", str(tmp_path / "o.png"), "--consent"]
+    assert main(base) == 2
+    no_model = capfd.readouterr().err
+    assert main(base + ["--engine", "inswapper", "--models-dir", str(tmp_path), "--accept-license"]) == 2
+    no_weights = capfd.readouterr().err
+    for err in (no_model, no_weights):
+        assert SWAP_ENGINE_RULE in err and "without --model" not in err and len(_error_lines(err)) == 1, err
+
+
+def test_an_interrupted_dataset_run_says_rerunning_resumes(monkeypatch, capfd, tmp_path):
+    from facegen.cli import dataset
+
+    monkeypatch.setattr(dataset, "run_dataset_cmd", _raise(KeyboardInterrupt()))
+    assert main(["dataset", "--model", "tiny", "--num-ids", "2", "--out", str(tmp_path / "ds")]) == 130
+    (line,) = _error_lines(capfd.readouterr().err)
+    assert line.startswith("error: interrupted") and "rerun the same command to resume" in line
+
+
+def test_a_missing_package_names_the_interpreter_and_the_set_up_venv(tmp_path, monkeypatch):
+    """'python app.py' outside the venv: the package may well be installed, in ./.venv; say which
+    Python could not import it and which one to run (it only said pip install)."""
+    from facegen.errors import MissingDependencyError
+
+    monkeypatch.chdir(tmp_path)
+    msg = str(MissingDependencyError("gradio", "app", "the web demo"))
+    assert sys.executable in msg and "pip install 'facegen[app]'" in msg and "run .venv" not in msg
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").write_text("")
+    msg = str(MissingDependencyError("gradio", "app", "the web demo"))
+    assert "run .venv/bin/python" in msg and "\n" not in msg

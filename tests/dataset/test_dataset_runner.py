@@ -351,6 +351,23 @@ def test_dataset_stats_matches_the_run(reference) -> None:
     assert -1 <= judged.max_inter_similarity <= 1 and judged.mean_intra_similarity > 0.9
 
 
+class _NoFaceJudge:
+    encoder = "dlib-resnet-v1"
+
+    def __call__(self, rgb: np.ndarray) -> None:
+        return None                                  # what the judge finds in the tiny presets' noise
+
+
+def test_dataset_stats_measure_measures_or_says_why_not(reference) -> None:
+    """--measure printed what plain dataset-stats prints ('no judge'): it says what it tried."""
+    root, _ = reference
+    plain = dataset_stats(root).format_text()
+    assert "not measured (no embeddings stored by the run; --measure embeds the images)" in plain
+    measured = dataset_stats(root, embed_fn=_NoFaceJudge())
+    assert measured.judge == "dlib-resnet-v1" and measured.mean_intra_similarity is None
+    assert "dlib-resnet-v1 found no face in any of the 24 images" in measured.format_text()
+
+
 # ---------------------------------------------------------------------- generator hook
 def _fake_factory(preset: str, **kwargs) -> FakeGenerate:
     _fake_factory.built += 1

@@ -173,3 +173,24 @@ def test_instantid_swap_feeds_identitynet_the_target_keypoints_and_face_tokens(t
     drawing = cond[0].abs().sum(0)
     for x, y in transform_points(face.kps, fc.M) * size / pipe.crop_size:   # drawn at the target's points
         assert drawing[int(round(y)), int(round(x))] > 0
+
+
+@pytest.mark.parametrize("job, preset, says", [("aging", "tiny", "takes no text"),
+                                               ("aging", "tiny-infiniteyou", "cannot run the edit jobs"),
+                                               ("swap", "tiny-infiniteyou", "cannot run the edit jobs"),
+                                               ("restoration", "tiny-infiniteyou", "cannot run the edit jobs")])
+def test_edit_jobs_refuse_a_preset_from_its_capabilities_before_any_weight_loads(monkeypatch, job, preset, says):
+    """The refusal comes from the preset's capability data, not from a loaded model (aging used to
+    load tiny for seconds before saying Arc2Face takes no text); the video jobs build through here."""
+    import importlib
+
+    from facegen.pipelines.generation import IDGenerationPipeline
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a model was loaded before the capability check")
+
+    monkeypatch.setattr(IDGenerationPipeline, "from_preset", no_loading)
+    module = importlib.import_module(f"facegen.pipelines.{job}")
+    cls = {"aging": "FaceAgingPipeline", "swap": "FaceSwapPipeline", "restoration": "FaceRestorationPipeline"}[job]
+    with pytest.raises(InvalidArgumentError, match=says):
+        getattr(module, cls).from_preset(preset)

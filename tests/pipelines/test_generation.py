@@ -213,6 +213,8 @@ def test_cli_generate_tiny_twice_identical(tom_hanks_path, tmp_path):
     proc = _cli("generate", "--model", "tiny", "--id", str(tom_hanks_path), "--num-images", "2", "--seed", "7",
                 "--steps", "2", "--out", str(a), "--no-progress")
     assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()   # tiny draws noise: the judge finds no face, and says so
+    assert len(lines) == 2 and all(ln.endswith("id_similarity=n/a (no face found in the result)") for ln in lines), lines
     assert main(["generate", "--model", "tiny", "--id", str(tom_hanks_path), "--num-images", "2", "--seed", "7",
                  "--steps", "2", "--out", str(b), "--no-progress"]) == 0
     for name in ("0000.png", "0001.png"):
@@ -234,6 +236,11 @@ def test_cli_real_preset_missing_weights_exit_2(tom_hanks_path, tmp_path, monkey
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and err[-1].startswith("error: preset 'faceid-sd15': model files not found")
     assert "h94/IP-Adapter-FaceID/ip-adapter-faceid_sd15.bin" in err[-1] and "Traceback" not in "".join(err)
+    # everything the preset needs, from the source doctor reads: its encoder's network and detector too
+    from facegen.cli.doctor import doctor_report
+
+    encoder_missing = doctor_report(str(tmp_path))["encoders"]["buffalo_l-w600k-r50"]["missing"]
+    assert encoder_missing and all(f in err[-1] for f in encoder_missing), (encoder_missing, err[-1])
     assert not (tmp_path / "o").exists()
 
 
@@ -248,3 +255,11 @@ def test_default_fast_path_keeps_the_pixels(pipes, name):
     assert np.abs(a - b).max() <= 2
     mse = ((a - b) ** 2).mean()
     assert mse == 0 or 10 * np.log10(255 ** 2 / mse) >= 40
+
+
+def test_a_missing_similarity_says_why():
+    from facegen.pipelines.similarity import similarity_text
+
+    assert similarity_text(0.51234, "dlib-resnet-v1") == "0.512"
+    assert similarity_text(None, "dlib-resnet-v1") == "n/a (no face found in the result)"
+    assert similarity_text(None, None).startswith("n/a (not measured")

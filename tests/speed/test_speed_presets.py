@@ -61,3 +61,19 @@ def test_tiny_vae_preset_swaps_the_decoder(reference):
     apply_preset(pipe, "tiny-vae", tiny_vae=tiny)
     assert pipe.vae is tiny
     assert run(pipe, [0]).shape == (1, 64, 64, 3)
+
+
+def test_lcm_preset_wants_the_lcm_lora_not_any_lora(reference):
+    """FaceID's own LoRA (``faceid_0``) is no LCM-LoRA: lcm-4step on it would switch to 4 LCM
+    steps at guidance 1 with no LCM weights (ruined images), so it is refused; a LoRA loaded
+    under an ``lcm`` adapter name is the one it needs."""
+    from peft import LoraConfig
+
+    config = LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+    pipe = clone_pipeline(reference)
+    pipe.unet.add_adapter(config, adapter_name="faceid_0")
+    with pytest.raises(InvalidArgumentError, match="LCM-LoRA"):
+        apply_preset(pipe, "lcm-4step")
+    pipe.unet.add_adapter(config, adapter_name="lcm")
+    assert apply_preset(pipe, "lcm-4step")["num_inference_steps"] == 4
+    assert type(pipe.scheduler).__name__ == "LCMScheduler"

@@ -174,3 +174,11 @@ def test_one_euro_smooths_jitter_and_follows_a_move():
     g = OneEuro()
     moved = [g(np.array([0.0 if t < 10 else 5.0]), t / 25) for t in range(60)]
     assert abs(moved[-1][0] - 5.0) < 0.05
+
+
+def test_a_long_video_job_says_how_long_it_will_take():
+    from facegen.video.pipeline import estimate_line
+
+    line = estimate_line(1.6, 600, 25.0)          # the tiny preset's CPU speed, 24 s of 25 fps footage
+    assert line == "video: 1.6 s per frame here (0.7 min per second of footage): about 16 min for the 600 frames left"
+    assert estimate_line(1.6, 30, 25.0) is None    # under a minute: nothing to say
