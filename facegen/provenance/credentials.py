@@ -214,12 +214,17 @@ def _file_lock(folder: Path):  # noqa: ANN202 - context manager
     except ImportError:  # Windows: the thread lock only
         yield
         return
-    with open(folder / ".lock", "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+    from facegen.io.files import open_lock_file  # noqa: PLC0415 - facegen.io imports this package
+
+    fd = open_lock_file(folder / ".lock", error=CredentialsError)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def _write_private(path: Path, data: bytes, mode: int) -> None:
