@@ -129,6 +129,16 @@ def _read_capped(fh: BinaryIO, cap: int, env: str, name: str, error: ErrorType) 
     return data
 
 
+def check_size(fh: BinaryIO, name: str, *, cap: int | None = None, env: str = MAX_FILE_BYTES_ENV,
+               error: ErrorType = BadFileError) -> int:
+    """The size of the open file ``fh``, if within ``cap`` (default ``$FACEGEN_MAX_FILE_BYTES``)."""
+    cap = cap if cap is not None else max_file_bytes()
+    size = os.fstat(fh.fileno()).st_size
+    if size > cap:
+        raise error(f"{name}: {size:,} bytes is too large ({_cap_text(cap, env)})")
+    return size
+
+
 def read_bytes(path: str | os.PathLike[str], *, what: str = "file", max_bytes: int | None = None,
                text: bool = True, follow_links: bool = True, within: str | os.PathLike[str] | None = None,
                error: ErrorType = BadFileError) -> bytes:
