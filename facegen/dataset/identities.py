@@ -53,13 +53,10 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
 
 def load_embeddings(path: str | Path) -> np.ndarray:
     """Read a ``.npy`` file of real embeddings, shape ``(m, dim)``, as float32."""
+    from facegen.io.files import load_npy  # noqa: PLC0415
+
     p = Path(path)
-    if not p.is_file():
-        raise InvalidArgumentError(f"embedding file not found: {p}")
-    try:
-        x = np.load(p, allow_pickle=False)
-    except ValueError as exc:
-        raise InvalidArgumentError(f"{p} is not a plain .npy array of embeddings: {exc}") from None
+    x = load_npy(p, what="embedding file", error=InvalidArgumentError)   # never pickles, header checked first
     if x.ndim != 2 or x.shape[0] == 0 or not np.issubdtype(x.dtype, np.number):
         raise InvalidArgumentError(f"{p} must hold a numeric (m, dim) array of embeddings, got shape {x.shape}")
     return np.asarray(x, dtype=np.float32)

@@ -27,8 +27,6 @@ import numpy as np
 from facegen.errors import InvalidArgumentError
 from facegen.id.embedding import IDEmbedding, check_same_encoder
 
-#: a saved identity is a few KB; anything this large is not one
-MAX_FILE_BYTES = 16 * 2**20
 KIND = "facegen identity embeddings"
 
 
@@ -45,55 +43,26 @@ def save_id_embeds(path: str | os.PathLike[str], embeddings: Sequence[IDEmbeddin
     from facegen import __version__  # noqa: PLC0415
     from facegen.io import _atomic_write  # noqa: PLC0415 - the one fsync'd atomic writer
 
-    p = Path(path)
-    if p.suffix.lower() != ".npy":
-        raise InvalidArgumentError(f"{p}: saved embeddings are an .npy file (its encoder goes in "
-                                   f"{sidecar_of(p).name} beside it)")
-    if not embeddings:
-        raise InvalidArgumentError(f"{p}: no embeddings to save")
-    encoder = check_same_encoder(embeddings)
-    vectors = np.stack([e.vector for e in embeddings]).astype(np.float32)
-    buf = io.BytesIO()
-    np.save(buf, vectors, allow_pickle=False)
-    meta = {"kind": KIND, "encoder": encoder, "dim": int(vectors.shape[-1]), "count": len(embeddings),
-            "names": [p.stem] * len(embeddings), "sources": list(sources or []), "facegen": __version__}
-    side = sidecar_of(p)
-    _atomic_write(p, lambda fh: fh.write(buf.getvalue()))
-    _atomic_write(side, lambda fh: fh.write((json.dumps(meta, indent=2) + "\n").encode("utf-8")))
-    return p, side
-
-
-def load_id_embeds(path: str | os.PathLike[str]) -> list[IDEmbedding]:
-    """The embeddings saved in ``path`` (one per row) with the encoder its sidecar names.
-    Every problem is an :class:`InvalidArgumentError` naming the file and what to do."""
-    from facegen.id.registry import get_encoder_spec  # noqa: PLC0415
+    from facegen.io.files import Opt, load_npy, read_json  # noqa: PLC0415
 
     p = Path(path)
     if p.suffix.lower() != ".npy":
         raise InvalidArgumentError(f"{p}: give a saved embedding (.npy with its .json), as "
                                    "'facegen embed PHOTO --save FILE.npy' writes")
-    if not p.is_file():
-        raise InvalidArgumentError(f"{p}: no such file" if not p.exists() else f"{p} is not a regular file")
-    if p.stat().st_size > MAX_FILE_BYTES:
-        raise InvalidArgumentError(f"{p} is {p.stat().st_size} bytes: too large for saved embeddings")
-    try:
-        x = np.load(p, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InvalidArgumentError(f"{p} is not a plain .npy array: {exc}") from None
+    # regular files only, under a cap, header checked before any allocation (facegen.io.files)
+    x = load_npy(p, what="--id-embeds", error=InvalidArgumentError)
     if x.ndim not in (1, 2) or x.size == 0 or not np.issubdtype(x.dtype, np.number):
         raise InvalidArgumentError(f"{p}: expected a numeric (dim,) or (n, dim) array, got {x.dtype} {x.shape}")
     if not np.all(np.isfinite(x)):
         raise InvalidArgumentError(f"{p} holds NaN or infinite values")
     side = sidecar_of(p)
-    if not side.is_file():
+    if not side.exists() and not side.is_symlink():
         raise InvalidArgumentError(f"{p} has no {side.name} beside it naming its encoder; save embeddings "
                                    f"with 'facegen embed PHOTO --save {p.name}'")
-    try:
-        meta = json.loads(side.read_text(encoding="utf-8"))
-    except (ValueError, OSError) as exc:
-        raise InvalidArgumentError(f"{side} is not readable JSON: {exc}") from None
-    encoder = meta.get("encoder") if isinstance(meta, dict) else None
-    if not isinstance(encoder, str) or not encoder:
+    meta = read_json(side, what="--id-embeds sidecar", error=InvalidArgumentError,
+                     schema={"encoder": str, "names": Opt([str]), "sources": Opt([str])})
+    encoder = meta["encoder"]
+    if not encoder:
         raise InvalidArgumentError(f"{side} does not name the encoder of {p.name} ({{\"encoder\": NAME}})")
     try:
         spec = get_encoder_spec(encoder)

@@ -58,8 +58,9 @@ def max_file_bytes() -> int:
     return env_limit(MAX_FILE_BYTES_ENV, DEFAULT_MAX_FILE_BYTES)
 
 
-def _cap_text(cap: int, env: str) -> str:
-    return f"the limit is {cap:,} bytes, set by {env}"
+def _cap_text(cap: int, env: str | None) -> str:
+    """How a limit is described: the environment variable is named only when it set the cap."""
+    return f"the limit is {cap:,} bytes, set by {env}" if env else f"the limit is {cap:,} bytes"
 
 
 # --------------------------------------------------------------------------- opening
@@ -119,7 +120,7 @@ def open_file(path: str | os.PathLike[str], *, what: str = "file", follow_links:
         raise
 
 
-def _read_capped(fh: BinaryIO, cap: int, env: str, name: str, error: ErrorType) -> bytes:
+def _read_capped(fh: BinaryIO, cap: int, env: str | None, name: str, error: ErrorType) -> bytes:
     size = os.fstat(fh.fileno()).st_size
     if size > cap:
         raise error(f"{name}: {size:,} bytes is too large ({_cap_text(cap, env)})")
@@ -129,9 +130,9 @@ def _read_capped(fh: BinaryIO, cap: int, env: str, name: str, error: ErrorType) 
     return data
 
 
-def check_size(fh: BinaryIO, name: str, *, cap: int | None = None, env: str = MAX_FILE_BYTES_ENV,
-               error: ErrorType = BadFileError) -> int:
+def check_size(fh: BinaryIO, name: str, *, cap: int | None = None, error: ErrorType = BadFileError) -> int:
     """The size of the open file ``fh``, if within ``cap`` (default ``$FACEGEN_MAX_FILE_BYTES``)."""
+    env = None if cap is not None else MAX_FILE_BYTES_ENV
     cap = cap if cap is not None else max_file_bytes()
     size = os.fstat(fh.fileno()).st_size
     if size > cap:
@@ -144,7 +145,7 @@ def read_bytes(path: str | os.PathLike[str], *, what: str = "file", max_bytes: i
                error: ErrorType = BadFileError) -> bytes:
     """The bytes of a regular file, at most ``max_bytes`` (default: ``$FACEGEN_MAX_JSON_BYTES``
     when ``text``, else ``$FACEGEN_MAX_FILE_BYTES``)."""
-    env = MAX_JSON_BYTES_ENV if text else MAX_FILE_BYTES_ENV
+    env = None if max_bytes is not None else (MAX_JSON_BYTES_ENV if text else MAX_FILE_BYTES_ENV)
     cap = max_bytes if max_bytes is not None else (max_json_bytes() if text else max_file_bytes())
     with open_file(path, what=what, follow_links=follow_links, within=within, error=error) as fh:
         try:
@@ -275,9 +276,10 @@ def parse_json(data: bytes | str, *, name: str = "JSON", schema: Any = Any, erro
                max_bytes: int | None = None) -> Any:
     """Strict JSON from ``data``: at most ``max_bytes`` (``$FACEGEN_MAX_JSON_BYTES``), nested at
     most :data:`MAX_JSON_DEPTH` deep, with ``schema``'s shape (:func:`check_shape`)."""
+    env = None if max_bytes is not None else MAX_JSON_BYTES_ENV
     cap = max_bytes if max_bytes is not None else max_json_bytes()
     if len(data) > cap:
-        raise error(f"{name}: {len(data):,} bytes of JSON is too large ({_cap_text(cap, MAX_JSON_BYTES_ENV)})")
+        raise error(f"{name}: {len(data):,} bytes of JSON is too large ({_cap_text(cap, env)})")
     if isinstance(data, (bytes, bytearray)):
         try:
             data = bytes(data).decode("utf-8-sig")
@@ -303,7 +305,8 @@ def read_json(path: str | os.PathLike[str], *, what: str = "JSON file", schema: 
 
 # --------------------------------------------------------------------------- arrays
 
-_NPY_KINDS = "biuf"          # bool, signed, unsigned, float: what an embedding file can hold
+#: bool, signed, unsigned, float, fixed-width text and bytes: never objects, never complex numbers
+_NPY_KINDS = "biufUS"
 
 
 def _npy_header(fh: BinaryIO, name: str, error: ErrorType) -> tuple[tuple[int, ...], bool, np.dtype]:
@@ -319,11 +322,13 @@ def _npy_header(fh: BinaryIO, name: str, error: ErrorType) -> tuple[tuple[int, .
     except (ValueError, OSError, EOFError, SyntaxError, TypeError) as exc:
         raise error(f"{name}: not a plain .npy array ({' '.join(str(exc).split())[:100]})") from None
     if dtype.hasobject or dtype.kind not in _NPY_KINDS or dtype.fields is not None or dtype.subdtype:
-        raise error(f"{name}: holds {dtype} values; only plain numbers are read (never Python objects)")
+        raise error(f"{name}: holds {dtype} values; only plain real numbers and text are read "
+                    "(never Python objects)")
     return tuple(int(s) for s in shape), bool(fortran), dtype
 
 
-def _array_from(fh: BinaryIO, available: int, name: str, cap: int, error: ErrorType) -> np.ndarray:
+def _array_from(fh: BinaryIO, available: int, name: str, cap: int, error: ErrorType,
+                env: str | None = MAX_FILE_BYTES_ENV) -> np.ndarray:
     shape, fortran, dtype = _npy_header(fh, name, error)
     count = 1
     for s in shape:
@@ -331,7 +336,7 @@ def _array_from(fh: BinaryIO, available: int, name: str, cap: int, error: ErrorT
     need = count * dtype.itemsize
     if need > cap:
         raise error(f"{name}: the header declares a {shape} {dtype} array ({need:,} bytes); "
-                    f"{_cap_text(cap, MAX_FILE_BYTES_ENV)}")
+                    f"{_cap_text(cap, env)}")
     left = available - fh.tell()
     if need > left:
         raise error(f"{name}: the header declares {need:,} bytes of data but the file holds {max(left, 0):,} "
@@ -348,18 +353,19 @@ def load_npy(path: str | os.PathLike[str], *, what: str = "array", error: ErrorT
              max_bytes: int | None = None, **kwargs: Any) -> np.ndarray:
     """A plain numeric ``.npy`` array (see the module docstring): never pickles, never allocates
     more than the file holds or ``$FACEGEN_MAX_FILE_BYTES``."""
+    env = None if max_bytes is not None else MAX_FILE_BYTES_ENV
     cap = max_bytes if max_bytes is not None else max_file_bytes()
     name = f"{what} {path}"
     with open_file(path, what=what, error=error, **kwargs) as fh:
         size = os.fstat(fh.fileno()).st_size
         try:
-            return _array_from(fh, size, name, cap, error)
+            return _array_from(fh, size, name, cap, error, env)
         except OSError as exc:
             raise error(f"{name}: cannot read: {exc.strerror or exc}") from None
 
 
 def read_zip_member(zf: zipfile.ZipFile, member: str, *, name: str, cap: int,
-                    env: str = MAX_FILE_BYTES_ENV, error: ErrorType = BadFileError) -> bytes:
+                    env: str | None = MAX_FILE_BYTES_ENV, error: ErrorType = BadFileError) -> bytes:
     """One member of an open zip, inflated to at most ``cap`` bytes (the declared size is not
     trusted: inflation stops at the cap)."""
     try:
@@ -390,26 +396,25 @@ def load_npz(path: str | os.PathLike[str], *, what: str = "arrays", error: Error
              max_bytes: int | None = None, **kwargs: Any) -> dict[str, np.ndarray]:
     """The arrays of a plain ``.npz`` (see :func:`load_npy`); the total inflated size is bounded by
     ``$FACEGEN_MAX_FILE_BYTES`` before anything is inflated, and again while inflating."""
+    env = None if max_bytes is not None else MAX_FILE_BYTES_ENV
     cap = max_bytes if max_bytes is not None else max_file_bytes()
     name = f"{what} {path}"
     out: dict[str, np.ndarray] = {}
     with open_file(path, what=what, error=error, **kwargs) as fh:
-        if os.fstat(fh.fileno()).st_size > cap:
-            raise error(f"{name}: {os.fstat(fh.fileno()).st_size:,} bytes is too large "
-                        f"({_cap_text(cap, MAX_FILE_BYTES_ENV)})")
+        check_size(fh, name, cap=cap if env is None else None, error=error)
         with open_zip(fh, name=name, error=error) as zf:
             infos = zf.infolist()
             total = sum(i.file_size for i in infos)
             if total > cap:
-                raise error(f"{name}: inflates to {total:,} bytes ({_cap_text(cap, MAX_FILE_BYTES_ENV)})")
+                raise error(f"{name}: inflates to {total:,} bytes ({_cap_text(cap, env)})")
             left = cap
             for info in infos:
                 if not info.filename.endswith(".npy"):
                     raise error(f"{name}: {info.filename} is not an .npy member")
-                raw = read_zip_member(zf, info.filename, name=name, cap=left, error=error)
+                raw = read_zip_member(zf, info.filename, name=name, cap=left, env=env, error=error)
                 left -= len(raw)
                 out[info.filename[:-4]] = _array_from(io.BytesIO(raw), len(raw), f"{name}: {info.filename}",
-                                                      cap, error)
+                                                      cap, error, env)
     return out
 
 
@@ -439,3 +444,15 @@ def open_lock_file(path: str | os.PathLike[str], *, what: str = "lock file",
         os.close(fd)
         raise
     return fd
+
+
+def read_json_lines(path: str | os.PathLike[str], *, what: str = "JSON-lines file", schema: Any = Any,
+                    error: ErrorType = BadFileError, **kwargs: Any) -> list[Any]:
+    """Every non-blank line of a JSON-lines file (``$FACEGEN_MAX_FILE_BYTES`` in all, each line
+    ``$FACEGEN_MAX_JSON_BYTES``), each parsed by :func:`parse_json` with ``schema``."""
+    data = read_bytes(path, what=what, text=False, error=error, **kwargs)
+    out = []
+    for n, line in enumerate(data.splitlines(), 1):
+        if line.strip():
+            out.append(parse_json(line, name=f"{what} {path} line {n}", schema=schema, error=error))
+    return out
