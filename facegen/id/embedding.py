@@ -35,7 +35,9 @@ class IDEmbedding:
         if vec.size == 0 or not np.all(np.isfinite(vec)):
             raise InvalidArgumentError(f"an ID embedding must be a finite, non-empty vector (encoder {self.encoder})")
         norm = float(np.linalg.norm(vec.astype(np.float64)))
-        if not norm > 0 or not np.isfinite(np.linalg.norm(vec)):
+        with np.errstate(over="ignore"):
+            norm32 = np.linalg.norm(vec)
+        if not norm > 0 or not np.isfinite(norm32):
             what = "all zeros (no direction)" if not norm > 0 else f"of norm {norm:.3g} (float32 overflows)"
             raise InvalidArgumentError(f"an ID embedding must be a non-zero vector of moderate size; this one is "
                                        f"{what} (encoder {self.encoder})")

@@ -43,6 +43,29 @@ def save_id_embeds(path: str | os.PathLike[str], embeddings: Sequence[IDEmbeddin
     from facegen import __version__  # noqa: PLC0415
     from facegen.io import _atomic_write  # noqa: PLC0415 - the one fsync'd atomic writer
 
+    p = Path(path)
+    if p.suffix.lower() != ".npy":
+        raise InvalidArgumentError(f"{p}: saved embeddings are an .npy file (its encoder goes in "
+                                   f"{sidecar_of(p).name} beside it)")
+    if not embeddings:
+        raise InvalidArgumentError(f"{p}: no embeddings to save")
+    encoder = check_same_encoder(embeddings)
+    vectors = np.stack([e.vector for e in embeddings]).astype(np.float32)
+    buf = io.BytesIO()
+    np.save(buf, vectors, allow_pickle=False)
+    meta = {"kind": KIND, "encoder": encoder, "dim": int(vectors.shape[-1]), "count": len(embeddings),
+            "names": [p.stem] * len(embeddings), "sources": list(sources or []), "facegen": __version__}
+    side = sidecar_of(p)
+    _atomic_write(p, lambda fh: fh.write(buf.getvalue()))
+    _atomic_write(side, lambda fh: fh.write((json.dumps(meta, indent=2) + "\n").encode("utf-8")))
+    return p, side
+
+
+def load_id_embeds(path: str | os.PathLike[str]) -> list[IDEmbedding]:
+    """The embeddings saved in ``path`` (one per row) with the encoder its sidecar names.
+    Every problem is an :class:`InvalidArgumentError` naming the file and what to do."""
+    from facegen.id.registry import get_encoder_spec  # noqa: PLC0415
+
     from facegen.io.files import Opt, load_npy, read_json  # noqa: PLC0415
 
     p = Path(path)

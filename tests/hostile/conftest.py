@@ -54,21 +54,23 @@ def within_seconds(fn, seconds: float = 20.0):
 
 
 @pytest.fixture()
-def fifo(tmp_path) -> Path:
+def fifo(tmp_path, request) -> Path:
     """A named pipe nobody writes to (opening it for reading blocks forever)."""
-    if not hasattr(os, "mkfifo"):
-        pytest.skip("no FIFOs here")
-    path = tmp_path / "pipe"
-    os.mkfifo(path)
-    return path
+    return make_fifo(tmp_path / "pipe", request)
 
 
-@pytest.fixture()
-def unblock_fifo(fifo):
-    """Opens the FIFO's write end after the test, so a reader stuck on it is released."""
-    yield fifo
+def release_fifo(path: Path) -> None:
+    """Open and close a FIFO's write end, so a reader stuck on it (a failing test) is released."""
     try:
-        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        os.close(fd)
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
     except OSError:
         pass
+
+
+def make_fifo(path: Path, request) -> Path:
+    """A FIFO at ``path``, released after the test."""
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs here")
+    os.mkfifo(path)
+    request.addfinalizer(lambda: release_fifo(path))
+    return path
