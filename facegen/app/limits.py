@@ -71,7 +71,7 @@ def remote_file(data: Any) -> str | None:
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
-            path = item.get("path")
+            path = item.get("path")             # what Gradio fetches (an input's "url" is not used)
             if isinstance(path, str) and _URL.match(path.strip()):
                 return path
             stack.extend(item.values())
@@ -138,10 +138,15 @@ class LimitsMiddleware:
                 await self._answer(send, 413, f"too many files in one upload: {files} (the limit is "
                                               f"{self.limits.max_files})")
                 return
-        elif body[:1] in (b"{", b"["):
+        elif body.strip():
+            # parsed, never sniffed (leading whitespace, a BOM or UTF-16 are JSON too), with the
+            # parser Starlette hands Gradio, so both read the same value
             try:
                 url = remote_file(json.loads(bytes(body)))
-            except ValueError:
+            except RecursionError:
+                await self._answer(send, 400, "request body nested too deep")
+                return
+            except ValueError:      # not JSON: Gradio refuses it as well
                 url = None
             if url is not None:
                 await self._answer(send, 400, "files must be uploaded; the app does not fetch URLs "
