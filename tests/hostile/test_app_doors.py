@@ -63,3 +63,148 @@ def test_ordinary_bodies_still_reach_gradio():
                  "", "not json at all", " "):
         status, _, reached = _call(body.encode())
         assert reached and status is None, body
+
+
+# ------------------------------------------------------------------ 4. upload quotas
+def _multipart(n: int, size: int, boundary: str = "qb") -> tuple[bytes, list]:
+    body = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{i}.png\"\r\n"
+                    f"Content-Type: image/png\r\n\r\n".encode() + b"x" * size + b"\r\n" for i in range(n))
+    body += f"--{boundary}--\r\n".encode()
+    return body, [(b"content-type", f"multipart/form-data; boundary={boundary}".encode())]
+
+
+async def _gradio(scope, receive, send):
+    await receive()
+
+
+def _upload(mw: LimitsMiddleware, body: bytes, headers: list, client: str = "10.0.0.1") -> int | None:
+    sent: list[dict] = []
+
+    async def app(scope, receive, send):
+        await receive()
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/gradio_api/upload", "client": (client, 5555),
+             "headers": headers + [(b"content-length", str(len(body)).encode())]}
+    asyncio.run(mw(scope, receive, send))
+    return next((m["status"] for m in sent if m["type"] == "http.response.start"), None)
+
+
+def test_one_client_cannot_fill_the_work_folder(tmp_path):
+    from facegen.app.limits import UploadQuota
+
+    limits = RequestLimits(max_client_total=200_000, max_work_total=10**9)
+    mw = LimitsMiddleware(_gradio, limits, quota=UploadQuota(limits, tmp_path, window_s=3600))
+    body, headers = _multipart(4, 20_000)
+    statuses = [_upload(mw, body, headers) for _ in range(3)]
+    assert statuses == [None, None, 429]                     # the third would pass 200 kB
+    assert _upload(mw, body, headers, client="10.0.0.2") is None   # another client is not affected
+
+
+def test_the_work_folder_total_evicts_the_oldest_or_refuses(tmp_path):
+    import os
+    import time
+
+    from facegen.app.limits import UploadQuota
+
+    cache = tmp_path / "gradio" / "abc"
+    cache.mkdir(parents=True)
+    old = cache / "old.png"
+    old.write_bytes(b"x" * 60_000)
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    fresh = cache / "fresh.png"
+    fresh.write_bytes(b"x" * 30_000)
+    limits = RequestLimits(max_client_total=10**9, max_work_total=100_000)
+    mw = LimitsMiddleware(_gradio, limits, quota=UploadQuota(limits, tmp_path, window_s=3600))
+    body, headers = _multipart(1, 30_000)
+    assert _upload(mw, body, headers) is None and not old.exists() and fresh.exists()   # the oldest went
+    big, headers = _multipart(1, 90_000)
+    assert _upload(mw, big, headers) == 507 and fresh.exists()   # a fresh file is never evicted
+
+
+# ------------------------------------------------------------------ 5. files per inspection
+def test_inspect_takes_a_bounded_number_of_files(tmp_path):
+    pytest.importorskip("gradio")
+    from facegen.app.tabs.inspect import inspect
+    from facegen.errors import InvalidArgumentError
+
+    p = tmp_path / "a.png"
+    with pytest.raises(InvalidArgumentError, match="at most"):
+        inspect([str(p)] * 3000)
+
+
+# ------------------------------------------------------------------ 3, 13, 17. the app's video bounds
+def _info(width, height, frames, fps, path="/srv/work/gradio/abc/clip.mp4"):
+    from fractions import Fraction
+
+    from facegen.video.container import VideoInfo
+
+    return VideoInfo(path=path, format="mp4", codec="h264", width=width, height=height, fps=Fraction(fps),
+                     time_base=Fraction(1, fps), frames=frames, duration=frames / fps, rotation=0, audio=(),
+                     size_bytes=800_000)
+
+
+@pytest.mark.parametrize("info", [(1920, 1080, 3000, 1000), (1920, 1080, 1801, 30), (1280, 720, 5000, 100)])
+def test_the_apps_video_bound_counts_frames(info):
+    from facegen.video.limits import APP_LIMITS, BadVideoError, check_video
+
+    with pytest.raises(BadVideoError, match="frames") as exc:
+        check_video(_info(*info), APP_LIMITS)
+    assert "FACEGEN_" not in str(exc.value) and "web app" in str(exc.value)   # no variable governs it
+
+
+def test_the_cli_video_frame_bound_names_its_variable(monkeypatch):
+    from facegen.video.limits import BadVideoError, check_video
+
+    monkeypatch.setenv("FACEGEN_MAX_VIDEO_FRAMES", "100")
+    with pytest.raises(BadVideoError, match="FACEGEN_MAX_VIDEO_FRAMES"):
+        check_video(_info(64, 64, 101, 30))
+
+
+def test_app_video_limit_messages_name_no_variable_that_does_not_govern_them():
+    from facegen.video.limits import APP_LIMITS, BadVideoError, check_video
+
+    with pytest.raises(BadVideoError) as exc:
+        check_video(_info(3840, 2160, 10, 30), APP_LIMITS)
+    assert "FACEGEN_MAX_VIDEO_PIXELS" not in str(exc.value)
+
+
+def test_probe_checks_the_declared_frame_size_before_decoding(tmp_path):
+    """The 16000x16000 repro decoded its first frame (33 s, +856 MB) before the size check; probe
+    now takes the limits and checks the header's size first (a small clip and limit stand in)."""
+    av = pytest.importorskip("av")
+    from facegen.video import container
+    from facegen.video.limits import BadVideoError, VideoLimits
+
+    p = tmp_path / "c.mp4"
+    with av.open(str(p), "w", format="mp4") as c:
+        vs = c.add_stream("libx264", rate=5)
+        vs.width = vs.height = 64
+        vs.pix_fmt = "yuv420p"
+        frame = av.VideoFrame.from_ndarray(__import__("numpy").zeros((64, 64, 3), "uint8"), format="rgb24")
+        for packet in list(vs.encode(frame)) + list(vs.encode()):
+            c.mux(packet)
+    with pytest.raises(BadVideoError, match="over the limit"):
+        container.probe(p, VideoLimits(max_pixels=32 * 32))
+
+
+def test_app_video_errors_hide_the_servers_paths(tmp_path):
+    pytest.importorskip("gradio")
+    from types import SimpleNamespace
+
+    from facegen.app.video import run_video
+    from facegen.errors import FacegenError
+
+    work = tmp_path / "work"
+    upload = work / "gradio" / "0123abcd" / "clip.mp4"
+    upload.parent.mkdir(parents=True)
+    upload.write_text("not a video")
+    ctx = SimpleNamespace(work_dir=work)
+    with pytest.raises(FacegenError) as exc:
+        run_video(ctx, "swap", object, "tiny", str(upload), lambda pipe: pipe)
+    assert str(tmp_path) not in str(exc.value) and "clip.mp4" in str(exc.value)
