@@ -98,7 +98,7 @@ def open_file(path: str | os.PathLike[str], *, what: str = "file", follow_links:
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
-        raise error(f"{name}: no such file") from None
+        raise error(f"{name}: not found (no such file)") from None
     except IsADirectoryError:
         raise error(f"{name}: is a directory, not a file") from None
     except PermissionError:
@@ -142,10 +142,11 @@ def check_size(fh: BinaryIO, name: str, *, cap: int | None = None, error: ErrorT
 
 def read_bytes(path: str | os.PathLike[str], *, what: str = "file", max_bytes: int | None = None,
                text: bool = True, follow_links: bool = True, within: str | os.PathLike[str] | None = None,
-               error: ErrorType = BadFileError) -> bytes:
+               error: ErrorType = BadFileError, governed_by: str | None = None) -> bytes:
     """The bytes of a regular file, at most ``max_bytes`` (default: ``$FACEGEN_MAX_JSON_BYTES``
-    when ``text``, else ``$FACEGEN_MAX_FILE_BYTES``)."""
-    env = None if max_bytes is not None else (MAX_JSON_BYTES_ENV if text else MAX_FILE_BYTES_ENV)
+    when ``text``, else ``$FACEGEN_MAX_FILE_BYTES``); ``governed_by`` names what sets a given
+    ``max_bytes`` in the message."""
+    env = governed_by if max_bytes is not None else (MAX_JSON_BYTES_ENV if text else MAX_FILE_BYTES_ENV)
     cap = max_bytes if max_bytes is not None else (max_json_bytes() if text else max_file_bytes())
     with open_file(path, what=what, follow_links=follow_links, within=within, error=error) as fh:
         try:
