@@ -173,10 +173,12 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 class LimitsMiddleware:
     """ASGI middleware enforcing :class:`RequestLimits` (see the module docstring)."""
 
-    def __init__(self, app: Any, limits: RequestLimits | None = None, quota: UploadQuota | None = None) -> None:
+    def __init__(self, app: Any, limits: RequestLimits | None = None, quota: UploadQuota | None = None,
+                 arity: dict[str, int] | None = None) -> None:
         self.app = app
         self.limits = limits or RequestLimits()
         self.quota = quota
+        self.arity = arity or {}          # values each API call takes, by api name and by fn_index
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope.get("type") != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
@@ -230,17 +232,35 @@ class LimitsMiddleware:
             # parsed, never sniffed (leading whitespace, a BOM or UTF-16 are JSON too), with the
             # parser Starlette hands Gradio, so both read the same value
             try:
-                url = remote_file(json.loads(bytes(body)))
+                value = json.loads(bytes(body))
             except RecursionError:
                 await self._answer(send, 400, "request body nested too deep")
                 return
             except ValueError:      # not JSON: Gradio refuses it as well
-                url = None
+                value = None
+            url = remote_file(value)
+            short = self._too_few_values(scope.get("path", ""), value)
+            if short is not None:   # Gradio would answer {"error": null}
+                await self._answer(send, 400, short)
+                return
             if url is not None:
                 await self._answer(send, 400, "files must be uploaded; the app does not fetch URLs "
                                               f"({url[:80]})")
                 return
         await self.app(scope, _replay(bytes(body), receive), send)
+
+    def _too_few_values(self, path: str, value: Any) -> str | None:
+        """What is wrong with an API call that sends fewer values than its function takes."""
+        if not self.arity or not isinstance(value, dict) or not isinstance(value.get("data"), list):
+            return None
+        found = re.search(r"/(?:call|run)/([^/]+)/?$", path)
+        key = found.group(1) if found else str(value.get("fn_index"))
+        needed = self.arity.get(key)
+        got = len(value["data"])
+        if needed is None or got >= needed:
+            return None
+        name = f"/{key}" if found else f"fn_index {key}"
+        return f"{name} takes {needed} values, got {got}: see the app's API page for their order"
 
     @staticmethod
     async def _answer(send: Send, status: int, message: str) -> None:

@@ -41,6 +41,18 @@ def _contains(folder: Path, path: Path) -> bool:
         return False
 
 
+def api_arity(app: Any) -> dict[str, int]:
+    """How many values each API function takes, by api name and by fn_index (a call with fewer
+    is refused with a message; Gradio alone answers ``{"error": null}``)."""
+    out: dict[str, int] = {}
+    for index, fn in getattr(app, "fns", {}).items():
+        count = len(getattr(fn, "inputs", []) or [])
+        out[str(index)] = count
+        if getattr(fn, "api_name", None):
+            out[str(fn.api_name)] = count
+    return out
+
+
 def launch(app: Any, host: str | None = None, port: int | None = None, *, share: bool = False,
            max_file_size: str | int = DEFAULT_MAX_FILE_SIZE, max_queue: int = DEFAULT_MAX_QUEUE,
            prevent_thread_lock: bool = False, quiet: bool = False, inbrowser: bool = False,
@@ -76,5 +88,5 @@ def launch(app: Any, host: str | None = None, port: int | None = None, *, share:
         max_file_size=max_file_size, allowed_paths=[], blocked_paths=blocked,
         show_error=False, ssr_mode=False, mcp_server=False, enable_monitoring=False,
         prevent_thread_lock=prevent_thread_lock, quiet=quiet, footer_links=["api"],
-        app_kwargs={"middleware": [Middleware(LimitsMiddleware, limits=limits, quota=quota)]},
+        app_kwargs={"middleware": [Middleware(LimitsMiddleware, limits=limits, quota=quota, arity=api_arity(app))]},
     )

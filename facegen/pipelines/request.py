@@ -72,7 +72,7 @@ def check_sampling(preset: Preset, max_steps: int, num_inference_steps: Any, gui
     """Steps (bounded by the scheduler) and a finite guidance scale, preset defaults filled in."""
     d = preset.defaults
     steps = d.steps if num_inference_steps is None else limits.integer(
-        "num_inference_steps", num_inference_steps, 1, max_steps, f"the limit; raise it with {limits.MAX_STEPS_ENV}")
+        "num_inference_steps", num_inference_steps, 1, max_steps, limits.steps_hint(max_steps))
     guidance = d.guidance if guidance_scale is None else limits.finite(
         "guidance_scale", guidance_scale, 0.0, limits.MAX_GUIDANCE)
     return steps, guidance

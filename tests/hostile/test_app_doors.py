@@ -208,3 +208,46 @@ def test_app_video_errors_hide_the_servers_paths(tmp_path):
     with pytest.raises(FacegenError) as exc:
         run_video(ctx, "swap", object, "tiny", str(upload), lambda pipe: pipe)
     assert str(tmp_path) not in str(exc.value) and "clip.mp4" in str(exc.value)
+
+
+# ------------------------------------------------------------------ 17. too few values: a message, not {"error": null}
+@pytest.mark.parametrize("path, body", [("/gradio_api/call/generate", {"data": [None, "tiny"]}),
+                                        ("/gradio_api/queue/join", {"data": [], "fn_index": 3}),
+                                        ("/gradio_api/run/generate", {"data": [1]})])
+def test_a_call_with_too_few_values_gets_a_message(path, body):
+    from types import SimpleNamespace
+
+    from facegen.app.server import api_arity
+
+    app = SimpleNamespace(fns={3: SimpleNamespace(api_name="generate", inputs=[0] * 10)})
+    sent: list[dict] = []
+
+    async def receive():
+        return {"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": path, "headers": []}
+    asyncio.run(LimitsMiddleware(_gradio, RequestLimits(), arity=api_arity(app))(scope, receive, send))
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    payload = json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))
+    assert status == 400 and "takes 10 values" in payload["error"]
+
+
+def test_steps_limit_names_what_governs_it(monkeypatch):
+    """FACEGEN_MAX_STEPS=10000 cannot lift the scheduler's bound (500 of 1000 timesteps): the message
+    must not tell the user to raise the variable."""
+    from facegen import limits
+    from facegen.errors import InvalidArgumentError
+    from facegen.models import get_preset
+    from facegen.pipelines.request import check_sampling
+
+    preset = get_preset("tiny")
+    monkeypatch.setenv("FACEGEN_MAX_STEPS", "10000")
+    with pytest.raises(InvalidArgumentError) as exc:
+        check_sampling(preset, limits.max_steps(1000), 600, None)
+    assert "500" in str(exc.value) and "FACEGEN_MAX_STEPS" not in str(exc.value)
+    monkeypatch.setenv("FACEGEN_MAX_STEPS", "100")
+    with pytest.raises(InvalidArgumentError, match="FACEGEN_MAX_STEPS"):
+        check_sampling(preset, limits.max_steps(1000), 101, None)
