@@ -87,6 +87,14 @@ def count_images(args: CallArgs, samples: Sequence[Sample] | None) -> int:
     return args.num_images
 
 
+def check_face_layout(face_layout: str | None, has_photos: bool) -> None:
+    """``"reference"`` frames the reference photo: embeddings alone carry none, and silently drawing
+    a ``"portrait"`` instead would leave the metadata saying ``reference``."""
+    if face_layout == "reference" and not has_photos:
+        raise InvalidArgumentError("face_layout 'reference' frames the reference photo, and embeddings carry "
+                                   "none: use face_layout 'portrait' (or give the photo)")
+
+
 def check_call(preset: Preset, adapter: IDAdapter, max_steps: int, args: CallArgs, *,
                n_items: int | None, samples: Sequence[Sample] | None) -> None:
     """Refuse a bad call before any work: ``n_items`` photos or embeddings (None with ``samples``)."""
