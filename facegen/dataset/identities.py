@@ -53,7 +53,7 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
 
 def load_embeddings(path: str | Path) -> np.ndarray:
     """Read a ``.npy`` file of real embeddings, shape ``(m, dim)``, as float32."""
-    from facegen.io.files import load_npy  # noqa: PLC0415
+    from facegen.io.arrays import load_npy  # noqa: PLC0415
 
     p = Path(path)
     x = load_npy(p, what="embedding file", error=InvalidArgumentError)   # never pickles, header checked first

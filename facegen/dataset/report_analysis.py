@@ -15,7 +15,8 @@ import numpy as np
 
 from facegen.dataset import writers as W
 from facegen.errors import BadImageError, EncoderMismatchError, FacegenError, InvalidArgumentError
-from facegen.io.files import Opt, load_npy, load_npz, read_json
+from facegen.io.arrays import load_npy, load_npz
+from facegen.io.files import Opt, read_json
 from facegen.dataset.report_source import DEFAULT_BATCH_SIZE, IMAGE_EXTENSIONS, _CROP, Item, _encoder_spec, _image_files
 
 logger = logging.getLogger(__name__)

@@ -66,14 +66,15 @@ def load_id_embeds(path: str | os.PathLike[str]) -> list[IDEmbedding]:
     Every problem is an :class:`InvalidArgumentError` naming the file and what to do."""
     from facegen.id.registry import get_encoder_spec  # noqa: PLC0415
 
-    from facegen.io.files import Opt, load_npy, read_json  # noqa: PLC0415
+    from facegen.io.arrays import load_npy  # noqa: PLC0415
+    from facegen.io.files import Opt, read_json  # noqa: PLC0415
 
     p = Path(path)
     if p.suffix.lower() != ".npy":
         raise InvalidArgumentError(f"{p}: give a saved embedding (.npy with its .json), as "
                                    "'facegen embed PHOTO --save FILE.npy' writes")
     # regular files only, under a cap, header checked before any allocation (facegen.io.files)
-    x = load_npy(p, what="--id-embeds", error=InvalidArgumentError)
+    x = load_npy(p, what="", error=InvalidArgumentError)
     if x.ndim not in (1, 2) or x.size == 0 or not np.issubdtype(x.dtype, np.number):
         raise InvalidArgumentError(f"{p}: expected a numeric (dim,) or (n, dim) array, got {x.dtype} {x.shape}")
     if not np.all(np.isfinite(x)):
@@ -82,8 +83,8 @@ def load_id_embeds(path: str | os.PathLike[str]) -> list[IDEmbedding]:
     if not side.exists() and not side.is_symlink():
         raise InvalidArgumentError(f"{p} has no {side.name} beside it naming its encoder; save embeddings "
                                    f"with 'facegen embed PHOTO --save {p.name}'")
-    meta = read_json(side, what="--id-embeds sidecar", error=InvalidArgumentError,
-                     schema={"encoder": str, "names": Opt([str]), "sources": Opt([str])})
+    meta = read_json(side, what="", error=InvalidArgumentError,
+                     schema={"encoder": str, "names": Opt([str])})    # "sources" is free-form
     encoder = meta["encoder"]
     if not encoder:
         raise InvalidArgumentError(f"{side} does not name the encoder of {p.name} ({{\"encoder\": NAME}})")

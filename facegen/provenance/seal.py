@@ -90,6 +90,7 @@ def verify_seal(path: str | Path, trust: Iterable[bytes] = ()) -> dict[str, Any]
     and shape-checked; only regular files inside the seal's folder are hashed.
     """
     from facegen.io import files as F  # noqa: PLC0415 - facegen.io imports this package
+    from facegen.io.arrays import open_zip, read_zip_member  # noqa: PLC0415
 
     path = Path(path)
     name = str(path)
@@ -101,8 +102,8 @@ def verify_seal(path: str | Path, trust: Iterable[bytes] = ()) -> dict[str, Any]
     if c2pa.get("state") not in ("valid-untrusted", "trusted"):
         return {**base, "error": "the seal's signature is not valid: its contents were not read"}
     try:
-        with F.open_zip(data, name=name) as zf:
-            raw = F.read_zip_member(zf, RECORD, name=name, cap=F.max_json_bytes(), env=F.MAX_JSON_BYTES_ENV)
+        with open_zip(data, name=name) as zf:
+            raw = read_zip_member(zf, RECORD, name=name, cap=F.max_json_bytes(), env=F.MAX_JSON_BYTES_ENV)
         record = F.parse_json(raw, name=f"{name}: {RECORD}", max_bytes=len(raw) + 1,
                               schema={"dataset": F.Opt((str, type(None))), "files": F.AnyKey(str)})
     except FacegenError as exc:

@@ -76,7 +76,7 @@ def test_npz_bomb_is_not_inflated(tmp_path, monkeypatch):
 
 def test_npz_whose_member_lies_about_its_size_stops_at_the_cap(tmp_path, monkeypatch):
     """The zip's declared size is not trusted: inflation itself stops at the cap."""
-    from facegen.io.files import load_npz
+    from facegen.io.arrays import load_npz
 
     p = tmp_path / "ref.npz"
     with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as zf:
