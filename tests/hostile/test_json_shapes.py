@@ -4,6 +4,7 @@ ignored or one line, never an internal failure or a recursion crash."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -98,3 +99,31 @@ def test_dataset_report_on_a_hand_edited_part_line_is_one_line(capfd, tmp_path):
     part.write_text(part.read_text() + "{not json\n")
     rc, _, err = cli(capfd, "dataset-report", tmp_path / "ds", "--out", tmp_path / "rep")
     assert_one_line_error(rc, err, "line")
+
+
+@pytest.mark.parametrize("line", ["[" * 200_000, "[1, 2]", '{"file": ["x"]}', "\xff"])
+def test_a_hostile_metadata_jsonl_in_the_out_folder_is_no_crash(tmp_path, line):
+    from facegen.cli.checks import previous_run
+
+    (tmp_path / "metadata.jsonl").write_text('{"file": "0000.png"}\n' + line + "\n", encoding="utf-8",
+                                              errors="surrogateescape")
+    assert previous_run(tmp_path) == ["0000.png"]
+
+
+@pytest.mark.parametrize("stats", ['{"rejected": [1]}', '{"dropped": "x"}', "[" * 200_000])
+def test_hand_edited_shard_statistics_are_one_line(capfd, tmp_path, stats):
+    from facegen.dataset import writers as W
+    from facegen.dataset.stats import dataset_stats
+
+    rc, _, err = cli(capfd, "dataset", "--model", "tiny", "--num-ids", "2", "--images-per-id", "1",
+                     "--out", tmp_path / "ds", "--format", "imagefolder", "--no-progress")
+    assert rc == 0, err
+    root = tmp_path / "ds"
+    W.stats_path(root, 0).write_text(stats)
+    listing = json.loads(W.files_path(root, 0).read_text())        # the edit made consistently
+    rel = W.stats_path(root, 0).relative_to(root).as_posix()
+    listing["files"][rel] = {"size": len(stats), "sha256": hashlib.sha256(stats.encode()).hexdigest()}
+    W.files_path(root, 0).write_text(json.dumps(listing))
+    with pytest.raises(FacegenError) as exc:
+        dataset_stats(tmp_path / "ds")
+    assert "shard statistics" in str(exc.value) and "\n" not in str(exc.value)
