@@ -115,7 +115,8 @@ def open_file(path: str | os.PathLike[str], *, what: str = "file", follow_links:
             raise error(f"{name}: is a directory, not a file")
         if not stat.S_ISREG(st.st_mode):
             raise error(f"{name}: not a regular file (a FIFO, device or socket); refused")
-        os.set_blocking(fd, True)
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
@@ -327,7 +328,8 @@ def open_lock_file(path: str | os.PathLike[str], *, what: str = "lock file",
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise error(f"{what} {path}: not a regular file (a FIFO, device or socket); remove it")
-        os.set_blocking(fd, True)
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)
         raise
