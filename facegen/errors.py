@@ -87,3 +87,8 @@ class ModelFileError(FacegenError):
         self.path = str(path)
         self.problem = " ".join(str(problem).split())[:300]
         super().__init__(f"{self.path}: {self.problem}")
+
+
+class BadFileError(FacegenError):
+    """A file that is not an image (a certificate, seal, sidecar, saved array, lock file, tag
+    or text chunk) is unreadable, not a regular file, too large, or shaped wrong."""

@@ -57,6 +57,14 @@ def max_steps(num_train_timesteps: int | None = None) -> int:
     return cap
 
 
+def steps_hint(cap: int) -> str:
+    """What sets a steps limit ``cap`` (from :func:`max_steps`): ``$FACEGEN_MAX_STEPS``, or the
+    scheduler's bound when that is the lower one (raising the variable would not help)."""
+    if cap < env_limit(MAX_STEPS_ENV, DEFAULT_MAX_STEPS):
+        return "half the scheduler's training timesteps: more give black images"
+    return f"the limit; raise it with {MAX_STEPS_ENV}"
+
+
 def max_images() -> int:
     return env_limit(MAX_IMAGES_ENV, DEFAULT_MAX_IMAGES)
 

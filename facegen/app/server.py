@@ -21,7 +21,7 @@ from typing import Any
 from starlette.middleware import Middleware
 
 from facegen.app.context import Janitor
-from facegen.app.limits import LimitsMiddleware, RequestLimits
+from facegen.app.limits import DEFAULT_RETENTION_S, LimitsMiddleware, RequestLimits, UploadQuota
 from facegen.paths import facegen_home, models_dir
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,18 @@ def _contains(folder: Path, path: Path) -> bool:
         return True
     except ValueError:
         return False
+
+
+def api_arity(app: Any) -> dict[str, int]:
+    """How many values each API function takes, by api name and by fn_index (a call with fewer
+    is refused with a message; Gradio alone answers ``{"error": null}``)."""
+    out: dict[str, int] = {}
+    for index, fn in getattr(app, "fns", {}).items():
+        count = len(getattr(fn, "inputs", []) or [])
+        out[str(index)] = count
+        if getattr(fn, "api_name", None):
+            out[str(fn.api_name)] = count
+    return out
 
 
 def launch(app: Any, host: str | None = None, port: int | None = None, *, share: bool = False,
@@ -67,11 +79,14 @@ def launch(app: Any, host: str | None = None, port: int | None = None, *, share:
         logger.warning("a public share link was requested: anyone with the link can use the app")
     blocked = [str(p) for p in (facegen_home(), models_dir(ctx.models_dir if ctx else None))
                if ctx is None or not _contains(p, ctx.work_dir)]
+    limits = limits or RequestLimits()
+    quota = UploadQuota(limits, ctx.work_dir if ctx is not None else None,
+                        ctx.keep_results_s if ctx is not None else DEFAULT_RETENTION_S)
     app.queue(max_size=max_queue, default_concurrency_limit=1)
     return app.launch(
         server_name=host, server_port=port, share=share, inbrowser=inbrowser,
         max_file_size=max_file_size, allowed_paths=[], blocked_paths=blocked,
         show_error=False, ssr_mode=False, mcp_server=False, enable_monitoring=False,
         prevent_thread_lock=prevent_thread_lock, quiet=quiet, footer_links=["api"],
-        app_kwargs={"middleware": [Middleware(LimitsMiddleware, limits=limits or RequestLimits())]},
+        app_kwargs={"middleware": [Middleware(LimitsMiddleware, limits=limits, quota=quota, arity=api_arity(app))]},
     )

@@ -17,7 +17,7 @@ from facegen.app.errors import user_errors
 from facegen.app.jobs import load_job_pipeline
 from facegen.pipelines.restoration import FaceRestorationPipeline
 from facegen.pipelines.swap import FaceSwapPipeline
-from facegen.errors import InvalidArgumentError
+from facegen.errors import FacegenError, InvalidArgumentError
 
 logger = logging.getLogger(__name__)
 
@@ -64,15 +64,35 @@ def run_video(ctx: AppContext, job: str, pipeline: type, preset: str, clip: Any,
     from facegen.video.pipeline import VideoEditPipeline  # noqa: PLC0415
 
     path = _clip_path(clip)
-    info = probe(path)
-    check_video(info, APP_LIMITS)
-    pipe = load_job_pipeline(ctx, job, pipeline, preset)
-    out = ctx.new_output_dir(f"{job}-video") / f"{job}.mp4"
-    if progress is not None:
-        progress(0.0, desc=f"{job}: {info.frames} frames")
-    with ctx.gpu_lock:
-        result = VideoEditPipeline(make_job(pipe), limits=APP_LIMITS)(path, out, seed=seed, progress=False)
+    try:
+        info = probe(path, APP_LIMITS)                      # the frame size before any decoding
+        check_video(info, APP_LIMITS)                       # frames, frames x pixels, length, bytes
+        pipe = load_job_pipeline(ctx, job, pipeline, preset)
+        out = ctx.new_output_dir(f"{job}-video") / f"{job}.mp4"
+        if progress is not None:
+            progress(0.0, desc=f"{job}: {info.frames} frames")
+        with ctx.gpu_lock:
+            result = VideoEditPipeline(make_job(pipe), limits=APP_LIMITS)(path, out, seed=seed, progress=False)
+    except FacegenError as exc:                             # never show the server's folders
+        raise _without_paths(exc, path, ctx) from None
     return str(out), str(out), report_markdown(result)
+
+
+def _without_paths(exc: FacegenError, path: str, ctx: AppContext) -> FacegenError:
+    """``exc`` (same class and fields) with the upload's path cut to its file name and the work
+    folder's path removed from its message, as the photo tabs do."""
+    import os  # noqa: PLC0415
+
+    message = str(exc).replace(str(path), os.path.basename(str(path)))
+    work = str(getattr(ctx, "work_dir", "") or "")
+    if work:
+        message = message.replace(work + os.sep, "").replace(work, "<work folder>")
+    if message == str(exc):
+        return exc
+    out = type(exc).__new__(type(exc))
+    out.__dict__.update(exc.__dict__)
+    Exception.__init__(out, message)
+    return out
 
 
 def report_markdown(result: Any) -> str:

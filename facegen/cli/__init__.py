@@ -12,6 +12,7 @@ declared once in :mod:`facegen.cli.options`.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -74,12 +75,31 @@ def run_command(func: Callable[[argparse.Namespace], Any], args: argparse.Namesp
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRNOS:
+            return _internal(exc, debug)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or one_line(exc)} ({_ENVIRONMENT_ERRNOS[exc.errno]})", file=sys.stderr)
+        return 2
     except Exception as exc:  # noqa: BLE001 - the one place internal failures are reported
-        if debug:
-            traceback.print_exc()
-        print(f"error: internal failure: {type(exc).__name__}: {one_line(exc)} "
-              "(rerun with --debug for the traceback)", file=sys.stderr)
-        return 1
+        return _internal(exc, debug)
+
+
+#: file-system failures that are the machine's state, not facegen's bug: one line, exit 2
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC: "free some space or write elsewhere",
+                       errno.EDQUOT: "the disk quota is full: free some space or write elsewhere",
+                       errno.EROFS: "a read-only file system: write elsewhere",
+                       errno.EACCES: "check the permissions or write elsewhere",
+                       errno.EPERM: "check the permissions or write elsewhere",
+                       errno.EFBIG: "the file system refuses a file this large"}
+
+
+def _internal(exc: BaseException, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"error: internal failure: {type(exc).__name__}: {one_line(exc)} "
+          "(rerun with --debug for the traceback)", file=sys.stderr)
+    return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

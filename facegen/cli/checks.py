@@ -89,17 +89,19 @@ def check_output_file(path: str, inputs: Iterable[str | os.PathLike[str]], overw
 def previous_run(out_dir: Path) -> list[str]:
     """Image files of an earlier ``generate`` run in ``out_dir``: those ``metadata.jsonl`` lists and
     any ``NNNN.png``."""
-    import json  # noqa: PLC0415
     import re  # noqa: PLC0415
+
+    from facegen.io.files import parse_json, read_bytes  # noqa: PLC0415
 
     names: list[str] = []
     meta = out_dir / "metadata.jsonl"
     if meta.is_file():
-        with contextlib.suppress(OSError, UnicodeDecodeError):
-            for line in meta.read_text(encoding="utf-8").splitlines():
-                with contextlib.suppress(ValueError, TypeError, AttributeError):
-                    name = json.loads(line).get("file")
-                    if isinstance(name, str) and Path(name).name == name and name not in names:
+        with contextlib.suppress(FacegenError):      # an unreadable record names no file of ours
+            lines = read_bytes(meta, what="metadata", text=False).splitlines()
+            for line in lines:
+                with contextlib.suppress(FacegenError):
+                    name = parse_json(line, name=str(meta), schema={"file": str})["file"]
+                    if Path(name).name == name and name not in names:
                         names.append(name)
     if out_dir.is_dir():
         names += sorted(p.name for p in out_dir.iterdir() if re.fullmatch(r"\d{4,}\.png", p.name)

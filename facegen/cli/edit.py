@@ -91,9 +91,10 @@ def run_swap(args: argparse.Namespace) -> int:
 
     if (code := maybe_run_video(args, "swap")) is not None:
         return code
-    from facegen.pipelines.swap import FaceSwapPipeline  # noqa: PLC0415
+    from facegen.pipelines.swap import FaceSwapPipeline, check_swap_choices  # noqa: PLC0415
 
     require_consent(args.consent, "face swap")          # refuse before loading any model
+    check_swap_choices(len(args.sources), args.references, args.target_face)
     inputs = [("--source", s) for s in args.sources] + [("--target", args.target)]
     inputs += [("--reference", r) for r in args.references or []]
     out = _check_out(args, inputs)

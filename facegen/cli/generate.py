@@ -191,6 +191,7 @@ class ImageWriter:
 def run_generate(args: argparse.Namespace) -> int:
     from facegen.cli.people import id_arguments, people_from_args, people_kwargs, people_lines
     from facegen.pipelines.generation import IDGenerationPipeline
+    from facegen.pipelines.request import check_face_layout
 
     # cheap checks first: the signing identity, numbers, photos, the output folder; then the model
     provenance = provenance_from_args(args)          # a bad certificate fails before any model loads
@@ -202,6 +203,7 @@ def run_generate(args: argparse.Namespace) -> int:
     limits.check_prompt("--negative-prompt", args.negative_prompt)
     people = people_from_args(args)                  # None: one person (--id / --id-embeds)
     if args.id_embeds:
+        check_face_layout(args.face_layout, has_photos=False)
         embeds = load_id_embeds_for(args.model, args.id_embeds)
         ids, id_folders = [Path(p) for p in args.id_embeds], []
     else:

@@ -31,7 +31,15 @@ def id_arguments(args: argparse.Namespace) -> list[str]:
     """The photo/folder arguments of the call (``--id`` or every ``--people`` entry)."""
     if args.people is None:
         return list(args.ids or [])
-    return [x for value in args.people for x in value.split(",") if x]
+    return [x for value in args.people for x in person_photos(value)]
+
+
+def person_photos(value: str) -> list[str]:
+    """One ``--people`` value: photos joined by commas, or one path that itself holds a comma
+    (an existing file or folder is never split)."""
+    if "," in value and Path(value).exists():
+        return [value]
+    return [x for x in value.split(",") if x]
 
 
 def people_from_args(args: argparse.Namespace) -> list[list[Path]] | None:
@@ -51,7 +59,7 @@ def people_from_args(args: argparse.Namespace) -> list[list[Path]] | None:
         raise InvalidArgumentError("--face-layout frames one person; with --people use --layout")
     people = []
     for value in args.people:
-        parts = [x for x in value.split(",") if x]
+        parts = person_photos(value)
         if not parts:
             raise InvalidArgumentError(f"--people {value!r}: give that person's photos, joined by commas")
         people.append(expand_id_paths(parts))

@@ -18,6 +18,7 @@ from facegen.cli.options import (
     add_encoder_option,
     add_models_options,
     add_output_option,
+    add_overwrite_option,
     add_progress_option,
     add_seed_option,
 )
@@ -30,7 +31,8 @@ def run_report_cmd(args: argparse.Namespace) -> int:
                           workers=args.workers, batch_size=args.batch_size,
                           max_impostor_pairs=args.max_impostor_pairs, seed=args.seed,
                           progress=not args.no_progress, plots=not args.no_plots, card=not args.no_card,
-                          models_dir=args.models_dir, accept_license=args.accept_license)
+                          models_dir=args.models_dir, accept_license=args.accept_license,
+                          overwrite=args.overwrite)
     if args.json:
         print(json.dumps(report.data, indent=2, ensure_ascii=False))
     else:
@@ -50,7 +52,9 @@ def add_parser(sub: Any) -> None:
                    help="real people to check leakage against: .npz/.npy of embeddings (encoder recorded) "
                         "or a folder of photos (one per person, or one folder per person)")
     add_encoder_option(p, None, "the judge (default: an installed encoder independent of the generator's)")
-    add_output_option(p, "FOLDER", "report folder (default: DIR/report)", required=False)
+    add_output_option(p, "FOLDER", "report folder outside DIR (default: DIR/report, refreshed each run)",
+                      required=False)
+    add_overwrite_option(p, "the report files of an --out folder that already holds files")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per encoder batch")
     p.add_argument("--max-impostor-pairs", type=int, default=DEFAULT_MAX_IMPOSTOR_PAIRS,

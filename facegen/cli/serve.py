@@ -17,7 +17,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from facegen.app.limits import DEFAULT_MAX_BODY, DEFAULT_MAX_UPLOAD_TOTAL, DEFAULT_RETENTION_S
+from facegen.app.limits import (DEFAULT_MAX_BODY, DEFAULT_MAX_CLIENT_TOTAL, DEFAULT_MAX_UPLOAD_TOTAL,
+                                 DEFAULT_MAX_WORK_TOTAL, DEFAULT_RETENTION_S)
 from facegen.cli.options import add_device_options, add_models_options
 
 logger = logging.getLogger("facegen.serve")
@@ -43,6 +44,11 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
                    help="most images made, and files uploaded, per request (default 8)")
     p.add_argument("--max-upload-total", default=DEFAULT_MAX_UPLOAD_TOTAL,
                    help=f"most bytes uploaded in one request, all files together (default {DEFAULT_MAX_UPLOAD_TOTAL})")
+    p.add_argument("--max-upload-per-client", default=DEFAULT_MAX_CLIENT_TOTAL,
+                   help=f"most bytes one address may upload within --retention (default {DEFAULT_MAX_CLIENT_TOTAL})")
+    p.add_argument("--max-work-total", default=DEFAULT_MAX_WORK_TOTAL,
+                   help=f"most bytes of uploads and results kept at once; the oldest are evicted first "
+                        f"(default {DEFAULT_MAX_WORK_TOTAL})")
     p.add_argument("--max-body", default=DEFAULT_MAX_BODY,
                    help=f"largest API request body other than uploads (default {DEFAULT_MAX_BODY}; "
                         "prompts are also capped at $FACEGEN_MAX_PROMPT characters)")
@@ -68,7 +74,8 @@ def run_serve(args: argparse.Namespace) -> int:
         raise InvalidArgumentError("--max-queue and --max-images must be >= 1")
     if not math.isfinite(args.retention) or args.retention <= 0:
         raise InvalidArgumentError(f"--retention must be a positive number of seconds, got {args.retention}")
-    limits = RequestLimits.from_options(args.max_body, args.max_upload_total, args.max_images)
+    limits = RequestLimits.from_options(args.max_body, args.max_upload_total, args.max_images,
+                                        args.max_upload_per_client, args.max_work_total)
     t0 = time.perf_counter()
     app = build_app(model=args.model, models_dir=args.models_dir, accept_license=args.accept_license,
                     device=args.device, work_dir=args.work_dir, preload=args.preload,

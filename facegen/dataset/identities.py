@@ -53,13 +53,10 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
 
 def load_embeddings(path: str | Path) -> np.ndarray:
     """Read a ``.npy`` file of real embeddings, shape ``(m, dim)``, as float32."""
+    from facegen.io.arrays import load_npy  # noqa: PLC0415
+
     p = Path(path)
-    if not p.is_file():
-        raise InvalidArgumentError(f"embedding file not found: {p}")
-    try:
-        x = np.load(p, allow_pickle=False)
-    except ValueError as exc:
-        raise InvalidArgumentError(f"{p} is not a plain .npy array of embeddings: {exc}") from None
+    x = load_npy(p, what="embedding file", error=InvalidArgumentError)   # never pickles, header checked first
     if x.ndim != 2 or x.shape[0] == 0 or not np.issubdtype(x.dtype, np.number):
         raise InvalidArgumentError(f"{p} must hold a numeric (m, dim) array of embeddings, got shape {x.shape}")
     return np.asarray(x, dtype=np.float32)
@@ -280,6 +277,10 @@ def max_pairwise_cosine(x: np.ndarray, chunk: int = 4096) -> float:
     return best
 
 
+#: from this many identities on, sampling shows a progress bar
+_PROGRESS_FROM = 20_000
+
+
 def sample_identities(
     n: int,
     dim: int,
@@ -320,6 +321,10 @@ def sample_identities(
     recent: list[tuple[int, int]] = []   # (drawn, accepted) of the latest batches
     budget = math.ceil(max_draw_factor * n) + batch_size
     t0 = time.perf_counter()
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    # a large spec samples for minutes: a bar (on a terminal only) says it is moving
+    bar = tqdm(total=n, desc="sampling identities", unit="id", disable=None if n >= _PROGRESS_FROM else True)
     while count < n:
         if drawn >= budget:
             break
@@ -339,6 +344,7 @@ def sample_identities(
         accepted[count:count + len(new)] = new
         screen.add(new)
         count += len(new)
+        bar.update(len(new))
         recent.append((batch_size, len(keep.nonzero()[0])))
         while len(recent) > 1 and sum(d for d, _ in recent[1:]) >= _RATE_WINDOW:
             recent.pop(0)
@@ -346,6 +352,7 @@ def sample_identities(
         rate = sum(a for _, a in recent) / window
         if count < n and window >= _RATE_WINDOW and rate * (budget - drawn) < 0.5 * (n - count):
             break  # the acceptance rate only falls as identities are added: the budget cannot be met
+    bar.close()
     if count < n:
         raise InvalidArgumentError(
             f"could only place {count} of {n} identities of dim {dim} with pairwise cosine <= {max_cosine} "

@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any
 
 from facegen.errors import FacegenError
+from facegen.io.files import open_lock_file
 
 try:
     import fcntl
@@ -86,10 +87,7 @@ class FolderLock:
 
     def acquire(self) -> FolderLock:
         for _ in range(20):
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as exc:
-                raise FacegenError(f"cannot create the lock file {self.path}: {exc.strerror or exc}") from exc
+            fd = open_lock_file(self.path)      # no link, no FIFO (facegen.io.files)
             try:
                 if not self._lock_fd(fd):
                     raise DatasetLockedError(

@@ -140,9 +140,11 @@ def build_report(root: str | Path, reference: str | Path | None = None, encoder:
                  out: str | Path | None = None, workers: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                  max_impostor_pairs: int = DEFAULT_MAX_IMPOSTOR_PAIRS, seed: int = 0, progress: bool = True,
                  plots: bool = True, card: bool = True, models_dir: str | None = None,
-                 accept_license: bool = False) -> Report:
+                 accept_license: bool = False, overwrite: bool = False) -> Report:
     """Measure the dataset in ``root`` and write ``report.json``, ``report.md``, the plots and
-    ``images.jsonl`` into ``out`` (default ``root/report``); refresh a facegen dataset's card."""
+    ``images.jsonl`` into ``out`` (default ``root/report``, refreshed each run); refresh a facegen
+    dataset's card. An ``out`` given that already holds files needs ``overwrite``; an ``out``
+    inside the dataset (other than its ``report`` folder) is refused."""
     from facegen import __version__
 
     t0 = time.perf_counter()
@@ -151,6 +153,7 @@ def build_report(root: str | Path, reference: str | Path | None = None, encoder:
     if workers is not None and workers < 1:
         raise InvalidArgumentError(f"workers must be >= 1, got {workers}")
     source = open_dataset(root)
+    out_dir = check_report_folder(source.root, out, overwrite)
     judge = choose_report_encoder(source, encoder, models_dir, accept_license)
     spec = _encoder_spec(judge)
     analyzer = ImageAnalyzer(judge, models_dir, accept_license)
@@ -191,7 +194,6 @@ def build_report(root: str | Path, reference: str | Path | None = None, encoder:
     if data["unreadable"]["count"]:
         warnings.append(f"{data['unreadable']['count']} unreadable image(s) counted and left out "
                         "(listed under unreadable)")
-    out_dir = Path(out) if out is not None else source.root / REPORT_DIR
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "facegen_version": __version__,
         "dataset": {"path": str(source.root), "kind": source.kind, "format": source.format},
@@ -222,6 +224,26 @@ def build_report(root: str | Path, reference: str | Path | None = None, encoder:
     for w in warnings:
         logger.warning("%s", w)
     return Report(report, out_dir, md)
+
+
+def check_report_folder(root: Path, out: str | Path | None, overwrite: bool) -> Path:
+    """The report folder: ``root/report`` by default (the report's own, refreshed each run); a
+    folder given with ``out`` must be outside the dataset (inside, the next report would read it
+    as an identity, or drop one) and empty or new unless ``overwrite``."""
+    own = Path(root) / REPORT_DIR
+    if out is None:
+        return own
+    out_dir = Path(out)
+    resolved, base = out_dir.resolve(), Path(root).resolve()
+    if resolved != own.resolve() and (resolved == base or base in resolved.parents):
+        raise InvalidArgumentError(f"--out {out} is inside the dataset {root}: write the report outside it "
+                                   f"(or leave --out out: {own})")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InvalidArgumentError(f"--out {out} is a file, not a folder")
+    if resolved != own.resolve() and out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise InvalidArgumentError(f"--out {out} already holds files: give --overwrite to replace its report "
+                                   "files, or name a new folder")
+    return out_dir
 
 
 def _images_jsonl(source: DatasetSource, m: Measurements) -> bytes:

@@ -3,7 +3,6 @@ worker processes, and the leakage reference."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -16,6 +15,8 @@ import numpy as np
 
 from facegen.dataset import writers as W
 from facegen.errors import BadImageError, EncoderMismatchError, FacegenError, InvalidArgumentError
+from facegen.io.arrays import load_npy, load_npz
+from facegen.io.files import Opt, read_json
 from facegen.dataset.report_source import DEFAULT_BATCH_SIZE, IMAGE_EXTENSIONS, _CROP, Item, _encoder_spec, _image_files
 
 logger = logging.getLogger(__name__)
@@ -265,27 +266,19 @@ def load_reference(path: str | Path, analyzer: ImageAnalyzer | None = None, work
         if analyzer is None:
             raise InvalidArgumentError("a reference folder of photos needs an encoder to embed them")
         return _reference_from_photos(p, analyzer, workers, batch_size, progress)
+    # regular files only, header and inflated sizes checked before allocation (facegen.io.files)
     if p.suffix == ".npz":
-        try:
-            with np.load(p, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (ValueError, OSError) as exc:
-            raise InvalidArgumentError(f"{p} is not a readable .npz of embeddings: {exc}") from None
+        arrays = load_npz(p, what="--reference", error=InvalidArgumentError)
         if "embeddings" not in arrays:
             raise InvalidArgumentError(f"{p} has no 'embeddings' array (found: {', '.join(arrays) or 'none'})")
         return _reference_from_arrays(p, arrays["embeddings"], arrays.get("encoder"), arrays.get("names"))
     if p.suffix == ".npy":
-        try:
-            x = np.load(p, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise InvalidArgumentError(f"{p} is not a plain .npy array of embeddings: {exc}") from None
+        x = load_npy(p, what="--reference", error=InvalidArgumentError)
         meta: dict[str, Any] = {}
         side = p.with_suffix(".json")
-        if side.is_file():
-            try:
-                meta = json.loads(side.read_text(encoding="utf-8"))
-            except ValueError as exc:
-                raise InvalidArgumentError(f"{side} is not valid JSON: {exc}") from None
+        if side.exists() or side.is_symlink():
+            meta = read_json(side, what="--reference sidecar", error=InvalidArgumentError,
+                             schema={"encoder": Opt(str), "names": Opt([str])})
         return _reference_from_arrays(p, x, meta.get("encoder"), meta.get("names"))
     raise InvalidArgumentError(f"--reference takes an .npz or .npy of embeddings or a folder of photos, got {p}")
 

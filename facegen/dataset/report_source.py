@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from facegen.dataset import writers as W
-from facegen.errors import InvalidArgumentError
+from facegen.errors import FacegenError, InvalidArgumentError
+from facegen.io.files import inside
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,18 @@ class DatasetSource:
             yield Item(index, path=str(self.root / name))
 
 
+def _stays_in(root: Path, path: Path) -> bool:
+    """``path`` (links resolved) lies inside ``root``: a link out of the dataset is never followed."""
+    try:
+        inside(root, path)
+    except FacegenError:
+        return False
+    return True
+
+
 def _image_files(folder: Path) -> list[Path]:
+    """The images under ``folder`` (``rglob`` never enters a linked folder; a linked *file* is read
+    through the image door, which refuses anything but an image)."""
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
@@ -122,6 +134,11 @@ def _open_facegen(root: Path) -> DatasetSource:
         problem = W.shard_problem(root, k, spec.format, checksums=False)
         if problem is not None:
             damaged.append(f"{W.shard_name(k)} ({problem})")
+    where = "shard" if spec.format == "webdataset" else "file"
+    strays = [r for r in records if not isinstance(r.get(where), str) or not _stays_in(root, root / r[where])]
+    if strays:
+        damaged.append(f"{len(strays)} record(s) naming no {where} or one outside the dataset")
+        records = [r for r in records if isinstance(r.get(where), str) and _stays_in(root, root / r[where])]
     if not records:
         raise InvalidArgumentError(f"{root} is a facegen dataset with no finished shard yet: rerun its "
                                    "'facegen dataset' command to finish it")
@@ -146,7 +163,9 @@ def _open_facegen(root: Path) -> DatasetSource:
 
 
 def _open_imagefolder(root: Path) -> DatasetSource:
-    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+    entries = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    outside = sorted(p.name for p in entries if not _stays_in(root, p))   # a link to / is not walked
+    subdirs = sorted(p for p in entries if p.name not in outside
                      and not (p / REPORT_JSON).is_file())        # a report written into the dataset
     top_images = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
     if not subdirs:
@@ -180,6 +199,9 @@ def _open_imagefolder(root: Path) -> DatasetSource:
     if top_images:
         source.warnings.append(f"{len(top_images)} image(s) directly in {root} (outside identity folders) "
                                "left out")
+    if outside:
+        source.warnings.append(f"{len(outside)} sub-folder link(s) leading out of {root} left out: "
+                               + ", ".join(outside[:10]))
     return source
 
 

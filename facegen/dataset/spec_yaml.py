@@ -8,8 +8,9 @@ from typing import Any
 
 import yaml
 
-from facegen.dataset.spec_checks import DEFAULT_LIMITS, dataset_limits
+from facegen.dataset.spec_checks import DEFAULT_LIMITS, LIMITS_ENV, dataset_limits
 from facegen.errors import InvalidArgumentError
+from facegen.io.files import read_bytes
 
 
 class _SpecRefused(Exception):
@@ -44,16 +45,9 @@ def load_spec_yaml(path: str | Path) -> Any:
     """The data of a spec file: UTF-8 YAML of at most ``spec_bytes``, no aliases, bounded depth."""
     p = Path(path)
     limits = dataset_limits()
-    try:
-        if not p.is_file():
-            raise InvalidArgumentError(f"dataset spec not found (or not a regular file): {p}")
-        size = p.stat().st_size
-        if size > limits["spec_bytes"]:
-            raise InvalidArgumentError(f"{p} is {size} bytes: a dataset spec may have at most "
-                                       f"{int(limits['spec_bytes'])} bytes")
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise InvalidArgumentError(f"cannot read the dataset spec {p}: {exc.strerror or exc}") from None
+    # a regular file (never a FIFO or device), read up to the spec limit (facegen.io.files)
+    raw = read_bytes(p, what="dataset spec", max_bytes=int(limits["spec_bytes"]), error=InvalidArgumentError,
+                     governed_by=f"{LIMITS_ENV} spec_bytes=")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

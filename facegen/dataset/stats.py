@@ -9,7 +9,6 @@ largest cosine between the sampled identity vectors (the conditioning space).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -19,11 +18,16 @@ from typing import Any
 import numpy as np
 
 from facegen.dataset import writers as W
-from facegen.errors import InvalidArgumentError
+from facegen.errors import FacegenError, InvalidArgumentError
+from facegen.io.arrays import load_npy
+from facegen.io.files import AnyKey, Opt, read_json
 
 logger = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.json"
+#: what a shard's statistics must hold to be summed (a hand-edited file is one error, not a crash)
+STATS_SHAPE = {"rejected": Opt(AnyKey(int)), "dropped": Opt(int), "generated": Opt(int),
+               "embedding_encoder": Opt((str, type(None)))}
 IDENTITIES_FILE = "identities.npy"
 SPEC_FILE = "spec.yaml"
 _MAX_IDS_FOR_PAIRWISE = 20000
@@ -190,7 +194,7 @@ def dataset_stats(root: str | Path, embed_fn: Callable[[np.ndarray], Any] | None
         part = W.read_jsonl(W.part_path(root, k))
         labels_list.extend(r["identity"] for r in part)
         summary.accepted += len(part)
-        stats = json.loads(W.stats_path(root, k).read_text(encoding="utf-8"))
+        stats = read_json(W.stats_path(root, k), what="shard statistics", schema=STATS_SHAPE)
         for reason, n in stats.get("rejected", {}).items():
             summary.rejected_by_reason[reason] = summary.rejected_by_reason.get(reason, 0) + int(n)
         summary.dropped += int(stats.get("dropped", 0))
@@ -198,7 +202,7 @@ def dataset_stats(root: str | Path, embed_fn: Callable[[np.ndarray], Any] | None
         judge = judge or stats.get("embedding_encoder")
         emb_file = W.embeddings_path(root, k)
         if emb_file.is_file():
-            emb_blocks.append(np.load(emb_file, allow_pickle=False))
+            emb_blocks.append(load_npy(emb_file, what="shard embeddings"))
         elif part:
             have_all_embeddings = False
         if embed_fn is not None:
@@ -240,15 +244,16 @@ def dataset_stats(root: str | Path, embed_fn: Callable[[np.ndarray], Any] | None
     if ids_file.is_file() and spec.num_ids <= _MAX_IDS_FOR_PAIRWISE:
         from facegen.dataset.identities import max_pairwise_cosine
 
-        ids = np.load(ids_file, allow_pickle=False)
+        ids = load_npy(ids_file, what="identities")
         if len(ids) >= 2:
             summary.identity_max_cosine = max_pairwise_cosine(ids)
     summary_file = root / SUMMARY_FILE
     if summary_file.is_file():
         try:
-            last = json.loads(summary_file.read_text(encoding="utf-8"))
+            last = read_json(summary_file, what="run summary",
+                             schema={"seconds": Opt((float, type(None))), "images_per_second": Opt((float, type(None)))})
             summary.seconds = last.get("seconds")
             summary.images_per_second = last.get("images_per_second")
-        except (OSError, ValueError):
+        except FacegenError:
             pass
     return summary

@@ -41,6 +41,7 @@ import numpy as np
 from facegen.errors import FacegenError
 # atomic_write_bytes: the one atomic writer (facegen.io.atomic), still importable from here
 from facegen.io.atomic import atomic_write_bytes, remove_stale_temps, replace_durably
+from facegen.io.files import AnyKey, Opt, read_json, read_json_lines
 from facegen.paths import sha256_of
 
 SHARDS_DIR = "shards"
@@ -259,9 +260,14 @@ def write_part(root: Path, shard: int, records: list[Mapping[str, Any]], stats: 
     atomic_write_bytes(files_path(root, shard), json_bytes({"shard": shard, "files": listing}) + b"\n")
 
 
+#: the shape every manifest / part line has (checked on reading: a hand-edited line is one error)
+RECORD_SHAPE: dict[str, Any] = {"key": str, "identity": int, "shard": Opt(str), "file": Opt(str)}
+#: the shape of a shard's file listing
+LISTING_SHAPE: dict[str, Any] = {"files": AnyKey({"size": int, "sha256": str})}
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    return read_json_lines(path, what="dataset records", schema=RECORD_SHAPE)
 
 
 #: what :func:`shard_problem` says of a shard that was never finished
@@ -278,9 +284,9 @@ def shard_problem(root: Path, shard: int, fmt: str, checksums: bool = True) -> s
         return UNFINISHED
     rel_marker = marker.relative_to(root).as_posix()
     try:
-        listing = json.loads(marker.read_bytes())["files"]
+        listing = read_json(marker, what="shard listing", schema=LISTING_SHAPE)["files"]
         entries = [(str(rel), int(rec["size"]), str(rec["sha256"])) for rel, rec in listing.items()]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except FacegenError:
         return f"{rel_marker} is unreadable"
     names = {rel for rel, _, _ in entries}
     needed = [part_path(root, shard), stats_path(root, shard)]

@@ -26,9 +26,21 @@ class IDEmbedding:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        vec = np.asarray(self.vector, dtype=np.float32).reshape(-1)
+        raw = np.asarray(self.vector)
+        if np.iscomplexobj(raw) or not (np.issubdtype(raw.dtype, np.number) or raw.dtype == bool):
+            raise InvalidArgumentError(f"an ID embedding must be a real-valued vector, got {raw.dtype} "
+                                       f"(encoder {self.encoder})")
+        with np.errstate(over="ignore", invalid="ignore"):
+            vec = raw.astype(np.float32).reshape(-1)
         if vec.size == 0 or not np.all(np.isfinite(vec)):
             raise InvalidArgumentError(f"an ID embedding must be a finite, non-empty vector (encoder {self.encoder})")
+        norm = float(np.linalg.norm(vec.astype(np.float64)))
+        with np.errstate(over="ignore"):
+            norm32 = np.linalg.norm(vec)
+        if not norm > 0 or not np.isfinite(norm32):
+            what = "all zeros (no direction)" if not norm > 0 else f"of norm {norm:.3g} (float32 overflows)"
+            raise InvalidArgumentError(f"an ID embedding must be a non-zero vector of moderate size; this one is "
+                                       f"{what} (encoder {self.encoder})")
         object.__setattr__(self, "vector", vec)
 
     @property

@@ -27,8 +27,6 @@ import numpy as np
 from facegen.errors import InvalidArgumentError
 from facegen.id.embedding import IDEmbedding, check_same_encoder
 
-#: a saved identity is a few KB; anything this large is not one
-MAX_FILE_BYTES = 16 * 2**20
 KIND = "facegen identity embeddings"
 
 
@@ -68,32 +66,27 @@ def load_id_embeds(path: str | os.PathLike[str]) -> list[IDEmbedding]:
     Every problem is an :class:`InvalidArgumentError` naming the file and what to do."""
     from facegen.id.registry import get_encoder_spec  # noqa: PLC0415
 
+    from facegen.io.arrays import load_npy  # noqa: PLC0415
+    from facegen.io.files import Opt, read_json  # noqa: PLC0415
+
     p = Path(path)
     if p.suffix.lower() != ".npy":
         raise InvalidArgumentError(f"{p}: give a saved embedding (.npy with its .json), as "
                                    "'facegen embed PHOTO --save FILE.npy' writes")
-    if not p.is_file():
-        raise InvalidArgumentError(f"{p}: no such file" if not p.exists() else f"{p} is not a regular file")
-    if p.stat().st_size > MAX_FILE_BYTES:
-        raise InvalidArgumentError(f"{p} is {p.stat().st_size} bytes: too large for saved embeddings")
-    try:
-        x = np.load(p, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InvalidArgumentError(f"{p} is not a plain .npy array: {exc}") from None
+    # regular files only, under a cap, header checked before any allocation (facegen.io.files)
+    x = load_npy(p, what="", error=InvalidArgumentError)
     if x.ndim not in (1, 2) or x.size == 0 or not np.issubdtype(x.dtype, np.number):
         raise InvalidArgumentError(f"{p}: expected a numeric (dim,) or (n, dim) array, got {x.dtype} {x.shape}")
     if not np.all(np.isfinite(x)):
         raise InvalidArgumentError(f"{p} holds NaN or infinite values")
     side = sidecar_of(p)
-    if not side.is_file():
+    if not side.exists() and not side.is_symlink():
         raise InvalidArgumentError(f"{p} has no {side.name} beside it naming its encoder; save embeddings "
                                    f"with 'facegen embed PHOTO --save {p.name}'")
-    try:
-        meta = json.loads(side.read_text(encoding="utf-8"))
-    except (ValueError, OSError) as exc:
-        raise InvalidArgumentError(f"{side} is not readable JSON: {exc}") from None
-    encoder = meta.get("encoder") if isinstance(meta, dict) else None
-    if not isinstance(encoder, str) or not encoder:
+    meta = read_json(side, what="", error=InvalidArgumentError,
+                     schema={"encoder": str, "names": Opt([str])})    # "sources" is free-form
+    encoder = meta["encoder"]
+    if not encoder:
         raise InvalidArgumentError(f"{side} does not name the encoder of {p.name} ({{\"encoder\": NAME}})")
     try:
         spec = get_encoder_spec(encoder)

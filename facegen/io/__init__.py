@@ -16,9 +16,15 @@ Both writers also apply :mod:`facegen.provenance`: the invisible watermark in th
 :func:`atomic_write` / :func:`atomic_write_bytes` are the one atomic file writer of facegen
 (temporary file beside the target, fsync, ``os.replace``, fsync of the folder).
 
+Every other file (certificates, seals, sidecars, saved arrays, lock files, specs) comes in by
+:mod:`facegen.io.files` (regular files only, size caps, no links out, shaped JSON with a depth
+cap) and :mod:`facegen.io.arrays` (``.npy``/``.npz`` checked before allocation, bounded zip
+inflation).
+
 Modules: ``images`` (load_image, open_regular), ``guard`` (allowlist, pixel limit, bomb
 guard), ``pixels`` (colour modes and arrays to RGB), ``metadata`` (the marks: build and
-read back), ``save`` (save_image, encode_png), ``atomic`` (the writer).
+read back), ``save`` (save_image, encode_png), ``atomic`` (the writer), ``files`` and
+``arrays`` (the safe readers of everything that is not an image).
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ from xml.sax.saxutils import escape as _xml_escape
 import numpy as np
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
-from facegen.errors import BadImageError, InvalidArgumentError
+from facegen.errors import BadImageError, FacegenError, InvalidArgumentError
+from facegen.io.files import Opt, parse_json
 from facegen.io.guard import _bomb_guard
 from facegen.io.images import _HEAD_BYTES, _explain_unidentified, _pillow_warnings_logged, open_regular
 from facegen.limits import json_safe
@@ -234,9 +235,9 @@ def _collect_metadata(im: Image.Image, name: str) -> dict[str, Any]:
     marker = marker or xmp.get("ai_generated")
     software = software or xmp.get("CreatorTool")
     source_type = source_type or xmp.get("DigitalSourceType")
-    metadata = _parse_payload(payload, name)
+    metadata = parse_fields(payload, name)
     if not metadata and xmp.get("metadata"):
-        metadata = _parse_payload(xmp["metadata"], name)
+        metadata = parse_fields(xmp["metadata"], name)
 
     return {
         "format": im.format,
@@ -260,15 +261,24 @@ def _decode_user_comment(raw: bytes) -> str:
     return raw.decode("utf-8", "replace").rstrip("\x00")
 
 
-def _parse_payload(payload: str | None, name: str) -> dict[str, Any]:
+#: the shape facegen's own metadata fields must have to be read (anything else in the object is free):
+#: a PNG text chunk, an EXIF comment or an MP4 tag is attacker-written text
+FIELDS_SHAPE: dict[str, Any] = {"provenance": Opt({"content_id": Opt((str, type(None))),
+                                                   "watermark": Opt((dict, type(None)))})}
+
+
+def parse_fields(payload: str | bytes | None, name: str) -> dict[str, Any]:
+    """facegen's metadata fields from the JSON text of a text chunk, EXIF comment or container tag:
+    an object of :data:`FIELDS_SHAPE`, at most ``$FACEGEN_MAX_JSON_BYTES`` and nested at most
+    :data:`facegen.io.files.MAX_JSON_DEPTH` deep; anything else is ignored (logged), never a crash."""
     if not payload:
         return {}
     try:
-        value = json.loads(payload)
-    except ValueError:
-        logger.debug("%s: metadata field is not JSON; ignored", name)
+        return parse_json(payload, name=f"{name}: facegen metadata", schema=FIELDS_SHAPE)
+    except FacegenError as exc:
+        logger.debug("%s; ignored", exc)
         return {}
-    return value if isinstance(value, dict) else {}
+
 
 
 def _parse_xmp(raw: Any, name: str) -> dict[str, str]:

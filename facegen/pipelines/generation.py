@@ -42,7 +42,8 @@ from facegen.models.registry import Preset, get_preset
 from facegen.models.resolve import resolve_preset
 from facegen.paths import require_licence
 from facegen.pipelines.output import PipelineOutput
-from facegen.pipelines.request import MAX_SIDE, CallArgs, GenerationRequest, check_call, check_sampling, fill_defaults
+from facegen.pipelines.request import (MAX_SIDE, CallArgs, GenerationRequest, check_call, check_face_layout,
+                                       check_sampling, fill_defaults)
 from facegen.pipelines.runtime import SEED_MAX, padded_batch_size, resolve_device, resolve_dtype, seeds_for
 from facegen.pipelines.similarity import BatchScorer, Scorer, batch_scorer, make_scorer
 
@@ -158,6 +159,7 @@ class IDGenerationPipeline:
             raise InvalidArgumentError("give samples or id_images/id_embeds, not both")
         check_call(self.preset, self.adapter, self.max_steps(), CallArgs(**args),
                    n_items=None if items is None else len(items), samples=samples)
+        check_face_layout(args.get("face_layout"), id_images is not None)
 
     def fill_defaults(self, args: CallArgs, samples: Sequence[Sample] | None = None) -> GenerationRequest:
         """The checked call with the preset's defaults filled in (one named step)."""

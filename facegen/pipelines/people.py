@@ -52,6 +52,10 @@ LAYOUTS = ("side-by-side", "group")
 _SINGLE = (str, Path, bytes, IDEmbedding, np.ndarray)
 
 
+#: the smallest face box side, as a fraction of the image (about 25 px of a 512 px image)
+MIN_BOX = 0.05
+
+
 def parse_layout(layout: Any, n: int) -> list[Box]:
     """Face boxes (fractions) of ``n`` people: a layout name (:data:`LAYOUTS`), a string
     ``"x0,y0,x1,y1;x0,y0,x1,y1"``, or a sequence of ``(x0, y0, x1, y1)`` fractions; boxes must
@@ -75,6 +79,9 @@ def parse_layout(layout: Any, n: int) -> list[Box]:
     for i, b in enumerate(boxes):
         if len(b) != 4 or not all(np.isfinite(b)) or not (0 <= b[0] < b[2] <= 1 and 0 <= b[1] < b[3] <= 1):
             raise InvalidArgumentError(f"face box {i} {b}: want x0 < x1 and y0 < y1, all fractions in 0..1")
+        if min(b[2] - b[0], b[3] - b[1]) < MIN_BOX:     # a sliver holds no face: that person would vanish
+            raise InvalidArgumentError(f"face box {i} {b}: too small for a face; each side must be at least "
+                                       f"{MIN_BOX} of the image")
     for i in range(n):
         for j in range(i + 1, n):
             a, b = boxes[i], boxes[j]

@@ -72,7 +72,7 @@ def check_sampling(preset: Preset, max_steps: int, num_inference_steps: Any, gui
     """Steps (bounded by the scheduler) and a finite guidance scale, preset defaults filled in."""
     d = preset.defaults
     steps = d.steps if num_inference_steps is None else limits.integer(
-        "num_inference_steps", num_inference_steps, 1, max_steps, f"the limit; raise it with {limits.MAX_STEPS_ENV}")
+        "num_inference_steps", num_inference_steps, 1, max_steps, limits.steps_hint(max_steps))
     guidance = d.guidance if guidance_scale is None else limits.finite(
         "guidance_scale", guidance_scale, 0.0, limits.MAX_GUIDANCE)
     return steps, guidance
@@ -85,6 +85,14 @@ def count_images(args: CallArgs, samples: Sequence[Sample] | None) -> int:
     if args.seeds is not None and args.num_images == 1:
         return len(args.seeds)
     return args.num_images
+
+
+def check_face_layout(face_layout: str | None, has_photos: bool) -> None:
+    """``"reference"`` frames the reference photo: embeddings alone carry none, and silently drawing
+    a ``"portrait"`` instead would leave the metadata saying ``reference``."""
+    if face_layout == "reference" and not has_photos:
+        raise InvalidArgumentError("face_layout 'reference' frames the reference photo, and embeddings carry "
+                                   "none: use face_layout 'portrait' (or give the photo)")
 
 
 def check_call(preset: Preset, adapter: IDAdapter, max_steps: int, args: CallArgs, *,

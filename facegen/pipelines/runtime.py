@@ -9,6 +9,8 @@ from typing import Any
 from facegen.errors import InvalidArgumentError
 
 SEED_MAX = 2**63 - 1
+#: the torch device types facegen runs on
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
 
 
 def resolve_device(device: str | Any | None) -> Any:
@@ -16,9 +18,21 @@ def resolve_device(device: str | Any | None) -> Any:
 
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidArgumentError(f"device '{device}' requested but CUDA is not available; use device='cpu'")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InvalidArgumentError(f"unknown device {str(device)[:40]!r}; use {', '.join(DEVICE_TYPES)} "
+                                   "(with an index, e.g. cuda:1)") from None
+    if dev.type not in DEVICE_TYPES:
+        raise InvalidArgumentError(f"device '{device}' is not supported; use {', '.join(DEVICE_TYPES)}")
+    backend = getattr(torch, dev.type, None) if dev.type != "cpu" else None
+    probe = torch.backends.mps if dev.type == "mps" else backend
+    if backend is not None and not (hasattr(probe, "is_available") and probe.is_available()):
+        raise InvalidArgumentError(f"device '{device}' requested but {dev.type.upper()} is not available; "
+                                   "use device='cpu'")
+    if backend is not None and dev.index is not None and hasattr(backend, "device_count") \
+            and dev.index >= backend.device_count():
+        raise InvalidArgumentError(f"device '{device}': there are {backend.device_count()} {dev.type} device(s)")
     return dev
 
 

@@ -29,6 +29,16 @@ logger = logging.getLogger(__name__)
 DEFAULT_SWAP_STRENGTH = 0.85
 
 
+def check_swap_choices(n_sources: int, references: Sequence[Any] | None = None,
+                       target_face: "str | int | FacePolicy" = "largest") -> None:
+    """The swap's choices that need no model: the face policy and one reference photo per source
+    (the CLI calls this before loading anything)."""
+    FacePolicy.parse(target_face)
+    if references is not None and len(references) != n_sources:
+        raise InvalidArgumentError(f"got {len(references)} reference photos for {n_sources} sources "
+                                   "(one per source)")
+
+
 def map_sources(target_rgb: np.ndarray, target_faces: list[Any], n_sources: int,
                 references: Sequence[ImageInput] | None) -> list[tuple[Any, int]]:
     """(target face, source index) pairs of a swap (diffusion or inswapper).
@@ -39,9 +49,7 @@ def map_sources(target_rgb: np.ndarray, target_faces: list[Any], n_sources: int,
     similar to its reference (by the dlib descriptor, an encoder independent of the swap's).
     """
     if references is not None:
-        if len(references) != n_sources:
-            raise InvalidArgumentError(f"got {len(references)} reference photos for {n_sources} sources "
-                                       "(one per source)")
+        check_swap_choices(n_sources, references)
         from facegen.id.encoders import embed_image, get_encoder, similarity  # noqa: PLC0415
         enc = get_encoder("dlib-resnet-v1")
         faces_emb = [enc.embed(target_rgb, f) for f in target_faces]

@@ -27,7 +27,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, BinaryIO, Iterable, Mapping
 
 from facegen import __version__
 from facegen.errors import FacegenError, InvalidArgumentError, MissingDependencyError
@@ -181,12 +181,10 @@ def load_identity(cert: str | os.PathLike[str] | None = None, key: str | os.Path
         raise CredentialsError(
             "a C2PA certificate needs its key and the key its certificate: give both --c2pa-cert and "
             f"--c2pa-key (or {ENV_CERT} and {ENV_KEY})")
-    data = []
-    for label, p in (("certificate", cert), ("key", key)):
-        try:
-            data.append(Path(p).expanduser().read_bytes())
-        except OSError as exc:
-            raise CredentialsError(f"C2PA {label} {p}: {exc.strerror or exc}") from None
+    from facegen.io.files import read_bytes  # noqa: PLC0415 - facegen.io imports this package
+
+    data = [read_bytes(Path(p).expanduser(), what=f"C2PA {label}", error=CredentialsError)
+            for label, p in (("certificate", cert), ("key", key))]
     return identity_from_pem(data[0], data[1], source="user", cert_path=str(cert))
 
 
@@ -202,7 +200,10 @@ def default_identity(home: str | os.PathLike[str] | None = None) -> SigningIdent
             _write_private(key_path, key_pem, 0o600)
             _write_private(cert_path, cert_pem, 0o644)
             logger.info("made this installation's self-signed C2PA certificate: %s", cert_path)
-        cert_pem, key_pem = cert_path.read_bytes(), key_path.read_bytes()
+        from facegen.io.files import read_bytes  # noqa: PLC0415 - facegen.io imports this package
+
+        cert_pem, key_pem = (read_bytes(p, what="C2PA file", error=CredentialsError)
+                             for p in (cert_path, key_path))
     return identity_from_pem(cert_pem, key_pem, source="default", cert_path=str(cert_path), check=False)
 
 
@@ -214,12 +215,17 @@ def _file_lock(folder: Path):  # noqa: ANN202 - context manager
     except ImportError:  # Windows: the thread lock only
         yield
         return
-    with open(folder / ".lock", "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+    from facegen.io.files import open_lock_file  # noqa: PLC0415 - facegen.io imports this package
+
+    fd = open_lock_file(folder / ".lock", error=CredentialsError)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def _write_private(path: Path, data: bytes, mode: int) -> None:
@@ -322,9 +328,21 @@ def sign_bytes(data: bytes, fmt: str, manifest: Mapping[str, Any], identity: Sig
 # --------------------------------------------------------------------------- read
 
 
-def read_credentials(data: bytes, fmt: str | None = None,
+def check_certificates(pem: bytes, what: str) -> None:
+    """``pem`` must hold at least one PEM certificate (a trust anchor c2pa can use); else a
+    :class:`CredentialsError` naming ``what`` (c2pa's own error on a bad anchor is a COSE failure)."""
+    x509 = _crypto()
+    try:
+        certs = x509.load_pem_x509_certificates(bytes(pem))
+    except ValueError as exc:
+        raise CredentialsError(f"{what}: not a PEM certificate ({_one_line(exc)[:120]})") from None
+    if not certs:  # pragma: no cover - cryptography raises on none
+        raise CredentialsError(f"{what}: holds no certificate")
+
+
+def read_credentials(data: bytes | BinaryIO, fmt: str | None = None,
                      trust: Iterable[bytes] = ()) -> dict[str, Any]:
-    """What the file's C2PA manifest says.
+    """What the file's C2PA manifest says (``data``: the bytes, or a seekable binary file).
 
     ``state``: ``absent`` | ``valid-untrusted`` (signature and hashes fine, signer not vouched
     for) | ``trusted`` (also chains to a trust anchor in ``trust``) | ``invalid`` (tampered
@@ -339,7 +357,8 @@ def read_credentials(data: bytes, fmt: str | None = None,
     mime = MIME.get((fmt or "").upper())
     try:
         try:
-            reader = c2pa.Reader.try_create(mime, io.BytesIO(data), None, ctx)
+            stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+            reader = c2pa.Reader.try_create(mime, stream, None, ctx)
         except Exception as exc:  # noqa: BLE001 - a corrupt manifest store
             return {"state": "invalid", "failures": [_one_line(exc)], "signer": None, "actions": []}
         if reader is None:

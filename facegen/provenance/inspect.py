@@ -36,15 +36,15 @@ NOTHING = "no facegen marks found"
 
 
 def _trust_pems(trust: Iterable[Any]) -> list[bytes]:
+    """The PEM certificates to trust: files read through the safe reader (regular file, size cap),
+    each checked to be a certificate before c2pa sees it."""
+    from facegen.io.files import read_bytes  # noqa: PLC0415 - facegen.io imports this package
+
     out = []
     for t in trust or ():
-        if isinstance(t, (bytes, bytearray)):
-            out.append(bytes(t))
-            continue
-        try:
-            out.append(Path(t).read_bytes())
-        except OSError as exc:
-            raise BadImageError(f"--trust {t}: {exc.strerror or exc}") from None
+        pem = bytes(t) if isinstance(t, (bytes, bytearray)) else read_bytes(t, what="--trust")
+        _cred.check_certificates(pem, f"--trust {t if not isinstance(t, (bytes, bytearray)) else '(bytes)'}")
+        out.append(pem)
     return out
 
 
@@ -53,12 +53,16 @@ def inspect_file(path: str | os.PathLike[str], trust: Iterable[Any] = ()) -> dic
     :class:`~facegen.errors.BadImageError` (one line)."""
     from facegen.io import load_image, read_metadata  # noqa: PLC0415
 
+    from facegen.io.files import open_file, check_size  # noqa: PLC0415
+
     name = str(path)
-    if Path(path).suffix.lower() == ".zip" and Path(path).is_file():
+    if Path(path).suffix.lower() == ".zip":
         return inspect_seal(path, trust)
+    pems = _trust_pems(trust)
     meta = read_metadata(path)                       # BadImageError for a non-image
-    data = Path(path).read_bytes()
-    c2pa = _cred.read_credentials(data, meta.get("format"), _trust_pems(trust))
+    with open_file(path, what="image", error=BadImageError) as fh:   # streamed, never read whole
+        check_size(fh, f"image {path}", error=BadImageError)
+        c2pa = _cred.read_credentials(fh, meta.get("format"), pems)
     try:
         rgb = load_image(path)
     except BadImageError as exc:                     # damaged pixels: the manifest is still reported
@@ -91,12 +95,13 @@ def inspect_seal(path: str | os.PathLike[str], trust: Iterable[Any] = ()) -> dic
     """The report of a dataset's ``credentials.zip`` (see :mod:`facegen.provenance.seal`)."""
     from facegen.provenance.seal import verify_seal  # noqa: PLC0415
 
+    pems = _trust_pems(trust)
     try:
-        rep = verify_seal(path, _trust_pems(trust))
+        rep = verify_seal(path, pems)
     except OSError as exc:
         raise BadImageError(f"{path}: cannot read: {exc.strerror or exc}") from None
     state = rep["c2pa"].get("state")
-    if state == "absent":
+    if state == "absent" or rep.get("not_a_seal"):
         raise BadImageError(f"{path}: not an image and not a facegen dataset seal")
     if state in ("valid-untrusted", "trusted") and rep.get("files_ok"):
         rep["verdict"] = (f"facegen dataset {rep.get('dataset')}: AI-generated (credentials valid"

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from facegen import __version__
+from facegen.errors import FacegenError
 from facegen.provenance import credentials as _cred
 
 logger = logging.getLogger(__name__)
@@ -81,19 +82,52 @@ def seal_dataset(root: str | Path, *, fingerprint: str, identity: _cred.SigningI
 
 
 def verify_seal(path: str | Path, trust: Iterable[bytes] = ()) -> dict[str, Any]:
-    """The seal's C2PA state and whether every file it lists is unchanged."""
+    """The seal's C2PA state and whether every file it lists is unchanged.
+
+    Hostile seals are expected: the file is read through :mod:`facegen.io.files` (regular file,
+    ``$FACEGEN_MAX_FILE_BYTES``); the signature is checked first and nothing of an unsigned or
+    invalid seal is inflated; ``dataset.json`` is inflated to at most ``$FACEGEN_MAX_JSON_BYTES``
+    and shape-checked; only regular files inside the seal's folder are hashed.
+    """
+    from facegen.io import files as F  # noqa: PLC0415 - facegen.io imports this package
+    from facegen.io.arrays import open_zip, read_zip_member  # noqa: PLC0415
+
     path = Path(path)
-    data = path.read_bytes()
+    name = str(path)
+    data = F.read_bytes(path, what="seal", text=False)
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        return {"file": name, "c2pa": {"state": "absent"}, "files_ok": False, "not_a_seal": True}
     c2pa = _cred.read_credentials(data, "ZIP", trust)
+    base = {"file": name, "c2pa": c2pa, "files_ok": False}
+    if c2pa.get("state") not in ("valid-untrusted", "trusted"):
+        return {**base, "error": "the seal's signature is not valid: its contents were not read"}
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            record = json.loads(zf.read(RECORD))
-    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
-        return {"file": str(path), "c2pa": c2pa, "files_ok": False, "error": f"no readable {RECORD}: {exc}"}
+        with open_zip(data, name=name) as zf:
+            raw = read_zip_member(zf, RECORD, name=name, cap=F.max_json_bytes(), env=F.MAX_JSON_BYTES_ENV)
+        record = F.parse_json(raw, name=f"{name}: {RECORD}", max_bytes=len(raw) + 1,
+                              schema={"dataset": F.Opt((str, type(None))), "files": F.AnyKey(str)})
+    except FacegenError as exc:
+        return {**base, "error": f"no readable {RECORD}: {exc}"}
     root = path.parent
-    changed = [rel for rel, digest in record.get("files", {}).items()
-               if not (root / rel).is_file() or _sha256(root / rel) != digest]
-    unlisted = sorted(set(sealed_files(root)) - set(record.get("files", {})))
-    return {"file": str(path), "dataset": record.get("dataset"), "c2pa": c2pa,
-            "files": len(record.get("files", {})), "changed": changed, "unlisted": unlisted,
-            "files_ok": not changed and not unlisted}
+    listed = record["files"]
+    changed = [rel for rel, digest in listed.items() if _hash_inside(root, rel) != digest]
+    unlisted = sorted(set(sealed_files(root)) - set(listed))
+    return {**base, "dataset": record.get("dataset"), "files": len(listed), "changed": changed,
+            "unlisted": unlisted, "files_ok": not changed and not unlisted}
+
+
+def _hash_inside(root: Path, rel: str) -> str | None:
+    """The sha256 of ``root/rel`` if it is a regular file inside ``root`` (no absolute path, no
+    ``..``, no link out), else None (reported as changed)."""
+    from facegen.io.files import open_file  # noqa: PLC0415
+
+    if not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
+        return None
+    try:
+        with open_file(root / rel, what="sealed file", within=root) as fh:
+            digest = hashlib.sha256()
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except (FacegenError, OSError):
+        return None
+    return digest.hexdigest()

@@ -26,7 +26,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from facegen.errors import MissingDependencyError
-from facegen.video.limits import BadVideoError
+from facegen.video.limits import BadVideoError, check_frame_size
 
 logger = logging.getLogger(__name__)
 
@@ -109,9 +109,10 @@ def _rotation(value: Any) -> int:
     return int(round(angle / 90.0)) * 90 % 360
 
 
-def probe(path: str | os.PathLike[str]) -> VideoInfo:
+def probe(path: str | os.PathLike[str], limits: Any = None) -> VideoInfo:
     """Read the container header and the first frame; :class:`BadVideoError` when it is not a
-    usable video."""
+    usable video. The header's frame size is checked against ``limits`` (a
+    :class:`~facegen.video.limits.VideoLimits`; ``None``: the environment's) before any decoding."""
     av = _av()
     with _open(path) as c:
         if _image_demuxer(c.format.name):
@@ -120,6 +121,7 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
             kinds = ", ".join(s.type for s in c.streams) or "nothing"
             raise BadVideoError(f"{path}: no video stream (the file holds {kinds})")
         vs = c.streams.video[0]
+        check_frame_size(str(path), int(vs.width or 0), int(vs.height or 0), limits)   # before decoding
         fps = Fraction(vs.average_rate or vs.guessed_rate or vs.base_rate or 0)
         tb = Fraction(vs.time_base or Fraction(1, 90000))
         frames = int(vs.frames or 0)

@@ -143,7 +143,7 @@ class VideoEditPipeline:
                  provenance: Provenance | None = None, inputs: list[Any] | None = None,
                  progress: bool = True) -> VideoResult:
         # 1. the clip
-        info = vc.probe(target)
+        info = vc.probe(target, self.limits)
         check_video(info, self.limits)
         st = self.settings
         out = Path(out)

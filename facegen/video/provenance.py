@@ -21,6 +21,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from facegen import __version__
+from facegen.io.files import check_size, open_file
+from facegen.io.metadata import parse_fields
 from facegen.provenance import MANIFEST_FIELDS, Provenance
 from facegen.provenance import credentials as _cred
 
@@ -65,7 +67,9 @@ def sign_mp4(src: Path, dst: Path, meta: Mapping[str, Any], options: Provenance)
 
 def read_mp4_credentials(path: Path, trust: Iterable[bytes] = ()) -> dict[str, Any]:
     """The MP4's C2PA state (:func:`facegen.provenance.credentials.read_credentials`)."""
-    return _cred.read_credentials(Path(path).read_bytes(), "MP4", trust)
+    with open_file(path, what="video") as fh:                # streamed, under $FACEGEN_MAX_FILE_BYTES
+        check_size(fh, f"video {path}")
+        return _cred.read_credentials(fh, "MP4", trust)
 
 
 def inspect_video(path: str | os.PathLike[str], trust: Iterable[bytes] = ()) -> dict[str, Any]:
@@ -78,10 +82,7 @@ def inspect_video(path: str | os.PathLike[str], trust: Iterable[bytes] = ()) -> 
     info = probe(path)
     with _open(path) as c:
         tags = dict(c.metadata)
-    try:
-        fields = json.loads(tags.get("facegen") or "{}")
-    except ValueError:
-        fields = {}
+    fields = parse_fields(tags.get("facegen"), str(path))      # shape- and depth-checked, never a crash
     c2pa = read_mp4_credentials(Path(path), trust)
     first = next(read_frames(info), None)
     if first is None:

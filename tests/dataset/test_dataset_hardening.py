@@ -105,7 +105,7 @@ def test_binary_and_oversized_spec_files_and_the_limits_variable(tmp_path: Path,
     big = tmp_path / "big.yaml"
     big.write_text("num_ids: 2\n" + "# padding\n" * 30)
     monkeypatch.setenv("FACEGEN_DATASET_LIMITS", "spec_bytes=100, num_ids=2000000")
-    with pytest.raises(InvalidArgumentError, match="may have at most 100 bytes"):
+    with pytest.raises(InvalidArgumentError, match="the limit is 100 bytes, set by FACEGEN_DATASET_LIMITS"):
         DatasetSpec.from_yaml(big, out=tmp_path / "ds")
     DatasetSpec(out="x", num_ids=1_500_000, images_per_id=1).validate()   # the raised limit
     monkeypatch.setenv("FACEGEN_DATASET_LIMITS", "num_idz=3")

@@ -13,10 +13,12 @@ import gradio as gr
 
 from facegen.app.context import AppContext
 from facegen.app.errors import user_errors
-from facegen.app.uploads import upload_paths
-from facegen.errors import BadImageError
+from facegen.app.uploads import MAX_PHOTOS, upload_paths
+from facegen.errors import BadImageError, FacegenError, InvalidArgumentError
 
 TITLE = "Inspect"
+#: most files one inspection takes (the upload itself is capped by ``--max-images``)
+MAX_FILES = MAX_PHOTOS
 
 
 def inspect(files: Any) -> tuple[str, list[dict[str, Any]]]:
@@ -26,12 +28,14 @@ def inspect(files: Any) -> tuple[str, list[dict[str, Any]]]:
     paths = upload_paths(files)
     if not paths:
         raise BadImageError("upload an image file to inspect")
+    if len(paths) > MAX_FILES:                      # one call may not hold the server for minutes
+        raise InvalidArgumentError(f"at most {MAX_FILES} files per inspection, got {len(paths)}")
     blocks, reports = [], []
     for path in paths:
         name = Path(path).name                      # never show the server's folder
         try:
             rep = inspect_file(path)
-        except BadImageError as exc:
+        except FacegenError as exc:
             raise BadImageError(str(exc).replace(str(path), name)) from None
         rep["file"] = name
         reports.append(rep)
