@@ -1,0 +1,42 @@
+"""Fixtures of the face-recognition tests: an identity-folder set of real photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageEnhance
+
+from tests.conftest import identity_of
+
+
+def _variants(rgb: np.ndarray, k: int, rng: np.random.Generator) -> list[Image.Image]:
+    """The photo and ``k`` re-shot versions of it: rotated, rescaled, shifted, relit."""
+    im = Image.fromarray(rgb)
+    out = [im]
+    for _ in range(k):
+        v = im.rotate(float(rng.uniform(-8, 8)), resample=Image.BICUBIC, expand=False, fillcolor=(128, 128, 128))
+        s = float(rng.uniform(0.8, 1.2))
+        v = v.resize((max(64, int(v.width * s)), max(64, int(v.height * s))), Image.BICUBIC)
+        dx, dy = (int(d) for d in rng.integers(-v.width // 20, v.width // 20 + 1, size=2))
+        v = v.transform(v.size, Image.AFFINE, (1, 0, dx, 0, 1, dy), fillcolor=(128, 128, 128))
+        v = ImageEnhance.Brightness(v).enhance(float(rng.uniform(0.75, 1.25)))
+        out.append(v)
+    return out
+
+
+@pytest.fixture(scope="session")
+def shared_identity_folders(tmp_path_factory, shared_faces, rgb_of) -> Path:
+    """../shared/faces as one folder per person (group photos left out), each photo with three
+    re-shot variants so that every person has several images."""
+    root = tmp_path_factory.mktemp("people")
+    rng = np.random.default_rng(0)
+    for photo in sorted(shared_faces.iterdir()):
+        if photo.suffix.lower() not in (".jpg", ".jpeg", ".png") or photo.stem.startswith("group"):
+            continue
+        person = root / identity_of(photo)
+        person.mkdir(exist_ok=True)
+        for k, im in enumerate(_variants(rgb_of(photo), 3, rng)):
+            im.save(person / f"{photo.stem}_{k}.jpg", quality=92)
+    return root
