@@ -122,8 +122,10 @@ def score_set(pairs: PairSet, emb: EmbeddedImages, groups: dict[str, str] | None
 
 
 def load_sets(bins: Sequence[str] = (), pairs_txt: str | None = None, images: str | None = None,
-              pairs_from: str | None = None, seed: int = 0, pairs_per_fold: int = 600) -> list[PairSet]:
-    """Every pair set asked for, read and checked before any model runs."""
+              pairs_from: str | None = None, seed: int = 0, pairs_per_fold: int = 600,
+              aligned: bool = False) -> list[PairSet]:
+    """Every pair set asked for, read and checked before any model runs (``aligned``: the images of
+    --pairs/--pairs-from are already the encoder's aligned crops; a .bin's always are)."""
     from facegen.fr import pairs as P  # noqa: PLC0415
 
     sets: list[PairSet] = [P.from_bin(b) for b in bins]
@@ -133,6 +135,8 @@ def load_sets(bins: Sequence[str] = (), pairs_txt: str | None = None, images: st
         sets.append(P.from_pairs_txt(pairs_txt, images))   # type: ignore[arg-type]
     if pairs_from is not None:
         sets.append(P.pairs_from_dir(pairs_from, seed=seed, pairs_per_fold=pairs_per_fold))
+    for s in sets:
+        s.aligned = s.aligned or aligned
     if not sets:
         raise InvalidArgumentError("nothing to score: give --bin FILE..., --pairs FILE --images DIR, or --pairs-from DIR")
     names = [s.name for s in sets]

@@ -40,3 +40,26 @@ def shared_identity_folders(tmp_path_factory, shared_faces, rgb_of) -> Path:
         for k, im in enumerate(_variants(rgb_of(photo), 3, rng)):
             im.save(person / f"{photo.stem}_{k}.jpg", quality=92)
     return root
+
+
+@pytest.fixture(scope="session")
+def small_identity_set(tmp_path_factory) -> Path:
+    """12 procedural identities × 4 aligned crops (fast training tests)."""
+    from tests.fr.procedural import make_identity_set
+
+    return make_identity_set(tmp_path_factory.mktemp("ids"), 12, 4, seed=11)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, small_identity_set) -> Path:
+    """A run folder of an untrained tiny IResNet, written by the trainer's own writer."""
+    from facegen.fr.data import open_train_set
+    from facegen.fr.recipes import get_recipe
+    from facegen.fr.train import build, run_config, write_run
+
+    run = tmp_path_factory.mktemp("run")
+    recipe = get_recipe("cpu-test")
+    ts = open_train_set(small_identity_set)
+    model, _, _ = build(recipe, ts.num_classes, 0)
+    write_run(run, model.eval(), run_config(recipe, ts, 0, 0))
+    return run
