@@ -63,8 +63,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("adaface", head="adaface", margin=0.4, h=0.333, epochs=26, milestones=(12, 20, 24),
            augment=("flip", "crop", "lowres", "photometric"), augment_p=0.2,
            source="AdaFace (mk-minchul/AdaFace, IR-50 config)"),
-    Recipe("cpu-test", arch="tiny", head="arcface", scale=16.0, margin=0.3, lr=0.1, weight_decay=5e-4,
-           batch_size=32, epochs=12, milestones=(9,), embedding_size=128, image_size=32, augment=("flip",),
+    Recipe("cpu-test", arch="tiny", head="arcface", scale=32.0, margin=0.5, lr=0.1, weight_decay=5e-4,
+           batch_size=32, epochs=12, milestones=(10,), embedding_size=128, image_size=32, augment=("flip",),
            mixed_precision="no", source="facegen's CPU test recipe (not from a paper)"),
 )}
 

@@ -201,6 +201,7 @@ def train(ts: TrainSet, recipe: Recipe, run: str | Path, *, seed: int = 0, check
                                    extra=recipe.extra)
             loader = torch.utils.data.DataLoader(batches, batch_size=None, num_workers=workers,
                                                  persistent_workers=False)
+            done_before = step
             for x, y, bad in loader:
                 lr = lr_at(step, recipe, spe)
                 for g in opt.param_groups:
@@ -237,6 +238,8 @@ def train(ts: TrainSet, recipe: Recipe, run: str | Path, *, seed: int = 0, check
                         _save_checkpoint(ckpt, acc.unwrap_model(model), acc.unwrap_model(head), opt, step)
                 if step >= total:
                     break
+            if step == done_before:
+                raise InvalidArgumentError(f"{ts.root}: no readable image in epoch {epoch}; check the dataset's files")
     finally:
         if log is not None:
             log.close()
