@@ -250,6 +250,7 @@ def train(ts: TrainSet, recipe: Recipe, run: str | Path, *, seed: int = 0, check
     if acc.is_main_process:
         cfg = run_config(recipe, ts, step, seed)
         cfg["unreadable_images"] = unreadable
+        cfg["processes"] = acc.num_processes
         backbone = acc.unwrap_model(model)
         write_run(run, backbone, cfg)
         if plot:
