@@ -85,7 +85,7 @@ def trained_model_lines(root: Path, fingerprint: str) -> list[str]:
         return []
     lines = ["## Trained model", "",
              f"A face-recognition network trained on this dataset (`facegen fr-train`, {rec.get('arch')}, "
-             f"{rec.get('steps')} steps) and scored by `facegen fr-eval` (10-fold verification accuracy):", "",
+             f"{rec.get('steps')} steps) and scored by `facegen fr-eval` (k-fold verification accuracy, mean ± std):", "",
              "| set | pairs | accuracy % | TAR@FAR 1e-3 % |", "|---|---:|---:|---:|"]
     for name, r in rec["sets"].items():
         tar = (r.get("tar_at_far") or {}).get("1e-3")

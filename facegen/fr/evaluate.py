@@ -31,8 +31,9 @@ logger = logging.getLogger(__name__)
 SCHEMA = 1
 EVAL_JSON = "eval.json"
 EVAL_MD = "eval.md"
-PROTOCOL = ("flip-sum embeddings, L2-normalised; squared L2 distance; 10 unshuffled folds, threshold 0..4 "
-            "step 0.01 best on the other folds (insightface verification.py); EER and TAR@FAR from the ROC")
+PROTOCOL = ("flip-sum embeddings, L2-normalised; squared L2 distance; unshuffled folds (10, or as the set says), "
+            "threshold 0..4 step 0.01 best on the other folds (insightface verification.py); EER and TAR@FAR "
+            "from the ROC")
 #: the distance given to a pair with an image where no face was found: never a match
 FAILED_DISTANCE = 4.0
 
