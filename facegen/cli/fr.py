@@ -18,12 +18,13 @@ from typing import Any
 from facegen.errors import InvalidArgumentError
 
 from facegen.cli.options import (
+    add_device_options,
+    add_encoder_option,
     add_models_options,
     add_output_option,
     add_progress_option,
     add_seed_option,
     bounded_int,
-    encoder_name,
     finite_float,
 )
 
@@ -53,8 +54,7 @@ def add_eval_parser(sub: Any) -> None:
                                        "10-fold accuracy, TAR@FAR, EER): eval.json, eval.md, ROC")
     who = p.add_mutually_exclusive_group()
     who.add_argument("--model", default=None, metavar="RUN", help="a run folder written by 'facegen fr-train'")
-    who.add_argument("--encoder", default=None, type=encoder_name, metavar="NAME|RUN_DIR",
-                     help="a registered ID encoder (dlib-resnet-v1, ...) or a run folder")
+    add_encoder_option(who, None, "the encoder to score")
     p.add_argument("--bin", nargs="+", default=None, metavar="FILE",
                    help="insightface verification sets (lfw.bin cfp_fp.bin agedb_30.bin calfw.bin cplfw.bin)")
     p.add_argument("--pairs", default=None, metavar="PAIRS_TXT", help="LFW-format pairs.txt (with --images)")
@@ -129,8 +129,7 @@ def add_train_parser(sub: Any) -> None:
     p.add_argument("--checkpoint-every", type=bounded_int(1), default=500, help="steps between checkpoints")
     p.add_argument("--log-every", type=bounded_int(1), default=10, help="steps between train.jsonl lines")
     p.add_argument("--workers", type=bounded_int(0, 64), default=0, help="data-loading worker processes")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available; accelerate "
-                                                 "launch picks the GPUs)")
+    add_device_options(p, dtype=False)
     p.add_argument("--no-align", action="store_true", help="take every image as an aligned crop as it is")
     p.add_argument("--no-plots", action="store_true", help="skip loss.png")
     add_seed_option(p, "seed of the initialisation, data order and augmentation", default=0)
