@@ -49,6 +49,7 @@ def test_trains_a_run_that_is_an_encoder(tmp_path, small_identity_set):
     assert main(["fr-train", str(small_identity_set), "--out", str(run), *FAST]) == 2
 
 
+@pytest.mark.slow
 def test_resume_after_kill_gives_the_same_weights(tmp_path, small_identity_set):
     args = [str(small_identity_set), *FAST, "--max-steps", "40", "--checkpoint-every", "4", "--seed", "5"]
     whole = tmp_path / "whole"
@@ -163,6 +164,7 @@ class _Patterns:
         return out
 
 
+@pytest.mark.slow
 def test_trains_on_facegen_webdataset_and_eval_fills_its_card(tmp_path, small_identity_set):
     from facegen.dataset.runner import run_dataset
     from facegen.dataset.spec import DatasetSpec
