@@ -30,8 +30,9 @@ LAYERS: dict[str, int] = {
     "pipelines": 8,
     "video": 9,
     "dataset": 10,
-    "app": 11,
-    "cli": 12, "__main__": 12,
+    "fr": 11,
+    "app": 12,
+    "cli": 13, "__main__": 13,
 }
 
 

@@ -20,14 +20,14 @@ import traceback
 from typing import Any, Callable, Sequence
 
 from facegen import __version__
-from facegen.cli import dataset, doctor, edit, embed, generate, inspect, report, serve
+from facegen.cli import dataset, doctor, edit, embed, fr, generate, inspect, report, serve
 from facegen.errors import FacegenError
 
 logger = logging.getLogger("facegen")
 
 #: the modules that register sub-commands, in help order (plain imports: a broken command
 #: module fails loudly instead of vanishing from the CLI)
-COMMAND_MODULES = (embed, doctor, generate, edit, dataset, report, serve, inspect)
+COMMAND_MODULES = (embed, doctor, generate, edit, dataset, report, fr, serve, inspect)
 
 
 class _Parser(argparse.ArgumentParser):

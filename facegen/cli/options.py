@@ -98,11 +98,23 @@ def add_progress_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def encoder_name(text: str) -> str:
+    """An argparse ``type``: a registered ID encoder's name, or a trained run's folder
+    (``facegen fr-train``'s output), given back as the name its embeddings record."""
+    from facegen.id.registry import get_encoder_spec  # noqa: PLC0415
+
+    try:
+        return get_encoder_spec(text).name
+    except InvalidArgumentError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_encoder_option(p: argparse.ArgumentParser, default: str | None, help: str) -> None:
-    """``--encoder NAME``, one of the registered ID encoders."""
+    """``--encoder NAME|RUN_DIR``: a registered ID encoder, or a trained run's folder."""
     from facegen.id.registry import ENCODERS  # noqa: PLC0415
 
-    p.add_argument("--encoder", default=default, choices=sorted(ENCODERS), help=help)
+    p.add_argument("--encoder", default=default, type=encoder_name, metavar="NAME|RUN_DIR",
+                   help=f"{help}; one of {', '.join(sorted(ENCODERS))}, or a run folder of 'facegen fr-train'")
 
 
 def add_provenance_options(p: argparse.ArgumentParser) -> None:

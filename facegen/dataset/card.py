@@ -70,6 +70,31 @@ def _report_for(root: Path, fingerprint: str, report_dir: Path | None) -> dict[s
     return report if fg.get("fingerprint") == fingerprint else None   # a report of another dataset
 
 
+TRAINED_MODEL_FILE = "trained_model.json"
+
+
+def trained_model_lines(root: Path, fingerprint: str) -> list[str]:
+    """The "Trained model" section: what ``facegen fr-eval`` measured of a network trained on
+    this dataset (``root/trained_model.json``, written by :mod:`facegen.fr.card`)."""
+    path = root / TRAINED_MODEL_FILE
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, ValueError):
+        rec = None
+    if not isinstance(rec, dict) or rec.get("fingerprint") != fingerprint or not isinstance(rec.get("sets"), dict):
+        return []
+    lines = ["## Trained model", "",
+             f"A face-recognition network trained on this dataset (`facegen fr-train`, {rec.get('arch')}, "
+             f"{rec.get('steps')} steps) and scored by `facegen fr-eval` (k-fold verification accuracy, mean ± std):", "",
+             "| set | pairs | accuracy % | TAR@FAR 1e-3 % |", "|---|---:|---:|---:|"]
+    for name, r in rec["sets"].items():
+        tar = (r.get("tar_at_far") or {}).get("1e-3")
+        lines.append(f"| {name} | {r.get('pairs')} | {100 * float(r.get('accuracy', 0)):.2f} ± "
+                     f"{100 * float(r.get('accuracy_std', 0)):.2f} | {'n/a' if tar is None else f'{100 * tar:.2f}'} |")
+    lines.append("")
+    return lines
+
+
 def dataset_card(root: str | Path, spec: Any = None, summary: Any = None, report: dict[str, Any] | None = None,
                  report_dir: str | Path | None = None) -> str:
     """The card's text for the facegen dataset in ``root`` (spec and summary read from the
@@ -203,6 +228,7 @@ def dataset_card(root: str | Path, spec: Any = None, summary: Any = None, report
     else:
         lines.append("Not measured yet: run `facegen dataset-report DIR` (it refreshes this card).")
     lines.append("")
+    lines += trained_model_lines(root, summary.fingerprint)
 
     lines += ["## Intended use", "",
               "Training and evaluating face-recognition models without scraped photos of real people; research on "

@@ -118,10 +118,14 @@ def _default_similarity(a: IDEmbedding, b: IDEmbedding) -> float:
 
 
 def _encoder_metric(name: str) -> tuple[str, float | None]:
-    from facegen.id.registry import ENCODERS
+    from facegen.errors import InvalidArgumentError
+    from facegen.id.registry import get_encoder_spec
 
-    spec = ENCODERS.get(name)
-    return (spec.metric, spec.threshold) if spec is not None else ("cosine", None)
+    try:
+        spec = get_encoder_spec(name)          # a registered name or a trained run's folder
+    except InvalidArgumentError:
+        return "cosine", None
+    return spec.metric, spec.threshold
 
 
 # ---------------------------------------------------------------------- chain

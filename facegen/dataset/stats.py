@@ -157,10 +157,13 @@ def iter_images(root: Path, fmt: str, records: list[dict[str, Any]]) -> Iterator
 
 
 def _metric_of(encoder: str | None) -> str:
-    from facegen.id.registry import ENCODERS
+    from facegen.errors import InvalidArgumentError
+    from facegen.id.registry import get_encoder_spec
 
-    spec = ENCODERS.get(encoder or "")
-    return spec.metric if spec is not None else "cosine"
+    try:
+        return get_encoder_spec(encoder or "").metric    # a registered name or a trained run's folder
+    except InvalidArgumentError:
+        return "cosine"
 
 
 def dataset_stats(root: str | Path, embed_fn: Callable[[np.ndarray], Any] | None = None,

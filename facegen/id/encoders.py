@@ -167,6 +167,39 @@ class TorchIRSEEncoder(OnnxArcFaceEncoder):
             return self.model(torch.from_numpy(self.preprocess(crops))).numpy().astype(np.float32)
 
 
+class IResNetRunEncoder:
+    """A trained run (``facegen fr-train``): its IResNet on the entry's aligned crop, resized to the
+    run's input size, (x − mean) / std in the run's colour order; raw embeddings."""
+
+    def __init__(self, spec: EncoderSpec) -> None:
+        from facegen.id.iresnet import load_run  # noqa: PLC0415
+
+        self.spec = spec
+        self.model, self.config = load_run(spec.path)          # type: ignore[arg-type]
+        self.template = crop_template(spec.template).template
+        self.input_size = int(self.config["input_size"])
+
+    def aligner(self) -> WarpAligner:
+        return WarpAligner(self.template, self.spec.crop_size)     # type: ignore[arg-type]
+
+    def preprocess(self, crops: Sequence[np.ndarray]) -> Any:
+        import torch  # noqa: PLC0415
+
+        x = torch.from_numpy(np.stack(crops).astype(np.float32)).permute(0, 3, 1, 2)
+        if self.spec.color_order == "bgr":
+            x = x.flip(1)
+        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
+            x = torch.nn.functional.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
+                                                antialias=True, align_corners=False)
+        return (x - self.spec.mean) / self.spec.std
+
+    def embed_crops(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        import torch  # noqa: PLC0415
+
+        with torch.inference_mode():
+            return self.model(self.preprocess(crops)).numpy().astype(np.float32)
+
+
 class SizeFallbackDetector:
     """Detectors tried in turn until one finds a face (upstream InfiniteYou's 640 → 320 → 160)."""
 
@@ -197,10 +230,15 @@ def build_analyzer(spec: EncoderSpec, models_dir: str | Path | None = None,
                    providers: str | Sequence[str] | None = None, accept_license: bool = False,
                    session_factory: Any = None, det_size: tuple[int, int] = (640, 640)) -> Analyzer:
     """The face front door of an encoder entry: its detector, its template, its network."""
-    embedder: DlibEncoder | OnnxArcFaceEncoder
+    embedder: DlibEncoder | OnnxArcFaceEncoder | IResNetRunEncoder
     if spec.backend == "dlib":
         embedder = DlibEncoder(spec)
         detector: Any = functools.partial(get_detector, spec.detector)
+    elif spec.backend == "torch-iresnet":
+        embedder = IResNetRunEncoder(spec)
+        detector = functools.partial(get_detector, spec.detector, **(
+            {} if spec.detector == "dlib" else dict(pack=spec.detector_pack, models_dir=models_dir, det_size=det_size,
+                                                   providers=providers, accept_license=accept_license)))
     else:
         options: dict[str, Any] = dict(pack=spec.detector_pack, models_dir=models_dir, det_size=det_size,
                                        providers=providers, accept_license=accept_license)
@@ -221,7 +259,8 @@ def build_analyzer(spec: EncoderSpec, models_dir: str | Path | None = None,
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_analyzer(name: str, models_dir: str | None, providers: Any, accept_license: bool) -> Analyzer:
+def _cached_analyzer(name: str, models_dir: str | None, providers: Any, accept_license: bool,
+                     stamp: Any = None) -> Analyzer:
     return build_analyzer(get_encoder_spec(name), models_dir, providers, accept_license)
 
 
@@ -229,7 +268,9 @@ def get_analyzer(name: str = DEFAULT_ENCODER, models_dir: str | Path | None = No
                  providers: str | Sequence[str] | None = None, accept_license: bool = False) -> Analyzer:
     """The face front door of the encoder registered as ``name``, loaded once per process and options."""
     prov = tuple(providers) if isinstance(providers, (list, tuple)) else providers
-    return _cached_analyzer(name, str(models_dir) if models_dir else None, prov, bool(accept_license))
+    spec = get_encoder_spec(name)      # a trained run: its folder's absolute path, its weights' version
+    stamp = (Path(spec.path) / "model.safetensors").stat().st_mtime_ns if spec.path else None
+    return _cached_analyzer(spec.name, str(models_dir) if models_dir else None, prov, bool(accept_license), stamp)
 
 
 #: the name callers used before the front door had its own: the same analyzer

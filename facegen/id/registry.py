@@ -13,6 +13,7 @@ Licences come from :mod:`facegen.models.licences`; the insightface packs' files 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from facegen.errors import InvalidArgumentError
@@ -20,14 +21,15 @@ from facegen.faces.align import crop_template
 from facegen.models.auxiliary import WeightFile, get_auxiliary
 from facegen.models.licences import commercial_use, licence_text
 
-__all__ = ["DEFAULT_ENCODER", "ENCODERS", "EncoderSpec", "WeightFile", "get_encoder_spec", "register_encoder"]
+__all__ = ["DEFAULT_ENCODER", "ENCODERS", "EncoderSpec", "WeightFile", "get_encoder_spec", "register_encoder",
+           "run_encoder_spec"]
 
 
 @dataclass(frozen=True)
 class EncoderSpec:
     name: str
     network: str
-    backend: Literal["dlib", "onnx", "torch-irse"]
+    backend: Literal["dlib", "onnx", "torch-irse", "torch-iresnet"]
     detector: str                 # detector backend name (facegen.faces.detect.DETECTORS)
     template: str                 # crop template name (facegen.faces.align.CROP_TEMPLATES)
     crop_size: int
@@ -43,6 +45,7 @@ class EncoderSpec:
     detector_pack: str | None = None   # insightface pack whose detector it pairs with
     notes: str = ""
     typical_norm: float | None = None  # mean raw-vector norm on real faces, when measured
+    path: str | None = None            # a trained run's folder (facegen fr-train), its own network
 
 
 ENCODERS: dict[str, EncoderSpec] = {}
@@ -60,11 +63,46 @@ def register_encoder(spec: EncoderSpec) -> EncoderSpec:
 
 
 def get_encoder_spec(name: str) -> EncoderSpec:
-    try:
+    """The entry registered as ``name``, or the entry of the trained run in folder ``name``
+    (``facegen fr-train``'s output: a run is an encoder wherever facegen takes one)."""
+    if name in ENCODERS:
         return ENCODERS[name]
-    except KeyError:
-        raise InvalidArgumentError(
-            f"unknown encoder '{name}'; choose one of: {', '.join(sorted(ENCODERS))}") from None
+    if name and Path(name).is_dir():
+        return run_encoder_spec(name)
+    raise InvalidArgumentError(
+        f"unknown encoder '{name}'; choose one of: {', '.join(sorted(ENCODERS))}, or a trained run's folder")
+
+
+def run_encoder_spec(path: str | Path) -> EncoderSpec:
+    """The encoder entry of a trained run folder, named by its absolute path (so an embedding
+    records which run made it)."""
+    from facegen.id.iresnet import read_run_config  # noqa: PLC0415
+
+    p = Path(path).resolve()
+    key = str(p)
+    cfg = read_run_config(p)
+    stamp = (p / "model.safetensors").stat().st_mtime_ns
+    cached = _RUN_SPECS.get(key)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    spec = EncoderSpec(
+        name=key, network=f"IResNet {cfg['arch']} trained by facegen fr-train"
+                          + (f" on {cfg['dataset']}" if cfg.get("dataset") else ""),
+        backend="torch-iresnet", detector=cfg["detector"], template=cfg["template"], crop_size=cfg["crop_size"],
+        color_order="bgr" if cfg.get("color_order") == "bgr" else "rgb", mean=float(cfg["mean"]),
+        std=float(cfg["std"]), dim=cfg["embedding_size"], metric="cosine",
+        threshold=float(cfg.get("threshold", 0.3)),
+        licence=str(cfg.get("licence", "your own trained network (mind the licence of the data it was trained on)")),
+        commercial_use=True, path=key, notes="a facegen fr-train run")
+    crop = crop_template(spec.template)
+    if crop.size != spec.crop_size:
+        raise InvalidArgumentError(f"{p}: template '{spec.template}' crops {crop.size} px, "
+                                   f"but crop_size is {spec.crop_size}")
+    _RUN_SPECS[key] = (stamp, spec)
+    return spec
+
+
+_RUN_SPECS: dict[str, tuple[int, EncoderSpec]] = {}
 
 
 DEFAULT_ENCODER = "dlib-resnet-v1"

@@ -65,7 +65,7 @@ def test_bad_inputs_one_line_exit_2(tmp_path):
     Image.new("RGB", (300, 300), (120, 120, 120)).save(blank)
     assert_user_error(run("embed", str(blank)), "no face")
     assert_user_error(run("embed", str(blank), "--faces", "biggest"), "unknown face policy")
-    assert_user_error(run("embed", str(blank), "--encoder", "nope"), "invalid choice")
+    assert_user_error(run("embed", str(blank), "--encoder", "nope"), "unknown encoder 'nope'")   # a name or a trained run's folder
 
 
 def test_embed_keeps_going_after_a_bad_image(tom_hanks_path, tmp_path):
