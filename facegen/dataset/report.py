@@ -45,6 +45,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,7 +193,13 @@ def build_report(root: str | Path, reference: str | Path | None = None, encoder:
     if data["unreadable"]["count"]:
         warnings.append(f"{data['unreadable']['count']} unreadable image(s) counted and left out "
                         "(listed under unreadable)")
-    out_dir = Path(out) if out is not None else source.root / REPORT_DIR
+    store = None if isinstance(source.root, Path) else source.root   # a store location: publish there
+    if out is not None:
+        out_dir = Path(out)
+    elif store is not None:
+        out_dir = Path(tempfile.mkdtemp(prefix="facegen-report-"))          # then copied to <url>/report/
+    else:
+        out_dir = source.root / REPORT_DIR
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "facegen_version": __version__,
         "dataset": {"path": str(source.root), "kind": source.kind, "format": source.format},
@@ -215,10 +223,16 @@ def build_report(root: str | Path, reference: str | Path | None = None, encoder:
     W.atomic_write_bytes(out_dir / REPORT_JSON, (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode())
     W.atomic_write_bytes(out_dir / REPORT_MD, md.encode("utf-8"))
     W.atomic_write_bytes(out_dir / IMAGES_JSONL, _images_jsonl(source, m))
+    if store is not None and out is None:
+        for f in sorted(p for p in out_dir.rglob("*") if p.is_file()):
+            store.publish_file(f"{REPORT_DIR}/{f.relative_to(out_dir).as_posix()}", f)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        out_dir = Path(REPORT_DIR)
     if card and source.kind == "facegen":
         from facegen.dataset.card import write_dataset_card
 
-        write_dataset_card(source.root, report=report, report_dir=out_dir)
+        write_dataset_card(source.root, report=report,
+                           report_dir=None if store is not None and out is None else out_dir)
     for w in warnings:
         logger.warning("%s", w)
     return Report(report, out_dir, md)

@@ -9,6 +9,7 @@ largest cosine between the sampled identity vectors (the conditioning space).
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ import numpy as np
 
 from facegen.dataset import writers as W
 from facegen.errors import InvalidArgumentError
+from facegen.io.location import open_location
 
 logger = logging.getLogger(__name__)
 
@@ -134,19 +136,21 @@ def separation(labels: np.ndarray, vectors: np.ndarray, metric: str, chunk: int 
 
 
 # ---------------------------------------------------------------------- reading a dataset
-def iter_images(root: Path, fmt: str, records: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], bytes]]:
-    """(manifest record, PNG bytes) for every sample, in manifest order."""
+def iter_images(root: Any, fmt: str, records: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], bytes]]:
+    """(manifest record, PNG bytes) for every sample, in manifest order (``root``: a folder or a
+    store location; a store's shards are read one at a time through a local copy)."""
+    root = open_location(root)
     if fmt == "webdataset":
         by_shard: dict[str, list[dict[str, Any]]] = {}
         for r in records:
             by_shard.setdefault(r["shard"], []).append(r)
         for shard, recs in by_shard.items():
-            samples = W.read_tar_samples(root / shard)
+            samples = W.read_tar_samples(root.local_file(shard))
             for r in recs:
                 yield r, samples[r["key"]]["png"]
     else:
         for r in records:
-            yield r, (root / r["file"]).read_bytes()
+            yield r, root.read_bytes(r["file"])
 
 
 def _metric_of(encoder: str | None) -> str:
@@ -156,7 +160,7 @@ def _metric_of(encoder: str | None) -> str:
     return spec.metric if spec is not None else "cosine"
 
 
-def dataset_stats(root: str | Path, embed_fn: Callable[[np.ndarray], Any] | None = None,
+def dataset_stats(root: Any, embed_fn: Callable[[np.ndarray], Any] | None = None,
                   progress: bool = False) -> Summary:
     """The summary of an existing dataset folder (complete or not) from its parts.
 
@@ -165,13 +169,15 @@ def dataset_stats(root: str | Path, embed_fn: Callable[[np.ndarray], Any] | None
     """
     from facegen.dataset.spec import DatasetSpec, read_stored_fingerprint
 
-    root = Path(root)
-    spec_path = root / SPEC_FILE
-    if not spec_path.is_file():
+    from facegen.dataset.start import spec_file_of
+
+    root = open_location(root)
+    spec_path = spec_file_of(root)
+    if spec_path is None:
         raise InvalidArgumentError(f"{root} is not a facegen dataset (no {SPEC_FILE})")
-    spec = DatasetSpec.from_yaml(spec_path, out=root)
+    spec = DatasetSpec.from_yaml(spec_path, out=root.url)
     summary = Summary(
-        out=str(root), model=spec.model, format=spec.format, num_ids=spec.num_ids,
+        out=root.url, model=spec.model, format=spec.format, num_ids=spec.num_ids,
         images_per_id=spec.images_per_id, expected=spec.num_ids * spec.images_per_id,
         shards=spec.num_shards, filters=bool(spec.filters), filter_encoder=spec.filter_encoder,
         fingerprint=read_stored_fingerprint(spec_path) or "")
@@ -180,22 +186,24 @@ def dataset_stats(root: str | Path, embed_fn: Callable[[np.ndarray], Any] | None
     emb_blocks: list[np.ndarray] = []
     judge: str | None = None
     have_all_embeddings = True
-    for k in range(spec.num_shards):
-        if not W.shard_complete(root, k, spec.format):
-            continue
+    listing = root.listing()   # one listing: a store is asked nothing per shard but its small files
+    finished = [k for k in range(spec.num_shards) if W.shard_complete(root, k, spec.format, listing=listing)]
+    with_emb = [k for k in finished if W.embeddings_name(k) in listing]
+    blobs = iter(root.read_many([name for k in finished for name in (W.part_name(k), W.stats_name(k))]))
+    emb_blobs = dict(zip(with_emb, root.read_many([W.embeddings_name(k) for k in with_emb])))
+    for k in finished:
         summary.shards_done += 1
-        part = W.read_jsonl(W.part_path(root, k))
+        part = W.parse_jsonl(next(blobs))
         labels_list.extend(r["identity"] for r in part)
         summary.accepted += len(part)
-        stats = json.loads(W.stats_path(root, k).read_text(encoding="utf-8"))
+        stats = json.loads(next(blobs))
         for reason, n in stats.get("rejected", {}).items():
             summary.rejected_by_reason[reason] = summary.rejected_by_reason.get(reason, 0) + int(n)
         summary.dropped += int(stats.get("dropped", 0))
         summary.generated += int(stats.get("generated", 0))
         judge = judge or stats.get("embedding_encoder")
-        emb_file = W.embeddings_path(root, k)
-        if emb_file.is_file():
-            emb_blocks.append(np.load(emb_file, allow_pickle=False))
+        if k in emb_blobs:
+            emb_blocks.append(np.load(io.BytesIO(emb_blobs[k]), allow_pickle=False))
         elif part:
             have_all_embeddings = False
         if embed_fn is not None:
@@ -228,17 +236,15 @@ def dataset_stats(root: str | Path, embed_fn: Callable[[np.ndarray], Any] | None
         summary.judge = judge
         summary.mean_intra_similarity, summary.max_inter_similarity = separation(labels, vectors, _metric_of(judge))
 
-    ids_file = root / IDENTITIES_FILE
-    if ids_file.is_file() and spec.num_ids <= _MAX_IDS_FOR_PAIRWISE:
+    if IDENTITIES_FILE in listing and spec.num_ids <= _MAX_IDS_FOR_PAIRWISE:
         from facegen.dataset.identities import max_pairwise_cosine
 
-        ids = np.load(ids_file, allow_pickle=False)
+        ids = np.load(root.local_file(IDENTITIES_FILE, refresh=True), allow_pickle=False)
         if len(ids) >= 2:
             summary.identity_max_cosine = max_pairwise_cosine(ids)
-    summary_file = root / SUMMARY_FILE
-    if summary_file.is_file():
+    if SUMMARY_FILE in listing:
         try:
-            last = json.loads(summary_file.read_text(encoding="utf-8"))
+            last = json.loads(root.read_bytes(SUMMARY_FILE))
             summary.seconds = last.get("seconds")
             summary.images_per_second = last.get("images_per_second")
         except (OSError, ValueError):
