@@ -503,8 +503,11 @@ def _owner() -> dict[str, Any]:
 
 
 def _pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+    """Whether process ``pid`` of this host runs (this process counts: another lock of it holds)."""
+    if not isinstance(pid, int) or pid <= 0:
         return False
+    if pid == os.getpid():
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
