@@ -93,6 +93,7 @@ def test_imagefolder_on_s3_equals_local(s3_bucket, tmp_path) -> None:
     assert_same_dataset(objects, folder_files(tmp_path / "ds"))
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_on_s3_is_identical_with_no_stray_object(local_reference, s3_bucket) -> None:
     url = f"{s3_bucket.url}/killed"
     cmd = [sys.executable, "-m", "facegen", "dataset", *BASE, "--out", url]
