@@ -171,11 +171,9 @@ def _finished_shards(resolved: DatasetSpec, shards: list[int]) -> tuple[list[int
     was uploaded complete (it cannot be truncated in place), so the sizes are checked and the sha256
     only when ``dataset-stats --verify`` downloads everything; on a folder every sha256 is checked."""
     root = open_location(resolved.out)
-    listing = root.listing()
     done: list[int] = []
     redone = 0
-    for k in shards:
-        problem = W.shard_problem(root, k, resolved.format, checksums=root.is_local, listing=listing)
+    for k, problem in W.shard_problems(root, shards, resolved.format, checksums=root.is_local).items():
         if problem is None:
             done.append(k)
         elif problem != W.UNFINISHED:

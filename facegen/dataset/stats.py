@@ -160,6 +160,19 @@ def _metric_of(encoder: str | None) -> str:
     return spec.metric if spec is not None else "cosine"
 
 
+def _shard_files(root: Any, shards: list[int], listing: dict[str, int], batch: int = 1000
+                 ) -> Iterator[tuple[int, bytes, bytes, bytes | None]]:
+    """(shard, part, stats, embeddings or None) of ``shards``, read ``batch`` shards at a time."""
+    for start in range(0, len(shards), batch):
+        group = shards[start:start + batch]
+        names = [name for k in group for name in (W.part_name(k), W.stats_name(k))]
+        with_emb = [k for k in group if W.embeddings_name(k) in listing]
+        blobs = iter(root.read_many(names))
+        embs = dict(zip(with_emb, root.read_many([W.embeddings_name(k) for k in with_emb])))
+        for k in group:
+            yield k, next(blobs), next(blobs), embs.get(k)
+
+
 def dataset_stats(root: Any, embed_fn: Callable[[np.ndarray], Any] | None = None,
                   progress: bool = False) -> Summary:
     """The summary of an existing dataset folder (complete or not) from its parts.
@@ -187,23 +200,22 @@ def dataset_stats(root: Any, embed_fn: Callable[[np.ndarray], Any] | None = None
     judge: str | None = None
     have_all_embeddings = True
     listing = root.listing()   # one listing: a store is asked nothing per shard but its small files
-    finished = [k for k in range(spec.num_shards) if W.shard_complete(root, k, spec.format, listing=listing)]
-    with_emb = [k for k in finished if W.embeddings_name(k) in listing]
-    blobs = iter(root.read_many([name for k in finished for name in (W.part_name(k), W.stats_name(k))]))
-    emb_blobs = dict(zip(with_emb, root.read_many([W.embeddings_name(k) for k in with_emb])))
-    for k in finished:
+    problems = W.shard_problems(root, list(range(spec.num_shards)), spec.format, checksums=False,
+                                listing=listing)
+    finished = [k for k, problem in problems.items() if problem is None]
+    for k, part_bytes, stats_bytes, emb_bytes in _shard_files(root, finished, listing):
         summary.shards_done += 1
-        part = W.parse_jsonl(next(blobs))
+        part = W.parse_jsonl(part_bytes)
         labels_list.extend(r["identity"] for r in part)
         summary.accepted += len(part)
-        stats = json.loads(next(blobs))
+        stats = json.loads(stats_bytes)
         for reason, n in stats.get("rejected", {}).items():
             summary.rejected_by_reason[reason] = summary.rejected_by_reason.get(reason, 0) + int(n)
         summary.dropped += int(stats.get("dropped", 0))
         summary.generated += int(stats.get("generated", 0))
         judge = judge or stats.get("embedding_encoder")
-        if k in emb_blobs:
-            emb_blocks.append(np.load(io.BytesIO(emb_blobs[k]), allow_pickle=False))
+        if emb_bytes is not None:
+            emb_blocks.append(np.load(io.BytesIO(emb_bytes), allow_pickle=False))
         elif part:
             have_all_embeddings = False
         if embed_fn is not None:

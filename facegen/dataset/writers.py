@@ -40,7 +40,7 @@ import numpy as np
 
 from facegen.errors import FacegenError
 # atomic_write_bytes: the one atomic writer (facegen.io.atomic), still importable from here
-from facegen.io.atomic import atomic_write_bytes, remove_stale_temps, replace_durably
+from facegen.io.atomic import atomic_write_bytes, remove_stale_temps, replace_durably, temp_path_for
 from facegen.io.location import LocalLocation, Location, open_location
 from facegen.paths import sha256_of
 
@@ -318,11 +318,13 @@ UNFINISHED = "not finished"
 
 
 def shard_problem(root: Root, shard: int, fmt: str, checksums: bool = True,
-                  listing: Mapping[str, int] | None = None) -> str | None:
+                  listing: Mapping[str, int] | None = None, marker_bytes: bytes | None = None) -> str | None:
     """None when the shard is done and its files are as recorded; else what is wrong:
     :data:`UNFINISHED`, or the first missing or damaged file (size, then sha256 with
     ``checksums``).  ``listing``: ``{name: size}`` of the whole location, from one
-    :meth:`~facegen.io.location.Location.listing` (a store is then asked nothing per file)."""
+    :meth:`~facegen.io.location.Location.listing`, and ``marker_bytes``: the shard's
+    ``files.json`` already read (:func:`shard_problems` reads many at once): a store is then
+    asked nothing for this shard."""
     loc = open_location(root)
     marker = files_name(shard)
 
@@ -332,7 +334,7 @@ def shard_problem(root: Root, shard: int, fmt: str, checksums: bool = True,
     if size_of(marker) is None:
         return UNFINISHED
     try:
-        listed = json.loads(loc.read_bytes(marker))["files"]
+        listed = json.loads(marker_bytes if marker_bytes is not None else loc.read_bytes(marker))["files"]
         entries = [(str(rel), int(rec["size"]), str(rec["sha256"])) for rel, rec in listed.items()]
     except FileNotFoundError:
         return UNFINISHED
@@ -356,6 +358,26 @@ def shard_problem(root: Root, shard: int, fmt: str, checksums: bool = True,
     return None
 
 
+def shard_problems(root: Root, shards: list[int], fmt: str, checksums: bool = True,
+                   listing: Mapping[str, int] | None = None, batch: int = 1000) -> dict[int, str | None]:
+    """:func:`shard_problem` of many shards from one listing, their ``files.json`` read ``batch``
+    at a time (a store fetches those concurrently): a resume scan makes about
+    ``objects / 1000 + shards / batch`` round trips, not one per file."""
+    loc = open_location(root)
+    listing = loc.listing() if listing is None else listing
+    out: dict[int, str | None] = {k: UNFINISHED for k in shards if files_name(k) not in listing}
+    finished = [k for k in shards if files_name(k) in listing]
+    for start in range(0, len(finished), batch):
+        group = finished[start:start + batch]
+        try:
+            markers = loc.read_many([files_name(k) for k in group])
+        except FacegenError:        # one vanished meanwhile: ask each shard alone
+            markers = [None] * len(group)
+        for k, data in zip(group, markers):
+            out[k] = shard_problem(loc, k, fmt, checksums=checksums, listing=listing, marker_bytes=data)
+    return {k: out[k] for k in shards}
+
+
 def shard_complete(root: Root, shard: int, fmt: str, checksums: bool = False,
                    listing: Mapping[str, int] | None = None) -> bool:
     """A shard is done when its ``files.json`` exists and its files have the recorded sizes
@@ -363,13 +385,23 @@ def shard_complete(root: Root, shard: int, fmt: str, checksums: bool = False,
     return shard_problem(root, shard, fmt, checksums=checksums, listing=listing) is None
 
 
-def write_manifest(root: Root, num_shards: int) -> int:
+def write_manifest(root: Root, num_shards: int, batch: int = 1000) -> int:
     """Concatenate the parts, in shard order, into ``manifest.jsonl``; return the line count.
-    A store's parts are fetched many at a time (:meth:`~facegen.io.location.Location.read_many`)."""
+    Streamed through a local scratch file (memory: ``batch`` parts, whatever the dataset's size),
+    the parts fetched ``batch`` at a time (a store fetches them concurrently), then published whole."""
     loc = open_location(root)
-    chunks = loc.read_many([part_name(k) for k in range(num_shards)])
-    loc.write_bytes(MANIFEST, b"".join(chunks))
-    return sum(c.count(b"\n") for c in chunks)
+    tmp = temp_path_for(loc.scratch() / MANIFEST)
+    lines = 0
+    try:
+        with open(tmp, "wb") as fh:
+            for start in range(0, num_shards, batch):
+                for chunk in loc.read_many([part_name(k) for k in range(start, min(start + batch, num_shards))]):
+                    fh.write(chunk)
+                    lines += chunk.count(b"\n")
+        loc.publish_file(MANIFEST, tmp)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return lines
 
 
 def read_tar_samples(path: Path) -> dict[str, dict[str, bytes]]:
