@@ -287,12 +287,14 @@ def main() -> int:
         sizes = [s for s, _ in rows]
         secs = [o["seconds"] for _, o in rows]
         b = exponent(sizes, secs)
-        proj = secs[-1] * (target / sizes[-1]) ** b if b is not None else None
+        # the projection uses the exponent of the two largest sizes (fixed costs fade there)
+        top = exponent(sizes[-2:], secs[-2:])
+        proj = secs[-1] * (target / sizes[-1]) ** max(top, 0.0) if top is not None else None
         results["pieces"][name] = {"unit": unit, "rows": [{"size": s, **o} for s, o in rows], "exponent": b,
-                                   "target": target, "projected_seconds": proj}
+                                   "exponent_top": top, "target": target, "projected_seconds": proj}
         if b is not None:
-            print(f"{name:10} growth exponent {b:.2f}; projected at {target:,} {unit}: {proj:,.0f} s "
-                  f"({proj / 3600:.2f} h)", flush=True)
+            print(f"{name:10} growth exponent {b:.2f} (all sizes), {top:.2f} (two largest); projected at "
+                  f"{target:,} {unit}: {proj:,.0f} s ({proj / 3600:.2f} h)", flush=True)
     if args.json:
         _common.write_json(args.json, results)
     return 0

@@ -160,7 +160,7 @@ def _metric_of(encoder: str | None) -> str:
     return spec.metric if spec is not None else "cosine"
 
 
-def _shard_files(root: Any, shards: list[int], listing: dict[str, int], batch: int = 1000
+def _shard_files(root: Any, shards: list[int], listing: dict[str, int], batch: int = 100
                  ) -> Iterator[tuple[int, bytes, bytes, bytes | None]]:
     """(shard, part, stats, embeddings or None) of ``shards``, read ``batch`` shards at a time."""
     for start in range(0, len(shards), batch):
@@ -195,7 +195,7 @@ def dataset_stats(root: Any, embed_fn: Callable[[np.ndarray], Any] | None = None
         shards=spec.num_shards, filters=bool(spec.filters), filter_encoder=spec.filter_encoder,
         fingerprint=read_stored_fingerprint(spec_path) or "")
     records: list[dict[str, Any]] = []   # kept only while images may still need embedding
-    labels_list: list[int] = []
+    label_blocks: list[np.ndarray] = []   # int64 per shard (10M images: 80 MB, not a list of Python ints)
     emb_blocks: list[np.ndarray] = []
     judge: str | None = None
     have_all_embeddings = True
@@ -206,7 +206,7 @@ def dataset_stats(root: Any, embed_fn: Callable[[np.ndarray], Any] | None = None
     for k, part_bytes, stats_bytes, emb_bytes in _shard_files(root, finished, listing):
         summary.shards_done += 1
         part = W.parse_jsonl(part_bytes)
-        labels_list.extend(r["identity"] for r in part)
+        label_blocks.append(np.fromiter((r["identity"] for r in part), dtype=np.int64, count=len(part)))
         summary.accepted += len(part)
         stats = json.loads(stats_bytes)
         for reason, n in stats.get("rejected", {}).items():
@@ -225,7 +225,7 @@ def dataset_stats(root: Any, embed_fn: Callable[[np.ndarray], Any] | None = None
         logger.warning("%s: %d of %d shards are not finished", root, summary.shards - summary.shards_done,
                        summary.shards)
 
-    labels = np.array(labels_list, dtype=np.int64)
+    labels = np.concatenate(label_blocks) if label_blocks else np.zeros(0, np.int64)
     vectors: np.ndarray | None = None
     if labels.size and have_all_embeddings and emb_blocks:
         vectors = np.concatenate(emb_blocks)

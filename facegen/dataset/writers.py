@@ -385,7 +385,7 @@ def shard_complete(root: Root, shard: int, fmt: str, checksums: bool = False,
     return shard_problem(root, shard, fmt, checksums=checksums, listing=listing) is None
 
 
-def write_manifest(root: Root, num_shards: int, batch: int = 1000) -> int:
+def write_manifest(root: Root, num_shards: int, batch: int = 100) -> int:
     """Concatenate the parts, in shard order, into ``manifest.jsonl``; return the line count.
     Streamed through a local scratch file (memory: ``batch`` parts, whatever the dataset's size),
     the parts fetched ``batch`` at a time (a store fetches them concurrently), then published whole."""
