@@ -108,7 +108,7 @@ def _nearest(a: np.ndarray, b: np.ndarray, metric: str, exclude_self: bool, thre
     # similarity_matrix(a_block, b)
     chunk = max(1, min(chunk, 2 ** 24 // max(1, len(b))))
     a64 = np.asarray(a, dtype=np.float64)
-    b64 = np.asarray(b, dtype=np.float64)
+    b64 = a64 if b is a else np.asarray(b, dtype=np.float64)    # the centroids against themselves: one copy
     if metric == "cosine":
         bn_t = (b64 / np.maximum(np.linalg.norm(b64, axis=1, keepdims=True), 1e-12)).T
     elif metric == "euclidean":

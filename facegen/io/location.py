@@ -568,7 +568,7 @@ class StoreLock:
         return self
 
     def _renew(self) -> None:
-        every = min(RENEW_EVERY_S, float(os.environ.get("FACEGEN_STORE_LOCK_STALE_S", STALE_AFTER_S)) / 4)
+        every = max(1.0, min(RENEW_EVERY_S, float(os.environ.get("FACEGEN_STORE_LOCK_STALE_S", STALE_AFTER_S)) / 4))
         while not self._stop.wait(every):
             with contextlib.suppress(StorageError):
                 self.loc.write_bytes(self.rel, self._text)
