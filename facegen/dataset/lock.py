@@ -20,7 +20,8 @@ from types import TracebackType
 from typing import Any
 
 from facegen.errors import FacegenError
-from facegen.io.location import LocalLocation, Location, StoreLocation, StoreLock
+from facegen.io.location import LocalLocation, Location
+from facegen.io.store import StoreLocation, StoreLock
 
 try:
     import fcntl
@@ -159,7 +160,7 @@ RunLock = "FolderLock | StoreLock"
 
 def lock_for(loc: Location) -> FolderLock | StoreLock:
     """The lock of a dataset location (``.lock`` in both cases): :class:`FolderLock` on a folder,
-    :class:`~facegen.io.location.StoreLock` (a conditional put) on a store."""
+    :class:`~facegen.io.store.StoreLock` (a conditional put) on a store."""
     if isinstance(loc, LocalLocation):
         return FolderLock(loc.path)
     assert isinstance(loc, StoreLocation)

@@ -18,7 +18,9 @@ Both writers also apply :mod:`facegen.provenance`: the invisible watermark in th
 
 Modules: ``images`` (load_image, open_regular), ``guard`` (allowlist, pixel limit, bomb
 guard), ``pixels`` (colour modes and arrays to RGB), ``metadata`` (the marks: build and
-read back), ``save`` (save_image, encode_png), ``atomic`` (the writer).
+read back), ``save`` (save_image, encode_png), ``atomic`` (the writer), ``location`` (where a
+dataset lives: a folder or an fsspec URL, :func:`~facegen.io.location.open_location`) and
+``store`` (the object-store side: whole-object writes, retries, the lock object).
 """
 
 from __future__ import annotations

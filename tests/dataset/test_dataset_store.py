@@ -129,9 +129,9 @@ def test_a_failing_put_is_retried(s3_bucket, monkeypatch, caplog) -> None:
 
     from facegen.dataset.runner import run_dataset
     from facegen.dataset.spec import DatasetSpec
-    from facegen.io import location
+    from facegen.io import store
 
-    monkeypatch.setattr(location, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(store, "BACKOFF_S", 0.01)
     failures = {"_put_file": 1, "_pipe_file": 1}
     for name in failures:
         original = getattr(s3fs.S3FileSystem, name)
@@ -149,7 +149,7 @@ def test_a_failing_put_is_retried(s3_bucket, monkeypatch, caplog) -> None:
 
     spec = DatasetSpec(out=f"{s3_bucket.url}/flaky", model="tiny", num_ids=2, images_per_id=2, seed=1,
                        format="webdataset", shard_size=1)
-    with caplog.at_level(logging.WARNING, logger="facegen.io.location"):
+    with caplog.at_level(logging.WARNING, logger="facegen.io.store"):
         summary = run_dataset(spec, gen, progress=False)
     assert failures == {"_put_file": 0, "_pipe_file": 0}
     assert summary.complete and summary.accepted == 4
@@ -188,7 +188,8 @@ def test_bad_store_urls_are_refused() -> None:
 
 
 def test_two_runs_on_one_prefix_the_second_is_refused(s3_bucket) -> None:
-    from facegen.io.location import StoreLock, open_location
+    from facegen.io.location import open_location
+    from facegen.io.store import StoreLock
 
     loc = open_location(f"{s3_bucket.url}/busy")
     with StoreLock(loc):                     # held by this (live) process, as a running first run would
@@ -202,7 +203,8 @@ def test_two_runs_on_one_prefix_the_second_is_refused(s3_bucket) -> None:
 def test_store_lock_rules(s3_bucket, monkeypatch) -> None:
     """Of runs racing for the lock, exactly one gets it (conditional put); a lock of a dead pid on
     this host, or one not renewed for the stale time, is taken over; a fresh one of another host is not."""
-    from facegen.io.location import StoreLock, StoreLockedError, open_location
+    from facegen.io.location import open_location
+    from facegen.io.store import StoreLock, StoreLockedError
 
     loc = open_location(f"{s3_bucket.url}/race")
     won: list[bool] = []
