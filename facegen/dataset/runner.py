@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from facegen.dataset import writers as W
