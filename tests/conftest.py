@@ -67,3 +67,59 @@ def rgb_of():
         return cache[path]
 
     return _load
+
+
+# ------------------------------------------------------------------ a local S3 server (moto)
+#: the secret every S3 test puts in the environment: it must appear in no object and no log line
+FAKE_S3_SECRET = "fAkE-sEcReT-d0-n0t-l3ak-7f3a9c"
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 HTTP server (moto in server mode) on 127.0.0.1, for the whole session."""
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto.server")
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)      # not a line per request
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+class S3Bucket:
+    """An empty bucket of the local server: ``url`` (``s3://name``), ``env`` (for subprocesses),
+    ``objects()`` ({key: bytes}) and ``client`` (boto3)."""
+
+    def __init__(self, name: str, endpoint: str, env: dict[str, str]) -> None:
+        import boto3
+
+        self.name, self.url, self.env = name, f"s3://{name}", env
+        self.client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                                   aws_access_key_id="testing", aws_secret_access_key=FAKE_S3_SECRET)
+        self.client.create_bucket(Bucket=name)
+
+    def keys(self, prefix: str = "") -> list[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix)
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+    def objects(self, prefix: str = "") -> dict[str, bytes]:
+        return {k: self.client.get_object(Bucket=self.name, Key=k)["Body"].read() for k in self.keys(prefix)}
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch, tmp_path):
+    """A fresh bucket; the environment (this process's, and ``.env`` for subprocesses) points the
+    AWS SDK at the local server with fake credentials, and at no config file of this machine."""
+    import uuid
+
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": FAKE_S3_SECRET, "AWS_ENDPOINT_URL": s3_server,
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"), "AWS_EC2_METADATA_DISABLED": "true"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return S3Bucket(f"facegen-{uuid.uuid4().hex[:12]}", s3_server, dict(os.environ))

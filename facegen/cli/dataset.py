@@ -85,7 +85,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
 
 
 def run_dataset_cmd(args: argparse.Namespace) -> int:
-    from facegen.dataset.runner import make_generate_fn, run_dataset  # noqa: PLC0415
+    from facegen.dataset.runner import check_location, make_generate_fn, run_dataset  # noqa: PLC0415
 
     spec = spec_from_args(args)
     generator = dict(spec.generator)
@@ -93,6 +93,7 @@ def run_dataset_cmd(args: argparse.Namespace) -> int:
         if value is not None:
             generator[key] = value
     spec = replace(spec, generator=generator).validate()   # --steps, --guidance: within the spec limits
+    check_location(spec.out)    # a store that refuses us (no bucket, access denied): before any model loads
     gen = make_generate_fn(spec.model, models_dir=spec.models_dir, device=args.device,
                            accept_license=spec.accept_license, **generator)
     summary = run_dataset(spec, gen, progress=not args.no_progress)

@@ -20,6 +20,8 @@ from typing import Any
 import yaml
 
 from facegen.dataset import writers as W
+from facegen.errors import FacegenError, InvalidArgumentError
+from facegen.io.location import LocalLocation, Location, open_location
 
 logger = logging.getLogger(__name__)
 
@@ -56,15 +58,20 @@ def licence_of(model: str) -> tuple[str, str | None, str]:
     return "other", f"facegen-{preset.name}-weights", preset.licence
 
 
-def _report_for(root: Path, fingerprint: str, report_dir: Path | None) -> dict[str, Any] | None:
+def _report_for(root: Location, fingerprint: str, report_dir: Path | None) -> dict[str, Any] | None:
     from facegen.dataset.report import REPORT_DIR, REPORT_JSON
 
-    path = (report_dir or root / REPORT_DIR) / REPORT_JSON
-    if not path.is_file():
-        return None
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        if report_dir is not None:
+            path = report_dir / REPORT_JSON
+            if not path.is_file():
+                return None
+            report = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            if not root.exists(f"{REPORT_DIR}/{REPORT_JSON}"):
+                return None
+            report = json.loads(root.read_bytes(f"{REPORT_DIR}/{REPORT_JSON}"))
+    except (OSError, ValueError, FacegenError):
         return None
     fg = report.get("facegen") or {}
     return report if fg.get("fingerprint") == fingerprint else None   # a report of another dataset
@@ -102,11 +109,15 @@ def dataset_card(root: str | Path, spec: Any = None, summary: Any = None, report
     dataset's)."""
     from facegen import __version__
     from facegen.dataset.spec import DatasetSpec
+    from facegen.dataset.start import spec_file_of
     from facegen.dataset.stats import SPEC_FILE, dataset_stats
 
-    root = Path(root)
+    root = open_location(root)
+    spec_file = spec_file_of(root)
     if spec is None:
-        spec = DatasetSpec.from_yaml(root / SPEC_FILE, out=root)
+        if spec_file is None:
+            raise InvalidArgumentError(f"{root} is not a facegen dataset (no {SPEC_FILE})")
+        spec = DatasetSpec.from_yaml(spec_file, out=root.url)
     if summary is None:
         summary = dataset_stats(root)
     rdir = Path(report_dir) if report_dir is not None else None
@@ -215,7 +226,8 @@ def dataset_card(root: str | Path, spec: Any = None, summary: Any = None, report
 
         from facegen.dataset.report import REPORT_DIR, headline
 
-        where = REPORT_DIR if rdir is None else Path(os.path.relpath(rdir.absolute(), root.absolute())).as_posix()
+        where = REPORT_DIR if rdir is None else (
+            Path(os.path.relpath(rdir.absolute(), root.path)).as_posix() if isinstance(root, LocalLocation) else "..")
         if where.startswith(".."):
             where = str(rdir)                                  # a report kept outside the dataset
 
@@ -247,7 +259,7 @@ def dataset_card(root: str | Path, spec: Any = None, summary: Any = None, report
 
     lines += ["## Provenance", "",
               f"- facegen {__version__}, spec fingerprint `{summary.fingerprint}` (`spec.yaml` regenerates it)",
-              *_numerics_lines(root / SPEC_FILE),
+              *_numerics_lines(spec_file),
               "- every PNG is tagged as AI-generated in its metadata (`ai_generated`, IPTC DigitalSourceType "
               "`trainedAlgorithmicMedia`, the preset, seed and dataset fingerprint)", "",
               "## Licence", "",
@@ -257,12 +269,12 @@ def dataset_card(root: str | Path, spec: Any = None, summary: Any = None, report
     return "\n".join(lines)
 
 
-def _numerics_lines(spec_file: Path) -> list[str]:
+def _numerics_lines(spec_file: Path | None) -> list[str]:
     """What the card says of the numerics the images were made with (``spec.yaml``'s record)."""
     from facegen.dataset.spec import stored_numerics
     from facegen.numerics import describe_change
 
-    record = stored_numerics(spec_file) if spec_file.is_file() else []
+    record = stored_numerics(spec_file) if spec_file is not None else []
     if not record:
         return ["- numerics: not recorded (a dataset started before facegen recorded them)"]
     first = record[0]
@@ -282,13 +294,13 @@ def _numerics_lines(spec_file: Path) -> list[str]:
     return lines
 
 
-def write_dataset_card(root: str | Path, spec: Any = None, summary: Any = None, report: dict[str, Any] | None = None,
-                       report_dir: str | Path | None = None) -> Path:
-    """Write (or refresh) ``root/README.md``; return its path."""
-    path = Path(root) / CARD_FILE
-    W.atomic_write_bytes(path, dataset_card(root, spec, summary, report, report_dir).encode("utf-8"))
-    logger.info("dataset card written: %s", path)
-    return path
+def write_dataset_card(root: Any, spec: Any = None, summary: Any = None, report: dict[str, Any] | None = None,
+                       report_dir: str | Path | None = None) -> str:
+    """Write (or refresh) ``root/README.md`` (``root``: a folder or a store location); return where."""
+    loc = open_location(root)
+    loc.write_bytes(CARD_FILE, dataset_card(loc, spec, summary, report, report_dir).encode("utf-8"))
+    logger.info("dataset card written: %s", loc.child(CARD_FILE))
+    return loc.child(CARD_FILE)
 
 
 def read_card_header(path: str | Path) -> dict[str, Any]:

@@ -22,6 +22,9 @@ from typing import Any
 from facegen.errors import FacegenError
 from facegen.io.files import open_lock_file
 
+from facegen.io.location import LocalLocation, Location
+from facegen.io.store import StoreLocation, StoreLock
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: pid check only
@@ -33,7 +36,7 @@ LOCK_FILE = ".lock"
 
 
 class DatasetLockedError(FacegenError):
-    """Another run is writing the dataset folder."""
+    """Another run is writing the dataset folder (on a store: :class:`StoreLockedError`, also a FacegenError)."""
 
 
 def _owner_text() -> bytes:
@@ -148,3 +151,16 @@ class FolderLock:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.release()
+
+
+#: what a run holds on its dataset location: the folder's ``flock`` file, or a store's lock object
+RunLock = "FolderLock | StoreLock"
+
+
+def lock_for(loc: Location) -> FolderLock | StoreLock:
+    """The lock of a dataset location (``.lock`` in both cases): :class:`FolderLock` on a folder,
+    :class:`~facegen.io.store.StoreLock` (a conditional put) on a store."""
+    if isinstance(loc, LocalLocation):
+        return FolderLock(loc.path)
+    assert isinstance(loc, StoreLocation)
+    return StoreLock(loc, LOCK_FILE)

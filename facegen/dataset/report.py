@@ -45,6 +45,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,7 +155,11 @@ def build_report(root: str | Path, reference: str | Path | None = None, encoder:
     if workers is not None and workers < 1:
         raise InvalidArgumentError(f"workers must be >= 1, got {workers}")
     source = open_dataset(root)
-    out_dir = check_report_folder(source.root, out, overwrite)
+    store = None if isinstance(source.root, Path) else source.root   # a store location: publish there
+    if store is not None and out is None:
+        out_dir = Path(tempfile.mkdtemp(prefix="facegen-report-"))          # then copied to <url>/report/
+    else:
+        out_dir = check_report_folder(source.root, out, overwrite)
     judge = choose_report_encoder(source, encoder, models_dir, accept_license)
     spec = _encoder_spec(judge)
     analyzer = ImageAnalyzer(judge, models_dir, accept_license)
@@ -217,30 +223,39 @@ def build_report(root: str | Path, reference: str | Path | None = None, encoder:
     W.atomic_write_bytes(out_dir / REPORT_JSON, (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode())
     W.atomic_write_bytes(out_dir / REPORT_MD, md.encode("utf-8"))
     W.atomic_write_bytes(out_dir / IMAGES_JSONL, _images_jsonl(source, m))
+    if store is not None and out is None:
+        for f in sorted(p for p in out_dir.rglob("*") if p.is_file()):
+            store.publish_file(f"{REPORT_DIR}/{f.relative_to(out_dir).as_posix()}", f)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        out_dir = Path(REPORT_DIR)
     if card and source.kind == "facegen":
         from facegen.dataset.card import write_dataset_card
 
-        write_dataset_card(source.root, report=report, report_dir=out_dir)
+        write_dataset_card(source.root, report=report,
+                           report_dir=None if store is not None and out is None else out_dir)
     for w in warnings:
         logger.warning("%s", w)
     return Report(report, out_dir, md)
 
 
-def check_report_folder(root: Path, out: str | Path | None, overwrite: bool) -> Path:
+def check_report_folder(root: Any, out: str | Path | None, overwrite: bool) -> Path:
     """The report folder: ``root/report`` by default (the report's own, refreshed each run); a
     folder given with ``out`` must be outside the dataset (inside, the next report would read it
     as an identity, or drop one) and empty or new unless ``overwrite``."""
-    own = Path(root) / REPORT_DIR
+    own = root / REPORT_DIR if isinstance(root, Path) else None   # a store's: published to <url>/report/
     if out is None:
+        assert own is not None, "a dataset on a store has its report written locally, then published"
         return own
     out_dir = Path(out)
-    resolved, base = out_dir.resolve(), Path(root).resolve()
-    if resolved != own.resolve() and (resolved == base or base in resolved.parents):
-        raise InvalidArgumentError(f"--out {out} is inside the dataset {root}: write the report outside it "
-                                   f"(or leave --out out: {own})")
+    resolved = out_dir.resolve()
+    if own is not None and resolved != own.resolve():
+        base = root.resolve()
+        if resolved == base or base in resolved.parents:
+            raise InvalidArgumentError(f"--out {out} is inside the dataset {root}: write the report outside it "
+                                       f"(or leave --out out: {own})")
     if out_dir.exists() and not out_dir.is_dir():
         raise InvalidArgumentError(f"--out {out} is a file, not a folder")
-    if resolved != own.resolve() and out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+    if (own is None or resolved != own.resolve()) and out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         raise InvalidArgumentError(f"--out {out} already holds files: give --overwrite to replace its report "
                                    "files, or name a new folder")
     return out_dir

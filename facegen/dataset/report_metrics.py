@@ -103,8 +103,26 @@ def _nearest(a: np.ndarray, b: np.ndarray, metric: str, exclude_self: bool, thre
     best_s = np.full(len(a), -np.inf)
     pairs: list[tuple[int, int, float]] = []
     count = 0
+    # ``b`` prepared once (not once per block: at 1M identities that was 4 GB and O(n) per block),
+    # and blocks of at most 2**24 similarities (128 MB) whatever len(b); the same numbers as
+    # similarity_matrix(a_block, b)
+    chunk = max(1, min(chunk, 2 ** 24 // max(1, len(b))))
+    a64 = np.asarray(a, dtype=np.float64)
+    b64 = a64 if b is a else np.asarray(b, dtype=np.float64)    # the centroids against themselves: one copy
+    if metric == "cosine":
+        bn_t = (b64 / np.maximum(np.linalg.norm(b64, axis=1, keepdims=True), 1e-12)).T
+    elif metric == "euclidean":
+        b_t, bb = b64.T, (b64 * b64).sum(1)[None, :]
+
+    def block(x: np.ndarray) -> np.ndarray:
+        if metric == "cosine":
+            return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)) @ bn_t
+        if metric == "euclidean":
+            return 1.0 - np.sqrt(np.maximum((x * x).sum(1)[:, None] + bb - 2.0 * (x @ b_t), 0.0))
+        return similarity_matrix(x, b64, metric)    # names the unknown metric
+
     for start in range(0, len(a), chunk):
-        s = similarity_matrix(a[start:start + chunk], b, metric)
+        s = block(a64[start:start + chunk])
         rows = np.arange(s.shape[0])
         if exclude_self:
             s[rows, start + rows] = -np.inf

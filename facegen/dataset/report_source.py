@@ -6,7 +6,7 @@ import logging
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -14,6 +14,7 @@ import numpy as np
 from facegen.dataset import writers as W
 from facegen.errors import FacegenError, InvalidArgumentError
 from facegen.io.files import inside
+from facegen.io.location import LocalLocation, Location, open_location
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class Item:
 class DatasetSource:
     """The images of a dataset folder, in a fixed order, with their identity labels."""
 
-    root: Path
+    root: Any                              # Path of a folder, or the store's Location
     kind: str                              # "facegen" | "imagefolder"
     format: str                            # "webdataset" | "imagefolder"
     identities: list[str]                  # identity names, label order
@@ -55,7 +56,7 @@ class DatasetSource:
     names: list[str]                       # (N,) image name: relative path or sample key
     warnings: list[str] = field(default_factory=list)
     spec: Any = None                       # DatasetSpec of a facegen dataset
-    _shards: list[tuple[Path, dict[str, int]]] = field(default_factory=list)
+    _shards: list[tuple[str, dict[str, int]]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -63,10 +64,12 @@ class DatasetSource:
     def iter_items(self) -> Iterator[Item]:
         """Every image once, streaming (WebDataset shards are read member by member)."""
         if self.format == "webdataset":
-            for tar, wanted in self._shards:
+            loc = open_location(self.root)
+            for shard, wanted in self._shards:
                 seen = set()
+                tar = loc.child(shard)
                 try:
-                    with tarfile.open(tar, "r|") as tf:
+                    with tarfile.open(loc.local_file(shard), "r|") as tf:
                         for member in tf:
                             key, _, ext = member.name.partition(".")
                             if ext != "png" or key not in wanted or not member.isfile():
@@ -79,7 +82,12 @@ class DatasetSource:
                     logger.warning("%s: cannot read the rest of the shard: %s", tar, exc)
                 for key, index in wanted.items():
                     if key not in seen:  # counted as unreadable: name it in the report
-                        yield Item(index, path=str(tar / f"{key}.png"))
+                        yield Item(index, path=f"{tar}/{key}.png")
+            return
+        if not isinstance(self.root, Path):     # a store: the bytes of each image object
+            loc = open_location(self.root)
+            for index, name in enumerate(self.names):
+                yield Item(index, data=loc.read_bytes(name))
             return
         for index, name in enumerate(self.names):
             yield Item(index, path=str(self.root / name))
@@ -102,43 +110,63 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def open_dataset(root: str | Path) -> DatasetSource:
-    """A facegen dataset (``spec.yaml`` present) or an ImageFolder of identities."""
-    root = Path(root)
+    """A facegen dataset (``spec.yaml`` present; a folder or a store URL) or an ImageFolder of identities."""
+    from facegen.dataset.stats import SPEC_FILE
+
+    loc = open_location(root)
+    if not isinstance(loc, LocalLocation):
+        if not loc.exists(SPEC_FILE):
+            raise InvalidArgumentError(f"{loc} holds no facegen dataset (no {SPEC_FILE}); an ImageFolder tree is "
+                                       "read from a local folder")
+        return _open_facegen(loc)
+    root = loc.path
     if not root.exists():
         raise InvalidArgumentError(f"{root}: no such folder")
     if not root.is_dir():
         raise InvalidArgumentError(f"{root} is not a folder: give a dataset folder (facegen's, or one "
                                    "folder per identity)")
-    from facegen.dataset.stats import SPEC_FILE
-
     if (root / SPEC_FILE).is_file():
-        return _open_facegen(root)
+        return _open_facegen(loc)
     return _open_imagefolder(root)
 
 
-def _open_facegen(root: Path) -> DatasetSource:
-    from facegen.dataset.spec import DatasetSpec
-    from facegen.dataset.stats import SPEC_FILE
+def _names_inside(root: Any, rel: Any) -> bool:
+    """A record's file ``rel`` lies inside the dataset ``root`` (a folder: links resolved; a store:
+    a relative key without ``..``)."""
+    if not isinstance(rel, str) or not rel:
+        return False
+    if isinstance(root, Path):
+        return _stays_in(root, root / rel)
+    key = PurePosixPath(rel)
+    return not key.is_absolute() and ".." not in key.parts
 
-    spec = DatasetSpec.from_yaml(root / SPEC_FILE, out=root)
+
+def _open_facegen(loc: Location) -> DatasetSource:
+    from facegen.dataset.spec import DatasetSpec
+    from facegen.dataset.start import spec_file_of
+
+    spec_file = spec_file_of(loc)
+    assert spec_file is not None
+    spec = DatasetSpec.from_yaml(spec_file, out=loc.url)
+    root: Any = loc.path if isinstance(loc, LocalLocation) else loc
     records: list[dict[str, Any]] = []
     unfinished = 0
     damaged: list[str] = []
-    for k in range(spec.num_shards):
-        # finished = its file listing (written last) exists; a damaged file in a finished shard is
-        # counted as an unreadable image, not a reason to leave the whole shard out
-        if not (W.files_path(root, k).is_file() and W.part_path(root, k).is_file()):
-            unfinished += 1
-            continue
-        records.extend(W.read_jsonl(W.part_path(root, k)))
-        problem = W.shard_problem(root, k, spec.format, checksums=False)
+    listing = loc.listing()
+    # finished = its file listing (written last) exists; a damaged file in a finished shard is
+    # counted as an unreadable image, not a reason to leave the whole shard out
+    finished = [k for k in range(spec.num_shards) if W.files_name(k) in listing and W.part_name(k) in listing]
+    unfinished = spec.num_shards - len(finished)
+    for k, part in zip(finished, loc.read_many([W.part_name(k) for k in finished])):
+        records.extend(W.parse_jsonl(part))
+        problem = W.shard_problem(loc, k, spec.format, checksums=False, listing=listing)
         if problem is not None:
             damaged.append(f"{W.shard_name(k)} ({problem})")
     where = "shard" if spec.format == "webdataset" else "file"
-    strays = [r for r in records if not isinstance(r.get(where), str) or not _stays_in(root, root / r[where])]
-    if strays:
-        damaged.append(f"{len(strays)} record(s) naming no {where} or one outside the dataset")
-        records = [r for r in records if isinstance(r.get(where), str) and _stays_in(root, root / r[where])]
+    kept = [r for r in records if _names_inside(root, r.get(where))]
+    if len(kept) < len(records):
+        damaged.append(f"{len(records) - len(kept)} record(s) naming no {where} or one outside the dataset")
+        records = kept
     if not records:
         raise InvalidArgumentError(f"{root} is a facegen dataset with no finished shard yet: rerun its "
                                    "'facegen dataset' command to finish it")
@@ -158,7 +186,7 @@ def _open_facegen(root: Path) -> DatasetSource:
         by_shard: dict[str, dict[str, int]] = {}
         for index, r in enumerate(records):
             by_shard.setdefault(r["shard"], {})[r["key"]] = index
-        source._shards = [(root / shard, wanted) for shard, wanted in by_shard.items()]
+        source._shards = list(by_shard.items())
     return source
 
 

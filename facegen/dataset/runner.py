@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from facegen.dataset import writers as W
@@ -36,13 +35,14 @@ from facegen.dataset.engines import ENGINES, Engine
 from facegen.dataset.filters import EmbedFn, FaceFn, QualityFn
 from facegen.dataset.generator import (  # noqa: F401 - re-exported: the runner's public API
     PipelineGenerateFn, generates_on_gpu, make_generate_fn)
-from facegen.dataset.lock import FolderLock
+from facegen.dataset.lock import RunLock
 from facegen.dataset.shard import (  # noqa: F401 - re-exported
     AlignFn, GenerateFn, RunContext, ShardResult, process_shard)
 from facegen.dataset.spec import DatasetSpec, default_batch_size
 from facegen.dataset.start import check_folder, current_numerics, remove_started, start_folder
 from facegen.dataset.stats import IDENTITIES_FILE, SUMMARY_FILE, Summary, dataset_stats
 from facegen.errors import FacegenError
+from facegen.io.location import LocalLocation, open_location
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ def run_dataset(spec: DatasetSpec, generate_fn: GenerateFn, engine: str | None =
     if spec.batch_size is None:
         spec = replace(spec, batch_size=default_batch_size(spec.model, generates_on_gpu(generate_fn)))
     t0 = time.perf_counter()
+    check_location(spec.out)
     spread = ENGINES[spec.engine]()
     generate_fn = spread.prepare(generate_fn)
 
@@ -83,7 +84,7 @@ def run_dataset(spec: DatasetSpec, generate_fn: GenerateFn, engine: str | None =
                        "duplicate filters are off (set filters: true / dedup: true to force them)", resolved.model)
     spread.wait_for_everyone()
     start_error: BaseException | None = None
-    lock: FolderLock | None = None
+    lock: RunLock | None = None
     fresh = created = False
     if spread.is_main:
         try:
@@ -98,13 +99,20 @@ def run_dataset(spec: DatasetSpec, generate_fn: GenerateFn, engine: str | None =
                             signer=signer)
     except Exception:
         # past the start, a collective engine raises only once every rank has stopped writing
-        root = Path(resolved.out)
         if lock is not None and fresh and lock.held and not _any_finished(resolved):
-            remove_started(root, lock, created)  # nothing finished: leave the folder as it was
+            remove_started(resolved.out, lock, created)  # nothing finished: leave the folder as it was
         raise
     finally:
         if lock is not None:
             lock.release()
+
+
+def check_location(out: str) -> None:
+    """Refuse an unusable output location before any work: a malformed URL, a missing fsspec
+    package, and on a store a missing bucket or refused access (one write probe, removed again)."""
+    where = open_location(out)
+    if not where.is_local:
+        where.prepare()
 
 
 def _run_started(resolved: DatasetSpec, fingerprint: str, generate_fn: GenerateFn, spread: Engine,
@@ -113,12 +121,12 @@ def _run_started(resolved: DatasetSpec, fingerprint: str, generate_fn: GenerateF
                  signer: Any = None) -> Summary:
     """The shards of a started (locked) folder, then its manifest, summary, card and seal
     (``signer``: the C2PA identity, None without ``provenance: {c2pa: true}``)."""
-    root = Path(resolved.out)
+    root = open_location(resolved.out)
     if spread.collective:
         spread.wait_for_everyone()
         if start_error is not None:
             raise start_error
-        if not (root / IDENTITIES_FILE).is_file():
+        if not root.exists(IDENTITIES_FILE):
             raise FacegenError("the main process could not prepare the dataset folder (see its error)")
     error: BaseException | None = None
     results: list[ShardResult] = []
@@ -157,12 +165,15 @@ def _run_started(resolved: DatasetSpec, fingerprint: str, generate_fn: GenerateF
 
 def _finished_shards(resolved: DatasetSpec, shards: list[int]) -> tuple[list[int], int]:
     """The finished shards of ``shards`` (checked against their recorded sizes and sha256), and
-    how many finished ones were damaged and will be redone."""
-    root = Path(resolved.out)
+    how many finished ones were damaged and will be redone.
+
+    The sizes come from one listing of the location.  On a store, a file is a whole object that
+    was uploaded complete (it cannot be truncated in place), so the sizes are checked and the sha256
+    only when ``dataset-stats --verify`` downloads everything; on a folder every sha256 is checked."""
+    root = open_location(resolved.out)
     done: list[int] = []
     redone = 0
-    for k in shards:
-        problem = W.shard_problem(root, k, resolved.format)
+    for k, problem in W.shard_problems(root, shards, resolved.format, checksums=root.is_local).items():
         if problem is None:
             done.append(k)
         elif problem != W.UNFINISHED:
@@ -172,15 +183,15 @@ def _finished_shards(resolved: DatasetSpec, shards: list[int]) -> tuple[list[int
 
 
 def _any_finished(resolved: DatasetSpec) -> bool:
-    root = Path(resolved.out)
-    return any(W.files_path(root, k).is_file() for k in range(resolved.num_shards))
+    listing = open_location(resolved.out).listing(W.PARTS_DIR)
+    return any(W.files_name(k) in listing for k in range(resolved.num_shards))
 
 
 def _finish(resolved: DatasetSpec, fingerprint: str, results: list[ShardResult], skipped: int, redone: int,
             gen_seconds: float, t0: float, is_main: bool, signer: Any) -> Summary:
     """The summary of a run whose shards are all made; the main process writes the manifest,
     ``summary.json``, the dataset card and the seal."""
-    root = Path(resolved.out)
+    root = open_location(resolved.out)
     summary = dataset_stats(root)
     if not summary.complete:
         raise FacegenError(f"{summary.shards - summary.shards_done} of {summary.shards} shards of {root} are "
@@ -194,15 +205,16 @@ def _finish(resolved: DatasetSpec, fingerprint: str, results: list[ShardResult],
         n_lines = W.write_manifest(root, resolved.num_shards)
         if n_lines != summary.accepted:
             raise FacegenError(f"manifest of {root} has {n_lines} lines for {summary.accepted} samples")
-        W.atomic_write_bytes(root / SUMMARY_FILE, W.json_bytes(summary.to_dict()) + b"\n")
+        root.write_bytes(SUMMARY_FILE, W.json_bytes(summary.to_dict()) + b"\n")
         write_dataset_card(root, resolved, summary)  # README.md, the Hugging Face dataset card
         if signer is not None:
             from facegen.provenance.seal import seal_dataset
 
             seal_dataset(root, fingerprint=fingerprint, identity=signer)
-        tmp = root / W.TMP_DIR
-        if tmp.is_dir() and not any(tmp.iterdir()):
-            tmp.rmdir()
+        if isinstance(root, LocalLocation):
+            tmp = root.path / W.TMP_DIR
+            if tmp.is_dir() and not any(tmp.iterdir()):
+                tmp.rmdir()
         logger.info("%s", summary.format_text())
     return summary
 

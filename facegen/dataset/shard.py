@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +24,7 @@ from facegen.dataset.spec import DatasetSpec
 from facegen.dataset.stats import IDENTITIES_FILE
 from facegen.dataset.variation import VariationConfig, WorkItem, embedding_sha256, make_work_item
 from facegen.errors import FacegenError
+from facegen.io.location import Location, open_location
 
 logger = logging.getLogger(__name__)
 
@@ -56,23 +56,27 @@ class RunContext:
 
     def __post_init__(self) -> None:
         self._identities: np.ndarray | None = None
+        self._root: Location | None = None
         self._chain: FilterChain | None = None
         self._chain_built = False
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.update(_identities=None, _chain=None, _chain_built=False)
+        state.update(_identities=None, _root=None, _chain=None, _chain_built=False)
         return state
 
     @property
-    def root(self) -> Path:
-        return Path(self.spec.out)
+    def root(self) -> Location:
+        if self._root is None:
+            self._root = open_location(self.spec.out)
+        return self._root
 
     @property
     def identities(self) -> np.ndarray:
         if self._identities is None:
-            # memory-mapped: worker processes share the pages of a large identity file
-            self._identities = np.load(self.root / IDENTITIES_FILE, mmap_mode="r", allow_pickle=False)
+            # memory-mapped: worker processes share the pages of a large identity file (on a store:
+            # of this process's one download of it)
+            self._identities = np.load(self.root.local_file(IDENTITIES_FILE), mmap_mode="r", allow_pickle=False)
         return self._identities
 
     @property
@@ -165,7 +169,7 @@ def process_shard(ctx: RunContext, shard: int, on_images: Callable[[int], None] 
     t0 = time.perf_counter()
     spec, root = ctx.spec, ctx.root
     W.clean_shard_temps(root, shard)
-    W.files_path(root, shard).unlink(missing_ok=True)   # redoing a damaged shard: not done until rewritten
+    root.delete(W.files_name(shard))   # redoing a damaged shard: not done until rewritten
     result = ShardResult(shard)
     records: list[dict[str, Any]] = []
     embeddings: list[np.ndarray | None] = []
@@ -208,7 +212,7 @@ def process_shard(ctx: RunContext, shard: int, on_images: Callable[[int], None] 
                     result.accepted += 1
                 if on_images is not None:
                     on_images(len(done[ident]))
-        writer.commit()
+        published = writer.commit()
     except BaseException:
         writer.abort()
         raise
@@ -219,7 +223,7 @@ def process_shard(ctx: RunContext, shard: int, on_images: Callable[[int], None] 
     stats = {"shard": shard, "identities": [ids[0], ids[-1] + 1] if ids else [], "accepted": result.accepted,
              "generated": result.generated, "rejected": dict(sorted(result.rejected.items())),
              "dropped": result.dropped, "embedding_encoder": judge}
-    W.write_part(root, shard, records, stats, emb_matrix, fmt=spec.format)
+    W.write_part(root, shard, records, stats, emb_matrix, fmt=spec.format, published=published)
     result.seconds = time.perf_counter() - t0
     return result
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ import numpy as np
 from facegen import __version__
 from facegen.dataset import writers as W
 from facegen.dataset.identities import GaussianPrior, load_embeddings, sample_identities
-from facegen.dataset.lock import LOCK_FILE, FolderLock
+from facegen.dataset.lock import LOCK_FILE, RunLock, lock_for
 from facegen.dataset.spec import (
     SPEC_VERSION, DatasetSpec, read_stored_extra, read_stored_fingerprint, stored_numerics)
 from facegen.dataset.spec_yaml import load_spec_yaml
@@ -39,8 +38,8 @@ from facegen.dataset.writers import MANIFEST
 from facegen.io.atomic import remove_stale_temps
 from facegen.provenance.seal import SEAL
 from facegen.errors import FacegenError, InvalidArgumentError
+from facegen.io.location import LocalLocation, Location, open_location
 from facegen.numerics import describe_change, numerics_record
-from facegen.paths import sha256_of
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +55,18 @@ def identity_vectors(spec: DatasetSpec) -> np.ndarray:
                              prior=prior, reject_near=real, leakage_threshold=spec.leakage_threshold)
 
 
-def _is_empty(root: Path) -> bool:
+def _is_empty(loc: Location) -> bool:
     """No entries but a (stale) lock file."""
-    return all(p.name == LOCK_FILE for p in root.iterdir())
+    return loc.is_empty(ignore=(LOCK_FILE,))
+
+
+def spec_file_of(loc: Location) -> Path | None:
+    """A local file holding the location's ``spec.yaml`` (None: there is none); on a store, a fresh
+    download of it."""
+    if isinstance(loc, LocalLocation):
+        path = loc.path / SPEC_FILE
+        return path if path.is_file() else None
+    return loc.local_file(SPEC_FILE, refresh=True) if loc.exists(SPEC_FILE) else None
 
 
 def current_numerics(spec: DatasetSpec, on_gpu: bool) -> dict[str, Any]:
@@ -80,10 +88,10 @@ def _same_numerics(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return a.get("fingerprint") == b.get("fingerprint") and a.get("device") == b.get("device")
 
 
-def check_numerics(root: Path, spec: DatasetSpec, numerics: dict[str, Any]) -> None:
-    """Refuse to resume the dataset in ``root`` under numerics it was not made with, unless
-    ``spec.allow_new_numerics``."""
-    record = stored_numerics(root / SPEC_FILE)
+def check_numerics(root: Location, spec_file: Path, spec: DatasetSpec, numerics: dict[str, Any]) -> None:
+    """Refuse to resume the dataset in ``root`` (its ``spec.yaml``: ``spec_file``) under numerics it
+    was not made with, unless ``spec.allow_new_numerics``."""
+    record = stored_numerics(spec_file)
     if not record:
         logger.warning("%s records no numerics (made before facegen recorded them): resuming without a check", root)
         return
@@ -102,25 +110,28 @@ def check_numerics(root: Path, spec: DatasetSpec, numerics: dict[str, Any]) -> N
 def check_folder(spec: DatasetSpec, numerics: dict[str, Any] | None = None) -> DatasetSpec:
     """Resolve the spec and compare it with the one stored in the folder (read-only), and the
     run's ``numerics`` with the recorded ones (:func:`check_numerics`); the resolved spec's
-    ``out`` is absolute (workers, Ray actors, may run elsewhere)."""
-    root = Path(spec.out)
-    spec_file = root / SPEC_FILE
-    if spec_file.is_file():
-        stored = DatasetSpec.from_yaml(spec_file, out=root)
+    ``out`` is absolute (workers, Ray actors, may run elsewhere) or a store URL."""
+    loc = open_location(spec.out)
+    spec_file = spec_file_of(loc)
+    if spec_file is not None:
+        stored = DatasetSpec.from_yaml(spec_file, out=loc.url)
         resolved = spec.resolved(stored=stored)
         if resolved.fingerprint() != read_stored_fingerprint(spec_file):
             changed = resolved.differences(stored) or ["(files or version)"]
             raise InvalidArgumentError(
-                f"{root} holds a dataset made with a different spec (changed: {', '.join(changed)}); "
+                f"{loc} holds a dataset made with a different spec (changed: {', '.join(changed)}); "
                 "use a new output folder, or rerun with the original settings to resume")
         if numerics is not None:
-            check_numerics(root, resolved, numerics)
-    elif root.exists() and (not root.is_dir() or not _is_empty(root)):
+            check_numerics(loc, spec_file, resolved, numerics)
+    elif isinstance(loc, LocalLocation) and loc.path.exists() and (not loc.path.is_dir() or not _is_empty(loc)):
         raise InvalidArgumentError(
-            f"{root} exists and is not an empty folder or a facegen dataset: choose a new or empty folder")
+            f"{loc} exists and is not an empty folder or a facegen dataset: choose a new or empty folder")
+    elif not isinstance(loc, LocalLocation) and not _is_empty(loc):
+        raise InvalidArgumentError(
+            f"{loc} holds objects but no facegen dataset: choose a new or empty prefix")
     else:
         resolved = spec.resolved()
-    resolved.out = str(Path(resolved.out).absolute())
+    resolved.out = loc.url
     return resolved
 
 
@@ -132,25 +143,25 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 
 def _identities_problem(spec: DatasetSpec, record: Any) -> str | None:
     """What is wrong with a started folder's ``identities.npy`` (None: it is as recorded)."""
-    ids_file = Path(spec.out) / IDENTITIES_FILE
-    if not ids_file.is_file():
+    loc = open_location(spec.out)
+    size = loc.size(IDENTITIES_FILE)
+    if size is None:
         return f"{IDENTITIES_FILE} is missing"
     if isinstance(record, dict) and "sha256" in record:
-        size = ids_file.stat().st_size
         if size != record.get("size"):
             return f"{IDENTITIES_FILE} has {size} bytes, {record.get('size')} recorded"
-        if sha256_of(ids_file) != record["sha256"]:
+        if loc.sha256(IDENTITIES_FILE) != record["sha256"]:
             return f"{IDENTITIES_FILE} does not match its recorded sha256"
         return None
     try:  # a folder started before checksums were recorded: its shape
-        shape = np.load(ids_file, mmap_mode="r", allow_pickle=False).shape
+        shape = np.load(loc.local_file(IDENTITIES_FILE, refresh=True), mmap_mode="r", allow_pickle=False).shape
     except (OSError, ValueError, EOFError):
         return f"{IDENTITIES_FILE} is unreadable"
     expected = (spec.num_ids, spec.embedding_dim)
     return None if shape == expected else f"{IDENTITIES_FILE} has shape {shape}, expected {expected}"
 
 
-def _append_numerics(spec_file: Path, numerics: dict[str, Any]) -> None:
+def _append_numerics(loc: Location, spec_file: Path, numerics: dict[str, Any]) -> None:
     """Record a resume under new numerics (allowed by ``allow_new_numerics``) in ``spec.yaml``."""
     import yaml
 
@@ -159,10 +170,10 @@ def _append_numerics(spec_file: Path, numerics: dict[str, Any]) -> None:
         return
     data = load_spec_yaml(spec_file)
     data["numerics"] = [*record, {**numerics, "allowed_by": "--allow-new-numerics"}]
-    logger.warning("%s: resuming under new numerics (%s), recorded in %s", spec_file.parent,
+    logger.warning("%s: resuming under new numerics (%s), recorded in %s", loc,
                    describe_change(record[-1], numerics), SPEC_FILE)
-    W.atomic_write_bytes(spec_file, yaml.safe_dump(data, sort_keys=False, default_flow_style=None,
-                                                   allow_unicode=True).encode("utf-8"))
+    loc.write_bytes(SPEC_FILE, yaml.safe_dump(data, sort_keys=False, default_flow_style=None,
+                                              allow_unicode=True).encode("utf-8"))
 
 
 def _write_start_files(spec: DatasetSpec, fingerprint: str, identities: np.ndarray | None = None,
@@ -170,89 +181,88 @@ def _write_start_files(spec: DatasetSpec, fingerprint: str, identities: np.ndarr
     """``spec.yaml`` then ``identities.npy`` (``identities``: already sampled); on a resume,
     ``identities.npy`` is checked against its recorded sha256 and sampled again if damaged,
     and new ``numerics`` (allowed by the spec) are appended to the record."""
-    root = Path(spec.out)
-    root.mkdir(parents=True, exist_ok=True)
-    spec_file, ids_file = root / SPEC_FILE, root / IDENTITIES_FILE
-    if not spec_file.is_file():
+    loc = open_location(spec.out)
+    spec_file = spec_file_of(loc)
+    if spec_file is None:
         data = _npy_bytes(identities if identities is not None else identity_vectors(spec))
         record = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         extra: dict[str, Any] = {"fingerprint": fingerprint, "spec_version": SPEC_VERSION,
                                  "facegen_version": __version__, "identities": record}
         if numerics is not None:
             extra["numerics"] = [numerics]
-        spec.to_yaml(spec_file, runtime=False, extra=extra)
-        W.atomic_write_bytes(ids_file, data)
+        text = spec.to_yaml(runtime=False, extra=extra)
+        loc.write_bytes(SPEC_FILE, text.encode("utf-8"))
+        loc.write_bytes(IDENTITIES_FILE, data)
         return
     if numerics is not None:
-        _append_numerics(spec_file, numerics)
+        _append_numerics(loc, spec_file, numerics)
     record = read_stored_extra(spec_file, "identities")
     problem = _identities_problem(spec, record)
     if problem is None:
         return
-    logger.warning("%s: %s: sampling the identities again", root, problem)
+    logger.warning("%s: %s: sampling the identities again", loc, problem)
     data = _npy_bytes(identity_vectors(spec))
     if isinstance(record, dict) and record.get("sha256") not in (None, hashlib.sha256(data).hexdigest()):
-        raise FacegenError(f"{ids_file} was damaged and sampling again gave other identities (another numpy "
-                           "version?): this dataset cannot be resumed here; generate it in a new folder")
-    W.atomic_write_bytes(ids_file, data)
+        raise FacegenError(f"{loc / IDENTITIES_FILE} was damaged and sampling again gave other identities (another "
+                           "numpy version?): this dataset cannot be resumed here; generate it in a new folder")
+    loc.write_bytes(IDENTITIES_FILE, data)
 
 
 def start_folder(spec: DatasetSpec, resolved: DatasetSpec, fingerprint: str, numerics: dict[str, Any] | None = None
-                 ) -> tuple[FolderLock, DatasetSpec, bool, bool]:
+                 ) -> tuple[RunLock, DatasetSpec, bool, bool]:
     """Sample a new folder's identities (the last check that can fail on the spec), then create
     the folder, lock it and write the start files.  Returns (lock, resolved spec, whether this
     run starts the folder, whether it created it); on an error nothing it made is left."""
-    root = Path(resolved.out)
-    fresh = not (root / SPEC_FILE).is_file()
+    loc = open_location(resolved.out)
+    fresh = not loc.exists(SPEC_FILE)
     identities = identity_vectors(resolved) if fresh else None
-    created = not root.exists()
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise FacegenError(f"cannot create the dataset folder {root}: {exc.strerror or exc}") from exc
-    lock = FolderLock(root)
+    created = loc.prepare()
+    lock = lock_for(loc)
     try:
         lock.acquire()
     except BaseException:
         if created:
-            _rmdir_quietly(root)
+            _rmdir_quietly(loc)
         raise
-    for name in ROOT_FILES:                          # the folder is ours now: a killed run's half-written
-        remove_stale_temps(root / name)              # root files go (shards clean their own)
+    if isinstance(loc, LocalLocation):
+        for name in ROOT_FILES:                      # the folder is ours now: a killed run's half-written
+            remove_stale_temps(loc.path / name)      # root files go (shards clean their own)
     try:
-        if fresh and (root / SPEC_FILE).is_file():  # another run started the folder meanwhile
+        if fresh and loc.exists(SPEC_FILE):         # another run started the folder meanwhile
             fresh, identities = False, None                 # (so nothing of it is removed on an error)
             resolved = check_folder(spec, numerics)
-        elif fresh and not _is_empty(root):
-            raise InvalidArgumentError(f"{root} is not empty any more (another program writes to it?): "
+        elif fresh and not _is_empty(loc):
+            raise InvalidArgumentError(f"{loc} is not empty any more (another program writes to it?): "
                                        "choose a new or empty folder")
         _write_start_files(resolved, fingerprint, identities, numerics)
     except BaseException:
         if fresh:
-            remove_started(root, lock, created)
+            remove_started(loc, lock, created)
         lock.release()
         raise
     return lock, resolved, fresh, created
 
 
-def _rmdir_quietly(root: Path) -> None:
-    try:
-        root.rmdir()
-    except OSError:
-        pass
+def _rmdir_quietly(loc: Location) -> None:
+    if isinstance(loc, LocalLocation):
+        try:
+            loc.path.rmdir()
+        except OSError:
+            pass
 
 
-def remove_started(root: Path, lock: FolderLock, created: bool) -> None:
+def remove_started(root: str | Path | Location, lock: RunLock, created: bool) -> None:
     """Remove what a failed start wrote into a folder that was empty (under its lock)."""
-    for child in root.iterdir():
-        if child.name == LOCK_FILE:
-            continue
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child, ignore_errors=True)
-        else:
-            child.unlink(missing_ok=True)
+    loc = open_location(root)
+    if isinstance(loc, LocalLocation):
+        for child in loc.path.iterdir():
+            if child.name != LOCK_FILE:
+                loc.delete(child.name)
+    else:
+        for name in sorted(loc.listing()):
+            if name != LOCK_FILE:
+                loc.delete(name)
     lock.release()
     if created:
-        _rmdir_quietly(root)
-    logger.info("%s: the run failed before finishing a shard: removed what it had written", root)
-
+        _rmdir_quietly(loc)
+    logger.info("%s: the run failed before finishing a shard: removed what it had written", loc)

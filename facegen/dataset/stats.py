@@ -12,15 +12,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from facegen.dataset import writers as W
 from facegen.errors import FacegenError, InvalidArgumentError
-from facegen.io.arrays import load_npy
-from facegen.io.files import AnyKey, Opt, read_json
+from facegen.io.arrays import load_npy, parse_npy
+from facegen.io.files import AnyKey, Opt, parse_json
+from facegen.io.location import open_location
 
 logger = logging.getLogger(__name__)
 
@@ -141,19 +141,21 @@ def separation(labels: np.ndarray, vectors: np.ndarray, metric: str, chunk: int 
 
 
 # ---------------------------------------------------------------------- reading a dataset
-def iter_images(root: Path, fmt: str, records: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], bytes]]:
-    """(manifest record, PNG bytes) for every sample, in manifest order."""
+def iter_images(root: Any, fmt: str, records: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], bytes]]:
+    """(manifest record, PNG bytes) for every sample, in manifest order (``root``: a folder or a
+    store location; a store's shards are read one at a time through a local copy)."""
+    root = open_location(root)
     if fmt == "webdataset":
         by_shard: dict[str, list[dict[str, Any]]] = {}
         for r in records:
             by_shard.setdefault(r["shard"], []).append(r)
         for shard, recs in by_shard.items():
-            samples = W.read_tar_samples(root / shard)
+            samples = W.read_tar_samples(root.local_file(shard))
             for r in recs:
                 yield r, samples[r["key"]]["png"]
     else:
         for r in records:
-            yield r, (root / r["file"]).read_bytes()
+            yield r, root.read_bytes(r["file"])
 
 
 def _metric_of(encoder: str | None) -> str:
@@ -166,7 +168,20 @@ def _metric_of(encoder: str | None) -> str:
         return "cosine"
 
 
-def dataset_stats(root: str | Path, embed_fn: Callable[[np.ndarray], Any] | None = None,
+def _shard_files(root: Any, shards: list[int], listing: dict[str, int], batch: int = 100
+                 ) -> Iterator[tuple[int, bytes, bytes, bytes | None]]:
+    """(shard, part, stats, embeddings or None) of ``shards``, read ``batch`` shards at a time."""
+    for start in range(0, len(shards), batch):
+        group = shards[start:start + batch]
+        names = [name for k in group for name in (W.part_name(k), W.stats_name(k))]
+        with_emb = [k for k in group if W.embeddings_name(k) in listing]
+        blobs = iter(root.read_many(names))
+        embs = dict(zip(with_emb, root.read_many([W.embeddings_name(k) for k in with_emb])))
+        for k in group:
+            yield k, next(blobs), next(blobs), embs.get(k)
+
+
+def dataset_stats(root: Any, embed_fn: Callable[[np.ndarray], Any] | None = None,
                   progress: bool = False) -> Summary:
     """The summary of an existing dataset folder (complete or not) from its parts.
 
@@ -175,37 +190,40 @@ def dataset_stats(root: str | Path, embed_fn: Callable[[np.ndarray], Any] | None
     """
     from facegen.dataset.spec import DatasetSpec, read_stored_fingerprint
 
-    root = Path(root)
-    spec_path = root / SPEC_FILE
-    if not spec_path.is_file():
+    from facegen.dataset.start import spec_file_of
+
+    root = open_location(root)
+    spec_path = spec_file_of(root)
+    if spec_path is None:
         raise InvalidArgumentError(f"{root} is not a facegen dataset (no {SPEC_FILE})")
-    spec = DatasetSpec.from_yaml(spec_path, out=root)
+    spec = DatasetSpec.from_yaml(spec_path, out=root.url)
     summary = Summary(
-        out=str(root), model=spec.model, format=spec.format, num_ids=spec.num_ids,
+        out=root.url, model=spec.model, format=spec.format, num_ids=spec.num_ids,
         images_per_id=spec.images_per_id, expected=spec.num_ids * spec.images_per_id,
         shards=spec.num_shards, filters=bool(spec.filters), filter_encoder=spec.filter_encoder,
         fingerprint=read_stored_fingerprint(spec_path) or "")
     records: list[dict[str, Any]] = []   # kept only while images may still need embedding
-    labels_list: list[int] = []
+    label_blocks: list[np.ndarray] = []   # int64 per shard (10M images: 80 MB, not a list of Python ints)
     emb_blocks: list[np.ndarray] = []
     judge: str | None = None
     have_all_embeddings = True
-    for k in range(spec.num_shards):
-        if not W.shard_complete(root, k, spec.format):
-            continue
+    listing = root.listing()   # one listing: a store is asked nothing per shard but its small files
+    problems = W.shard_problems(root, list(range(spec.num_shards)), spec.format, checksums=False,
+                                listing=listing)
+    finished = [k for k, problem in problems.items() if problem is None]
+    for k, part_bytes, stats_bytes, emb_bytes in _shard_files(root, finished, listing):
         summary.shards_done += 1
-        part = W.read_jsonl(W.part_path(root, k))
-        labels_list.extend(r["identity"] for r in part)
+        part = W.parse_jsonl(part_bytes)
+        label_blocks.append(np.fromiter((r["identity"] for r in part), dtype=np.int64, count=len(part)))
         summary.accepted += len(part)
-        stats = read_json(W.stats_path(root, k), what="shard statistics", schema=STATS_SHAPE)
+        stats = parse_json(stats_bytes, name=f"{W.stats_name(k)} (shard statistics)", schema=STATS_SHAPE)
         for reason, n in stats.get("rejected", {}).items():
             summary.rejected_by_reason[reason] = summary.rejected_by_reason.get(reason, 0) + int(n)
         summary.dropped += int(stats.get("dropped", 0))
         summary.generated += int(stats.get("generated", 0))
         judge = judge or stats.get("embedding_encoder")
-        emb_file = W.embeddings_path(root, k)
-        if emb_file.is_file():
-            emb_blocks.append(load_npy(emb_file, what="shard embeddings"))
+        if emb_bytes is not None:
+            emb_blocks.append(parse_npy(emb_bytes, name=f"{W.embeddings_name(k)} (shard embeddings)"))
         elif part:
             have_all_embeddings = False
         if embed_fn is not None:
@@ -215,7 +233,7 @@ def dataset_stats(root: str | Path, embed_fn: Callable[[np.ndarray], Any] | None
         logger.warning("%s: %d of %d shards are not finished", root, summary.shards - summary.shards_done,
                        summary.shards)
 
-    labels = np.array(labels_list, dtype=np.int64)
+    labels = np.concatenate(label_blocks) if label_blocks else np.zeros(0, np.int64)
     vectors: np.ndarray | None = None
     note = "no images" if not labels.size else "no embeddings stored by the run; --measure embeds the images"
     if records and embed_fn is not None:         # --measure: embed the images now, whatever the run stored
@@ -243,18 +261,16 @@ def dataset_stats(root: str | Path, embed_fn: Callable[[np.ndarray], Any] | None
         note = None
     summary.judge, summary.similarity_note = judge, note
 
-    ids_file = root / IDENTITIES_FILE
-    if ids_file.is_file() and spec.num_ids <= _MAX_IDS_FOR_PAIRWISE:
+    if IDENTITIES_FILE in listing and spec.num_ids <= _MAX_IDS_FOR_PAIRWISE:
         from facegen.dataset.identities import max_pairwise_cosine
 
-        ids = load_npy(ids_file, what="identities")
+        ids = load_npy(root.local_file(IDENTITIES_FILE, refresh=True), what="identities")
         if len(ids) >= 2:
             summary.identity_max_cosine = max_pairwise_cosine(ids)
-    summary_file = root / SUMMARY_FILE
-    if summary_file.is_file():
+    if SUMMARY_FILE in listing:
         try:
-            last = read_json(summary_file, what="run summary",
-                             schema={"seconds": Opt((float, type(None))), "images_per_second": Opt((float, type(None)))})
+            last = parse_json(root.read_bytes(SUMMARY_FILE), name=f"{SUMMARY_FILE} (run summary)",
+                              schema={"seconds": Opt((float, type(None))), "images_per_second": Opt((float, type(None)))})
             summary.seconds = last.get("seconds")
             summary.images_per_second = last.get("images_per_second")
         except FacegenError:

@@ -40,8 +40,9 @@ import numpy as np
 
 from facegen.errors import FacegenError
 # atomic_write_bytes: the one atomic writer (facegen.io.atomic), still importable from here
-from facegen.io.atomic import atomic_write_bytes, remove_stale_temps, replace_durably
-from facegen.io.files import AnyKey, Opt, read_json, read_json_lines
+from facegen.io.atomic import atomic_write_bytes, remove_stale_temps, replace_durably, temp_path_for
+from facegen.io.files import AnyKey, Opt, parse_json
+from facegen.io.location import LocalLocation, Location, open_location
 from facegen.paths import sha256_of
 
 SHARDS_DIR = "shards"
@@ -59,28 +60,50 @@ def shard_name(shard: int) -> str:
     return f"shard-{shard:06d}"
 
 
-def part_path(root: Path, shard: int) -> Path:
-    return root / PARTS_DIR / f"{shard_name(shard)}.jsonl"
+# names relative to the dataset's root (a folder or a store prefix: :mod:`facegen.io.location`)
+def part_name(shard: int) -> str:
+    return f"{PARTS_DIR}/{shard_name(shard)}.jsonl"
 
 
-def stats_path(root: Path, shard: int) -> Path:
-    return root / PARTS_DIR / f"{shard_name(shard)}.stats.json"
+def stats_name(shard: int) -> str:
+    return f"{PARTS_DIR}/{shard_name(shard)}.stats.json"
 
 
-def embeddings_path(root: Path, shard: int) -> Path:
-    return root / PARTS_DIR / f"{shard_name(shard)}.emb.npy"
+def embeddings_name(shard: int) -> str:
+    return f"{PARTS_DIR}/{shard_name(shard)}.emb.npy"
 
 
-def tar_path(root: Path, shard: int) -> Path:
-    return root / SHARDS_DIR / f"{shard_name(shard)}.tar"
+def files_name(shard: int) -> str:
+    return f"{PARTS_DIR}/{shard_name(shard)}.files.json"
+
+
+def tar_name(shard: int) -> str:
+    return f"{SHARDS_DIR}/{shard_name(shard)}.tar"
 
 
 def image_relpath(identity: int, index: int, crop: bool = False) -> str:
     return f"{CROPS_DIR if crop else IMAGES_DIR}/{identity:06d}/{index:03d}.png"
 
 
+# the same files in a local dataset folder
+def part_path(root: Path, shard: int) -> Path:
+    return Path(root) / part_name(shard)
+
+
+def stats_path(root: Path, shard: int) -> Path:
+    return Path(root) / stats_name(shard)
+
+
+def embeddings_path(root: Path, shard: int) -> Path:
+    return Path(root) / embeddings_name(shard)
+
+
+def tar_path(root: Path, shard: int) -> Path:
+    return Path(root) / tar_name(shard)
+
+
 def files_path(root: Path, shard: int) -> Path:
-    return root / PARTS_DIR / f"{shard_name(shard)}.files.json"
+    return Path(root) / files_name(shard)
 
 
 def json_bytes(record: Mapping[str, Any]) -> bytes:
@@ -130,20 +153,24 @@ def _tar_info(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-class ShardWriter:
-    """Writes one shard's samples into the temporary area; ``commit`` moves them into place.
+Root = "str | os.PathLike[str] | Location"
 
-    ``add`` takes samples in key order.  ``abort`` (or a crash) leaves only temporary files,
-    which the next run removes (:func:`clean_shard_temps`).
+
+class ShardWriter:
+    """Writes one shard's samples into local scratch; ``commit`` publishes them whole.
+
+    ``root`` is the dataset's location (a folder or a store prefix, :func:`open_location`); the
+    work in progress is in its :meth:`~facegen.io.location.Location.scratch` (``root/.tmp`` on a
+    folder, a private local folder on a store), so each worker writes its own shards to the store.
+    ``add`` takes samples in key order.  ``abort`` (or a crash) leaves only scratch files, which
+    the next run removes (:func:`clean_shard_temps`); nothing reaches the store before ``commit``.
     """
 
-    def __init__(self, root: Path, shard: int, fmt: str) -> None:
-        self.root = Path(root)
+    def __init__(self, root: Root, shard: int, fmt: str) -> None:
+        self.loc = open_location(root)
         self.shard = shard
         self.fmt = fmt
-        tmp_root = self.root / TMP_DIR
-        tmp_root.mkdir(parents=True, exist_ok=True)
-        self._stem = tmp_root / f"{shard_name(shard)}.{os.getpid()}"
+        self._stem = self.loc.scratch() / f"{shard_name(shard)}.{os.getpid()}"
         self._tar: tarfile.TarFile | None = None
         self._identities: list[int] = []
         if fmt == "webdataset":
@@ -158,7 +185,7 @@ class ShardWriter:
     def location(self, identity: int, index: int) -> dict[str, Any]:
         """Where a sample lands once committed (the manifest's file/shard fields)."""
         if self.fmt == "webdataset":
-            return {"shard": f"{SHARDS_DIR}/{shard_name(self.shard)}.tar"}
+            return {"shard": tar_name(self.shard)}
         return {"file": image_relpath(identity, index)}
 
     def add(self, key: str, identity: int, index: int, png: bytes, record: Mapping[str, Any],
@@ -186,25 +213,33 @@ class ShardWriter:
             fh.flush()
             os.fsync(fh.fileno())
 
-    def commit(self) -> None:
+    def commit(self) -> dict[str, dict[str, Any]]:
+        """Publish the shard's files; return ``{name: {size, sha256}}`` of each (for ``files.json``)."""
+        published: dict[str, dict[str, Any]] = {}
         if self._tar is not None:
             self._tar.close()
-            final = tar_path(self.root, self.shard)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            replace_durably(self._tar_tmp, final)
             self._tar = None
-            return
+            size, digest = self.loc.publish_file(tar_name(self.shard), self._tar_tmp)
+            return {tar_name(self.shard): {"size": size, "sha256": digest}}
         for sub in (IMAGES_DIR, CROPS_DIR):
             src_root = self._dir_tmp / sub
             if not src_root.is_dir():
                 continue
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
             for src in sorted(src_root.iterdir()):
-                dst = self.root / sub / src.name
-                if dst.exists():  # left by a crashed run of this shard: redo it whole
-                    shutil.rmtree(dst)
-                replace_durably(src, dst)
+                for f in sorted(src.iterdir()):
+                    published[f"{sub}/{src.name}/{f.name}"] = {"size": f.stat().st_size, "sha256": sha256_of(f)}
+                rel = f"{sub}/{src.name}"
+                if isinstance(self.loc, LocalLocation):  # one rename of the identity's folder
+                    dst = self.loc.path / rel
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    if dst.exists():  # left by a crashed run of this shard: redo it whole
+                        shutil.rmtree(dst)
+                    replace_durably(src, dst)
+                else:                                    # one whole object per image
+                    for f in sorted(src.iterdir()):
+                        self.loc.publish_file(f"{rel}/{f.name}", f)
         shutil.rmtree(self._dir_tmp, ignore_errors=True)
+        return published
 
     def abort(self) -> None:
         if self._tar is not None:
@@ -215,12 +250,16 @@ class ShardWriter:
             shutil.rmtree(self._dir_tmp, ignore_errors=True)
 
 
-def clean_shard_temps(root: Path, shard: int) -> int:
-    """Remove the temporary files a crashed run left for ``shard`` (its work in ``.tmp/`` and
-    the temporaries of interrupted atomic writes of its part files); return how many."""
-    root = Path(root)
-    removed = sum(remove_stale_temps(p(root, shard)) for p in (part_path, stats_path, embeddings_path, files_path))
-    tmp_root = root / TMP_DIR
+def clean_shard_temps(root: Root, shard: int) -> int:
+    """Remove the temporary files a crashed run left for ``shard`` (its work in the scratch folder
+    and the temporaries of interrupted atomic writes of its part files); return how many.  A store
+    holds none: nothing is written there under a temporary name."""
+    loc = open_location(root)
+    if not isinstance(loc, LocalLocation):
+        return 0
+    removed = sum(remove_stale_temps(loc.path / name(shard))
+                  for name in (part_name, stats_name, embeddings_name, files_name))
+    tmp_root = loc.path / TMP_DIR
     if not tmp_root.is_dir():
         return removed
     for p in tmp_root.glob(f"{shard_name(shard)}.*"):
@@ -232,32 +271,38 @@ def clean_shard_temps(root: Path, shard: int) -> int:
     return removed
 
 
-def write_part(root: Path, shard: int, records: list[Mapping[str, Any]], stats: Mapping[str, Any],
-               embeddings: np.ndarray | None, fmt: str | None = None) -> None:
+def write_part(root: Root, shard: int, records: list[Mapping[str, Any]], stats: Mapping[str, Any],
+               embeddings: np.ndarray | None, fmt: str | None = None,
+               published: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     """Write a shard's manifest lines, counts and embeddings, then (last: the shard is done) the
-    size and sha256 of each of its files in ``files.json``.  ``fmt`` (default: from the records)
-    says where its images are: one ``.tar`` or one file each."""
-    root = Path(root)
-    files_path(root, shard).unlink(missing_ok=True)
+    size and sha256 of each of its files in ``files.json``.  ``published``: the size and sha256 of
+    its image files as :meth:`ShardWriter.commit` returned them (else they are read back); ``fmt``
+    (default: from the records) says where its images are: one ``.tar`` or one file each."""
+    loc = open_location(root)
+    loc.delete(files_name(shard))
+    listing: dict[str, dict[str, Any]] = {}
+
+    def put(name: str, data: bytes) -> None:
+        size, digest = loc.write_bytes(name, data)
+        listing[name] = {"size": size, "sha256": digest}
+
     if embeddings is not None:
         buf = io.BytesIO()
         np.save(buf, np.asarray(embeddings, dtype=np.float32), allow_pickle=False)
-        atomic_write_bytes(embeddings_path(root, shard), buf.getvalue())
+        put(embeddings_name(shard), buf.getvalue())
     else:
-        embeddings_path(root, shard).unlink(missing_ok=True)
-    atomic_write_bytes(stats_path(root, shard), json_bytes(stats) + b"\n")
-    atomic_write_bytes(part_path(root, shard), b"".join(json_bytes(r) + b"\n" for r in records))
+        loc.delete(embeddings_name(shard))
+    put(stats_name(shard), json_bytes(stats) + b"\n")
+    put(part_name(shard), b"".join(json_bytes(r) + b"\n" for r in records))
     if fmt is None:
-        fmt = "webdataset" if any("shard" in r for r in records) or tar_path(root, shard).is_file() else "imagefolder"
-    paths = [part_path(root, shard), stats_path(root, shard)]
-    if embeddings is not None:
-        paths.append(embeddings_path(root, shard))
-    if fmt == "webdataset":
-        paths.append(tar_path(root, shard))
-    else:
-        paths += [root / r[key] for r in records for key in ("file", "crop") if r.get(key)]
-    listing = {p.relative_to(root).as_posix(): {"size": p.stat().st_size, "sha256": sha256_of(p)} for p in paths}
-    atomic_write_bytes(files_path(root, shard), json_bytes({"shard": shard, "files": listing}) + b"\n")
+        fmt = "webdataset" if any("shard" in r for r in records) or loc.exists(tar_name(shard)) else "imagefolder"
+    names = ([tar_name(shard)] if fmt == "webdataset" else
+             [str(r[key]) for r in records for key in ("file", "crop") if r.get(key)])
+    for name in names:
+        known = (published or {}).get(name)
+        listing[name] = dict(known) if known else {"size": loc.size(name), "sha256": loc.sha256(name)}
+    listing = {name: listing[name] for name in sorted(listing)}
+    loc.write_bytes(files_name(shard), json_bytes({"shard": shard, "files": listing}) + b"\n")
 
 
 #: the shape every manifest / part line has (checked on reading: a hand-edited line is one error)
@@ -266,60 +311,102 @@ RECORD_SHAPE: dict[str, Any] = {"key": str, "identity": int, "shard": Opt(str), 
 LISTING_SHAPE: dict[str, Any] = {"files": AnyKey({"size": int, "sha256": str})}
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return read_json_lines(path, what="dataset records", schema=RECORD_SHAPE)
+def parse_jsonl(data: bytes, name: str = "dataset records") -> list[dict[str, Any]]:
+    """The records of a manifest or shard part (each line shape-checked: a hand-edited line is one error)."""
+    return [parse_json(line, name=f"{name} line {n}", schema=RECORD_SHAPE)
+            for n, line in enumerate(data.splitlines(), 1) if line.strip()]
 
 
 #: what :func:`shard_problem` says of a shard that was never finished
 UNFINISHED = "not finished"
 
 
-def shard_problem(root: Path, shard: int, fmt: str, checksums: bool = True) -> str | None:
+def shard_problem(root: Root, shard: int, fmt: str, checksums: bool = True,
+                  listing: Mapping[str, int] | None = None, marker_bytes: bytes | None = None) -> str | None:
     """None when the shard is done and its files are as recorded; else what is wrong:
     :data:`UNFINISHED`, or the first missing or damaged file (size, then sha256 with
-    ``checksums``)."""
-    root = Path(root)
-    marker = files_path(root, shard)
-    if not marker.is_file():
+    ``checksums``).  ``listing``: ``{name: size}`` of the whole location, from one
+    :meth:`~facegen.io.location.Location.listing`, and ``marker_bytes``: the shard's
+    ``files.json`` already read (:func:`shard_problems` reads many at once): a store is then
+    asked nothing for this shard."""
+    loc = open_location(root)
+    marker = files_name(shard)
+
+    def size_of(name: str) -> int | None:
+        return listing.get(name) if listing is not None else loc.size(name)
+
+    if size_of(marker) is None:
         return UNFINISHED
-    rel_marker = marker.relative_to(root).as_posix()
     try:
-        listing = read_json(marker, what="shard listing", schema=LISTING_SHAPE)["files"]
-        entries = [(str(rel), int(rec["size"]), str(rec["sha256"])) for rel, rec in listing.items()]
-    except FacegenError:
-        return f"{rel_marker} is unreadable"
+        data = marker_bytes if marker_bytes is not None else loc.read_bytes(marker)
+        listed = parse_json(data, name=f"{marker} (shard listing)", schema=LISTING_SHAPE)["files"]
+        entries = [(str(rel), int(rec["size"]), str(rec["sha256"])) for rel, rec in listed.items()]
+    except FileNotFoundError:
+        return UNFINISHED
+    except (FacegenError, OSError):
+        return f"{marker} is unreadable"
     names = {rel for rel, _, _ in entries}
-    needed = [part_path(root, shard), stats_path(root, shard)]
-    if fmt == "webdataset":
-        needed.append(tar_path(root, shard))
-    missing = sorted(rel for rel in (p.relative_to(root).as_posix() for p in needed) if rel not in names)
+    needed = [part_name(shard), stats_name(shard)] + ([tar_name(shard)] if fmt == "webdataset" else [])
+    missing = sorted(rel for rel in needed if rel not in names)
     if missing:
-        return f"{rel_marker} does not list {missing[0]}"
+        return f"{marker} does not list {missing[0]}"
     for rel, size, digest in sorted(entries):
-        path = root / rel
-        if Path(rel).is_absolute() or ".." in Path(rel).parts:
-            return f"{rel_marker} lists a file outside the dataset: {rel}"
-        if not path.is_file():
+        if rel.startswith("/") or ".." in rel.split("/") or "\\" in rel:
+            return f"{marker} lists a file outside the dataset: {rel}"
+        actual = size_of(rel)
+        if actual is None:
             return f"{rel} is missing"
-        actual = path.stat().st_size
         if actual != size:
             return f"{rel} has {actual} bytes, {size} recorded"
-        if checksums and sha256_of(path) != digest:
+        if checksums and loc.sha256(rel) != digest:
             return f"{rel} does not match its recorded sha256"
     return None
 
 
-def shard_complete(root: Path, shard: int, fmt: str, checksums: bool = False) -> bool:
+def shard_problems(root: Root, shards: list[int], fmt: str, checksums: bool = True,
+                   listing: Mapping[str, int] | None = None, batch: int = 1000) -> dict[int, str | None]:
+    """:func:`shard_problem` of many shards from one listing, their ``files.json`` read ``batch``
+    at a time (a store fetches those concurrently): a resume scan makes about
+    ``objects / 1000 + shards / batch`` round trips, not one per file."""
+    loc = open_location(root)
+    listing = loc.listing() if listing is None else listing
+    out: dict[int, str | None] = {k: UNFINISHED for k in shards if files_name(k) not in listing}
+    finished = [k for k in shards if files_name(k) in listing]
+    for start in range(0, len(finished), batch):
+        group = finished[start:start + batch]
+        try:
+            markers = loc.read_many([files_name(k) for k in group])
+        except FacegenError:        # one vanished meanwhile: ask each shard alone
+            markers = [None] * len(group)
+        for k, data in zip(group, markers):
+            out[k] = shard_problem(loc, k, fmt, checksums=checksums, listing=listing, marker_bytes=data)
+    return {k: out[k] for k in shards}
+
+
+def shard_complete(root: Root, shard: int, fmt: str, checksums: bool = False,
+                   listing: Mapping[str, int] | None = None) -> bool:
     """A shard is done when its ``files.json`` exists and its files have the recorded sizes
     (and sha256, with ``checksums``)."""
-    return shard_problem(root, shard, fmt, checksums=checksums) is None
+    return shard_problem(root, shard, fmt, checksums=checksums, listing=listing) is None
 
 
-def write_manifest(root: Path, num_shards: int) -> int:
-    """Concatenate the parts, in shard order, into ``manifest.jsonl``; return the line count."""
-    chunks = [part_path(root, k).read_bytes() for k in range(num_shards)]
-    atomic_write_bytes(Path(root) / MANIFEST, b"".join(chunks))
-    return sum(c.count(b"\n") for c in chunks)
+def write_manifest(root: Root, num_shards: int, batch: int = 100) -> int:
+    """Concatenate the parts, in shard order, into ``manifest.jsonl``; return the line count.
+    Streamed through a local scratch file (memory: ``batch`` parts, whatever the dataset's size),
+    the parts fetched ``batch`` at a time (a store fetches them concurrently), then published whole."""
+    loc = open_location(root)
+    tmp = temp_path_for(loc.scratch() / MANIFEST)
+    lines = 0
+    try:
+        with open(tmp, "wb") as fh:
+            for start in range(0, num_shards, batch):
+                for chunk in loc.read_many([part_name(k) for k in range(start, min(start + batch, num_shards))]):
+                    fh.write(chunk)
+                    lines += chunk.count(b"\n")
+        loc.publish_file(MANIFEST, tmp)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return lines
 
 
 def read_tar_samples(path: Path) -> dict[str, dict[str, bytes]]:

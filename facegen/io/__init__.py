@@ -24,7 +24,9 @@ inflation).
 Modules: ``images`` (load_image, open_regular), ``guard`` (allowlist, pixel limit, bomb
 guard), ``pixels`` (colour modes and arrays to RGB), ``metadata`` (the marks: build and
 read back), ``save`` (save_image, encode_png), ``atomic`` (the writer), ``files`` and
-``arrays`` (the safe readers of everything that is not an image).
+``arrays`` (the safe readers of everything that is not an image), ``location`` (where a
+dataset lives: a folder or an fsspec URL, :func:`~facegen.io.location.open_location`) and
+``store`` (the object-store side: whole-object writes, retries, the lock object).
 """
 
 from __future__ import annotations

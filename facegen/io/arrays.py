@@ -63,6 +63,13 @@ def _array_from(fh: BinaryIO, available: int, name: str, cap: int, error: ErrorT
     return arr.copy()
 
 
+def parse_npy(data: bytes, *, name: str = "array", error: ErrorType = BadFileError) -> np.ndarray:
+    """:func:`load_npy` of bytes already read (an object from a store)."""
+    import io
+
+    return _array_from(io.BytesIO(data), len(data), name, max_file_bytes(), error)
+
+
 def load_npy(path: str | os.PathLike[str], *, what: str = "array", error: ErrorType = BadFileError,
              max_bytes: int | None = None, **kwargs: Any) -> np.ndarray:
     """A plain numeric ``.npy`` array (see the module docstring): never pickles, never allocates

@@ -62,13 +62,19 @@ def _record_zip(record: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-def seal_dataset(root: str | Path, *, fingerprint: str, identity: _cred.SigningIdentity,
-                 extra: dict[str, Any] | None = None) -> Path:
-    """Write ``root/credentials.zip``: the signed record of every dataset file's sha256."""
-    from facegen.io.atomic import atomic_write_bytes  # noqa: PLC0415 - facegen.io imports this package
+def seal_dataset(root: Any, *, fingerprint: str, identity: _cred.SigningIdentity,
+                 extra: dict[str, Any] | None = None) -> str:
+    """Write ``root/credentials.zip`` (``root``: a folder or a store location); the signed record of
+    every dataset file's sha256; return where it was written."""
+    from facegen.io.location import LocalLocation, open_location  # noqa: PLC0415 - facegen.io imports this package
 
-    root = Path(root)
-    files = {rel: _sha256(root / rel) for rel in sealed_files(root)}
+    loc = open_location(root)
+    if isinstance(loc, LocalLocation):
+        files = {rel: _sha256(loc.path / rel) for rel in sealed_files(loc.path)}
+    else:   # a store: one listing, then each object read once
+        listed = loc.listing()
+        names = [n for n in _SEALED_TOP if n in listed] + [n for n in listed if n.split("/", 1)[0] in _SEALED_DIRS]
+        files = {rel: loc.sha256(rel) for rel in sorted(names)}
     record = {"dataset": fingerprint, "facegen_version": __version__, "files": files, **(extra or {})}
     fields = {"dataset": fingerprint, "ai_generated": True, "files": len(files),
               "manifest_sha256": files.get("manifest.jsonl")}
@@ -76,9 +82,9 @@ def seal_dataset(root: str | Path, *, fingerprint: str, identity: _cred.SigningI
     manifest["assertions"].append({"label": ASSERTION, "data": {"record_sha256": hashlib.sha256(
         json.dumps(record, sort_keys=True).encode()).hexdigest()}})
     data = _cred.sign_bytes(_record_zip(record), "ZIP", manifest, identity)
-    atomic_write_bytes(root / SEAL, data)
-    logger.info("sealed %d files of %s with %s", len(files), root, identity.describe())
-    return root / SEAL
+    loc.write_bytes(SEAL, data)
+    logger.info("sealed %d files of %s with %s", len(files), loc, identity.describe())
+    return loc.child(SEAL)
 
 
 def verify_seal(path: str | Path, trust: Iterable[bytes] = ()) -> dict[str, Any]:
