@@ -21,6 +21,7 @@ import yaml
 
 from facegen.dataset import writers as W
 from facegen.errors import FacegenError, InvalidArgumentError
+from facegen.io.files import parse_json
 from facegen.io.location import LocalLocation, Location, open_location
 
 logger = logging.getLogger(__name__)
@@ -80,13 +81,13 @@ def _report_for(root: Location, fingerprint: str, report_dir: Path | None) -> di
 TRAINED_MODEL_FILE = "trained_model.json"
 
 
-def trained_model_lines(root: Path, fingerprint: str) -> list[str]:
+def trained_model_lines(root: Location, fingerprint: str) -> list[str]:
     """The "Trained model" section: what ``facegen fr-eval`` measured of a network trained on
     this dataset (``root/trained_model.json``, written by :mod:`facegen.fr.card`)."""
-    path = root / TRAINED_MODEL_FILE
     try:
-        rec = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-    except (OSError, ValueError):
+        rec = (parse_json(root.read_bytes(TRAINED_MODEL_FILE), name=root.child(TRAINED_MODEL_FILE))
+               if root.exists(TRAINED_MODEL_FILE) else None)
+    except (OSError, FacegenError):
         rec = None
     if not isinstance(rec, dict) or rec.get("fingerprint") != fingerprint or not isinstance(rec.get("sets"), dict):
         return []

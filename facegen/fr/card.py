@@ -10,19 +10,19 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
-def add_trained_model_section(run: Path, report: dict[str, Any]) -> Path | None:
+def add_trained_model_section(run: Path, report: dict[str, Any]) -> str | None:
     """Record ``report`` (``fr-eval``'s) beside the facegen dataset ``run`` was trained on and
     refresh that dataset's card; nothing when the run was not trained on a facegen dataset."""
     from facegen.dataset.card import TRAINED_MODEL_FILE, write_dataset_card  # noqa: PLC0415
     from facegen.dataset.stats import SPEC_FILE, dataset_stats  # noqa: PLC0415
     from facegen.id.iresnet import read_run_config  # noqa: PLC0415
-    from facegen.io.atomic import atomic_write_bytes  # noqa: PLC0415
+    from facegen.io.location import open_location  # noqa: PLC0415
 
     cfg = read_run_config(run)
     ds = cfg.get("dataset")
-    if not ds or not (Path(ds) / SPEC_FILE).is_file():
+    root = open_location(ds) if ds else None
+    if root is None or not root.exists(SPEC_FILE):
         return None
-    root = Path(ds)
     summary = dataset_stats(root)
     if cfg.get("dataset_fingerprint") not in (None, summary.fingerprint):
         logger.info("%s was trained on an earlier version of %s: its card is left as it is", run, root)
@@ -30,5 +30,5 @@ def add_trained_model_section(run: Path, report: dict[str, Any]) -> Path | None:
     rec = {"run": str(run), "arch": cfg.get("arch"), "steps": cfg.get("steps"), "fingerprint": summary.fingerprint,
            "sets": {k: {"pairs": v["pairs"], "accuracy": v["accuracy"], "accuracy_std": v["accuracy_std"],
                         "tar_at_far": v["tar_at_far"]} for k, v in report["sets"].items()}}
-    atomic_write_bytes(root / TRAINED_MODEL_FILE, (json.dumps(rec, indent=2) + "\n").encode("utf-8"))
+    root.write_bytes(TRAINED_MODEL_FILE, (json.dumps(rec, indent=2) + "\n").encode("utf-8"))
     return write_dataset_card(root, summary=summary)
