@@ -95,5 +95,5 @@ def load_id_embeds(path: str | os.PathLike[str]) -> list[IDEmbedding]:
     rows = x.reshape(1, -1) if x.ndim == 1 else x
     if rows.shape[1] != spec.dim:
         raise InvalidArgumentError(f"{p}: {rows.shape[1]}-D vectors, but encoder '{encoder}' makes {spec.dim}-D ones")
-    return [IDEmbedding(row.astype(np.float32), encoder, meta={"source": str(p), "row": i})
+    return [IDEmbedding(row, encoder, meta={"source": str(p), "row": i})     # IDEmbedding checks the range
             for i, row in enumerate(rows)]
