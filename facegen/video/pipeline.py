@@ -1,11 +1,17 @@
-"""``VideoEditPipeline``: swap, restore or age the faces of a video, frame by frame, with stable
-identities over time and the sound kept.
+"""``VideoEditPipeline``: run an edit job (swap, restore, age — any engine) over a video, frame
+by frame, with stable identities over time and the sound kept.
+
+The job is the photo route's own (:class:`facegen.pipelines._edit_base.EditJob`, made by the
+pipeline's ``job(...)``, consent checked there): its rules plan each track, its engine edits each
+face, its paste puts it back.  This module adds only what a video needs: tracks, smoothing,
+segments, the clip's provenance.
 
 Stages of ``__call__``: 1 probe and check the clip → 2 open (or resume) the run's segments →
-3 per frame: decode → detect → track → plan new tracks (the job's rules) → smooth each track's
-face → edit it (the job's ``edit_face``, fed the previous frame's result) → paste back →
-measure → watermark keyframes → encode → 4 every ``segment_seconds``: commit the segment and
-the state → 5 assemble the MP4 (audio copied), tag it, sign it, rename it into place.
+3 per frame: decode → the job's pre-pass → detect → track → plan new tracks (the job's plans:
+the first frame with faces like a photo, later ones by reference or policy) → smooth each
+track's face → edit it (the job's edit, fed the previous frame's result) → paste back (the
+job's) → measure → watermark keyframes → encode → 4 every ``segment_seconds``: commit the
+segment and the state → 5 assemble the MP4 (audio copied), tag it, sign it, rename it into place.
 
 Memory is bounded: one decoded frame at a time, plus per track its previous crop and mask.
 
@@ -25,7 +31,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -34,12 +40,16 @@ import cv2
 import numpy as np
 
 from facegen import __version__
-from facegen.edit import crop_face
+from facegen.errors import InvalidArgumentError
+from facegen.faces.detect import select_faces
+from facegen.faces.types import Face
+from facegen.id.embedding import IDEmbedding
+from facegen.pipelines._edit_base import EditJob, FacePlan
+from facegen.pipelines._roles import about_photo
 from facegen.pipelines.generation import seeds_for
 from facegen.provenance import PROVENANCE_KEY, Provenance
 from facegen.video import container as vc
 from facegen.video import provenance as vp
-from facegen.video.jobs import TRACK_ENCODER, TrackPlan, VideoJob
 from facegen.video.limits import VideoLimits, check_video
 from facegen.io.atomic import atomic_write_bytes, replace_durably, temp_path_for
 from facegen.video.segments import SegmentStore
@@ -48,6 +58,9 @@ from facegen.video.smooth import (FaceSmoother, blend_mask, guided_init, region_
 from facegen.video.tracks import Tracker
 
 logger = logging.getLogger(__name__)
+
+#: the tracker's identity descriptor (tracks are matched to reference photos with it)
+TRACK_ENCODER = "dlib-resnet-v1"
 
 
 @dataclass(frozen=True)
@@ -88,7 +101,7 @@ class VideoResult:
 
 @dataclass
 class _TrackState:
-    plan: TrackPlan
+    plan: FacePlan | None          # None: the track is left as it is
     seeds: list[int]
     smoother: FaceSmoother = field(default_factory=FaceSmoother)
     crop: np.ndarray | None = None
@@ -96,6 +109,15 @@ class _TrackState:
     mask: np.ndarray | None = None
     frames: int = 0
     sims: list[float] = field(default_factory=list)
+
+
+def _face_vector(face: Face) -> np.ndarray:
+    return np.concatenate([np.asarray(face.bbox, np.float32).ravel(), np.asarray(face.kps, np.float32).ravel()])
+
+
+def _face_from(v: np.ndarray) -> Face:
+    v = v.astype(np.float32)
+    return Face(v[:4], v[4:].reshape(-1, 2), 1.0)
 
 
 def _file_id(src: Any) -> Any:
@@ -108,19 +130,23 @@ def _file_id(src: Any) -> Any:
 
 
 class VideoEditPipeline:
-    """Runs a :class:`~facegen.video.jobs.VideoJob` (swap, restore, age) over a clip."""
+    """Runs an edit job (``pipe.job(...)``: swap, restore, age) over a clip."""
 
-    def __init__(self, job: VideoJob, settings: VideoSettings | None = None, limits: VideoLimits | None = None) -> None:
+    def __init__(self, job: EditJob, settings: VideoSettings | None = None, limits: VideoLimits | None = None) -> None:
+        if not isinstance(job, EditJob):
+            raise InvalidArgumentError(f"a video runs an edit job (pipe.job(..., consent=True)), not {type(job).__name__}")
         self.job = job
         self.pipe = job.pipe
         self.settings = settings or VideoSettings()
         self.limits = limits
+        self._ref_embs: list[IDEmbedding] | None = None
+        self.planned_first = False
 
     def fingerprint(self, info: vc.VideoInfo, provenance: Provenance, inputs: list[Any]) -> str:
         """What makes two runs the same (resume only continues the same run)."""
         s = asdict(self.settings)
-        body = {"input": _file_id(info.path), "task": self.job.task, "preset": self.pipe.preset.name,
-                "job": self.job.settings, "policy": str(self.job.policy), "identities": self.job.digest(),
+        body = {"input": _file_id(info.path), "task": self.job.task, "preset": self.pipe.name,
+                "job": self.job.settings.as_dict(), "policy": str(self.job.policy), "identities": self.job.digest(),
                 "inputs": [_file_id(x) for x in inputs],
                 "settings": s, "watermark": provenance.watermark, "facegen": __version__}
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:32]
@@ -226,16 +252,16 @@ class VideoEditPipeline:
     # ------------------------------------------------------------------ one frame
     def _frame(self, frame: vc.Frame, judge_every: int, timings: dict[str, float]) -> np.ndarray:
         t = time.perf_counter()
-        rgb = frame.rgb
+        rgb = self.job.prepare(frame.rgb)
         faces = self._detect(rgb)
         assigned = self.tracker.update(self.count, rgb, faces)
         born = [(tr, f) for tr, f, b in assigned if b]
         if born:
-            plans = self.job.plan_births(rgb, faces, [(f, tr.embedding) for tr, f in born])
+            plans = self.plan_births(rgb, faces, [(f, tr.embedding) for tr, f in born])
             for (tr, _f), plan in zip(born, plans):
                 n = self.pipe.seeds_per_face
-                k = sum(1 for s in self.states.values() if s.plan.edit) if plan.edit else 0
-                seeds = seeds_for(n * (k + 1), self.run_seed)[n * k:] if plan.edit else []
+                k = sum(1 for s in self.states.values() if s.plan is not None) if plan is not None else 0
+                seeds = seeds_for(n * (k + 1), self.run_seed)[n * k:] if plan is not None else []
                 self.states[tr.id] = _TrackState(plan, seeds)
         timings["detect_track"] += time.perf_counter() - t
         t = time.perf_counter()
@@ -245,21 +271,19 @@ class VideoEditPipeline:
         st = self.settings
         for tr, face, _b in assigned:
             ts = self.states.get(tr.id)
-            if ts is None or not ts.plan.edit:
+            if ts is None or ts.plan is None:
                 continue
             sm = ts.smoother(face, frame.time) if st.smoothing else face
             init = None
             if ts.crop is not None and st.temporal > 0:
-                fc = crop_face(out, sm, size=self.pipe.crop_size, template="ffhq",
-                               margin=float(self.job.settings.get("margin") or 0.0))
+                fc = self.pipe.model_crop(out, sm, self.job.settings)
                 init = guided_init(fc.crop, warp_previous(ts.crop, ts.M, fc.M), st.temporal)
-            regen = self.pipe.edit_face(out, ts.plan.face_plan(sm, init), ts.seeds, progress=False, callback=None,
-                                        **self.job.settings)
+            regen = self.job.edit(out, replace(ts.plan, face=sm, init_crop=init), ts.seeds)
             if ts.crop is not None and st.carry > 0:       # the result keeps a share of the previous one
                 prev = warp_previous(ts.crop, ts.M, regen.face_crop.M)
                 regen.crop = guided_init(regen.crop, prev, st.carry)
             regen.mask = blend_mask(regen.mask, ts.mask, st.mask_average if st.smoothing else 0.0)
-            out = self.pipe.paste(out, regen)
+            out = self.job.paste(out, regen, sm)
             ts.crop, ts.M, ts.mask = regen.crop, regen.face_crop.M, regen.mask
             ts.frames += 1
             inv = cv2.invertAffineTransform(regen.face_crop.M)
@@ -269,6 +293,7 @@ class VideoEditPipeline:
         timings["edit"] += time.perf_counter() - t
         t = time.perf_counter()
         for ts, sm in judged:
+            assert ts.plan is not None
             sims, _name = self.pipe.judge(ts.plan.reference_rgb, ts.plan.reference_face, [(out, sm)])
             if sims[0] is not None:
                 ts.sims.append(round(float(sims[0]), 4))
@@ -300,6 +325,73 @@ class VideoEditPipeline:
         return [Face(f.bbox * k, f.kps * k, f.score, None if f.landmarks68 is None else f.landmarks68 * k,
                      dict(f.extra)) for f in faces]
 
+    # ------------------------------------------------------------------ which tracks the job edits
+    def plan_births(self, rgb: np.ndarray, frame_faces: list[Face],
+                    born: list[tuple[Face, np.ndarray | None]]) -> list[FacePlan | None]:
+        """The job's plans for the tracks born in this frame (``born``: face, track descriptor).
+
+        The first frame with faces is planned like a photo (the job's policy picks the faces, the
+        job's :meth:`~facegen.pipelines._edit_base.EditJob.plan` plans them); a track born later
+        is edited when the job has ``references`` and its face is one of them (the tracker's
+        descriptor), or when the policy is ``all``."""
+        if not self.planned_first:
+            self.planned_first = True
+            selected = select_faces(frame_faces, self.job.policy) if frame_faces else []
+            chosen = {id(p.face): p for p in (self.job.plan(rgb, selected) if selected else [])}
+            return [chosen.get(id(f)) for f, _d in born]
+        plans: list[FacePlan | None] = []
+        for face, desc in born:
+            ref = self.matching_reference(desc)
+            if ref is not None:
+                plans.append(self.job.plan_face(rgb, face, ref))
+            elif self.job.policy.kind == "all" and not self.job.references:
+                plans.append(self.job.plan_face(rgb, face, 0))
+            else:
+                plans.append(None)
+        return plans
+
+    def matching_reference(self, descriptor: np.ndarray | None) -> int | None:
+        """The job's reference photo the track's face is the same person as (the most similar), else None."""
+        if descriptor is None or not self.job.references:
+            return None
+        from facegen.id.encoders import same_person  # noqa: PLC0415
+        if self._ref_embs is None:
+            from facegen.id.encoders import embed_image, get_encoder  # noqa: PLC0415
+            from facegen.io import load_image  # noqa: PLC0415
+            enc = get_encoder(TRACK_ENCODER)
+            self._ref_embs = []
+            for ref in self.job.references:
+                with about_photo("reference", ref):
+                    self._ref_embs.append(embed_image(load_image(ref), enc)[0])
+        probe = IDEmbedding(descriptor, TRACK_ENCODER)
+        scores = [(same_person(r, probe)[1], i) for i, r in enumerate(self._ref_embs) if same_person(r, probe)[0]]
+        return max(scores)[1] if scores else None
+
+    # ------------------------------------------------------------------ resumable plans
+    def plan_state(self, plan: FacePlan | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """What of a track's plan cannot be rebuilt from the job's inputs (an identity taken from a frame)."""
+        if plan is None:
+            return {"edit": False}, {}
+        meta: dict[str, Any] = {"edit": True, "info": plan.info, "encoder": plan.identity.encoder}
+        arrays = {"face": _face_vector(plan.face)}
+        if self.job.known_plan(plan.face, plan.info) is None:      # its own identity and the frame it came from
+            arrays["identity"] = plan.identity.vector
+            if plan.reference_rgb is not None and plan.reference_face is not None:
+                arrays["reference_rgb"] = plan.reference_rgb
+                arrays["reference_face"] = _face_vector(plan.reference_face)
+        return meta, arrays
+
+    def plan_from_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> FacePlan | None:
+        if not meta["edit"]:
+            return None
+        face = _face_from(arrays["face"])
+        known = self.job.known_plan(face, dict(meta["info"]))
+        if known is not None:
+            return known
+        ref_face = _face_from(arrays["reference_face"]) if "reference_face" in arrays else None
+        return FacePlan(face, IDEmbedding(arrays["identity"], meta["encoder"], ref_face), arrays.get("reference_rgb"),
+                        ref_face, dict(meta["info"]))
+
     # ------------------------------------------------------------------ state
     def _reset(self) -> None:
         from facegen.id.encoders import get_encoder  # noqa: PLC0415
@@ -312,13 +404,13 @@ class VideoEditPipeline:
         self.prev_in: np.ndarray | None = None
         self.prev_out: np.ndarray | None = None
         self.change = np.zeros(3, np.float64)
-        self.job.planned_first = False
+        self.planned_first = False
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         metas, arrays = self.tracker.state()
         tracks = {}
         for tid, ts in self.states.items():
-            pm, pa = self.job.plan_state(ts.plan)
+            pm, pa = self.plan_state(ts.plan)
             arrays.update({f"plan{tid}.{k}": v for k, v in pa.items()})
             arrays.update({f"smooth{tid}.{k}": v for k, v in ts.smoother.filter.state().items()})
             if ts.smoother.scale is not None:
@@ -331,7 +423,7 @@ class VideoEditPipeline:
             arrays["prev_in"], arrays["prev_out"] = self.prev_in, self.prev_out
         arrays["change"] = self.change
         meta = {"count": self.count, "first_pts": self.first_pts, "last_pts": self.last_pts, "tracks": metas,
-                "states": tracks, "planned_first": self.job.planned_first,
+                "states": tracks, "planned_first": self.planned_first,
                 "embeddings": self.tracker.embeddings_computed}
         return meta, arrays
 
@@ -339,10 +431,10 @@ class VideoEditPipeline:
         meta, arrays = store.load_state(k)
         self.tracker.load_state(meta["tracks"], arrays)
         self.tracker.embeddings_computed = int(meta["embeddings"])
-        self.job.planned_first = bool(meta["planned_first"])
+        self.planned_first = bool(meta["planned_first"])
         for tid, s in meta["states"].items():
             sub = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(f"plan{tid}.")}
-            ts = _TrackState(self.job.plan_from_state(s["plan"], sub), list(s["seeds"]), frames=int(s["frames"]),
+            ts = _TrackState(self.plan_from_state(s["plan"], sub), list(s["seeds"]), frames=int(s["frames"]),
                              sims=list(s["sims"]))
             sm = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(f"smooth{tid}.")}
             ts.smoother.filter.load(sm)
@@ -381,15 +473,15 @@ class VideoEditPipeline:
         tracks = []
         for tr in self.tracker.tracks:
             ts = self.states.get(tr.id)
-            edited = bool(ts and ts.plan.edit)
+            edited = bool(ts and ts.plan is not None)
             sims = ts.sims if ts else []
             tracks.append({"track": tr.id, "first_frame": tr.first_frame, "last_frame": tr.last_frame,
                            "frames_seen": tr.hits, "edited": edited, "frames_edited": ts.frames if ts else 0,
-                           "seeds": ts.seeds if ts else [], "source": ts.plan.source if ts else None,
+                           "seeds": ts.seeds if ts else [], "source": ts.plan.info.get("source") if ts and ts.plan else None,
                            "id_similarity": round(float(np.mean(sims)), 4) if sims else None,
                            "id_similarity_min": min(sims) if sims else None})
         c2pa = "signed" if prov.c2pa is True else "off (--no-c2pa)"
-        return self.pipe.provenance(seed=self.run_seed, preset=self.pipe.preset.name, adapter=self.pipe.preset.family,
+        return self.pipe.provenance(seed=self.run_seed, preset=self.pipe.name, adapter=self.pipe.family,
                                     frames=self.count, fps=str(info.fps), tracks=tracks, stability=self.stability(),
                                     temporal=settings_dict(self.settings.smoothing, self.settings.temporal,
                                                            self.settings.mask_average, self.settings.carry),
