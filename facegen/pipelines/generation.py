@@ -373,7 +373,7 @@ class IDGenerationPipeline:
                 embeddings, reference_rgbs = self.embed_photos(id_images)
             else:
                 embeddings = list(id_embeds)  # type: ignore[arg-type]
-            idents = self.identities(embeddings, separate=id_masks is not None)
+            idents = self.identities(embeddings, separate=args.id_masks is not None)
             req = self.apply_layout(req, embeddings, reference_rgbs)
             samples = [Sample(tuple(idents))] * req.num_images
             n_photos = len(reference_rgbs) if reference_rgbs is not None else 0
