@@ -13,7 +13,8 @@ consent, as the photo call does.
 
 Modules: :mod:`.container` (PyAV probe, upright frames, segment encoding, final MP4 with the
 audio packets copied), :mod:`.tracks` (box overlap + identity association), :mod:`.smooth`
-(One-Euro landmarks, mask average, temporal guidance), :mod:`.segments` (atomic, resumable segments), :mod:`.pipeline`
+(One-Euro landmarks, mask average, temporal guidance), :mod:`.plans` (which tracks the job edits, resumable),
+:mod:`.segments` (atomic, resumable segments), :mod:`.pipeline`
 (:class:`~facegen.video.pipeline.VideoEditPipeline`: which tracks the job edits, frame by frame), :mod:`.provenance` (container tags, C2PA
 on MP4, keyframe watermark, inspect), :mod:`.limits` (bad input, size and length limits),
 :mod:`.cli` (the CLI's video routing). Needs ``pip install 'facegen[video]'`` (PyAV).

@@ -41,11 +41,7 @@ import numpy as np
 
 from facegen import __version__
 from facegen.errors import InvalidArgumentError
-from facegen.faces.detect import select_faces
-from facegen.faces.types import Face
-from facegen.id.embedding import IDEmbedding
 from facegen.pipelines._edit_base import EditJob, FacePlan
-from facegen.pipelines._roles import about_photo
 from facegen.pipelines.generation import seeds_for
 from facegen.provenance import PROVENANCE_KEY, Provenance
 from facegen.video import container as vc
@@ -55,12 +51,10 @@ from facegen.io.atomic import atomic_write_bytes, replace_durably, temp_path_for
 from facegen.video.segments import SegmentStore
 from facegen.video.smooth import (FaceSmoother, blend_mask, guided_init, region_change, settings_dict,
                                   warp_previous)
+from facegen.video.plans import TRACK_ENCODER, TrackPlanner
 from facegen.video.tracks import Tracker
 
 logger = logging.getLogger(__name__)
-
-#: the tracker's identity descriptor (tracks are matched to reference photos with it)
-TRACK_ENCODER = "dlib-resnet-v1"
 
 
 @dataclass(frozen=True)
@@ -111,15 +105,6 @@ class _TrackState:
     sims: list[float] = field(default_factory=list)
 
 
-def _face_vector(face: Face) -> np.ndarray:
-    return np.concatenate([np.asarray(face.bbox, np.float32).ravel(), np.asarray(face.kps, np.float32).ravel()])
-
-
-def _face_from(v: np.ndarray) -> Face:
-    v = v.astype(np.float32)
-    return Face(v[:4], v[4:].reshape(-1, 2), 1.0)
-
-
 def _file_id(src: Any) -> Any:
     if isinstance(src, (str, os.PathLike)) and Path(src).is_file():
         st = Path(src).stat()
@@ -139,8 +124,7 @@ class VideoEditPipeline:
         self.pipe = job.pipe
         self.settings = settings or VideoSettings()
         self.limits = limits
-        self._ref_embs: list[IDEmbedding] | None = None
-        self.planned_first = False
+        self.planner = TrackPlanner(job)
 
     def fingerprint(self, info: vc.VideoInfo, provenance: Provenance, inputs: list[Any]) -> str:
         """What makes two runs the same (resume only continues the same run)."""
@@ -257,7 +241,7 @@ class VideoEditPipeline:
         assigned = self.tracker.update(self.count, rgb, faces)
         born = [(tr, f) for tr, f, b in assigned if b]
         if born:
-            plans = self.plan_births(rgb, faces, [(f, tr.embedding) for tr, f in born])
+            plans = self.planner.plan_births(rgb, faces, [(f, tr.embedding) for tr, f in born])
             for (tr, _f), plan in zip(born, plans):
                 n = self.pipe.seeds_per_face
                 k = sum(1 for s in self.states.values() if s.plan is not None) if plan is not None else 0
@@ -325,73 +309,6 @@ class VideoEditPipeline:
         return [Face(f.bbox * k, f.kps * k, f.score, None if f.landmarks68 is None else f.landmarks68 * k,
                      dict(f.extra)) for f in faces]
 
-    # ------------------------------------------------------------------ which tracks the job edits
-    def plan_births(self, rgb: np.ndarray, frame_faces: list[Face],
-                    born: list[tuple[Face, np.ndarray | None]]) -> list[FacePlan | None]:
-        """The job's plans for the tracks born in this frame (``born``: face, track descriptor).
-
-        The first frame with faces is planned like a photo (the job's policy picks the faces, the
-        job's :meth:`~facegen.pipelines._edit_base.EditJob.plan` plans them); a track born later
-        is edited when the job has ``references`` and its face is one of them (the tracker's
-        descriptor), or when the policy is ``all``."""
-        if not self.planned_first:
-            self.planned_first = True
-            selected = select_faces(frame_faces, self.job.policy) if frame_faces else []
-            chosen = {id(p.face): p for p in (self.job.plan(rgb, selected) if selected else [])}
-            return [chosen.get(id(f)) for f, _d in born]
-        plans: list[FacePlan | None] = []
-        for face, desc in born:
-            ref = self.matching_reference(desc)
-            if ref is not None:
-                plans.append(self.job.plan_face(rgb, face, ref))
-            elif self.job.policy.kind == "all" and not self.job.references:
-                plans.append(self.job.plan_face(rgb, face, 0))
-            else:
-                plans.append(None)
-        return plans
-
-    def matching_reference(self, descriptor: np.ndarray | None) -> int | None:
-        """The job's reference photo the track's face is the same person as (the most similar), else None."""
-        if descriptor is None or not self.job.references:
-            return None
-        from facegen.id.encoders import same_person  # noqa: PLC0415
-        if self._ref_embs is None:
-            from facegen.id.encoders import embed_image, get_encoder  # noqa: PLC0415
-            from facegen.io import load_image  # noqa: PLC0415
-            enc = get_encoder(TRACK_ENCODER)
-            self._ref_embs = []
-            for ref in self.job.references:
-                with about_photo("reference", ref):
-                    self._ref_embs.append(embed_image(load_image(ref), enc)[0])
-        probe = IDEmbedding(descriptor, TRACK_ENCODER)
-        scores = [(same_person(r, probe)[1], i) for i, r in enumerate(self._ref_embs) if same_person(r, probe)[0]]
-        return max(scores)[1] if scores else None
-
-    # ------------------------------------------------------------------ resumable plans
-    def plan_state(self, plan: FacePlan | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """What of a track's plan cannot be rebuilt from the job's inputs (an identity taken from a frame)."""
-        if plan is None:
-            return {"edit": False}, {}
-        meta: dict[str, Any] = {"edit": True, "info": plan.info, "encoder": plan.identity.encoder}
-        arrays = {"face": _face_vector(plan.face)}
-        if self.job.known_plan(plan.face, plan.info) is None:      # its own identity and the frame it came from
-            arrays["identity"] = plan.identity.vector
-            if plan.reference_rgb is not None and plan.reference_face is not None:
-                arrays["reference_rgb"] = plan.reference_rgb
-                arrays["reference_face"] = _face_vector(plan.reference_face)
-        return meta, arrays
-
-    def plan_from_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> FacePlan | None:
-        if not meta["edit"]:
-            return None
-        face = _face_from(arrays["face"])
-        known = self.job.known_plan(face, dict(meta["info"]))
-        if known is not None:
-            return known
-        ref_face = _face_from(arrays["reference_face"]) if "reference_face" in arrays else None
-        return FacePlan(face, IDEmbedding(arrays["identity"], meta["encoder"], ref_face), arrays.get("reference_rgb"),
-                        ref_face, dict(meta["info"]))
-
     # ------------------------------------------------------------------ state
     def _reset(self) -> None:
         from facegen.id.encoders import get_encoder  # noqa: PLC0415
@@ -404,13 +321,13 @@ class VideoEditPipeline:
         self.prev_in: np.ndarray | None = None
         self.prev_out: np.ndarray | None = None
         self.change = np.zeros(3, np.float64)
-        self.planned_first = False
+        self.planner.planned_first = False
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         metas, arrays = self.tracker.state()
         tracks = {}
         for tid, ts in self.states.items():
-            pm, pa = self.plan_state(ts.plan)
+            pm, pa = self.planner.plan_state(ts.plan)
             arrays.update({f"plan{tid}.{k}": v for k, v in pa.items()})
             arrays.update({f"smooth{tid}.{k}": v for k, v in ts.smoother.filter.state().items()})
             if ts.smoother.scale is not None:
@@ -423,7 +340,7 @@ class VideoEditPipeline:
             arrays["prev_in"], arrays["prev_out"] = self.prev_in, self.prev_out
         arrays["change"] = self.change
         meta = {"count": self.count, "first_pts": self.first_pts, "last_pts": self.last_pts, "tracks": metas,
-                "states": tracks, "planned_first": self.planned_first,
+                "states": tracks, "planned_first": self.planner.planned_first,
                 "embeddings": self.tracker.embeddings_computed}
         return meta, arrays
 
@@ -431,10 +348,10 @@ class VideoEditPipeline:
         meta, arrays = store.load_state(k)
         self.tracker.load_state(meta["tracks"], arrays)
         self.tracker.embeddings_computed = int(meta["embeddings"])
-        self.planned_first = bool(meta["planned_first"])
+        self.planner.planned_first = bool(meta["planned_first"])
         for tid, s in meta["states"].items():
             sub = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(f"plan{tid}.")}
-            ts = _TrackState(self.plan_from_state(s["plan"], sub), list(s["seeds"]), frames=int(s["frames"]),
+            ts = _TrackState(self.planner.plan_from_state(s["plan"], sub), list(s["seeds"]), frames=int(s["frames"]),
                              sims=list(s["sims"]))
             sm = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(f"smooth{tid}.")}
             ts.smoother.filter.load(sm)
