@@ -199,20 +199,21 @@ def mouth_mask(face: Face, shape_hw: tuple[int, int], *, feather_px: float | Non
     the outer-lip polygon of the 68 points (48–59) when the face has them, else an ellipse
     between the 5-keypoint mouth corners, placed in the ArcFace template frame like
     :func:`ellipse_mask` (it follows position, size and roll).  Fully on over the mouth grown by
-    a tenth of its width, fading out over the next ``feather_px`` (default: a fifth of its width)."""
+    a twentieth of its width, fading out over the next ``feather_px`` (default: an eighth of its
+    width), so it stops short of the nose."""
     hw = _check_hw(shape_hw)
     kps = np.asarray(face.kps, dtype=np.float32)
     width = float(np.linalg.norm(kps[4] - kps[3]))
-    feather = max(width / 5.0, 1.0) if feather_px is None else float(feather_px)
+    feather = max(width / 8.0, 1.0) if feather_px is None else float(feather_px)
     if face.landmarks68 is not None:
         lips = np.asarray(face.landmarks68, dtype=np.float64)[_LIPS]
-        return _polygon_mask(cv2.convexHull(lips.astype(np.float32)).reshape(-1, 2), hw, width / 10.0 + feather,
+        return _polygon_mask(cv2.convexHull(lips.astype(np.float32)).reshape(-1, 2), hw, width / 20.0 + feather,
                              feather)
     cx, cy, ax, ay = _MOUTH_112
     t = np.linspace(0.0, 2.0 * np.pi, 64, endpoint=False)
     ring = np.stack([cx + ax * np.cos(t), cy + ay * np.sin(t)], axis=1)
     pts = transform_points(ring, invert_affine(estimate_norm(kps, 112, "arcface")))
-    return _polygon_mask(pts, hw, width / 10.0 + feather, feather)
+    return _polygon_mask(pts, hw, width / 20.0 + feather, feather)
 
 
 def crop_mask(size: int, template: TemplateName = "ffhq", margin: float = 0.0, *,
