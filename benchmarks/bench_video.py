@@ -43,20 +43,16 @@ def make_clip(folder: Path, size: tuple[int, int], frames: int, fps: Fraction) -
 
 
 def reference(pipe, job, clip: Path) -> float:
-    """Seconds per frame to edit the decoded frames as photos (detect + edit_face + paste)."""
+    """Seconds per frame to edit the decoded frames as photos (detect + the job's plan, edit and
+    paste of each face; no judge)."""
     from facegen.video import container as vc
 
     frames = [f.rgb for f in vc.read_frames(vc.probe(clip))]
-    plan = None
     t0 = time.perf_counter()
     for rgb in frames:
-        faces = pipe.encoder_model().detect(rgb)
-        if plan is None:
-            plan = job.source_plan(0)
         out = rgb.copy()
-        for f in faces:
-            out = pipe.paste(out, pipe.edit_face(out, plan.face_plan(f, None), [1], progress=False, callback=None,
-                                                 **job.settings))
+        for f in pipe.encoder_model().detect(rgb):
+            out = job.paste(out, job.edit(out, job.plan_face(rgb, f, 0), [1]), f)
     return (time.perf_counter() - t0) / len(frames)
 
 
@@ -76,11 +72,11 @@ def main() -> int:
     from facegen.provenance import Provenance
     from facegen.video import container as vc
     from facegen.video import provenance as vp
-    from facegen.video.jobs import SwapJob
     from facegen.video.pipeline import VideoEditPipeline, VideoSettings
 
     pipe = FaceSwapPipeline.from_preset(args.preset)
-    job = SwapJob(pipe, [str(REPO.parent / "shared" / "faces" / "biden_1.jpg")], steps=args.steps)
+    job = pipe.job([str(REPO.parent / "shared" / "faces" / "biden_1.jpg")], consent=True,
+                   num_inference_steps=args.steps)
     off = Provenance(watermark=False, c2pa=False)
     results: dict[str, object] = {"preset": args.preset, "steps": args.steps, "frames": args.frames}
     print(C.versions())

@@ -61,7 +61,7 @@ def save_results(images: Sequence[Any], out_dir: Path, *, job: str, preset: str,
         meta = {**_plain(base), "job": job, "preset": preset, "seed": seed, "id_similarity": sim,
                 "source": "facegen web demo"}
         name = f"{job}-{i:02d}" + (f"-seed{seed}" if seed is not None else "") + ".png"
-        path = save_image(out_dir / name, image, meta)
+        path = save_image(out_dir / name, image, meta).path
         results.append(SavedResult(path, None if seed is None else int(seed), sim, preset))
     logger.info("saved %d %s result(s) in %s", len(results), job, out_dir)
     return results

@@ -1,7 +1,8 @@
 """The video part of the Swap and Restore tabs: upload a clip (bounded: 60 s, 100 MB, Full HD),
 get the edited MP4 back to watch and download, with the sound, the tracks' ID similarity and
-the temporal-stability figure. Runs :class:`facegen.video.pipeline.VideoEditPipeline` on the
-tab's cached edit pipeline, under the GPU lock, like every job of the app.
+the temporal-stability figure. Runs the tab's job (the photo's own, made by the cached edit
+pipeline's ``job(...)``, consent checked there too) in
+:class:`facegen.video.pipeline.VideoEditPipeline`, under the GPU lock, like every job of the app.
 """
 
 from __future__ import annotations
@@ -129,7 +130,6 @@ def add_swap_video(ctx: AppContext, infos: list[Any], source: Any, preset: Any, 
     from facegen.app.uploads import read_photos  # noqa: PLC0415
     from facegen.app.values import float_value, int_value  # noqa: PLC0415
     from facegen.app.widgets import preset_of  # noqa: PLC0415
-    from facegen.video.jobs import SwapJob  # noqa: PLC0415
 
     widgets = video_inputs("swap")
 
@@ -143,7 +143,8 @@ def add_swap_video(ctx: AppContext, infos: list[Any], source: Any, preset: Any, 
         seed_run = run_seeds(seed_v, 1)[0]
 
         def make(pipe: Any) -> Any:
-            return SwapJob(pipe, sources, target_face=faces_v or "largest", strength=s, steps=n)
+            return pipe.job(sources, consent=consent_v, target_face=faces_v or "largest", strength=s,
+                            num_inference_steps=n)
         return _seeded(run_video, seed_run)(ctx, "swap", FaceSwapPipeline, name, clip,
                                             make, progress)
 
@@ -160,7 +161,6 @@ def add_restore_video(ctx: AppContext, infos: list[Any], reference: Any, preset:
     from facegen.app.uploads import read_photos  # noqa: PLC0415
     from facegen.app.values import float_value, int_value  # noqa: PLC0415
     from facegen.app.widgets import preset_of  # noqa: PLC0415
-    from facegen.video.jobs import RestoreJob  # noqa: PLC0415
 
     widgets = video_inputs("restore")
 
@@ -174,7 +174,7 @@ def add_restore_video(ctx: AppContext, infos: list[Any], reference: Any, preset:
         seed_run = run_seeds(seed_v, 1)[0]
 
         def make(pipe: Any) -> Any:
-            return RestoreJob(pipe, reference=refs[0] if refs else None, strength=s, steps=n)
+            return pipe.job(reference=refs[0] if refs else None, consent=consent_v, strength=s, num_inference_steps=n)
         return _seeded(run_video, seed_run)(ctx, "restore", FaceRestorationPipeline,
                                             name, clip, make, progress)
 

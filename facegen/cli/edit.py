@@ -5,7 +5,8 @@
     facegen restore --model tiny --image blurry.jpg [--reference sharp.jpg] --out restored.png --consent
 
 Each writes one image (same size and orientation as the input, tagged AI-edited in its
-metadata) and prints its path, seed and ID similarity.
+metadata) and prints its path, seed and ID similarity; with a video in, the same job runs on
+every frame (``facegen.cli.video``).
 """
 
 from __future__ import annotations
@@ -85,34 +86,54 @@ def _write(result: Any, out: Path, t0: float, args: argparse.Namespace) -> int:
     return 0
 
 
+def make_job(args: argparse.Namespace, command: str) -> Any:
+    """The command's job (its engine loaded): the one the photo and the video routes both run."""
+    if command == "swap":
+        if args.engine == "inswapper":
+            from facegen.pipelines.inswapper import InswapperSwapPipeline  # noqa: PLC0415
+            pipe = InswapperSwapPipeline(args.models_dir, accept_license=args.accept_license)
+            return pipe.job(args.sources, consent=args.consent, target_face=args.target_face,
+                            references=args.references, keep_mouth=args.keep_mouth)
+        if args.model is None:
+            from facegen.models.auxiliary import SWAP_ENGINE_RULE  # noqa: PLC0415
+            raise InvalidArgumentError(f"no --model given ({SWAP_ENGINE_RULE})")
+        from facegen.pipelines.swap import FaceSwapPipeline  # noqa: PLC0415
+        return _load(FaceSwapPipeline, args).job(
+            args.sources, consent=args.consent, target_face=args.target_face, references=args.references,
+            strength=args.strength, num_inference_steps=args.steps, guidance_scale=args.guidance, prompt=args.prompt,
+            adapter_scale=args.adapter_scale, keep_mouth=args.keep_mouth)
+    if command == "age":
+        from facegen.pipelines.aging import FaceAgingPipeline  # noqa: PLC0415
+        return _load(FaceAgingPipeline, args).job(
+            args.age, from_age=args.from_age, consent=args.consent, gender=args.gender, face=args.face,
+            num_inference_steps=args.steps, guidance_scale=args.guidance)
+    from facegen.pipelines.restoration import FaceRestorationPipeline  # noqa: PLC0415
+    return _load(FaceRestorationPipeline, args).job(
+        reference=args.reference, consent=args.consent, face=args.face, strength=args.strength,
+        num_inference_steps=args.steps, guidance_scale=args.guidance, gfpgan=args.gfpgan)
+
+
+def _run_photo(args: argparse.Namespace, command: str, image: str, out: Path) -> int:
+    t0 = time.perf_counter()
+    job = make_job(args, command)
+    result = job.pipe.run_job(job, image, args.seed, progress=not args.no_progress)
+    return _write(result, out, t0, args)
+
+
 def run_swap(args: argparse.Namespace) -> int:
     from facegen.pipelines._edit_base import require_consent  # noqa: PLC0415
     from facegen.cli.video import maybe_run_video  # noqa: PLC0415
 
     if (code := maybe_run_video(args, "swap")) is not None:
         return code
-    from facegen.pipelines.swap import FaceSwapPipeline, check_swap_choices  # noqa: PLC0415
+    from facegen.pipelines.swap import check_swap_choices  # noqa: PLC0415
 
     require_consent(args.consent, "face swap")          # refuse before loading any model
     check_swap_choices(len(args.sources), args.references, args.target_face)
     inputs = [("--source", s) for s in args.sources] + [("--target", args.target)]
     inputs += [("--reference", r) for r in args.references or []]
     out = _check_out(args, inputs)
-    t0 = time.perf_counter()
-    if args.engine == "inswapper":
-        from facegen.pipelines.inswapper import InswapperSwapPipeline  # noqa: PLC0415
-        pipe = InswapperSwapPipeline(args.models_dir, accept_license=args.accept_license)
-        return _write(pipe(args.sources, args.target, consent=args.consent, target_face=args.target_face,
-                           references=args.references, seed=args.seed), out, t0, args)
-    if args.model is None:
-        from facegen.models.auxiliary import SWAP_ENGINE_RULE  # noqa: PLC0415
-        raise InvalidArgumentError(f"no --model given ({SWAP_ENGINE_RULE})")
-    pipe = _load(FaceSwapPipeline, args)
-    result = pipe(args.sources, args.target, consent=args.consent, target_face=args.target_face,
-                  references=args.references, strength=args.strength, seed=args.seed,
-                  num_inference_steps=args.steps, guidance_scale=args.guidance, prompt=args.prompt,
-                  adapter_scale=args.adapter_scale, progress=not args.no_progress)
-    return _write(result, out, t0, args)
+    return _run_photo(args, "swap", args.target, out)
 
 
 def run_age(args: argparse.Namespace) -> int:
@@ -121,19 +142,12 @@ def run_age(args: argparse.Namespace) -> int:
 
     if (code := maybe_run_video(args, "age")) is not None:
         return code
-    from facegen.pipelines.aging import FaceAgingPipeline  # noqa: PLC0415
-
     require_consent(args.consent, "aging")
     out = _check_out(args, [("--image", args.image)])
     if args.from_age is None:
         raise InvalidArgumentError("the current age is needed: give --from-age N "
                                    "(no age-estimation model is installed)")
-    t0 = time.perf_counter()
-    pipe = _load(FaceAgingPipeline, args)
-    result = pipe(args.image, args.age, from_age=args.from_age, consent=args.consent, gender=args.gender,
-                  face=args.face, seed=args.seed, num_inference_steps=args.steps, guidance_scale=args.guidance,
-                  progress=not args.no_progress)
-    return _write(result, out, t0, args)
+    return _run_photo(args, "age", args.image, out)
 
 
 def run_restore(args: argparse.Namespace) -> int:
@@ -142,16 +156,9 @@ def run_restore(args: argparse.Namespace) -> int:
 
     if (code := maybe_run_video(args, "restore")) is not None:
         return code
-    from facegen.pipelines.restoration import FaceRestorationPipeline  # noqa: PLC0415
-
     require_consent(args.consent, "restoration")
     out = _check_out(args, [("--image", args.image)] + ([("--reference", args.reference)] if args.reference else []))
-    t0 = time.perf_counter()
-    pipe = _load(FaceRestorationPipeline, args)
-    result = pipe(args.image, reference=args.reference, consent=args.consent, face=args.face,
-                  strength=args.strength, seed=args.seed, num_inference_steps=args.steps,
-                  guidance_scale=args.guidance, gfpgan=args.gfpgan, progress=not args.no_progress)
-    return _write(result, out, t0, args)
+    return _run_photo(args, "restore", args.image, out)
 
 
 def add_parser(sub: Any) -> None:
@@ -169,6 +176,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--engine", default="diffusion", choices=["diffusion", "inswapper"],
                    help="diffusion (ID-conditioned inpainting, --model) or inswapper (inswapper_128.onnx + "
                         "buffalo_l in --models-dir, 128 px, fast)")
+    p.add_argument("--keep-mouth", action="store_true",
+                   help="keep the target's own mouth (lips and teeth, from landmarks) over the swapped face")
     _common(p, "tiny", model_required=False)
     p.set_defaults(func=run_swap)
 

@@ -163,7 +163,7 @@ class ImageWriter:
         self._fd: int | None = None
 
     def __call__(self, i: int, image: Any, meta: dict[str, Any]) -> None:
-        from facegen.io import read_metadata, save_image
+        from facegen.io import save_image
         from facegen.limits import json_safe
 
         if self._fd is None:
@@ -173,8 +173,8 @@ class ImageWriter:
             self._fd = os.open(self.out_dir / "metadata.jsonl", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND,
                                0o644)
         name = f"{i:04d}.png"
-        save_image(self.out_dir / name, image, metadata=meta, provenance=self.provenance)
-        written = read_metadata(self.out_dir / name)["metadata"].get("provenance", {})
+        written = save_image(self.out_dir / name, image, metadata=meta,
+                             provenance=self.provenance).metadata.get("provenance", {})   # what the file holds
         record = json_safe({"file": name, "ai_generated": True, **meta, "provenance": written,
                             "references": [p.name for p in self.ids]})     # names, never paths
         line = (json.dumps(record, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")

@@ -1,10 +1,12 @@
 """The video side of ``facegen swap | restore | age``: the same commands, a video in.
 
     facegen swap --model tiny --source me.jpg --target clip.mp4 --out out.mp4 --consent
+    facegen swap --engine inswapper --source me.jpg --target clip.mp4 --out out.mp4 --consent --accept-license
     facegen restore --model tiny --image old.mov --out restored.mp4 --consent --start 5 --end 15
     facegen age --model tiny-faceid --image clip.webm --age 70 --from-age 35 --out old.mp4 --consent
 
-A video is recognised by probing the container (not by its suffix). Everything is checked
+The job is the photo command's own (``facegen.cli.edit.make_job``): every engine and option of
+the photo command works on a video. A video is recognised by probing the container (not by its suffix). Everything is checked
 before any model loads (consent, the clip and its limits, the output name, the photos, the
 provenance options). The output is an MP4 (H.264 + the input's audio, copied); an interrupted
 run continues from its last finished segment when the same command is run again.
@@ -90,8 +92,6 @@ def run_video(args: argparse.Namespace, command: str, path: str) -> int:
     from facegen.video.pipeline import VideoEditPipeline, VideoSettings  # noqa: PLC0415
 
     require_consent(args.consent, {"swap": "face swap", "age": "aging", "restore": "restoration"}[command])
-    if command == "swap" and args.engine != "diffusion":
-        raise InvalidArgumentError("video swaps use the diffusion engine (--model PRESET); inswapper is for photos")
     if command == "age" and args.from_age is None:
         raise InvalidArgumentError("the current age is needed: give --from-age N "
                                    "(no age-estimation model is installed)")
@@ -106,11 +106,12 @@ def run_video(args: argparse.Namespace, command: str, path: str) -> int:
     out = _check_out(args, [path] + [p for _, p in photos])
     check_inputs_readable(photos)
     prov = provenance_from_args(args)
-    if args.model is None:
+    if args.model is None and getattr(args, "engine", "diffusion") == "diffusion":
         from facegen.models.auxiliary import SWAP_ENGINE_RULE  # noqa: PLC0415
         raise InvalidArgumentError(f"no --model given ({SWAP_ENGINE_RULE})")
     t0 = time.perf_counter()
-    job = _job(args, command)
+    from facegen.cli.edit import make_job  # noqa: PLC0415
+    job = make_job(args, command)
     settings = VideoSettings(encode=EncodeSettings(crf=args.crf, preset=args.x264_preset),
                              segment_seconds=args.segment_seconds, smoothing=not args.no_smoothing,
                              temporal=args.temporal, start=args.start, end=args.end, max_frames=args.max_frames)
@@ -118,28 +119,6 @@ def run_video(args: argparse.Namespace, command: str, path: str) -> int:
                                               inputs=[p for _, p in photos], progress=not args.no_progress)
     print(summary(result, time.perf_counter() - t0))
     return 0
-
-
-def _job(args: argparse.Namespace, command: str) -> Any:
-    from facegen.video.jobs import AgeJob, RestoreJob, SwapJob  # noqa: PLC0415
-
-    def load(cls: Any) -> Any:
-        return cls.from_preset(args.model, models_dir=args.models_dir, device=args.device, dtype=args.dtype,
-                               accept_license=args.accept_license)
-    if command == "swap":
-        from facegen.pipelines.swap import FaceSwapPipeline  # noqa: PLC0415
-        return SwapJob(load(FaceSwapPipeline), args.sources, target_face=args.target_face, references=args.references,
-                       strength=args.strength, steps=args.steps, guidance_scale=args.guidance, prompt=args.prompt,
-                       adapter_scale=args.adapter_scale)
-    if command == "restore":
-        from facegen.pipelines.restoration import FaceRestorationPipeline  # noqa: PLC0415
-        if args.gfpgan:
-            raise InvalidArgumentError("--gfpgan is for photos; video restoration runs the diffusion pass only")
-        return RestoreJob(load(FaceRestorationPipeline), reference=args.reference, target_face=args.face,
-                          strength=args.strength, steps=args.steps, guidance_scale=args.guidance)
-    from facegen.pipelines.aging import FaceAgingPipeline  # noqa: PLC0415
-    return AgeJob(load(FaceAgingPipeline), args.age, from_age=args.from_age, gender=args.gender, target_face=args.face,
-                  steps=args.steps, guidance_scale=args.guidance)
 
 
 def summary(result: Any, seconds: float) -> str:

@@ -11,13 +11,13 @@ crop → mask → (generate) → colour-match → paste back::
 from .color import ColorMethod, masked_lab_stats, match_color
 from .crop import FaceCrop, crop_face, crop_template_points
 from .mask import (MaskKind, RegionMaskFn, box_mask, crop_mask, ellipse_mask, face_mask, hull_points,
-                   landmark_hull_mask, soften_mask)
+                   landmark_hull_mask, mouth_mask, soften_mask)
 from .paste import paste_back, warped_mask_bbox
 
 __all__ = [
     "FaceCrop", "crop_face", "crop_template_points",
     "RegionMaskFn", "MaskKind", "soften_mask", "landmark_hull_mask", "ellipse_mask", "crop_mask", "box_mask",
-    "face_mask", "hull_points",
+    "face_mask", "hull_points", "mouth_mask",
     "ColorMethod", "match_color", "masked_lab_stats",
     "paste_back", "warped_mask_bbox",
 ]

@@ -36,7 +36,7 @@ from facegen.faces.types import Face
 from .crop import FaceCrop, crop_template_points
 
 __all__ = ["RegionMaskFn", "MaskKind", "soften_mask", "landmark_hull_mask", "ellipse_mask", "crop_mask",
-           "box_mask", "face_mask", "hull_points"]
+           "box_mask", "face_mask", "hull_points", "mouth_mask"]
 
 #: A face-parsing hook: aligned crop (RGB uint8, ``(S, S, 3)``) → ``(S, S)`` mask in [0, 1].
 RegionMaskFn = Callable[[np.ndarray], np.ndarray]
@@ -186,6 +186,34 @@ def ellipse_mask(kps: np.ndarray, shape_hw: tuple[int, int], M: np.ndarray | Non
     if M is not None:
         pts = transform_points(pts, M)
     return _polygon_mask(pts, hw, dilate_px, feather_px)
+
+
+#: The mouth in the ArcFace 112×112 frame, for faces without 68 points: the mouth-corner keypoints
+#: (41.5, 92.4) and (70.7, 92.2) widened by a quarter, lips from the nose's base to the chin's crease.
+_MOUTH_112 = (56.1, 93.0, 19.0, 10.0)
+_LIPS = slice(48, 60)
+
+
+def mouth_mask(face: Face, shape_hw: tuple[int, int], *, feather_px: float | None = None) -> np.ndarray:
+    """The face's mouth (lips and what is between them) as a soft mask in image coordinates:
+    the outer-lip polygon of the 68 points (48–59) when the face has them, else an ellipse
+    between the 5-keypoint mouth corners, placed in the ArcFace template frame like
+    :func:`ellipse_mask` (it follows position, size and roll).  Fully on over the mouth grown by
+    a twentieth of its width, fading out over the next ``feather_px`` (default: an eighth of its
+    width), so it stops short of the nose."""
+    hw = _check_hw(shape_hw)
+    kps = np.asarray(face.kps, dtype=np.float32)
+    width = float(np.linalg.norm(kps[4] - kps[3]))
+    feather = max(width / 8.0, 1.0) if feather_px is None else float(feather_px)
+    if face.landmarks68 is not None:
+        lips = np.asarray(face.landmarks68, dtype=np.float64)[_LIPS]
+        return _polygon_mask(cv2.convexHull(lips.astype(np.float32)).reshape(-1, 2), hw, width / 20.0 + feather,
+                             feather)
+    cx, cy, ax, ay = _MOUTH_112
+    t = np.linspace(0.0, 2.0 * np.pi, 64, endpoint=False)
+    ring = np.stack([cx + ax * np.cos(t), cy + ay * np.sin(t)], axis=1)
+    pts = transform_points(ring, invert_affine(estimate_norm(kps, 112, "arcface")))
+    return _polygon_mask(pts, hw, width / 20.0 + feather, feather)
 
 
 def crop_mask(size: int, template: TemplateName = "ffhq", margin: float = 0.0, *,

@@ -35,7 +35,7 @@ from facegen.io.atomic import atomic_write, atomic_write_bytes
 from facegen.io.guard import ALLOWED_FORMATS, DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, resolve_max_pixels
 from facegen.io.images import ImageSource, load_image, open_regular
 from facegen.io.metadata import DIGITAL_SOURCE_TYPE, read_metadata
-from facegen.io.save import encode_png, save_image
+from facegen.io.save import SavedImage, encode_png, save_image
 
 #: the old private name of :func:`atomic_write` (some callers import it; same contract)
 _atomic_write = atomic_write
@@ -54,4 +54,5 @@ __all__ = [
     "resolve_max_pixels",
     "encode_png",
     "save_image",
+    "SavedImage",
 ]

@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -32,10 +33,28 @@ logger = logging.getLogger(__name__)
 _SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
 
+@dataclass(frozen=True)
+class SavedImage:
+    """What :func:`save_image` wrote: the file, its format and the ``facegen`` metadata it
+    carries (the ``provenance`` block of the marks made included) — what a reader of the file
+    would get back, without reading it.  Usable wherever a path is (``os.fspath``)."""
+
+    path: Path
+    format: str
+    metadata: dict[str, Any]
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
 def save_image(path: str | os.PathLike[str], rgb: np.ndarray | Image.Image,
                metadata: Mapping[str, Any] | None = None, *,
-               provenance: Provenance | None = None) -> Path:
-    """Write ``rgb`` to ``path`` atomically, marked as AI-generated; return the path.
+               provenance: Provenance | None = None) -> SavedImage:
+    """Write ``rgb`` to ``path`` atomically, marked as AI-generated; return what was written
+    (:class:`SavedImage`: the path, the format, the metadata stored with its provenance block).
 
     The format follows the suffix: ``.png`` (primary), ``.jpg``/``.jpeg`` (quality 95) or
     ``.webp`` (quality 95). ``rgb`` is anything :func:`load_image` accepts as an array or
@@ -82,7 +101,7 @@ def save_image(path: str | os.PathLike[str], rgb: np.ndarray | Image.Image,
     atomic_write_bytes(path, data)
     logger.debug("saved %s (%s, %dx%d) with provenance metadata", path, fmt,
                  image.width, image.height)
-    return path
+    return SavedImage(path, fmt, json.loads(payload))
 
 
 def _prepare(rgb: np.ndarray | Image.Image, metadata: Mapping[str, Any] | None,

@@ -13,16 +13,16 @@ aging refuses it with a clear error instead of producing an un-aged face.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
-
 from facegen.errors import InvalidArgumentError
 from facegen.faces.detect import FacePolicy
-from facegen.io import load_image
-from facegen.pipelines._edit_base import FaceEditPipeline, FacePlan, ImageInput, RegeneratedCrop, require_consent
-from facegen.pipelines._roles import about_photo
+from facegen.faces.types import Face
+from facegen.pipelines._edit_base import (EditJob, EditSettings, FaceEditPipeline, FacePlan, ImageInput,
+                                          RegeneratedCrop, require_consent)
 from facegen.pipelines.output import PipelineOutput
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,29 @@ def aging_strength(current_age: float, target_age: float, low: float = 0.45, hig
     return round(low + (high - low) * gap / span, 4)
 
 
+@dataclass(frozen=True)
+class AgeSettings(EditSettings):
+    """Aging's two passes: the prompt, each pass's strength and ID scale, sampling."""
+
+    prompt: str = ""
+    strength1: float = 0.45
+    strength2: float = 0.3
+    steps: int | None = None
+    guidance_scale: float | None = None
+    scale1: float | None = None
+    scale2: float | None = None
+
+
+class AgeJob(EditJob):
+    """Aging: every selected face keeps its own identity (embedded from the image itself)."""
+
+    task = "age"
+    what = "aging"
+
+    def plan_face(self, rgb: np.ndarray, face: Face, source: int = 0) -> FacePlan:
+        return FacePlan(face, self.pipe.embed_face(rgb, face), rgb, face)
+
+
 class FaceAgingPipeline(FaceEditPipeline):
     task = "age"
     seeds_per_face = 2
@@ -57,14 +80,12 @@ class FaceAgingPipeline(FaceEditPipeline):
                 f"preset '{preset_name}' ({adapter.family}) takes no text, so it cannot be told a target "
                 "age; aging needs a text-capable preset: faceid-sd15, faceid-sdxl (or tiny-faceid offline)")
 
-    def __call__(self, image: ImageInput, target_age: int, *, from_age: int | None = None,
-                 consent: bool = False, gender: str = "person", face: "str | int | FacePolicy" = "largest",
-                 seed: int | None = None, num_inference_steps: int | None = None,
-                 guidance_scale: float | None = None, id_scale: float | None = None,
-                 pass1_id_factor: float = 0.5, pass2_strength: float = 0.3, progress: bool = True,
-                 callback: Any = None) -> PipelineOutput:
-        # 1. check inputs
-        require_consent(consent, "aging")
+    def job(self, target_age: int, *, from_age: int | None = None, consent: bool = False, gender: str = "person",
+            face: "str | int | FacePolicy" = "largest", num_inference_steps: int | None = None,
+            guidance_scale: float | None = None, id_scale: float | None = None, pass1_id_factor: float = 0.5,
+            pass2_strength: float = 0.3) -> AgeJob:
+        """The aging job (photo: :meth:`__call__`; video: :class:`~facegen.video.pipeline.VideoEditPipeline`)."""
+        require_consent(consent, AgeJob.what)
         if not 0 <= int(target_age) <= 110:
             raise InvalidArgumentError(f"target age must be in 0..110, got {target_age}")
         if from_age is None:
@@ -72,31 +93,41 @@ class FaceAgingPipeline(FaceEditPipeline):
                 "the current age is needed: give --from-age N (no age-estimation model is installed)")
         if not 0 <= int(from_age) <= 110:
             raise InvalidArgumentError(f"current age must be in 0..110, got {from_age}")
-        rgb = load_image(image)
-        # 2. faces, each with its own identity (the source embedding, from the photo itself)
-        with about_photo("input", image):
-            faces = self.find_faces(rgb, face)
         full_scale = self.preset.defaults.adapter_scale if id_scale is None else float(id_scale)
         prompt = age_prompt(int(target_age), gender)
         strength1 = aging_strength(from_age, target_age)
-        plans = [FacePlan(f, self.embed_face(rgb, f), rgb, f) for f in faces]
-        # 3-6. two passes per face, paste back, judge each face against itself, record
-        settings = dict(prompt=prompt, strength1=strength1, strength2=pass2_strength, steps=num_inference_steps,
-                        guidance_scale=guidance_scale, scale1=(full_scale or 1.0) * pass1_id_factor,
-                        scale2=full_scale)
-        return self.run_plans(rgb, plans, seed, settings=settings, progress=progress, callback=callback,
-                              target_age=int(target_age), from_age=int(from_age), prompt=prompt,
-                              pass1_strength=strength1, pass2_strength=pass2_strength,
-                              pass1_adapter_scale=settings["scale1"], pass2_adapter_scale=full_scale)
+        settings = AgeSettings(prompt=prompt, strength1=strength1, strength2=pass2_strength,
+                               steps=num_inference_steps, guidance_scale=guidance_scale,
+                               scale1=(full_scale or 1.0) * pass1_id_factor, scale2=full_scale)
+        job = AgeJob(self, settings, consent=consent, target_face=face)
+        job.fields.update(target_age=int(target_age), from_age=int(from_age), prompt=prompt,
+                          pass1_strength=strength1, pass2_strength=pass2_strength,
+                          pass1_adapter_scale=settings.scale1, pass2_adapter_scale=full_scale)
+        return job
 
-    def edit_face(self, rgb: np.ndarray, plan: FacePlan, seeds: Sequence[int], *, progress: bool, callback: Any,
-                  prompt: str, strength1: float, strength2: float, steps: int | None, guidance_scale: float | None,
-                  scale1: float, scale2: float | None) -> RegeneratedCrop:
+    def __call__(self, image: ImageInput, target_age: int, *, from_age: int | None = None,
+                 consent: bool = False, gender: str = "person", face: "str | int | FacePolicy" = "largest",
+                 seed: int | None = None, num_inference_steps: int | None = None,
+                 guidance_scale: float | None = None, id_scale: float | None = None,
+                 pass1_id_factor: float = 0.5, pass2_strength: float = 0.3, progress: bool = True,
+                 callback: Any = None) -> PipelineOutput:
+        # 1. check inputs (the job)
+        job = self.job(target_age, from_age=from_age, consent=consent, gender=gender, face=face,
+                       num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, id_scale=id_scale,
+                       pass1_id_factor=pass1_id_factor, pass2_strength=pass2_strength)
+        # 2. faces, each with its own identity → 3-6. two passes per face, paste back, judge each face
+        # against itself, record (the edit skeleton)
+        return self.run_job(job, image, seed, progress=progress, callback=callback)
+
+    def edit_face(self, rgb: np.ndarray, plan: FacePlan, seeds: Sequence[int], settings: EditSettings, *,
+                  progress: bool = False, callback: Any = None) -> RegeneratedCrop:
         """Pass 1 toward the target age at reduced ID scale; pass 2, low strength at full ID scale,
         from the pass-1 crop (seeds: one per pass)."""
-        p1 = self.regenerate(rgb, plan.face, plan.identity, strength=strength1, seed=seeds[0], steps=steps,
-                             guidance_scale=guidance_scale, prompt=prompt, adapter_scale=scale1,
+        assert isinstance(settings, AgeSettings)
+        s = settings
+        p1 = self.regenerate(rgb, plan.face, plan.identity, strength=s.strength1, seed=seeds[0], steps=s.steps,
+                             guidance_scale=s.guidance_scale, prompt=s.prompt, adapter_scale=s.scale1,
                              source_crop=plan.init_crop, progress=progress, callback=callback)
-        return self.regenerate(rgb, plan.face, plan.identity, strength=strength2, seed=seeds[1], steps=steps,
-                               guidance_scale=guidance_scale, prompt=prompt, adapter_scale=scale2,
+        return self.regenerate(rgb, plan.face, plan.identity, strength=s.strength2, seed=seeds[1], steps=s.steps,
+                               guidance_scale=s.guidance_scale, prompt=s.prompt, adapter_scale=s.scale2,
                                source_crop=p1.crop, progress=progress, callback=callback)

@@ -3,14 +3,19 @@
 One entry point, ``__call__``, for every preset and every caller (the CLI, the app, the
 dataset job), in numbered stages, each a method or function you can call alone::
 
-    1. check_inputs      argument sanity only (raises, changes nothing)
+    1. people_stage      (``people=``) several people, before anything is conditioned: their
+                         checks, the layout's regions and keypoints, each person's identity
+                         (:mod:`facegen.pipelines.people`) — the arguments of the stages below
+    2. check_inputs      argument sanity only (raises, changes nothing)
        fill_defaults     the preset's defaults in every place the caller left empty
-    2. samples           photos → IDEmbedding(s) with the adapter's own encoder (averaged),
+    3. samples           photos → IDEmbedding(s) with the adapter's own encoder (averaged),
                          one Sample per image (or the caller's own per-image samples)
-    3. condition         adapter: samples → diffusers kwargs, per micro-batch
-    4. denoise           one CPU torch.Generator per image: image i depends on its seed only
-    5. measure           ID similarity of each output by an independent encoder
-    6. provenance        per-image metadata (AI-generated, preset, adapter, seed, version)
+    4. scorer            the independent judge (ID similarity) and the run's provenance
+       provenance        (AI-generated, preset, adapter, seeds, version), made once
+    5. denoise           per micro-batch: the adapter conditions (samples → diffusers kwargs),
+                         one CPU torch.Generator per image: image i depends on its seed only
+    6. measure           each batch's images judged and recorded as they come (``on_image``)
+    7. output            the PipelineOutput (several people: each person's report on it)
 
 Example::
 
@@ -138,7 +143,7 @@ class IDGenerationPipeline:
     def enable_vae_slicing(self) -> None:
         self.pipe.vae.enable_slicing()
 
-    # ------------------------------------------------------------------ stage 1
+    # ------------------------------------------------------------------ stage 2
     def max_steps(self) -> int:
         """The most denoising steps this pipeline takes: ``$FACEGEN_MAX_STEPS`` (default 150),
         at most half its scheduler's ``num_train_timesteps``."""
@@ -165,7 +170,7 @@ class IDGenerationPipeline:
         """The checked call with the preset's defaults filled in (one named step)."""
         return fill_defaults(self.preset, self.max_steps(), args, samples)
 
-    # ------------------------------------------------------------------ stage 2
+    # ------------------------------------------------------------------ stage 3
     def embed_photos(self, id_images: Sequence[ImageInput]) -> tuple[list[IDEmbedding], list[np.ndarray]]:
         """One embedding per photo (largest face) with the adapter's encoder, and the RGB arrays."""
         from facegen.id.encoders import embed_image
@@ -204,7 +209,7 @@ class IDGenerationPipeline:
         cond = dataclasses.replace(req.condition, height=h, width=w, control_kps=kps, kps_draw_side=side)
         return dataclasses.replace(req, height=h, width=w, condition=cond)
 
-    # ------------------------------------------------------------------ stages 3 + 4
+    # ------------------------------------------------------------------ stage 5
     def condition(self, samples: Sequence[Sample], req: GenerationRequest) -> dict[str, Any]:
         return self.adapter.condition(self.pipe, samples, req.condition)
 
@@ -272,7 +277,7 @@ class IDGenerationPipeline:
             self.pipe.scheduler = original
         return images
 
-    # ------------------------------------------------------------------ stage 5
+    # ------------------------------------------------------------------ stages 4 + 6: the judge
     def scorer(self, identities: Sequence[IDEmbedding], reference_rgbs: Sequence[np.ndarray] | None
                ) -> tuple[Scorer, str | None]:
         """``(score, judge name)``: ``score(images)`` gives each image's similarity to the reference."""
@@ -284,7 +289,7 @@ class IDGenerationPipeline:
         score, judge = self.scorer(identities, reference_rgbs)
         return score(images), judge
 
-    # ------------------------------------------------------------------ stage 6
+    # ------------------------------------------------------------------ stage 4: the provenance
     def provenance(self, req: GenerationRequest, judge: str | None, n_photos: int, n_identities: int) -> dict[str, Any]:
         cond = req.condition
         meta: dict[str, Any] = {
@@ -353,15 +358,19 @@ class IDGenerationPipeline:
                         negative_prompt=negative_prompt, id_masks=id_masks, control_kps=control_kps,
                         scheduler=scheduler, batch_size=batch_size, face_layout=face_layout,
                         output_type=output_type)
-        if people is not None or layout is not None:        # several people, each in their own region
-            from facegen.pipelines.people import generate_people
-            return generate_people(self, people, layout, args, given=dict(id_images=id_images, id_embeds=id_embeds,
-                                   samples=samples), progress=progress, callback=callback,
-                                   measure_similarity=measure_similarity, on_image=on_image)
-        # 1. check, then fill the preset's defaults
+        # 1. people: several people, each in their own region (their checks, places and identities,
+        # before anything is conditioned); one person: their photos or embeddings
+        stage = None
+        if people is not None or layout is not None:
+            from facegen.pipelines.people import people_stage
+            stage = people_stage(self, people, layout, args, given=dict(id_images=id_images, id_embeds=id_embeds,
+                                 samples=samples), measure_similarity=measure_similarity, on_image=on_image)
+            id_images, id_embeds, args = stage.id_images, stage.id_embeds, stage.args
+            measure_similarity, on_image = stage.measure_similarity, stage.on_image
+        # 2. check, then fill the preset's defaults
         self.check_inputs(id_images=id_images, id_embeds=id_embeds, samples=samples, **dataclasses.asdict(args))
         req = self.fill_defaults(args, samples)
-        # 2. identities → one sample per image
+        # 3. identities → one sample per image
         reference_rgbs: list[np.ndarray] | None = None
         if samples is not None:
             samples = list(samples)
@@ -375,11 +384,11 @@ class IDGenerationPipeline:
                 embeddings, reference_rgbs = self.embed_photos(id_images)
             else:
                 embeddings = list(id_embeds)  # type: ignore[arg-type]
-            idents = self.identities(embeddings, separate=id_masks is not None)
+            idents = self.identities(embeddings, separate=args.id_masks is not None)
             req = self.apply_layout(req, embeddings, reference_rgbs)
             samples = [Sample(tuple(idents))] * req.num_images
             n_photos = len(reference_rgbs) if reference_rgbs is not None else 0
-        # 5-6. the judge and the provenance, made once; applied batch by batch as images come
+        # 4. the judge and the provenance, made once (6: applied batch by batch as images come)
         score = self._scorer_for(samples, idents, reference_rgbs, measure_similarity)
         judge = score.judge
         meta = self.provenance(req, judge, n_photos, len(samples[0].identities))
@@ -400,11 +409,13 @@ class IDGenerationPipeline:
                                      "seed": int(req.seeds[i]), "id_similarity": sim,
                                      **self._image_meta(meta, samples[i])})
 
-        # 3-4. condition and denoise
+        # 5. condition and denoise, batch by batch → 6. each batch measured and recorded (batch_done)
         self.denoise(samples, req, progress=progress, callback=callback, on_batch=batch_done)
-        return PipelineOutput(images=made, seeds=list(req.seeds), preset=self.preset.name,
-                              adapter=self.preset.family, id_similarity=sims,
-                              metadata=[self._image_meta(meta, s) for s in samples])
+        # 7. the output (several people: each person's report on it)
+        out = PipelineOutput(images=made, seeds=list(req.seeds), preset=self.preset.name,
+                             adapter=self.preset.family, id_similarity=sims,
+                             metadata=[self._image_meta(meta, s) for s in samples])
+        return out if stage is None else stage.finish(out)
 
     def _scorer_for(self, samples: Sequence[Sample], idents: Sequence[IDEmbedding],
                     reference_rgbs: Sequence[np.ndarray] | None, measure: bool) -> BatchScorer:

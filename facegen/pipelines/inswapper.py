@@ -6,7 +6,9 @@ A 128-px GAN swapper (no diffusion): the target face is cropped on the ArcFace t
 RGB [0, 1] output is pasted back exactly as insightface does (its warped box mask eroded and
 blurred with kernels sized in target-image pixels,
 :func:`facegen.edit.paste.paste_back_inswapper`).  It accepts **only** ``buffalo_l``
-(w600k_r50) source embeddings; the weights are non-commercial.
+(w600k_r50) source embeddings; the weights are non-commercial.  It is an engine of the edit
+skeleton: the swap job's rules (:class:`~facegen.pipelines.swap.SwapJob`), seeds, judging and
+provenance are the diffusion swap's, and it runs on photos and videos alike.
 Its file, places, licence, crop template and encoder are the ``inswapper_128`` entry of
 :mod:`facegen.models.auxiliary` (looked for at ``<models_dir>/inswapper_128.onnx`` or
 ``<models_dir>/inswapper/inswapper_128.onnx``).
@@ -16,13 +18,13 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-from PIL import Image
 
-from facegen import __version__
+from facegen.edit.crop import FaceCrop
 from facegen.edit.paste import paste_back_inswapper
 from facegen.errors import InvalidArgumentError, MissingDependencyError, ModelNotFoundError
 from facegen.faces.align import crop_template, warp_face
@@ -33,8 +35,12 @@ from facegen.models.auxiliary import get_auxiliary
 from facegen.onnx_runtime import create_session
 from facegen.paths import models_dir as default_models_dir
 from facegen.paths import check_sha256, require_licence
-from facegen.pipelines._edit_base import ImageInput, require_consent
+from facegen.pipelines._edit_base import (EditSettings, EditSkeleton, FacePlan, ImageInput, RegeneratedCrop,
+                                          require_consent)
 from facegen.pipelines.output import PipelineOutput
+
+if TYPE_CHECKING:
+    from facegen.pipelines.swap import SwapJob
 
 logger = logging.getLogger(__name__)
 
@@ -85,16 +91,37 @@ def source_latent(embedding: IDEmbedding, emap: np.ndarray) -> np.ndarray:
     return (latent / np.linalg.norm(latent)).astype(np.float32)
 
 
-class InswapperSwapPipeline:
-    """Face swap with inswapper_128 (same call and output as FaceSwapPipeline)."""
+@dataclass(frozen=True)
+class InswapperSettings(EditSettings):
+    """inswapper is a GAN: no diffusion settings; ``keep_mouth`` only."""
+
+
+@dataclass
+class SwappedCrop(RegeneratedCrop):
+    """inswapper's output crop, pasted back as insightface does (its own warped, eroded box mask)."""
+
+    def paste(self, rgb: np.ndarray) -> np.ndarray:
+        return paste_back_inswapper(rgb, self.crop, self.face_crop.M)
+
+
+class InswapperSwapPipeline(EditSkeleton):
+    """Face swap with inswapper_128 on the edit skeleton: the swap job's rules and call
+    (:class:`~facegen.pipelines.swap.SwapJob`), this engine's edit of a face."""
 
     task = "swap"
+    name = INSWAPPER.name
+    family = "inswapper"
+    encoder = INSWAPPER_ENCODER
+    licence = INSWAPPER_LICENCE
 
     def __init__(self, models_dir: str | os.PathLike[str] | None = None, accept_license: bool = False,
                  providers: str | Sequence[str] | None = None, session_factory: Any = None,
                  emap: np.ndarray | None = None, encoder: Any = None) -> None:
         if not INSWAPPER.commercial_use:
             require_licence(INSWAPPER.name, INSWAPPER_LICENCE, accept_license)
+        self.models_dir = models_dir
+        self.accept_license = accept_license
+        self._judge: Any = None
         self.path = find_inswapper(models_dir)
         self.session = create_session(self.path, providers, session_factory)
         names = [i.name for i in self.session.get_inputs()]
@@ -105,56 +132,85 @@ class InswapperSwapPipeline:
         if encoder is None:
             from facegen.id.encoders import get_encoder  # noqa: PLC0415
             encoder = get_encoder(INSWAPPER_ENCODER, models_dir, providers, accept_license)
-        self.encoder = encoder
+        self._encoder = encoder
+        self._latents: dict[int, tuple[IDEmbedding, np.ndarray]] = {}
 
-    def swap_face(self, rgb: np.ndarray, face: Any, latent: np.ndarray) -> np.ndarray:
+    def encoder_model(self) -> Any:
+        return self._encoder
+
+    def embed_reference(self, src: ImageInput | IDEmbedding) -> tuple[IDEmbedding, np.ndarray | None]:
+        """A buffalo_l identity: from a photo (its largest face) or an IDEmbedding as given."""
+        if isinstance(src, IDEmbedding):
+            source_latent(src, self.emap)            # refuses another encoder's embedding now
+            return src, None
+        rgb = load_image(src)
+        emb = self._encoder.embed(rgb, select_faces(self._encoder.detect(rgb), "largest")[0])
+        source_latent(emb, self.emap)
+        return emb, rgb
+
+    def latent(self, identity: IDEmbedding) -> np.ndarray:
+        """``identity``'s source latent (computed once per identity)."""
+        hit = self._latents.get(id(identity))
+        if hit is None or hit[0] is not identity:
+            hit = self._latents[id(identity)] = (identity, source_latent(identity, self.emap))
+        return hit[1]
+
+    def model_crop(self, rgb: np.ndarray, face: Any, settings: EditSettings) -> FaceCrop:
         crop, m = warp_face(rgb, face.kps, CROP, _TEMPLATE)
+        return FaceCrop(crop, m, CROP, "arcface", 0.0, rgb.shape[:2])
+
+    def edit_face(self, rgb: np.ndarray, plan: FacePlan, seeds: Sequence[int], settings: EditSettings, *,
+                  progress: bool = False, callback: Any = None) -> RegeneratedCrop:
+        """The GAN's swap of one face (its aligned 128-px crop, or ``plan.init_crop``)."""
+        fc = self.model_crop(rgb, plan.face, settings)
+        fake = self.swap_crop(fc.crop if plan.init_crop is None else plan.init_crop, self.latent(plan.identity))
+        return SwappedCrop(fake, np.ones((CROP, CROP), np.float32), fc)
+
+    def swap_crop(self, crop: np.ndarray, latent: np.ndarray) -> np.ndarray:
+        """The GAN on one aligned 128-px crop: the swapped crop (RGB uint8)."""
         blob = (crop.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
         out = self.session.run(None, {self.target_name: blob, self.source_name: latent})[0]
-        fake = np.clip(255 * out[0].transpose(1, 2, 0), 0, 255).astype(np.uint8)   # insightface truncates
-        return paste_back_inswapper(rgb, fake, m)
+        return np.clip(255 * out[0].transpose(1, 2, 0), 0, 255).astype(np.uint8)   # insightface truncates
+
+    def swap_face(self, rgb: np.ndarray, face: Any, latent: np.ndarray) -> np.ndarray:
+        """One face of ``rgb`` swapped to the identity behind ``latent`` and pasted back."""
+        fc = self.model_crop(rgb, face, InswapperSettings())
+        return paste_back_inswapper(rgb, self.swap_crop(fc.crop, latent), fc.M)
+
+    def job(self, source: ImageInput | IDEmbedding | Sequence[ImageInput | IDEmbedding], *, consent: bool = False,
+            target_face: "str | int | FacePolicy" = "largest", references: Sequence[ImageInput] | None = None,
+            strength: float | None = None, num_inference_steps: int | None = None,
+            guidance_scale: float | None = None, prompt: str | None = None, adapter_scale: float | None = None,
+            margin: float = 0.0, keep_mouth: bool = False) -> "SwapJob":
+        """The swap job of :meth:`FaceSwapPipeline.job`: sources mapped to target faces the same way
+        (one source → every selected face; several → reading order, or by ``references``).
+        inswapper is a GAN, not a diffusion model: the diffusion settings (strength, steps,
+        guidance, prompt, adapter scale, margin) are refused by name rather than ignored."""
+        from facegen.pipelines.swap import SwapJob  # noqa: PLC0415
+
+        require_consent(consent, SwapJob.what)
+        given = {"strength": strength, "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
+                 "prompt": prompt, "adapter_scale": adapter_scale, "margin": margin or None}
+        unused = [k for k, v in given.items() if v is not None]
+        if unused:
+            raise InvalidArgumentError(f"the inswapper engine is not a diffusion model: it takes no {', '.join(unused)}")
+        job = SwapJob(self, source, InswapperSettings(keep_mouth=keep_mouth), consent=consent,
+                      target_face=target_face, references=references)
+        job.fields["engine"] = INSWAPPER.name
+        if keep_mouth:
+            job.fields["keep_mouth"] = True
+        return job
 
     def __call__(self, source: ImageInput | IDEmbedding | Sequence[ImageInput | IDEmbedding], target: ImageInput, *,
                  consent: bool = False, target_face: "str | int | FacePolicy" = "largest",
                  references: Sequence[ImageInput] | None = None, seed: int | None = None,
                  strength: float | None = None, num_inference_steps: int | None = None,
                  guidance_scale: float | None = None, prompt: str | None = None, adapter_scale: float | None = None,
-                 margin: float = 0.0, progress: bool = True, callback: Any = None) -> PipelineOutput:
-        """The call of :class:`~facegen.pipelines.swap.FaceSwapPipeline`: sources mapped to target
-        faces the same way (one source → every selected face; several → reading order, or by
-        ``references``).  inswapper is a GAN, not a diffusion model: the diffusion settings
-        (strength, steps, guidance, prompt, adapter scale, margin) are refused by name rather than
-        ignored; ``seed`` is recorded only (the swap is deterministic)."""
-        from facegen.pipelines.swap import map_sources  # noqa: PLC0415
-
-        require_consent(consent, "face swap")
-        given = {"strength": strength, "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
-                 "prompt": prompt, "adapter_scale": adapter_scale, "margin": margin or None}
-        unused = [k for k, v in given.items() if v is not None]
-        if unused:
-            raise InvalidArgumentError(f"the inswapper engine is not a diffusion model: it takes no {', '.join(unused)}")
-        sources = list(source) if isinstance(source, (list, tuple)) else [source]
-        if not sources:
-            raise InvalidArgumentError("give at least one source photo or embedding")
-        latents = []
-        for src in sources:
-            if isinstance(src, IDEmbedding):
-                emb = src
-            else:
-                src_rgb = load_image(src)
-                emb = self.encoder.embed(src_rgb, select_faces(self.encoder.detect(src_rgb), "largest")[0])
-            latents.append(source_latent(emb, self.emap))
-        rgb = load_image(target)
-        faces = select_faces(self.encoder.detect(rgb), target_face)
-        pairs = map_sources(rgb, faces, len(sources), references)
-        out = rgb.copy()
-        for f, i in pairs:
-            out = self.swap_face(out, f, latents[i])
-        run_seed = 0 if seed is None else int(seed)
-        per_face = [{"face": k, "bbox": [round(float(v), 1) for v in f.bbox], "source": i, "seeds": [run_seed],
-                     "id_similarity": None} for k, (f, i) in enumerate(pairs)]
-        meta = {"task": "swap", "ai_edited": True, "facegen_version": __version__, "engine": INSWAPPER.name,
-                "encoder": INSWAPPER_ENCODER, "licence": INSWAPPER_LICENCE, "faces_swapped": len(pairs),
-                "faces": per_face, "seeds": [run_seed] * len(pairs)}
-        return PipelineOutput(images=[Image.fromarray(out)], seeds=[run_seed], preset=INSWAPPER.name,
-                              adapter="inswapper", id_similarity=[None], metadata=[meta])
+                 margin: float = 0.0, keep_mouth: bool = False, progress: bool = True,
+                 callback: Any = None) -> PipelineOutput:
+        """The call of :class:`~facegen.pipelines.swap.FaceSwapPipeline` (its job, then the edit
+        skeleton); ``seed`` is recorded only (the GAN swap is deterministic)."""
+        job = self.job(source, consent=consent, target_face=target_face, references=references, strength=strength,
+                       num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, prompt=prompt,
+                       adapter_scale=adapter_scale, margin=margin, keep_mouth=keep_mouth)
+        return self.run_job(job, target, seed, progress=progress, callback=callback)

@@ -1,7 +1,8 @@
 """Several people in one generated image, each keeping their own identity.
 
 ``pipe(people=[["a1.jpg", "a2.jpg"], ["b.jpg"]], layout="side-by-side", ...)`` on
-:class:`~facegen.pipelines.generation.IDGenerationPipeline`, in stages:
+:class:`~facegen.pipelines.generation.IDGenerationPipeline`: a stage of its call, before
+anything is conditioned (:func:`people_stage`), whose parts are:
 
     1. check      the preset places this many people (``max_people``, data on its adapter)
     2. layout     ``"side-by-side"``, ``"group"`` or explicit face boxes (fractions of the
@@ -9,7 +10,7 @@
                   (:mod:`facegen.adapters.regions`), and each person's keypoints in their box
                   for presets that draw keypoints
     3. identities each person's photos (or embeddings) averaged into one identity, as today
-    4. generate   the ordinary call with one identity per region (``id_masks``)
+    4. generate   the rest of the same call with one identity per region (``id_masks``)
     5. report     per image and person: the face found in their box, its ID similarity by the
                   independent judge, and its similarity to everyone else
                   (:mod:`facegen.pipelines.people_report`)
@@ -164,35 +165,50 @@ def plan_people(pipe: IDGenerationPipeline, persons: Sequence[Sequence[Any]], la
     return PeoplePlan(identities, photos, boxes, px, region_masks(px, width, height), kps)
 
 
-def generate_people(pipe: IDGenerationPipeline, people: Sequence[Any], layout: Any, args: CallArgs, *,
-                    given: dict[str, Any], progress: bool, callback: Callable[[int, int], None] | None,
-                    measure_similarity: bool, on_image: Callable[[int, Any, dict[str, Any]], None] | None
-                    ) -> PipelineOutput:
-    """``pipe(people=..., layout=...)``: the stages above; ``given`` are the per-identity arguments
-    the caller also passed (refused: ``people`` replaces them)."""
+@dataclasses.dataclass
+class PeopleStage:
+    """The people stage of :meth:`IDGenerationPipeline.__call__`, before anything is conditioned:
+    what the call generates from (identities, regions, keypoints, the per-identity arguments
+    it replaces), the per-image hook that reports each person, and :meth:`finish`, which puts
+    the per-person reports on the output."""
+
+    id_images: list[Any] | None
+    id_embeds: list[IDEmbedding] | None
+    args: CallArgs
+    measure_similarity: bool
+    on_image: Callable[[int, Any, dict[str, Any]], None] | None
+    finish: Callable[[PipelineOutput], PipelineOutput]
+
+
+def people_stage(pipe: IDGenerationPipeline, people: Any, layout: Any, args: CallArgs, *, given: dict[str, Any],
+                 measure_similarity: bool, on_image: Callable[[int, Any, dict[str, Any]], None] | None
+                 ) -> PeopleStage:
+    """Stages 1-3 above for ``pipe(people=..., layout=...)``; ``given`` are the per-identity
+    arguments the caller also passed (refused: ``people`` replaces them)."""
     clash = sorted(k for k, v in given.items() if v is not None)
     clash += [k for k in ("id_masks", "control_kps", "face_layout") if getattr(args, k) is not None]
     if clash:
         raise InvalidArgumentError(f"people= places every person itself; remove {', '.join(clash)}")
     persons = check_people(pipe, people, layout)
-    call = dataclasses.asdict(args)
     if len(persons) == 1 and layout is None:            # today's single-person call, same pixels
-        key = "id_embeds" if isinstance(persons[0][0], IDEmbedding) else "id_images"
+        embeds = isinstance(persons[0][0], IDEmbedding)
 
         def one_done(i: int, image: Any, meta: dict[str, Any]) -> None:
             if on_image is not None:
                 on_image(i, image, {**meta, "people": 1,
                                     "people_report": [r.to_dict() for r in single_person(meta["id_similarity"])]})
-        out = pipe(**{key: persons[0]}, progress=progress, callback=callback,
-                   measure_similarity=measure_similarity, on_image=one_done, **call)
-        out.people = [single_person(sim) for sim in out.id_similarity]
-        for meta, rep in zip(out.metadata, out.people):
-            meta.update(people=1, people_report=[r.to_dict() for r in rep])
-        return out
+
+        def finish_one(out: PipelineOutput) -> PipelineOutput:
+            out.people = [single_person(sim) for sim in out.id_similarity]
+            for meta, rep in zip(out.metadata, out.people):
+                meta.update(people=1, people_report=[r.to_dict() for r in rep])
+            return out
+        return PeopleStage(None if embeds else list(persons[0]), list(persons[0]) if embeds else None, args,
+                           measure_similarity, one_done, finish_one)
     d = pipe.preset.defaults
     width = d.width if args.width is None else int(args.width)
     height = d.height if args.height is None else int(args.height)
-    pipe.check_inputs(id_embeds=[None] * len(persons), **call)   # numbers, sizes, prompts: before any photo
+    pipe.check_inputs(id_embeds=[None] * len(persons), **dataclasses.asdict(args))   # before any photo is read
     plan = plan_people(pipe, persons, layout, width, height)
     judge = make_people_judge(pipe, plan.identities, plan.photos) if measure_similarity else None
     reports: dict[int, list[PersonReport]] = {}
@@ -207,14 +223,15 @@ def generate_people(pipe: IDGenerationPipeline, people: Sequence[Any], layout: A
         if on_image is not None:
             on_image(i, image, meta)
 
-    call.update(id_masks=plan.masks, control_kps=plan.control_kps)
-    out = pipe(id_embeds=plan.identities, progress=progress, callback=callback, measure_similarity=False,
-               on_image=image_done, **call)
-    out.people = [reports[i] for i in range(len(out))]
-    out.id_similarity = [overall_similarity(r) for r in out.people]
-    for meta, rep in zip(out.metadata, out.people):
-        meta.update(extra, people_report=[r.to_dict() for r in rep])
-    return out
+    def finish(out: PipelineOutput) -> PipelineOutput:
+        out.people = [reports[i] for i in range(len(out))]
+        out.id_similarity = [overall_similarity(r) for r in out.people]
+        for meta, rep in zip(out.metadata, out.people):
+            meta.update(extra, people_report=[r.to_dict() for r in rep])
+        return out
+    return PeopleStage(None, plan.identities, dataclasses.replace(args, id_masks=plan.masks,
+                                                                  control_kps=plan.control_kps),
+                       False, image_done, finish)
 
 
 def _report(judge: PeopleJudge | None, image: Any, plan: PeoplePlan) -> list[PersonReport]:

@@ -1,11 +1,17 @@
-"""``VideoEditPipeline``: swap, restore or age the faces of a video, frame by frame, with stable
-identities over time and the sound kept.
+"""``VideoEditPipeline``: run an edit job (swap, restore, age — any engine) over a video, frame
+by frame, with stable identities over time and the sound kept.
+
+The job is the photo route's own (:class:`facegen.pipelines._edit_base.EditJob`, made by the
+pipeline's ``job(...)``, consent checked there): its rules plan each track, its engine edits each
+face, its paste puts it back.  This module adds only what a video needs: tracks, smoothing,
+segments, the clip's provenance.
 
 Stages of ``__call__``: 1 probe and check the clip → 2 open (or resume) the run's segments →
-3 per frame: decode → detect → track → plan new tracks (the job's rules) → smooth each track's
-face → edit it (the job's ``edit_face``, fed the previous frame's result) → paste back →
-measure → watermark keyframes → encode → 4 every ``segment_seconds``: commit the segment and
-the state → 5 assemble the MP4 (audio copied), tag it, sign it, rename it into place.
+3 per frame: decode → the job's pre-pass → detect → track → plan new tracks (the job's plans:
+the first frame with faces like a photo, later ones by reference or policy) → smooth each
+track's face → edit it (the job's edit, fed the previous frame's result) → paste back (the
+job's) → measure → watermark keyframes → encode → 4 every ``segment_seconds``: commit the
+segment and the state → 5 assemble the MP4 (audio copied), tag it, sign it, rename it into place.
 
 Memory is bounded: one decoded frame at a time, plus per track its previous crop and mask.
 
@@ -25,7 +31,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -34,17 +40,18 @@ import cv2
 import numpy as np
 
 from facegen import __version__
-from facegen.edit import crop_face
+from facegen.errors import InvalidArgumentError
+from facegen.pipelines._edit_base import EditJob, FacePlan
 from facegen.pipelines.generation import seeds_for
 from facegen.provenance import PROVENANCE_KEY, Provenance
 from facegen.video import container as vc
 from facegen.video import provenance as vp
-from facegen.video.jobs import TRACK_ENCODER, TrackPlan, VideoJob
 from facegen.video.limits import VideoLimits, check_video
 from facegen.io.atomic import atomic_write_bytes, replace_durably, temp_path_for
 from facegen.video.segments import SegmentStore
 from facegen.video.smooth import (FaceSmoother, blend_mask, guided_init, region_change, settings_dict,
                                   warp_previous)
+from facegen.video.plans import TRACK_ENCODER, TrackPlanner
 from facegen.video.tracks import Tracker
 
 logger = logging.getLogger(__name__)
@@ -88,7 +95,7 @@ class VideoResult:
 
 @dataclass
 class _TrackState:
-    plan: TrackPlan
+    plan: FacePlan | None          # None: the track is left as it is
     seeds: list[int]
     smoother: FaceSmoother = field(default_factory=FaceSmoother)
     crop: np.ndarray | None = None
@@ -122,19 +129,22 @@ def _file_id(src: Any) -> Any:
 
 
 class VideoEditPipeline:
-    """Runs a :class:`~facegen.video.jobs.VideoJob` (swap, restore, age) over a clip."""
+    """Runs an edit job (``pipe.job(...)``: swap, restore, age) over a clip."""
 
-    def __init__(self, job: VideoJob, settings: VideoSettings | None = None, limits: VideoLimits | None = None) -> None:
+    def __init__(self, job: EditJob, settings: VideoSettings | None = None, limits: VideoLimits | None = None) -> None:
+        if not isinstance(job, EditJob):
+            raise InvalidArgumentError(f"a video runs an edit job (pipe.job(..., consent=True)), not {type(job).__name__}")
         self.job = job
         self.pipe = job.pipe
         self.settings = settings or VideoSettings()
         self.limits = limits
+        self.planner = TrackPlanner(job)
 
     def fingerprint(self, info: vc.VideoInfo, provenance: Provenance, inputs: list[Any]) -> str:
         """What makes two runs the same (resume only continues the same run)."""
         s = asdict(self.settings)
-        body = {"input": _file_id(info.path), "task": self.job.task, "preset": self.pipe.preset.name,
-                "job": self.job.settings, "policy": str(self.job.policy), "identities": self.job.digest(),
+        body = {"input": _file_id(info.path), "task": self.job.task, "preset": self.pipe.name,
+                "job": self.job.settings.as_dict(), "policy": str(self.job.policy), "identities": self.job.digest(),
                 "inputs": [_file_id(x) for x in inputs],
                 "settings": s, "watermark": provenance.watermark, "facegen": __version__}
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:32]
@@ -246,16 +256,16 @@ class VideoEditPipeline:
     # ------------------------------------------------------------------ one frame
     def _frame(self, frame: vc.Frame, judge_every: int, timings: dict[str, float]) -> np.ndarray:
         t = time.perf_counter()
-        rgb = frame.rgb
+        rgb = self.job.prepare(frame.rgb)
         faces = self._detect(rgb)
         assigned = self.tracker.update(self.count, rgb, faces)
         born = [(tr, f) for tr, f, b in assigned if b]
         if born:
-            plans = self.job.plan_births(rgb, faces, [(f, tr.embedding) for tr, f in born])
+            plans = self.planner.plan_births(rgb, faces, [(f, tr.embedding) for tr, f in born])
             for (tr, _f), plan in zip(born, plans):
                 n = self.pipe.seeds_per_face
-                k = sum(1 for s in self.states.values() if s.plan.edit) if plan.edit else 0
-                seeds = seeds_for(n * (k + 1), self.run_seed)[n * k:] if plan.edit else []
+                k = sum(1 for s in self.states.values() if s.plan is not None) if plan is not None else 0
+                seeds = seeds_for(n * (k + 1), self.run_seed)[n * k:] if plan is not None else []
                 self.states[tr.id] = _TrackState(plan, seeds)
         timings["detect_track"] += time.perf_counter() - t
         t = time.perf_counter()
@@ -265,21 +275,19 @@ class VideoEditPipeline:
         st = self.settings
         for tr, face, _b in assigned:
             ts = self.states.get(tr.id)
-            if ts is None or not ts.plan.edit:
+            if ts is None or ts.plan is None:
                 continue
             sm = ts.smoother(face, frame.time) if st.smoothing else face
             init = None
             if ts.crop is not None and st.temporal > 0:
-                fc = crop_face(out, sm, size=self.pipe.crop_size, template="ffhq",
-                               margin=float(self.job.settings.get("margin") or 0.0))
+                fc = self.pipe.model_crop(out, sm, self.job.settings)
                 init = guided_init(fc.crop, warp_previous(ts.crop, ts.M, fc.M), st.temporal)
-            regen = self.pipe.edit_face(out, ts.plan.face_plan(sm, init), ts.seeds, progress=False, callback=None,
-                                        **self.job.settings)
+            regen = self.job.edit(out, replace(ts.plan, face=sm, init_crop=init), ts.seeds)
             if ts.crop is not None and st.carry > 0:       # the result keeps a share of the previous one
                 prev = warp_previous(ts.crop, ts.M, regen.face_crop.M)
                 regen.crop = guided_init(regen.crop, prev, st.carry)
             regen.mask = blend_mask(regen.mask, ts.mask, st.mask_average if st.smoothing else 0.0)
-            out = self.pipe.paste(out, regen)
+            out = self.job.paste(out, regen, sm)
             ts.crop, ts.M, ts.mask = regen.crop, regen.face_crop.M, regen.mask
             ts.frames += 1
             inv = cv2.invertAffineTransform(regen.face_crop.M)
@@ -289,6 +297,7 @@ class VideoEditPipeline:
         timings["edit"] += time.perf_counter() - t
         t = time.perf_counter()
         for ts, sm in judged:
+            assert ts.plan is not None
             sims, _name = self.pipe.judge(ts.plan.reference_rgb, ts.plan.reference_face, [(out, sm)])
             if sims[0] is not None:
                 ts.sims.append(round(float(sims[0]), 4))
@@ -332,13 +341,13 @@ class VideoEditPipeline:
         self.prev_in: np.ndarray | None = None
         self.prev_out: np.ndarray | None = None
         self.change = np.zeros(3, np.float64)
-        self.job.planned_first = False
+        self.planner.planned_first = False
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         metas, arrays = self.tracker.state()
         tracks = {}
         for tid, ts in self.states.items():
-            pm, pa = self.job.plan_state(ts.plan)
+            pm, pa = self.planner.plan_state(ts.plan)
             arrays.update({f"plan{tid}.{k}": v for k, v in pa.items()})
             arrays.update({f"smooth{tid}.{k}": v for k, v in ts.smoother.filter.state().items()})
             if ts.smoother.scale is not None:
@@ -351,7 +360,7 @@ class VideoEditPipeline:
             arrays["prev_in"], arrays["prev_out"] = self.prev_in, self.prev_out
         arrays["change"] = self.change
         meta = {"count": self.count, "first_pts": self.first_pts, "last_pts": self.last_pts, "tracks": metas,
-                "states": tracks, "planned_first": self.job.planned_first,
+                "states": tracks, "planned_first": self.planner.planned_first,
                 "embeddings": self.tracker.embeddings_computed}
         return meta, arrays
 
@@ -359,10 +368,10 @@ class VideoEditPipeline:
         meta, arrays = store.load_state(k)
         self.tracker.load_state(meta["tracks"], arrays)
         self.tracker.embeddings_computed = int(meta["embeddings"])
-        self.job.planned_first = bool(meta["planned_first"])
+        self.planner.planned_first = bool(meta["planned_first"])
         for tid, s in meta["states"].items():
             sub = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(f"plan{tid}.")}
-            ts = _TrackState(self.job.plan_from_state(s["plan"], sub), list(s["seeds"]), frames=int(s["frames"]),
+            ts = _TrackState(self.planner.plan_from_state(s["plan"], sub), list(s["seeds"]), frames=int(s["frames"]),
                              sims=list(s["sims"]))
             sm = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(f"smooth{tid}.")}
             ts.smoother.filter.load(sm)
@@ -401,15 +410,15 @@ class VideoEditPipeline:
         tracks = []
         for tr in self.tracker.tracks:
             ts = self.states.get(tr.id)
-            edited = bool(ts and ts.plan.edit)
+            edited = bool(ts and ts.plan is not None)
             sims = ts.sims if ts else []
             tracks.append({"track": tr.id, "first_frame": tr.first_frame, "last_frame": tr.last_frame,
                            "frames_seen": tr.hits, "edited": edited, "frames_edited": ts.frames if ts else 0,
-                           "seeds": ts.seeds if ts else [], "source": ts.plan.source if ts else None,
+                           "seeds": ts.seeds if ts else [], "source": ts.plan.info.get("source") if ts and ts.plan else None,
                            "id_similarity": round(float(np.mean(sims)), 4) if sims else None,
                            "id_similarity_min": min(sims) if sims else None})
         c2pa = "signed" if prov.c2pa is True else "off (--no-c2pa)"
-        return self.pipe.provenance(seed=self.run_seed, preset=self.pipe.preset.name, adapter=self.pipe.preset.family,
+        return self.pipe.provenance(seed=self.run_seed, preset=self.pipe.name, adapter=self.pipe.family,
                                     frames=self.count, fps=str(info.fps), tracks=tracks, stability=self.stability(),
                                     temporal=settings_dict(self.settings.smoothing, self.settings.temporal,
                                                            self.settings.mask_average, self.settings.carry),

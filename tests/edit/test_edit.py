@@ -194,6 +194,25 @@ def test_hull_mask_covers_the_forehead():
     assert inter > 0.95
 
 
+def test_mouth_mask_covers_the_lips_only():
+    """From the 68 points: the lips fully on, the eyes and the nose tip off; from the 5 keypoints
+    alone, an ellipse between the mouth corners that overlaps the lips' mask."""
+    from facegen.edit import mouth_mask
+
+    image = _photo("obama_1.jpg")
+    face = _faces_of("obama_1.jpg")[0]
+    lm = face.landmarks68
+    m = mouth_mask(face, image.shape[:2])
+    lips = np.round(lm[48:60]).astype(int)
+    assert (m[lips[:, 1], lips[:, 0]] == 1).all()                       # every outer-lip point kept whole
+    for p in (lm[36:42].mean(0), lm[42:48].mean(0), lm[30]):            # eyes, nose tip
+        assert m[int(p[1]), int(p[0])] == 0
+    fallback = mouth_mask(Face(bbox=face.bbox, kps=face.kps, score=face.score), image.shape[:2])
+    assert fallback[int(lm[62, 1]), int(lm[62, 0])] == 1                 # the inner lip's middle
+    iou = ((m > 0.5) & (fallback > 0.5)).sum() / ((m > 0.5) | (fallback > 0.5)).sum()
+    assert iou > 0.4
+
+
 def test_five_point_ellipse_stands_in_for_the_hull():
     image = _photo("obama_2.jpg")
     face = _faces_of("obama_2.jpg")[0]

@@ -34,7 +34,8 @@ META = {"preset": "tiny", "adapter": "arc2face", "seed": 1234, "guidance": 3.0,
 def test_png_round_trip(tmp_path):
     rgb = np.random.default_rng(2).integers(0, 256, (24, 32, 3), np.uint8)
     out = save_image(tmp_path / "gen.png", rgb, META)
-    assert out == tmp_path / "gen.png"
+    assert out.path == tmp_path / "gen.png" and out.format == "PNG"
+    assert out.metadata == read_metadata(out)["metadata"]      # what it wrote, without reading it back
     np.testing.assert_array_equal(load_image(out), rgb)  # lossless
 
     with Image.open(out) as im:  # what any PNG reader sees

@@ -134,10 +134,9 @@ def swap_run(video_dir, pan_clip, swap_pipe, shared_faces):
     """The reference run: the tiny swap over the pan clip (API), C2PA on, no watermark (its own
     test marks a clip without faces, so that here only the face differs from a plain re-encode)."""
     from facegen.provenance import Provenance
-    from facegen.video.jobs import SwapJob
     from facegen.video.pipeline import VideoEditPipeline, VideoSettings
 
-    job = SwapJob(swap_pipe, [str(shared_faces / "biden_1.jpg")], steps=2)
+    job = swap_pipe.job([str(shared_faces / "biden_1.jpg")], consent=True, num_inference_steps=2)
     out = video_dir / "pan-swapped.mp4"
     result = VideoEditPipeline(job, VideoSettings(segment_seconds=SEGMENT_SECONDS))(
         pan_clip, out, seed=SEED, provenance=Provenance(watermark=False), inputs=[str(shared_faces / "biden_1.jpg")],

@@ -37,14 +37,13 @@ def test_demo_refuses_a_clip_over_60_seconds_before_loading(tmp_path):
 def test_demo_swaps_a_small_clip_and_returns_the_mp4(tmp_path, rgb_of, obama_path, shared_faces):
     from facegen.app.context import AppContext
     from facegen.app.video import run_video
-    from facegen.video.jobs import SwapJob
 
     ctx = AppContext(model="tiny", work_dir=tmp_path / "work")
     clip = write_clip(tmp_path / "clip.mp4", pan_zoom_frames(rgb_of(obama_path)[0:580, 108:882], 2, (256, 192)),
                       PAN_FPS)
     source = rgb_of(shared_faces / "biden_1.jpg")
     video, file, report = run_video(ctx, "swap", PIPELINE, "tiny", str(clip),
-                                    lambda pipe: SwapJob(pipe, [source], steps=2), seed=5)
+                                    lambda pipe: pipe.job([source], consent=True, num_inference_steps=2), seed=5)
     assert video == file and file.endswith(".mp4")
     info = vc.probe(file)
     assert info.frames == 2 and info.fps == PAN_FPS and info.audio == ("aac",)

@@ -85,11 +85,10 @@ def test_faceless_frames_pass_through_and_keyframes_carry_the_watermark(swap_pip
     from facegen.provenance import Provenance
     from facegen.provenance.inspect import VALID
     from facegen.cli.video import inspect_any
-    from facegen.video.jobs import SwapJob
     from facegen.video.pipeline import VideoEditPipeline, VideoSettings
 
     clip = scene_clip
-    job = SwapJob(swap_pipe, [str(shared_faces / "biden_1.jpg")], steps=2)
+    job = swap_pipe.job([str(shared_faces / "biden_1.jpg")], consent=True, num_inference_steps=2)
     plain = _plain_reencode(clip, tmp_path / "plain.mp4")
     runs = {}
     for marked in (False, True):
@@ -139,11 +138,10 @@ def test_large_frames_are_detected_downscaled(swap_pipe, shared_faces, pan_clip)
     face, within a few pixels of a full-size detection."""
     import cv2
 
-    from facegen.video.jobs import SwapJob
     from facegen.video.pipeline import VideoEditPipeline, VideoSettings
 
     frame = cv2.resize(decoded(pan_clip)[0], (960, 720), interpolation=cv2.INTER_CUBIC)
-    job = SwapJob(swap_pipe, [str(shared_faces / "biden_1.jpg")], steps=2)
+    job = swap_pipe.job([str(shared_faces / "biden_1.jpg")], consent=True, num_inference_steps=2)
     full = VideoEditPipeline(job, VideoSettings(detect_side=None))._detect(frame)
     small = VideoEditPipeline(job, VideoSettings(detect_side=480))._detect(frame)
     assert len(full) == len(small) == 1
@@ -156,10 +154,9 @@ def test_start_end_cut_a_preview(swap_pipe, shared_faces, scene_clip, tmp_path):
     """--start 0.5 --end 1.25 at 4 fps: the frames at 0.5, 0.75 and 1.0 s, moved to start at 0,
     with the audio of that stretch (packets copied)."""
     from facegen.provenance import Provenance
-    from facegen.video.jobs import SwapJob
     from facegen.video.pipeline import VideoEditPipeline, VideoSettings
 
-    job = SwapJob(swap_pipe, [str(shared_faces / "biden_1.jpg")], steps=2)
+    job = swap_pipe.job([str(shared_faces / "biden_1.jpg")], consent=True, num_inference_steps=2)
     out = tmp_path / "cut.mp4"
     result = VideoEditPipeline(job, VideoSettings(start=0.5, end=1.25))(
         scene_clip, out, seed=SEED, provenance=Provenance(watermark=False, c2pa=False), progress=False)
@@ -208,7 +205,6 @@ def test_two_person_clip_swaps_only_the_mapped_track(tmp_path, rgb_of, shared_fa
     from PIL import Image
 
     from facegen.provenance import Provenance
-    from facegen.video.jobs import SwapJob
     from facegen.video.pipeline import VideoEditPipeline, VideoSettings
 
     group = rgb_of(shared_faces / "group_two_people.jpg")
@@ -216,7 +212,7 @@ def test_two_person_clip_swaps_only_the_mapped_track(tmp_path, rgb_of, shared_fa
     clip = write_clip(tmp_path / "two.mp4", pan_zoom_frames(scene, 4, (384, 144), zoom=0.04, pan=0.02), PAN_FPS)
     ref = tmp_path / "right.png"
     Image.fromarray(group[40:270, 760:980]).save(ref)
-    job = SwapJob(swap_pipe, [str(shared_faces / "biden_1.jpg")], references=[str(ref)], steps=2,
+    job = swap_pipe.job([str(shared_faces / "biden_1.jpg")], consent=True, references=[str(ref)], num_inference_steps=2,
                   target_face="all")
     out = tmp_path / "two-swapped.mp4"
     result = VideoEditPipeline(job, VideoSettings())(clip, out, seed=SEED, provenance=Provenance(c2pa=False),
@@ -241,14 +237,13 @@ def test_rotated_clip_is_edited_upright_and_keeps_its_rotation(tmp_path, rgb_of,
     have detectable faces), and the output keeps the rotation and the displayed size."""
     from facegen.pipelines.restoration import FaceRestorationPipeline
     from facegen.provenance import Provenance
-    from facegen.video.jobs import RestoreJob
     from facegen.video.pipeline import VideoEditPipeline, VideoSettings
 
     frames = pan_zoom_frames(rgb_of(obama_path)[0:580, 108:882], 3, (256, 192))
     clip = write_clip(tmp_path / "rot.mp4", frames, PAN_FPS, rotation=90)
     src = vc.probe(clip)
     assert src.rotation == 90 and (src.width, src.height) == (192, 256) and src.display_size == (256, 192)
-    job = RestoreJob(FaceRestorationPipeline.from_preset("tiny"), steps=2)
+    job = FaceRestorationPipeline.from_preset("tiny").job(consent=True, num_inference_steps=2)
     out = tmp_path / "rot-restored.mp4"
     result = VideoEditPipeline(job, VideoSettings())(clip, out, seed=SEED, provenance=Provenance(c2pa=False),
                                                     progress=False)

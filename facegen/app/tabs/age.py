@@ -58,7 +58,7 @@ def age(ctx: AppContext, infos: list[PresetInfo], photo: Any, preset: Any, targe
     steps_v = int_value("steps", steps, 0, limits.max_steps()) or None
     images = read_photos(photo, what="photo", max_photos=1)
     kwargs = {"image": images[0], "target_age": ages[0], "from_age": ages[1], "gender": gender,
-              "consent": True, "seed": seed_v, "num_inference_steps": steps_v}
+              "consent": bool(consent), "seed": seed_v, "num_inference_steps": steps_v}
     return ui_outputs(run_job(ctx, JOB, PIPELINE, name, kwargs, progress), "the input photo")
 
 

@@ -49,7 +49,7 @@ def restore(ctx: AppContext, infos: list[PresetInfo], photo: Any, reference: Any
     steps_v = int_value("steps", steps, 0, limits.max_steps()) or None
     images = read_photos(photo, what="photo to restore", max_photos=1)
     refs = read_photos(reference, what="reference photo", required=False, max_photos=1)
-    kwargs = {"image": images[0], "reference": refs[0] if refs else None, "consent": True,
+    kwargs = {"image": images[0], "reference": refs[0] if refs else None, "consent": bool(consent),
               "seed": seed_v, "strength": strength_v, "num_inference_steps": steps_v}
     ref = "the reference photo" if refs else "the input photo"
     return ui_outputs(run_job(ctx, JOB, PIPELINE, name, kwargs, progress), ref)

@@ -52,7 +52,7 @@ def swap(ctx: AppContext, infos: list[PresetInfo], source: Any, target: Any, pre
     steps_v = int_value("steps", steps, 0, limits.max_steps()) or None
     sources = read_photos(source, what="source photo", max_photos=1)
     targets = read_photos(target, what="target photo", max_photos=1)
-    kwargs = {"source": sources, "target": targets[0], "consent": True, "target_face": target_face,
+    kwargs = {"source": sources, "target": targets[0], "consent": bool(consent), "target_face": target_face,
               "seed": seed_v, "strength": strength_v, "num_inference_steps": steps_v}
     return ui_outputs(run_job(ctx, JOB, PIPELINE, name, kwargs, progress), "the source photo")
 
