@@ -56,10 +56,23 @@ def test_id_similarity_never_accepts_a_licence_for_the_user(monkeypatch):
 
     seen = []
 
-    def fake_get_encoder(name, models_dir=None, providers=None, accept_license=False):
+    def fake_get_analyzer(name, models_dir=None, providers=None, accept_license=False):
         seen.append((name, models_dir, accept_license))
         raise LicenseNotAcceptedError("licence not accepted")
-    monkeypatch.setattr(M, "get_encoder", fake_get_encoder)
+    monkeypatch.setattr(M, "get_analyzer", fake_get_analyzer)
     ref = IDEmbedding(np.ones(512, np.float32), "buffalo_l-w600k-r50")
     assert M.id_similarity(ref, np.zeros((64, 64, 3), np.uint8), models_dir="/models") is None
     assert seen == [("buffalo_l-w600k-r50", "/models", False)]
+
+
+def test_no_deprecated_alias_or_shim_left():
+    """0.1.0 was never released: a rename moves its call sites, it leaves no alias, shim or re-export behind."""
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        for i, line in enumerate(text.splitlines(), 1):
+            if "DeprecationWarning" in line or "deprecated" in line.lower() or "re-export" in line.lower():
+                offenders.append(f"{path.relative_to(PACKAGE.parent)}:{i}")
+            if "F401" in line and path.name != "__init__.py":
+                offenders.append(f"{path.relative_to(PACKAGE.parent)}:{i} (an unused import kept for callers)")
+    assert not offenders, "finish the move (call sites to the new name), no alias: " + "; ".join(offenders)

@@ -209,7 +209,7 @@ def test_edit_jobs_detect_with_the_encoders_own_detector(monkeypatch, tom_hanks_
             return IDEmbedding(np.ones(512, np.float32), "antelopev2-glintr100", face=face)
 
     calls = []
-    monkeypatch.setattr(enc_mod, "get_encoder", lambda name, *a, **k: calls.append(name) or FakeSCRFDEncoder())
+    monkeypatch.setattr(enc_mod, "get_analyzer", lambda name, *a, **k: calls.append(name) or FakeSCRFDEncoder())
 
     def no_dlib(*a, **k):
         raise AssertionError("the edit job used dlib instead of the encoder's detector")

@@ -82,7 +82,8 @@ def spec_from_args(args: argparse.Namespace) -> Any:
 
 
 def run_dataset_cmd(args: argparse.Namespace) -> int:
-    from facegen.dataset.runner import make_generate_fn, run_dataset  # noqa: PLC0415
+    from facegen.dataset.generator import make_generate_fn  # noqa: PLC0415
+    from facegen.dataset.runner import run_dataset  # noqa: PLC0415
 
     spec = spec_from_args(args)
     generator = dict(spec.generator)

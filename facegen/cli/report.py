@@ -40,7 +40,7 @@ def run_report_cmd(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
-    from facegen.dataset.report import DEFAULT_BATCH_SIZE, DEFAULT_MAX_IMPOSTOR_PAIRS  # noqa: PLC0415
+    from facegen.dataset.report_source import DEFAULT_BATCH_SIZE, DEFAULT_MAX_IMPOSTOR_PAIRS  # noqa: PLC0415
 
     p = sub.add_parser("dataset-report",
                        help="measure a face dataset (facegen's or any ImageFolder): separability, variation, "

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from facegen.dataset import writers as W
+from facegen.io.atomic import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def licence_of(model: str) -> tuple[str, str | None, str]:
 
 
 def _report_for(root: Path, fingerprint: str, report_dir: Path | None) -> dict[str, Any] | None:
-    from facegen.dataset.report import REPORT_DIR, REPORT_JSON
+    from facegen.dataset.report_source import REPORT_DIR, REPORT_JSON
 
     path = (report_dir or root / REPORT_DIR) / REPORT_JSON
     if not path.is_file():
@@ -187,7 +188,8 @@ def dataset_card(root: str | Path, spec: Any = None, summary: Any = None, report
     if report:
         import os
 
-        from facegen.dataset.report import REPORT_DIR, headline
+        from facegen.dataset.report import headline
+        from facegen.dataset.report_source import REPORT_DIR
 
         where = REPORT_DIR if rdir is None else Path(os.path.relpath(rdir.absolute(), root.absolute())).as_posix()
         if where.startswith(".."):
@@ -233,7 +235,7 @@ def write_dataset_card(root: str | Path, spec: Any = None, summary: Any = None, 
                        report_dir: str | Path | None = None) -> Path:
     """Write (or refresh) ``root/README.md``; return its path."""
     path = Path(root) / CARD_FILE
-    W.atomic_write_bytes(path, dataset_card(root, spec, summary, report, report_dir).encode("utf-8"))
+    atomic_write_bytes(path, dataset_card(root, spec, summary, report, report_dir).encode("utf-8"))
     logger.info("dataset card written: %s", path)
     return path
 

@@ -38,7 +38,7 @@ error).  A facegen dataset's card (``DIR/README.md``) is refreshed with the figu
 The pieces: :mod:`~facegen.dataset.report_source` reads datasets,
 :mod:`~facegen.dataset.report_analysis` measures each image (and the reference),
 :mod:`~facegen.dataset.report_metrics` computes the figures; this module builds, writes and
-renders the report (and re-exports the public names of the three).
+renders the report.
 """
 
 from __future__ import annotations
@@ -51,28 +51,11 @@ from pathlib import Path
 from typing import Any
 
 
-from facegen.dataset import writers as W
 from facegen.errors import InvalidArgumentError
-from facegen.dataset.report_analysis import (  # noqa: F401 - re-exported: the report's public API
-    ImageAnalyzer,
-    ImageResult,
-    Measurements,
-    Reference,
-    analyse,
-    check_reference,
-    default_workers,
-    load_reference,
-    save_reference,
-)
-from facegen.dataset.report_metrics import (  # noqa: F401
-    _impostor_pairs,
-    _r,
-    compute_metrics,
-    describe,
-    pair_similarity,
-    verification,
-)
-from facegen.dataset.report_source import (  # noqa: F401
+from facegen.dataset.report_analysis import ImageAnalyzer, Measurements, analyse, check_reference, default_workers, load_reference
+from facegen.dataset.report_metrics import _r, compute_metrics, verification
+from facegen.io.atomic import atomic_write_bytes
+from facegen.dataset.report_source import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_IMPOSTOR_PAIRS,
     IMAGES_JSONL,
@@ -82,7 +65,6 @@ from facegen.dataset.report_source import (  # noqa: F401
     SCHEMA_VERSION,
     VEC2FACE_MAX_COSINE,
     DatasetSource,
-    Item,
     _encoder_spec,
     open_dataset,
 )
@@ -154,9 +136,9 @@ def build_report(root: str | Path, reference: str | Path | None = None, encoder:
     judge = choose_report_encoder(source, encoder, models_dir, accept_license)
     spec = _encoder_spec(judge)
     analyzer = ImageAnalyzer(judge, models_dir, accept_license)
-    from facegen.id.encoders import get_encoder
+    from facegen.id.encoders import get_analyzer
 
-    get_encoder(judge, models_dir, accept_license=accept_license)  # fail now (weights, licence), not in a worker
+    get_analyzer(judge, models_dir, accept_license=accept_license)  # fail now (weights, licence), not in a worker
     n_workers = workers or default_workers(len(source), batch_size)
     warnings = list(source.warnings)
     ref = None
@@ -212,9 +194,9 @@ def build_report(root: str | Path, reference: str | Path | None = None, encoder:
         report["plots"] = make_plots(report, series, out_dir)
     report["timing"]["seconds"] = _r(time.perf_counter() - t0, 3)
     md = render_markdown(report)
-    W.atomic_write_bytes(out_dir / REPORT_JSON, (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode())
-    W.atomic_write_bytes(out_dir / REPORT_MD, md.encode("utf-8"))
-    W.atomic_write_bytes(out_dir / IMAGES_JSONL, _images_jsonl(source, m))
+    atomic_write_bytes(out_dir / REPORT_JSON, (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode())
+    atomic_write_bytes(out_dir / REPORT_MD, md.encode("utf-8"))
+    atomic_write_bytes(out_dir / IMAGES_JSONL, _images_jsonl(source, m))
     if card and source.kind == "facegen":
         from facegen.dataset.card import write_dataset_card
 

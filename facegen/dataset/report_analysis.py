@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from facegen.dataset import writers as W
 from facegen.errors import BadImageError, EncoderMismatchError, FacegenError, InvalidArgumentError
 from facegen.dataset.report_source import DEFAULT_BATCH_SIZE, IMAGE_EXTENSIONS, _CROP, Item, _encoder_spec, _image_files
+from facegen.io.atomic import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ def save_reference(path: str | Path, vectors: np.ndarray, encoder: str, names: S
     buf = io.BytesIO()
     np.savez(buf, embeddings=vectors, encoder=np.array(encoder), names=np.array(names))
     path = Path(path)
-    W.atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 

@@ -34,15 +34,14 @@ from facegen.dataset import writers as W
 from facegen.dataset.card import write_dataset_card
 from facegen.dataset.engines import ENGINES, Engine
 from facegen.dataset.filters import EmbedFn, FaceFn, QualityFn
-from facegen.dataset.generator import (  # noqa: F401 - re-exported: the runner's public API
-    PipelineGenerateFn, generates_on_gpu, make_generate_fn)
+from facegen.dataset.generator import generates_on_gpu
 from facegen.dataset.lock import FolderLock
-from facegen.dataset.shard import (  # noqa: F401 - re-exported
-    AlignFn, GenerateFn, RunContext, ShardResult, process_shard)
+from facegen.dataset.shard import AlignFn, GenerateFn, RunContext, ShardResult
 from facegen.dataset.spec import DatasetSpec, default_batch_size
 from facegen.dataset.start import check_folder, remove_started, start_folder
 from facegen.dataset.stats import IDENTITIES_FILE, SUMMARY_FILE, Summary, dataset_stats
 from facegen.errors import FacegenError
+from facegen.io.atomic import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ def run_dataset(spec: DatasetSpec, generate_fn: GenerateFn, engine: str | None =
                 batch_size: int | None = None) -> Summary:
     """Generate (or finish) the dataset ``spec`` describes; return its summary.
 
-    ``generate_fn(items) -> [RGB uint8]`` makes the images (:func:`make_generate_fn` for a
+    ``generate_fn(items) -> [RGB uint8]`` makes the images (:func:`~facegen.dataset.generator.make_generate_fn` for a
     preset); ``embed_fn(rgb) -> IDEmbedding | None`` overrides the independent encoder of the
     ID filter and, given with filters off, still measures the summary's similarities;
     ``align_fn(rgb) -> 112x112 crop | None`` makes the crops when ``spec.crops``
@@ -193,7 +192,7 @@ def _finish(resolved: DatasetSpec, fingerprint: str, results: list[ShardResult],
         n_lines = W.write_manifest(root, resolved.num_shards)
         if n_lines != summary.accepted:
             raise FacegenError(f"manifest of {root} has {n_lines} lines for {summary.accepted} samples")
-        W.atomic_write_bytes(root / SUMMARY_FILE, W.json_bytes(summary.to_dict()) + b"\n")
+        atomic_write_bytes(root / SUMMARY_FILE, W.json_bytes(summary.to_dict()) + b"\n")
         write_dataset_card(root, resolved, summary)  # README.md, the Hugging Face dataset card
         if signer is not None:
             from facegen.provenance.seal import seal_dataset

@@ -26,8 +26,8 @@ from typing import Any
 
 import yaml
 
-from facegen.dataset.spec_checks import (  # noqa: F401 - DEFAULT_LIMITS, LIMITS_ENV re-exported
-    DEFAULT_LIMITS, LIMITS_ENV, MAX_SEED, check_generator_options, check_number, dataset_limits, format_bound)
+from facegen.dataset.spec_checks import (
+    MAX_SEED, check_generator_options, check_number, dataset_limits, format_bound)
 from facegen.dataset.spec_yaml import load_spec_yaml
 from facegen.errors import InvalidArgumentError
 from facegen.paths import sha256_of
@@ -302,7 +302,7 @@ class DatasetSpec:
         data.update(dict(extra) if extra else {})
         text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, allow_unicode=True)
         if path is not None:
-            from facegen.dataset.writers import atomic_write_bytes
+            from facegen.io.atomic import atomic_write_bytes
 
             atomic_write_bytes(Path(path), text.encode("utf-8"))
         return text

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from facegen import __version__
-from facegen.dataset import writers as W
 from facegen.dataset.identities import GaussianPrior, load_embeddings, sample_identities
 from facegen.dataset.lock import LOCK_FILE, FolderLock
 from facegen.dataset.spec import SPEC_VERSION, DatasetSpec, read_stored_extra, read_stored_fingerprint
@@ -111,7 +110,7 @@ def _write_start_files(spec: DatasetSpec, fingerprint: str, identities: np.ndarr
         record = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         spec.to_yaml(spec_file, runtime=False, extra={"fingerprint": fingerprint, "spec_version": SPEC_VERSION,
                                                        "facegen_version": __version__, "identities": record})
-        W.atomic_write_bytes(ids_file, data)
+        atomic_write_bytes(ids_file, data)
         return
     record = read_stored_extra(spec_file, "identities")
     problem = _identities_problem(spec, record)
@@ -122,7 +121,7 @@ def _write_start_files(spec: DatasetSpec, fingerprint: str, identities: np.ndarr
     if isinstance(record, dict) and record.get("sha256") not in (None, hashlib.sha256(data).hexdigest()):
         raise FacegenError(f"{ids_file} was damaged and sampling again gave other identities (another numpy "
                            "version?): this dataset cannot be resumed here; generate it in a new folder")
-    W.atomic_write_bytes(ids_file, data)
+    atomic_write_bytes(ids_file, data)
 
 
 def start_folder(spec: DatasetSpec, resolved: DatasetSpec, fingerprint: str

@@ -213,10 +213,6 @@ def get_analyzer(name: str = DEFAULT_ENCODER, models_dir: str | Path | None = No
     return _cached_analyzer(name, str(models_dir) if models_dir else None, prov, bool(accept_license))
 
 
-#: the name callers used before the front door had its own: the same analyzer
-get_encoder = get_analyzer
-
-
 def embed_image(rgb: np.ndarray, encoder: str | Analyzer = DEFAULT_ENCODER,
                 policy: "str | int | FacePolicy" = "largest", reference: IDEmbedding | None = None,
                 models_dir: str | Path | None = None, accept_license: bool = False,

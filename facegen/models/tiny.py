@@ -30,7 +30,7 @@ from facegen.models.checkpoints import (
     resampler_shapes,
 )
 from facegen.models.loading import quiet_loading
-from facegen.models.tiny_tokenizer import WORDS, build_vocab, write_tokenizer  # noqa: F401 - re-exported
+from facegen.models.tiny_tokenizer import WORDS, build_vocab, write_tokenizer
 from facegen.paths import cache_dir
 
 logger = logging.getLogger(__name__)

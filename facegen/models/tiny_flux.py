@@ -24,14 +24,13 @@ from facegen.models.checkpoints import resampler_shapes
 from facegen.models.tiny import (
     BUILDERS,
     SPECS,
-    WORDS,
     _model_index,
     _random_state,
     _save_text_encoder,
     _seeded,
     _write_json,
-    write_tokenizer,
 )
+from facegen.models.tiny_tokenizer import WORDS, write_tokenizer
 
 TEXT_HIDDEN = 32                 # CLIP pooled width (released 768) and T5 width (released 4096)
 LATENT_CHANNELS = 4              # released FLUX VAE: 16

@@ -103,8 +103,8 @@ class InswapperSwapPipeline:
         self.target_name, self.source_name = names
         self.emap = load_emap(self.path) if emap is None else emap
         if encoder is None:
-            from facegen.id.encoders import get_encoder  # noqa: PLC0415
-            encoder = get_encoder(INSWAPPER_ENCODER, models_dir, providers, accept_license)
+            from facegen.id.encoders import get_analyzer  # noqa: PLC0415
+            encoder = get_analyzer(INSWAPPER_ENCODER, models_dir, providers, accept_license)
         self.encoder = encoder
 
     def swap_face(self, rgb: np.ndarray, face: Any, latent: np.ndarray) -> np.ndarray:

@@ -153,7 +153,7 @@ def make_people_judge(pipe: IDGenerationPipeline, identities: Sequence[IDEmbeddi
     conditioning one (each reference = the mean of the person's photos); with embeddings, the
     identities' own encoder.  None when no judge can run (a warning says why)."""
     try:
-        from facegen.id.encoders import get_encoder
+        from facegen.id.encoders import get_analyzer
         from facegen.metrics import IDJudge
     except ImportError:
         return None
@@ -166,7 +166,7 @@ def make_people_judge(pipe: IDGenerationPipeline, identities: Sequence[IDEmbeddi
                 found = [r for r in (judge.reference(rgb) for rgb in rgbs) if r is not None]
                 refs.append(mean_embedding(found) if len(found) > 1 else found[0] if found else None)
             return PeopleJudge(judge.encoder_name, judge.encoder, refs)
-        enc = get_encoder(pipe.encoder, pipe.models_dir, accept_license=pipe.accept_license)
+        enc = get_analyzer(pipe.encoder, pipe.models_dir, accept_license=pipe.accept_license)
         return PeopleJudge(pipe.encoder, enc, list(identities))
     except FacegenError as exc:
         logger.warning("per-person ID similarity not measured: %s", exc)

@@ -42,8 +42,8 @@ def map_sources(target_rgb: np.ndarray, target_faces: list[Any], n_sources: int,
         if len(references) != n_sources:
             raise InvalidArgumentError(f"got {len(references)} reference photos for {n_sources} sources "
                                        "(one per source)")
-        from facegen.id.encoders import embed_image, get_encoder, similarity  # noqa: PLC0415
-        enc = get_encoder("dlib-resnet-v1")
+        from facegen.id.encoders import embed_image, get_analyzer, similarity  # noqa: PLC0415
+        enc = get_analyzer("dlib-resnet-v1")
         faces_emb = [enc.embed(target_rgb, f) for f in target_faces]
         pairs, used = [], set()
         for i, ref in enumerate(references):

@@ -80,9 +80,9 @@ class VideoJob:
     # -- the track encoder's view of the references (for tracks born later)
     def reference_embeddings(self) -> list[IDEmbedding]:
         if self._ref_embs is None:
-            from facegen.id.encoders import embed_image, get_encoder  # noqa: PLC0415
+            from facegen.id.encoders import embed_image, get_analyzer  # noqa: PLC0415
             from facegen.io import load_image  # noqa: PLC0415
-            enc = get_encoder(TRACK_ENCODER)
+            enc = get_analyzer(TRACK_ENCODER)
             self._ref_embs = []
             for ref in self.references or []:
                 with about_photo("reference", ref):

@@ -223,15 +223,6 @@ def test_dataset_poses_need_an_instantid_preset(pipes):
     assert len(images) == 2 and images[0].shape == (64, 64, 3)
 
 
-def test_generate_many_is_a_deprecated_alias_of_the_call(pipes):
-    pipe = pipes["tiny"]
-    embeds = [emb(i, pipe) for i in range(2)]
-    with pytest.warns(DeprecationWarning, match="samples="):
-        old = pipe.generate_many(embeds, [4, 5], num_inference_steps=STEPS)
-    new = generate_many(pipe, embeds, [4, 5], num_inference_steps=STEPS)
-    assert all(np.array_equal(a, b) for a, b in zip(old, new))
-
-
 def test_samples_and_photos_are_exclusive(pipes):
     pipe = pipes["tiny"]
     with pytest.raises(InvalidArgumentError, match="not both"):
