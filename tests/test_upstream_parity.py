@@ -50,7 +50,8 @@ def test_fast_path_keeps_the_lcm_lora_of_the_tiny_twin():
 
 
 def test_a_lora_loaded_after_fusing_still_acts():
-    from facegen.speed.engine import FastPathConfig, applied_options
+    from facegen.speed.config import FastPathConfig
+    from facegen.speed.engine import applied_options
 
     pipe = IDGenerationPipeline.from_preset("tiny", device="cpu", fast_path=FastPathConfig())
     assert "unet fused qkv" in applied_options(pipe.pipe).applied

@@ -153,8 +153,10 @@ class IDAdapter(ABC):
             raise InvalidArgumentError(f"preset '{name}' has no adapter LoRA; remove lora_scale")
         if request.masks is not None:
             if not self.supports_masks or n_identities > self.max_people:
-                from facegen.adapters.regions import people_refusal
-                raise InvalidArgumentError(people_refusal(name, max(n_identities, 2), self.max_people))
+                # the pipelines refuse first, naming the presets that can (registry.check_people)
+                what = "one person per image (no region masks)" if self.max_people < 2 else \
+                    f"at most {self.max_people} people per image"
+                raise InvalidArgumentError(f"preset '{name}' places {what}, got {max(n_identities, 2)}")
             if len(request.masks) != n_identities:
                 raise InvalidArgumentError(
                     f"got {len(request.masks)} masks for {n_identities} identities; give one mask per identity")

@@ -8,7 +8,7 @@ attention masks (:func:`masks_tensor`) and, for ControlNets conditioned per pers
 (InstantID's IdentityNet), as weights on each person's residuals (:func:`masked_residuals`).
 
 Which presets can take several people is data on the adapter class (``max_people``):
-:func:`people_presets` reads it from the registry, so refusals name the presets that can.
+:func:`facegen.adapters.registry.presets_that` reads it, so refusals name the presets that can.
 """
 
 from __future__ import annotations
@@ -110,19 +110,3 @@ def masked_residuals(down: Sequence[Any], mid: Any, mask: Any) -> tuple[list[Any
     def weigh(r: Any) -> Any:
         return r * F.interpolate(m.to(r.device), size=tuple(r.shape[-2:]), mode="area").to(r.dtype)
     return [weigh(r) for r in down], weigh(mid)
-
-
-def people_presets(n: int = 2) -> list[str]:
-    """The registered presets whose family places at least ``n`` people in one image."""
-    from facegen.adapters.registry import adapter_class
-    from facegen.models.registry import PRESETS
-
-    return sorted(name for name, p in PRESETS.items() if adapter_class(p.family).max_people >= n)
-
-
-def people_refusal(preset: str, n: int, most: int) -> str:
-    """The one-line refusal of ``n`` people by a preset that places at most ``most``."""
-    can = people_presets(n)
-    what = "one person per image (no region masks)" if most < 2 else f"at most {most} people per image"
-    return (f"preset '{preset}' places {what}, got {n}; presets that take {n} people: "
-            + (", ".join(can) if can else "none"))

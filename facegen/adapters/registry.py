@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Callable
 from typing import TypeVar
 
 from facegen.adapters.base import IDAdapter
 from facegen.errors import InvalidArgumentError
-from facegen.models.registry import Preset
+from facegen.models.registry import PRESETS, Preset
 
 A = TypeVar("A", bound=type[IDAdapter])
 
@@ -61,3 +62,31 @@ def adapter_class(family: str) -> type[IDAdapter]:
 def adapter_for(preset: Preset) -> IDAdapter:
     """The adapter object of a preset."""
     return adapter_class(preset.family)(preset)
+
+
+def presets_that(can: Callable[[type[IDAdapter]], bool]) -> list[str]:
+    """The one capability query: the registered presets whose adapter ``can`` (a test on the
+    adapter class's capabilities), sorted.  Every refusal and help text that names "the presets
+    that can" asks this, so none lists a family by hand."""
+    return sorted(name for name, p in PRESETS.items() if can(adapter_class(p.family)))
+
+
+def people_presets(n: int = 2) -> list[str]:
+    """The registered presets whose family places at least ``n`` people in one image."""
+    return presets_that(lambda a: a.max_people >= n)
+
+
+def people_refusal(preset: str, n: int, most: int) -> str:
+    """The one-line refusal of ``n`` people by a preset that places at most ``most``."""
+    can = people_presets(n)
+    what = "one person per image (no region masks)" if most < 2 else f"at most {most} people per image"
+    return (f"preset '{preset}' places {what}, got {n}; presets that take {n} people: "
+            + (", ".join(can) if can else "none"))
+
+
+def check_people(preset: Preset, n: int, placed: bool = False) -> None:
+    """Refuse ``n`` people (``placed``: region masks or a layout asked even for one) with a preset
+    that cannot place them: the one check behind the API, the CLI and the app."""
+    adapter = adapter_class(preset.family)
+    if (n > 1 or placed) and (not adapter.supports_masks or n > adapter.max_people):
+        raise InvalidArgumentError(people_refusal(preset.name, max(n, 2), adapter.max_people))

@@ -77,7 +77,7 @@ def people_markdown(people: list[list[Any]] | None) -> str:
 def generate_people(ctx: AppContext, infos: list[PresetInfo], slots: list[Any], preset: Any, layout: Any,
                     prompt: Any, seed: Any, progress: Any = None) -> tuple[Any, ...]:
     """One "Several people" request: check, read each person's photos, run, write PNGs."""
-    from facegen.app.tabs.generate import run_seeds
+    from facegen.app.values import run_seeds
 
     name = preset_of(preset, infos)
     prompt = text_value("prompt", prompt)

@@ -105,7 +105,7 @@ def add_swap_video(ctx: AppContext, infos: list[Any], source: Any, preset: Any, 
     """The Swap tab's video part: the tab's source photo, model, consent and settings."""
     from facegen import limits  # noqa: PLC0415
     from facegen.app.jobs import require_consent  # noqa: PLC0415
-    from facegen.app.tabs.generate import run_seeds  # noqa: PLC0415
+    from facegen.app.values import run_seeds  # noqa: PLC0415
     from facegen.app.uploads import read_photos  # noqa: PLC0415
     from facegen.app.values import float_value, int_value  # noqa: PLC0415
     from facegen.app.widgets import preset_of  # noqa: PLC0415
@@ -136,7 +136,7 @@ def add_restore_video(ctx: AppContext, infos: list[Any], reference: Any, preset:
     """The Restore tab's video part: the tab's optional reference photo, model, consent, settings."""
     from facegen import limits  # noqa: PLC0415
     from facegen.app.jobs import require_consent  # noqa: PLC0415
-    from facegen.app.tabs.generate import run_seeds  # noqa: PLC0415
+    from facegen.app.values import run_seeds  # noqa: PLC0415
     from facegen.app.uploads import read_photos  # noqa: PLC0415
     from facegen.app.values import float_value, int_value  # noqa: PLC0415
     from facegen.app.widgets import preset_of  # noqa: PLC0415

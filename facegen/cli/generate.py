@@ -30,6 +30,7 @@ from facegen.cli.options import (
     add_provenance_options,
     add_sampling_options,
     bounded_int,
+    expand_id_paths,
     finite_float,
     provenance_from_args,
 )
@@ -37,23 +38,6 @@ from facegen.cli.people import add_people_options
 from facegen.errors import InvalidArgumentError
 
 logger = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
-
-
-def expand_id_paths(paths: list[str]) -> list[Path]:
-    """``--id`` values: files, or folders whose photos (sorted) are all references of one person."""
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            photos = sorted(x for x in p.iterdir() if x.suffix.lower() in IMAGE_SUFFIXES)
-            if not photos:
-                raise InvalidArgumentError(f"--id {p}: the folder holds no photos")
-            out.extend(photos)
-        else:
-            out.append(p)
-    return out
-
 
 def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
     from facegen.models.loading import SCHEDULERS

@@ -8,6 +8,7 @@ text everywhere. The argparse ``type``s check numbers before any work: finite, b
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any, Callable
 
 from facegen import limits
@@ -126,3 +127,20 @@ def provenance_from_args(args: argparse.Namespace) -> Any:
     return provenance_options(watermark=not getattr(args, "no_watermark", False),
                               c2pa=not getattr(args, "no_c2pa", False),
                               cert=getattr(args, "c2pa_cert", None), key=getattr(args, "c2pa_key", None))
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+def expand_id_paths(paths: list[str]) -> list[Path]:
+    """``--id`` values: files, or folders whose photos (sorted) are all references of one person."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            photos = sorted(x for x in p.iterdir() if x.suffix.lower() in IMAGE_SUFFIXES)
+            if not photos:
+                raise InvalidArgumentError(f"--id {p}: the folder holds no photos")
+            out.extend(photos)
+        else:
+            out.append(p)
+    return out

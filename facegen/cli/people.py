@@ -37,9 +37,8 @@ def id_arguments(args: argparse.Namespace) -> list[str]:
 def people_from_args(args: argparse.Namespace) -> list[list[Path]] | None:
     """Each person's photos (None without ``--people``), with the preset's capability and the
     layout checked before any model loads."""
-    from facegen.adapters.registry import adapter_class
-    from facegen.adapters.regions import people_refusal
-    from facegen.cli.generate import expand_id_paths
+    from facegen.adapters.registry import check_people
+    from facegen.cli.options import expand_id_paths
     from facegen.models.registry import get_preset
     from facegen.pipelines.people import parse_layout
 
@@ -55,10 +54,8 @@ def people_from_args(args: argparse.Namespace) -> list[list[Path]] | None:
         if not parts:
             raise InvalidArgumentError(f"--people {value!r}: give that person's photos, joined by commas")
         people.append(expand_id_paths(parts))
-    adapter = adapter_class(get_preset(args.model).family)
     n = len(people)
-    if (n > 1 or args.layout is not None) and (not adapter.supports_masks or n > adapter.max_people):
-        raise InvalidArgumentError(people_refusal(args.model, max(n, 2), adapter.max_people))
+    check_people(get_preset(args.model), n, placed=args.layout is not None)
     if n > 1 or args.layout is not None:
         parse_layout(args.layout, n)
     return people

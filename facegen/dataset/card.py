@@ -188,7 +188,7 @@ def dataset_card(root: str | Path, spec: Any = None, summary: Any = None, report
     if report:
         import os
 
-        from facegen.dataset.report import headline
+        from facegen.dataset.report_render import headline
         from facegen.dataset.report_source import REPORT_DIR
 
         where = REPORT_DIR if rdir is None else Path(os.path.relpath(rdir.absolute(), root.absolute())).as_posix()

@@ -57,7 +57,7 @@ def make_dataset_generate_fn(preset: str, models_dir: str | None = None, device:
     """
     import torch  # noqa: PLC0415
 
-    from facegen.speed.engine import FastPathConfig  # noqa: PLC0415
+    from facegen.speed.config import FastPathConfig  # noqa: PLC0415
     from facegen.pipelines.generation import IDGenerationPipeline, resolve_device  # noqa: PLC0415
 
     # batch mode: the full exact fast path, torch.compile and CUDA graphs included on GPUs

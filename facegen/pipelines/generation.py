@@ -102,7 +102,8 @@ class IDGenerationPipeline:
         if fast_path:
             # exact options only (same pixels within the benchmark's tolerance); an interactive
             # call skips torch.compile, whose warm-up would cost more than one image saves
-            from facegen.speed.engine import FastPathConfig, optimize_pipeline
+            from facegen.speed.config import FastPathConfig
+            from facegen.speed.engine import optimize_pipeline
             cfg = fast_path if isinstance(fast_path, FastPathConfig) else FastPathConfig.default_for(dev, interactive=True)
             optimize_pipeline(pipe, cfg)
         return cls(preset, adapter, pipe, device=dev, dtype=dt, models_dir=models_dir, accept_license=accept_license)

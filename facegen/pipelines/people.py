@@ -1,7 +1,8 @@
 """Several people in one generated image, each keeping their own identity.
 
 ``pipe(people=[["a1.jpg", "a2.jpg"], ["b.jpg"]], layout="side-by-side", ...)`` on
-:class:`~facegen.pipelines.generation.IDGenerationPipeline`, in stages:
+:class:`~facegen.pipelines.generation.IDGenerationPipeline` (``pipe`` below: not imported here, the
+pipeline imports this module), in stages:
 
     1. check      the preset places this many people (``max_people``, data on its adapter)
     2. layout     ``"side-by-side"``, ``"group"`` or explicit face boxes (fractions of the
@@ -24,11 +25,12 @@ import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from facegen.adapters.regions import box_pixels, kps_in_box, people_refusal, region_masks
+from facegen.adapters.regions import box_pixels, kps_in_box, region_masks
+from facegen.adapters.registry import check_people as check_people_count
 from facegen.errors import InvalidArgumentError
 from facegen.id.embedding import IDEmbedding
 from facegen.pipelines.output import PipelineOutput
@@ -41,9 +43,6 @@ from facegen.pipelines.people_report import (
     unmeasured_people,
 )
 from facegen.pipelines.request import CallArgs
-
-if TYPE_CHECKING:
-    from facegen.pipelines.generation import IDGenerationPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -122,15 +121,13 @@ class PeoplePlan:
     control_kps: np.ndarray | None                 # (K, 5, 2) for presets that draw keypoints
 
 
-def check_people(pipe: IDGenerationPipeline, people: Any, layout: Any) -> list[list[Any]]:
+def check_people(pipe: Any, people: Any, layout: Any) -> list[list[Any]]:
     """Stage 1: one list of photos/embeddings per person, and a preset that places that many."""
     if isinstance(people, _SINGLE) or not isinstance(people, Sequence) or len(people) == 0:
         raise InvalidArgumentError("people must be a list with one entry (photos or embeddings) per person")
     persons = [_items(p) for p in people]
     n = len(persons)
-    adapter = pipe.adapter
-    if (n > 1 or layout is not None) and (not adapter.supports_masks or n > adapter.max_people):
-        raise InvalidArgumentError(people_refusal(pipe.preset.name, max(n, 2), adapter.max_people))
+    check_people_count(pipe.preset, n, placed=layout is not None)
     for i, items in enumerate(persons):
         kinds = {isinstance(x, IDEmbedding) for x in items}
         if len(kinds) > 1:
@@ -138,7 +135,7 @@ def check_people(pipe: IDGenerationPipeline, people: Any, layout: Any) -> list[l
     return persons
 
 
-def plan_people(pipe: IDGenerationPipeline, persons: Sequence[Sequence[Any]], layout: Any, width: int,
+def plan_people(pipe: Any, persons: Sequence[Sequence[Any]], layout: Any, width: int,
                 height: int) -> PeoplePlan:
     """Stages 2-3: the layout's face boxes and regions, each person's identity (photos averaged)."""
     boxes = parse_layout(layout, len(persons))          # a bad layout fails before any photo is read
@@ -157,7 +154,7 @@ def plan_people(pipe: IDGenerationPipeline, persons: Sequence[Sequence[Any]], la
     return PeoplePlan(identities, photos, boxes, px, region_masks(px, width, height), kps)
 
 
-def generate_people(pipe: IDGenerationPipeline, people: Sequence[Any], layout: Any, args: CallArgs, *,
+def generate_people(pipe: Any, people: Sequence[Any], layout: Any, args: CallArgs, *,
                     given: dict[str, Any], progress: bool, callback: Callable[[int, int], None] | None,
                     measure_similarity: bool, on_image: Callable[[int, Any, dict[str, Any]], None] | None
                     ) -> PipelineOutput:

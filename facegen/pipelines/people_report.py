@@ -13,15 +13,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from facegen.errors import FacegenError, FaceTooSmallError, NoFaceError
 from facegen.id.embedding import IDEmbedding, mean_embedding
-
-if TYPE_CHECKING:
-    from facegen.pipelines.generation import IDGenerationPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +144,7 @@ class PeopleJudge:
             return unmeasured_people(boxes, pixel_boxes)
 
 
-def make_people_judge(pipe: IDGenerationPipeline, identities: Sequence[IDEmbedding],
+def make_people_judge(pipe: Any, identities: Sequence[IDEmbedding],
                       photos: Sequence[Sequence[np.ndarray]]) -> PeopleJudge | None:
     """The judge, made once per call: with every person's photos, an encoder independent of the
     conditioning one (each reference = the mean of the person's photos); with embeddings, the

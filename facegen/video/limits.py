@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
-from facegen.errors import FacegenError
+from facegen.errors import BadVideoError
 from facegen.limits import env_limit
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,10 +30,6 @@ logger = logging.getLogger(__name__)
 MAX_SECONDS_ENV = "FACEGEN_MAX_VIDEO_SECONDS"
 MAX_PIXELS_ENV = "FACEGEN_MAX_VIDEO_PIXELS"
 MAX_BYTES_ENV = "FACEGEN_MAX_VIDEO_BYTES"
-
-
-class BadVideoError(FacegenError):
-    """The file is not a usable video (not a video, no video stream, empty, corrupt, beyond the limits)."""
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from facegen.adapters.regions import box_pixels, people_presets, region_masks
+from facegen.adapters.regions import box_pixels, region_masks
+from facegen.adapters.registry import people_presets
 from facegen.errors import FacegenError, InvalidArgumentError
 from facegen.id.embedding import IDEmbedding
 from facegen.models.registry import PRESETS

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from facegen.errors import InvalidArgumentError
-from facegen.speed.engine import FastPathConfig, applied_options, clone_pipeline, optimize_pipeline
+from facegen.speed.config import FastPathConfig
+from facegen.speed.engine import applied_options, clone_pipeline, optimize_pipeline
 from facegen.speed.torch_compile import set_compile_cache
 
 pytest.importorskip("diffusers")
