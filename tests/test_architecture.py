@@ -76,3 +76,18 @@ def test_no_deprecated_alias_or_shim_left():
             if "F401" in line and path.name != "__init__.py":
                 offenders.append(f"{path.relative_to(PACKAGE.parent)}:{i} (an unused import kept for callers)")
     assert not offenders, "finish the move (call sites to the new name), no alias: " + "; ".join(offenders)
+
+
+def test_one_face_template_and_no_family_imports_another():
+    """Pose geometry and the face template live in facegen/faces: the ArcFace 5-point numbers are
+    written once, and no module imports a family's module for its geometry."""
+    copies = [str(p.relative_to(PACKAGE.parent)) for p in PACKAGE.rglob("*.py") if "38.2946" in p.read_text()]
+    assert copies == ["facegen/faces/align.py"], copies
+    family_modules = {cls.__module__ for cls in discover_families().values()}
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        mod = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module in family_modules and node.module != mod:
+                offenders.append(f"{mod} imports {node.module}")
+    assert not offenders, "take shared geometry from facegen.faces, not from a family: " + "; ".join(offenders)

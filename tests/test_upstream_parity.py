@@ -157,7 +157,8 @@ def test_instantid_reference_layout_draws_upstreams_image(shared_faces, rgb_of):
 
 
 def test_tiny_instantid_takes_the_photos_layout_and_portrait_keeps_todays(tom_hanks_path, rgb_of):
-    from facegen.adapters.instantid import draw_kps, portrait_kps, resize_img_size
+    from facegen.adapters.instantid import resize_img_size
+    from facegen.faces.pose import draw_kps, portrait_kps
     from facegen.id.encoders import embed_image
 
     pipe = IDGenerationPipeline.from_preset("tiny-instantid", device="cpu", fast_path=False)

@@ -26,9 +26,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from facegen.adapters.base import ConditionRequest, IDAdapter, Sample
-from facegen.adapters.instantid import draw_kps, pose_kps
 from facegen.adapters.registry import register_family
 from facegen.errors import InvalidArgumentError
+from facegen.faces.pose import draw_kps, pose_kps
 from facegen.id.embedding import IDEmbedding
 from facegen.models import loading as L
 from facegen.models.checkpoints import check_state_dict, resampler_shapes

@@ -14,7 +14,7 @@ Two modes, both seeding each item's noise with its own CPU generator:
 The conditioning of a sampled identity is its unit vector, rescaled for adapters trained on
 raw vectors.  A pose (InstantID presets only, drawn as IdentityNet's keypoint image) is a yaw
 angle in degrees, a mapping of ``yaw`` / ``pitch`` / ``roll``, or 5 ``[x, y]`` keypoints in
-fractions of the output size (:func:`facegen.adapters.instantid.pose_kps`).
+fractions of the output size (:func:`facegen.faces.pose.pose_kps`).
 """
 
 from __future__ import annotations

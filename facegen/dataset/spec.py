@@ -178,7 +178,7 @@ class DatasetSpec:
             raise InvalidArgumentError(f"poses and generator options must be JSON values "
                                        f"(finite numbers, strings, lists): {exc}") from None
         if self.poses:
-            from facegen.adapters.instantid import pose_kps  # noqa: PLC0415 - imported only when poses are given
+            from facegen.faces.pose import pose_kps  # noqa: PLC0415 - imported only when poses are given
 
             for pose in self.poses:
                 pose_kps(pose, 64, 64)                       # the one-line error of a malformed pose

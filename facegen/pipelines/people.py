@@ -29,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from facegen.adapters.regions import box_pixels, kps_in_box, region_masks
+from facegen.adapters.regions import box_pixels, region_masks
 from facegen.adapters.registry import check_people as check_people_count
 from facegen.errors import InvalidArgumentError
+from facegen.faces.pose import kps_in_box
 from facegen.id.embedding import IDEmbedding
 from facegen.pipelines.output import PipelineOutput
 from facegen.pipelines.people_report import (

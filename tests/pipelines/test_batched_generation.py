@@ -11,7 +11,7 @@ import torch
 
 from facegen.adapters.base import Sample
 from facegen.adapters.batching import enable_per_sample_ip_embeds, pipeline_cache
-from facegen.adapters.instantid import head_pose_kps, pose_kps
+from facegen.faces.pose import head_pose_kps, pose_kps
 from facegen.dataset.generate import make_dataset_generate_fn
 from facegen.dataset.variation import WorkItem
 from facegen.errors import InvalidArgumentError
