@@ -19,7 +19,7 @@ MAX_LINES = 450
 #: facegen's top-level modules and packages, bottom (0) to top, as in docs/architecture.md
 LAYERS: dict[str, int] = {
     # ground floor
-    "facegen": 0, "errors": 0, "paths": 0, "limits": 0, "onnx_runtime": 0, "quality": 0, "examples": 0,
+    "facegen": 0, "errors": 0, "choices": 0, "paths": 0, "limits": 0, "onnx_runtime": 0, "quality": 0, "examples": 0,
     # files in and out: images, metadata, credentials, watermark, atomic writes
     "io": 1, "provenance": 1,
     "models": 2,

@@ -64,6 +64,9 @@ class IDAdapter(ABC):
     """Base class of the adapter families (one subclass per file)."""
 
     family: ClassVar[str]
+    #: the names people know the family and its parts by (user-facing text names them only
+    #: through the registry: tests/test_architecture.py scans for them)
+    display_names: ClassVar[tuple[str, ...]] = ()
     supports_prompt: ClassVar[bool] = True
     #: takes a negative prompt (guidance-distilled bases such as FLUX.1-dev do not)
     supports_negative_prompt: ClassVar[bool] = True

@@ -185,6 +185,7 @@ def resize_and_pad_layout(photo_size: tuple[int, int], size: tuple[int, int]) ->
 @register_family
 class InfiniteYouAdapter(IDAdapter):
     family = "infiniteyou"
+    display_names = ("InfiniteYou", "InfuseNet")
     supports_negative_prompt = False     # FLUX.1-dev is guidance-distilled: no CFG, no negative prompt
     supports_adapter_scale = False       # the InfuseNet strength is controlnet_scale
     supports_controlnet_scale = True

@@ -22,6 +22,7 @@ import numpy as np
 from facegen.adapters.base import ConditionRequest, IDAdapter, Sample
 from facegen.adapters.regions import mask_box, masked_residuals, masks_tensor
 from facegen.adapters.registry import register_family
+from facegen.choices import FACE_LAYOUT
 from facegen.errors import InvalidArgumentError
 from facegen.faces.pose import draw_kps, kps_in_box, portrait_kps, pose_kps
 from facegen.id.embedding import IDEmbedding
@@ -231,11 +232,12 @@ def instantid_pipeline_class(kind: str = "text2img") -> type:
 @register_family
 class InstantIDAdapter(IDAdapter):
     family = "instantid"
+    display_names = ("InstantID", "IdentityNet")
     supports_controlnet_scale = True
     supports_control_kps = True
     supports_masks = True
     max_people = 4
-    face_layouts = ("reference", "portrait")
+    face_layouts = FACE_LAYOUT.values
 
     def photo_layout(self, photo_size: tuple[int, int], kps: np.ndarray,
                      size: tuple[int, int] | None) -> tuple[int, int, np.ndarray, int]:

@@ -64,11 +64,19 @@ def adapter_for(preset: Preset) -> IDAdapter:
     return adapter_class(preset.family)(preset)
 
 
-def presets_that(can: Callable[[type[IDAdapter]], bool]) -> list[str]:
+def presets_that(can: Callable[[type[IDAdapter]], bool], tiny: bool | None = None) -> list[str]:
     """The one capability query: the registered presets whose adapter ``can`` (a test on the
-    adapter class's capabilities), sorted.  Every refusal and help text that names "the presets
-    that can" asks this, so none lists a family by hand."""
-    return sorted(name for name, p in PRESETS.items() if can(adapter_class(p.family)))
+    adapter class's capabilities), sorted; ``tiny`` True/False keeps only the tiny twins / the
+    real presets.  Every refusal and list that names "the presets that can" asks this, so none
+    lists a family or a preset by hand."""
+    return sorted(name for name, p in PRESETS.items()
+                  if (tiny is None or p.tiny == tiny) and can(adapter_class(p.family)))
+
+
+def refusal(preset: str, cannot: str, can: Callable[[type[IDAdapter]], bool]) -> str:
+    """The one-line refusal of a preset that ``cannot`` do something, naming the presets that can."""
+    names = presets_that(can)
+    return f"preset '{preset}' {cannot}; presets that can: {', '.join(names) if names else 'none'}"
 
 
 def people_presets(n: int = 2) -> list[str]:

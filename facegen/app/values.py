@@ -11,10 +11,10 @@ import secrets
 from typing import Any
 
 from facegen import limits
+from facegen.choices import APP_SEED
 from facegen.errors import InvalidArgumentError
 
-#: the app's seeds stay below 2**32 (a browser's number holds them exactly)
-MAX_SEED = 2**32 - 1
+MAX_SEED = int(APP_SEED.hi)
 
 
 def _blank(value: Any) -> bool:

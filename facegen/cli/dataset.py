@@ -114,7 +114,7 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("dataset", help="generate a synthetic face-recognition dataset (resumable)")
     add_spec_arguments(p)
     p.add_argument("--id-norm", type=float, default=None,
-                   help="norm of identity vectors for presets that take raw vectors (InstantID)")
+                   help="norm of identity vectors for presets that take raw (un-normalised) vectors")
     add_device_options(p, dtype=False)
     add_progress_option(p)
     p.set_defaults(func=run_dataset_cmd)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from facegen.choices import FACE
 from facegen.cli.checks import probe_writable, refuse_input_as_output
 from facegen.cli.options import add_encoder_option, add_models_options, add_overwrite_option
 from facegen.errors import FacegenError, InvalidArgumentError
@@ -125,7 +126,7 @@ def add_parser(sub: "argparse._SubParsersAction[Any]") -> None:
     p = sub.add_parser("embed", help="detect, align and embed the faces of images (JSON lines with --json)")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     add_encoder_option(p, DEFAULT_ENCODER, "the ID encoder (a preset's own for generate --id-embeds)")
-    p.add_argument("--faces", default="largest", help="largest (default), all, or an index N (left to right)")
+    p.add_argument("--faces", default=FACE.default, help=f"{FACE.words()} (default {FACE.default}) or an index N (left to right)")
     p.add_argument("--json", action="store_true", help="one JSON object per image per line")
     p.add_argument("--save", default=None, metavar="FILE.npy",
                    help="also save the embeddings (one person: one row per image) to FILE.npy, its encoder "

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from facegen import limits
+from facegen.choices import FACE_LAYOUT
 from facegen.cli.checks import check_inputs_readable, check_steps, previous_run, probe_writable, remove_previous_run
 from facegen.cli.options import (
     add_device_options,
@@ -55,7 +56,7 @@ def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
                      help="saved embeddings of one person ('facegen embed PHOTO --save FILE.npy', its encoder "
                           "in FILE.json beside it) instead of photos; they must come from the preset's encoder")
     add_people_options(p, who)
-    p.add_argument("--prompt", default=None, help="text prompt (not for Arc2Face presets, which take no text)")
+    p.add_argument("--prompt", default=None, help="text prompt (for presets that take text; 'facegen models' says which)")
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--num-images", "-n", type=bounded_int(1), default=1,
                    help=f"images to make (at most ${limits.MAX_IMAGES_ENV}, default {limits.DEFAULT_MAX_IMAGES})")
@@ -63,15 +64,16 @@ def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--height", type=bounded_int(32, 4096), default=None)
     p.add_argument("--width", type=bounded_int(32, 4096), default=None)
     p.add_argument("--adapter-scale", type=finite_float(0, 5), default=None,
-                   help="ID adapter strength (FaceID, InstantID)")
+                   help="ID adapter strength (presets with an adapter scale)")
     p.add_argument("--controlnet-scale", type=finite_float(0, 5), default=None,
-                   help="IdentityNet (InstantID) / InfuseNet (InfiniteYou) strength")
-    p.add_argument("--lora-scale", type=finite_float(0, 5), default=None, help="FaceID LoRA strength")
-    p.add_argument("--face-layout", default=None, choices=["reference", "portrait"],
-                   help="presets that draw face keypoints (InstantID): 'reference' (default, as upstream) keeps "
+                   help="strength of the preset's keypoint ControlNet (presets that have one)")
+    p.add_argument("--lora-scale", type=finite_float(0, 5), default=None,
+                   help="adapter LoRA strength (presets with an adapter LoRA)")
+    p.add_argument("--face-layout", default=None, choices=FACE_LAYOUT.values,
+                   help="presets that draw face keypoints: 'reference' (default, as upstream) keeps "
                         "the photo's pose, face scale and placement, resized to the output; 'portrait' re-frames "
-                        "the face into a fixed portrait (what --id-embeds always get); InfiniteYou: 'reference' "
-                        "draws the photo's pose (default: none, a black control image)")
+                        "the face into a fixed portrait (what --id-embeds always get); presets that take only "
+                        "'reference' draw the photo's pose with it (default: none, a black control image)")
     p.add_argument("--scheduler", default=None, choices=sorted(SCHEDULERS))
     p.add_argument("--batch-size", type=bounded_int(1), default=None,
                    help="images denoised together (default 1: exact)")
@@ -80,7 +82,7 @@ def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_device_options(p)
     p.add_argument("--cpu-offload", action="store_true", help="model CPU offload (CUDA, low VRAM)")
     p.add_argument("--quantize", default=None, choices=["8bit"],
-                   help="8-bit weights for presets that offer them (FLUX/InfiniteYou; needs facegen[flux])")
+                   help="8-bit weights for presets that offer them (needs facegen[flux])")
     p.add_argument("--vae-tiling", action="store_true", help="decode in tiles (large images, low memory)")
     add_progress_option(p)
     add_models_options(p, "the preset's weights and encoders")

@@ -12,11 +12,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from facegen import limits
+from facegen.choices import DTYPE, SEED
 from facegen.errors import InvalidArgumentError
 
-#: the largest seed a run accepts (image i gets seed + i, all within a 64-bit signed range)
-MAX_SEED = 2**63 - 1
-DTYPES = ("fp32", "fp16", "bf16")
 
 
 # ---------------------------------------------------------------------- argparse types
@@ -51,18 +49,18 @@ def add_models_options(p: argparse.ArgumentParser, licence_of: str = "the weight
                    help="local weights folder in the hub layout (default: $FACEGEN_HOME/models, "
                         "~/.cache/facegen/models)")
     p.add_argument("--accept-license", action="store_true",
-                   help=f"accept the non-commercial licences of {licence_of} (insightface packs, Arc2Face, ...)")
+                   help=f"accept the non-commercial licences of {licence_of} (see 'facegen models')")
 
 
 def add_device_options(p: argparse.ArgumentParser, dtype: bool = True) -> None:
     """``--device`` (and ``--dtype``)."""
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     if dtype:
-        p.add_argument("--dtype", default=None, choices=DTYPES)
+        p.add_argument("--dtype", default=None, choices=DTYPE.values)
 
 
 def add_seed_option(p: argparse.ArgumentParser, help: str, default: int | None = None) -> None:
-    p.add_argument("--seed", type=bounded_int(0, MAX_SEED), default=default, help=help)
+    p.add_argument("--seed", type=bounded_int(int(SEED.lo), int(SEED.hi)), default=default, help=help)
 
 
 def add_sampling_options(p: argparse.ArgumentParser, *, seed_help: str,

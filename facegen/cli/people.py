@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from facegen.choices import PEOPLE_LAYOUT
 from facegen.errors import InvalidArgumentError
 
 
@@ -23,7 +24,7 @@ def add_people_options(p: argparse.ArgumentParser, who: Any) -> None:
                    help="several people in one image: one value per person, their photos joined by commas "
                         "(or a folder of their photos), e.g. --people a1.jpg,a2.jpg b.jpg (instead of --id)")
     p.add_argument("--layout", default=None, metavar="LAYOUT",
-                   help="where --people go: side-by-side (default), group, or face boxes "
+                   help=f"where --people go: {PEOPLE_LAYOUT.words()} (default {PEOPLE_LAYOUT.default}), or face boxes "
                         "'x0,y0,x1,y1;x0,y0,x1,y1' in fractions (0..1) of the image")
 
 

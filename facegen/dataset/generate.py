@@ -78,8 +78,8 @@ def make_dataset_generate_fn(preset: str, models_dir: str | None = None, device:
         if it.pose is None:
             return None
         if not pipe.adapter.supports_control_kps:
-            raise InvalidArgumentError(f"preset '{preset}' takes no pose control (InstantID presets do); "
-                                       "remove the poses from the dataset spec")
+            raise InvalidArgumentError(refusal(preset, "takes no pose control (remove the poses from the dataset "
+                                               "spec)", lambda a: a.supports_control_kps))
         return pipe.adapter.pose_keypoints(it.pose, defaults.width, defaults.height)
 
     def generate(items: list[WorkItem]) -> list[np.ndarray]:

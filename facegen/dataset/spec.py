@@ -26,8 +26,9 @@ from typing import Any
 
 import yaml
 
+from facegen.choices import SEED
 from facegen.dataset.spec_checks import (
-    MAX_SEED, check_generator_options, check_number, dataset_limits, format_bound)
+    check_generator_options, check_number, dataset_limits, format_bound)
 from facegen.dataset.spec_yaml import load_spec_yaml
 from facegen.errors import InvalidArgumentError
 from facegen.paths import sha256_of
@@ -137,7 +138,7 @@ class DatasetSpec:
         need(self.num_ids * self.images_per_id <= limits["images"],
              f"num_ids x images_per_id is {self.num_ids * self.images_per_id} images: at most "
              f"{format_bound(limits['images'])} in one dataset")
-        check_number("seed", self.seed, 0, MAX_SEED, integer=True)
+        check_number("seed", self.seed, SEED.lo, SEED.hi, integer=True)
         need(self.format in FORMATS, f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         need(self.engine in ENGINES, f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.embedding_dim is not None:
@@ -212,8 +213,10 @@ class DatasetSpec:
             from facegen.pipelines.generation import adapter_for  # noqa: PLC0415
 
             if not adapter_for(preset).supports_control_kps:
-                raise InvalidArgumentError(f"model '{spec.model}' takes no pose control (InstantID presets do); "
-                                           "remove the poses from the dataset spec")
+                from facegen.adapters.registry import refusal  # noqa: PLC0415
+
+                raise InvalidArgumentError(refusal(spec.model, "takes no pose control (remove the poses from the "
+                                                   "dataset spec)", lambda a: a.supports_control_kps))
         if spec.prompts and preset is not None:
             from facegen.pipelines.generation import adapter_for  # noqa: PLC0415
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from facegen.adapters.regions import box_pixels, region_masks
 from facegen.adapters.registry import check_people as check_people_count
+from facegen.choices import PEOPLE_LAYOUT
 from facegen.errors import InvalidArgumentError
 from facegen.faces.pose import kps_in_box
 from facegen.id.embedding import IDEmbedding
@@ -48,12 +49,11 @@ from facegen.pipelines.request import CallArgs
 logger = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]            # x0, y0, x1, y1 in fractions of the image
-LAYOUTS = ("side-by-side", "group")
 _SINGLE = (str, Path, bytes, IDEmbedding, np.ndarray)
 
 
 def parse_layout(layout: Any, n: int) -> list[Box]:
-    """Face boxes (fractions) of ``n`` people: a layout name (:data:`LAYOUTS`), a string
+    """Face boxes (fractions) of ``n`` people: a layout name (:data:`facegen.choices.PEOPLE_LAYOUT`), a string
     ``"x0,y0,x1,y1;x0,y0,x1,y1"``, or a sequence of ``(x0, y0, x1, y1)`` fractions; boxes must
     lie in the image and not overlap."""
     if layout is None or layout == "side-by-side":
@@ -62,7 +62,7 @@ def parse_layout(layout: Any, n: int) -> list[Box]:
         return _group(n)
     if isinstance(layout, str):
         if not any(c.isdigit() for c in layout):
-            raise InvalidArgumentError(f"unknown layout {layout!r}; use {', '.join(LAYOUTS)} or face boxes "
+            raise InvalidArgumentError(f"unknown layout {layout!r}; use {', '.join(PEOPLE_LAYOUT.values)} or face boxes "
                                        "'x0,y0,x1,y1;...' in fractions of the image")
         try:
             layout = [[float(v) for v in part.split(",")] for part in layout.split(";") if part.strip()]

@@ -16,7 +16,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from facegen.errors import InvalidArgumentError, MissingDependencyError, ModelNotFoundError
+from facegen.choices import RESTORE_STRENGTH
+from facegen.errors import MissingDependencyError, ModelNotFoundError
 from facegen.faces.detect import FacePolicy
 from facegen.id.embedding import IDEmbedding
 from facegen.io import load_image
@@ -69,8 +70,8 @@ class FaceRestorationPipeline(FaceEditPipeline):
                  progress: bool = True, callback: Any = None) -> PipelineOutput:
         # 1. check inputs
         require_consent(consent, "restoration")
-        if strength is not None and not 0.0 < strength <= 1.0:
-            raise InvalidArgumentError(f"strength must be in (0, 1], got {strength}")
+        if strength is not None:
+            RESTORE_STRENGTH.check(strength)
         rgb = load_image(image)
         if gfpgan:
             rgb = gfpgan_pass(rgb, self.gen.models_dir)

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from facegen.choices import SWAP_STRENGTH
 from facegen.errors import InvalidArgumentError
 from facegen.faces.detect import FacePolicy
 from facegen.id.embedding import IDEmbedding
@@ -26,7 +27,7 @@ from facegen.pipelines.output import PipelineOutput
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SWAP_STRENGTH = 0.85
+DEFAULT_SWAP_STRENGTH = SWAP_STRENGTH.default
 
 
 def map_sources(target_rgb: np.ndarray, target_faces: list[Any], n_sources: int,

@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from facegen.choices import DTYPE
 from facegen.errors import InvalidArgumentError
 
-_DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+#: the torch dtype of each DTYPE choice (fp32, fp16, bf16: same order)
+_DTYPES: dict[str, torch.dtype] = dict(zip(DTYPE.values, (torch.float32, torch.float16, torch.bfloat16)))
 
 
 @dataclass(frozen=True)

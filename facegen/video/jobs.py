@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from facegen.choices import AGE, GENDER, SWAP_STRENGTH
 from facegen.errors import InvalidArgumentError
 from facegen.faces.detect import FacePolicy, select_faces
 from facegen.faces.types import Face
@@ -160,7 +161,7 @@ class SwapJob(VideoJob):
 
     def __init__(self, pipe: FaceEditPipeline, sources: Sequence[Any], *,
                  target_face: "str | int | FacePolicy" = "largest",
-                 references: Sequence[Any] | None = None, strength: float = 0.85, steps: int | None = None,
+                 references: Sequence[Any] | None = None, strength: float = SWAP_STRENGTH.default, steps: int | None = None,
                  guidance_scale: float | None = None, prompt: str | None = None, adapter_scale: float | None = None,
                  margin: float = 0.0) -> None:
         super().__init__(pipe, target_face, references)
@@ -248,7 +249,7 @@ class RestoreJob(VideoJob):
 class AgeJob(VideoJob):
     task = "age"
 
-    def __init__(self, pipe: Any, target_age: int, *, from_age: int | None, gender: str = "person",
+    def __init__(self, pipe: Any, target_age: int, *, from_age: int | None, gender: str = GENDER.default,
                  target_face: "str | int | FacePolicy" = "largest", steps: int | None = None,
                  guidance_scale: float | None = None, id_scale: float | None = None, pass1_id_factor: float = 0.5,
                  pass2_strength: float = 0.3) -> None:
@@ -259,8 +260,7 @@ class AgeJob(VideoJob):
             raise InvalidArgumentError("the current age is needed: give --from-age N "
                                        "(no age-estimation model is installed)")
         for name, v in (("target age", target_age), ("current age", from_age)):
-            if not 0 <= int(v) <= 110:
-                raise InvalidArgumentError(f"{name} must be in 0..110, got {v}")
+            AGE.check(v, name)
         full = pipe.preset.defaults.adapter_scale if id_scale is None else float(id_scale)
         prompt = age_prompt(int(target_age), gender)
         s1 = aging_strength(from_age, target_age)

@@ -60,7 +60,7 @@ def generate(ctx: AppContext, infos: list[PresetInfo], photos: Any, preset: Any,
     steps_v = int_value("steps", steps, 0, limits.max_steps()) or None
     guidance_v = float_value("guidance scale", guidance, 0.0, limits.MAX_GUIDANCE)
     adapter_v = float_value("ID adapter scale", adapter_scale, 0.0, 5.0)
-    control_v = float_value("IdentityNet scale", controlnet_scale, 0.0, 5.0)
+    control_v = float_value("ControlNet scale", controlnet_scale, 0.0, 5.0)
     id_images = read_photos(photos, what="photo of a person")
     kwargs: dict[str, Any] = {
         "id_images": id_images, "num_images": n, "seeds": seeds,
@@ -114,7 +114,7 @@ def build(ctx: AppContext) -> None:
                 guidance = CheckedSlider(0.0, 20.0, value=d.guidance, step=0.1, label="Guidance scale")
                 adapter = CheckedSlider(0.0, 2.0, step=0.05, label="ID adapter scale", value=d.adapter_scale or 1.0,
                                     visible=d.adapter_scale is not None)
-                control = CheckedSlider(0.0, 2.0, step=0.05, label="ControlNet scale (IdentityNet / InfuseNet)",
+                control = CheckedSlider(0.0, 2.0, step=0.05, label="ControlNet scale (the keypoint network's strength)",
                                     value=d.controlnet_scale or 0.8, visible=d.controlnet_scale is not None)
             run = gr.Button("Generate", variant="primary", elem_id="gen-run")
         with gr.Column(scale=1):
