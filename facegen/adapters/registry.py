@@ -3,7 +3,10 @@
 A family is one module in :mod:`facegen.adapters` whose :class:`~facegen.adapters.base.IDAdapter`
 subclass carries ``@register_family``; the module is found by listing this package, so adding a
 family is its file (plus its presets in :mod:`facegen.models.registry` and its tiny builder):
-nothing outside ``facegen/adapters`` and ``facegen/models`` names it.  Callers ask the adapter
+nothing outside ``facegen/adapters`` and ``facegen/models`` names it.  Another package adds a
+family the same way from outside: an entry point in the group ``facegen.families``
+(:func:`facegen.models.registry.load_family_plugins`) names its module, which registers its
+adapter class, presets and tiny builder on import.  Callers ask the adapter
 for its capabilities (``supports_prompt``, ``supports_control_kps``, ``face_layouts``, its
 inpainting pipeline...), never for its family name.
 """
@@ -17,7 +20,7 @@ from typing import TypeVar
 
 from facegen.adapters.base import IDAdapter
 from facegen.errors import InvalidArgumentError
-from facegen.models.registry import PRESETS, Preset
+from facegen.models.registry import PRESETS, Preset, load_family_plugins
 
 A = TypeVar("A", bound=type[IDAdapter])
 
@@ -46,6 +49,7 @@ def discover_families() -> dict[str, type[IDAdapter]]:
             if info.name not in _NOT_FAMILIES and not info.name.startswith("_"):
                 importlib.import_module(f"{pkg.__name__}.{info.name}")
         _discovered = True
+        load_family_plugins()                      # families other packages install (entry points)
     return FAMILIES
 
 
@@ -69,6 +73,7 @@ def presets_that(can: Callable[[type[IDAdapter]], bool], tiny: bool | None = Non
     adapter class's capabilities), sorted; ``tiny`` True/False keeps only the tiny twins / the
     real presets.  Every refusal and list that names "the presets that can" asks this, so none
     lists a family or a preset by hand."""
+    discover_families()
     return sorted(name for name, p in PRESETS.items()
                   if (tiny is None or p.tiny == tiny) and can(adapter_class(p.family)))
 

@@ -40,9 +40,9 @@ def size_category(n: int) -> str:
 
 
 def _preset(name: str):
-    from facegen.models.registry import PRESETS
+    from facegen.models.registry import find_preset
 
-    return PRESETS.get(name)
+    return find_preset(name)
 
 
 def licence_of(model: str) -> tuple[str, str | None, str]:

@@ -25,6 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from facegen.adapters.base import Sample
+from facegen.adapters.registry import refusal
 from facegen.dataset.variation import WorkItem
 from facegen.errors import InvalidArgumentError
 from facegen.id.embedding import IDEmbedding

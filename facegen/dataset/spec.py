@@ -345,11 +345,9 @@ def _plain(value: Any) -> Any:
 
 
 def _preset(name: str):
-    try:
-        from facegen.models.registry import PRESETS
-    except ImportError:  # pragma: no cover - registry is part of the package
-        return None
-    return PRESETS.get(name)
+    from facegen.models.registry import find_preset  # noqa: PLC0415
+
+    return find_preset(name)
 
 
 #: images per generator call on a GPU by base architecture (batched across identities: SD1.5 at

@@ -27,7 +27,7 @@ from facegen.dataset.spec import SPEC_VERSION, DatasetSpec, read_stored_extra, r
 from facegen.dataset.card import CARD_FILE
 from facegen.dataset.stats import IDENTITIES_FILE, SPEC_FILE, SUMMARY_FILE
 from facegen.dataset.writers import MANIFEST
-from facegen.io.atomic import remove_stale_temps
+from facegen.io.atomic import atomic_write_bytes, remove_stale_temps
 from facegen.provenance.seal import SEAL
 from facegen.errors import FacegenError, InvalidArgumentError
 from facegen.paths import sha256_of

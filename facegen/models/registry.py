@@ -118,6 +118,10 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {}
+#: the entry-point group through which another package adds a family: each entry point names the
+#: module (or a function to call) that registers the family's adapter, presets and tiny builder
+FAMILY_ENTRY_POINTS = "facegen.families"
+_plugins_loaded = False
 
 
 def register_preset(preset: Preset) -> Preset:
@@ -127,7 +131,34 @@ def register_preset(preset: Preset) -> Preset:
     return preset
 
 
+def load_family_plugins() -> None:
+    """Load, once per process, the families other packages install (entry points of the group
+    :data:`FAMILY_ENTRY_POINTS`, in name order).  A family that fails to load is a one-line error
+    naming its package: a half-registered family is never used."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True                      # first: a plugin may list presets while it loads
+    from importlib.metadata import entry_points
+
+    from facegen.errors import FacegenError
+
+    for ep in sorted(entry_points(group=FAMILY_ENTRY_POINTS), key=lambda e: e.name):
+        try:
+            obj = ep.load()
+            if callable(obj) and not isinstance(obj, type):
+                obj()
+        except FacegenError:
+            raise
+        except Exception as exc:
+            raise FacegenError(f"the facegen family '{ep.name}' ({ep.value}, entry point group "
+                               f"{FAMILY_ENTRY_POINTS}) failed to load: {type(exc).__name__}: {exc}; "
+                               "fix or uninstall that package") from exc
+
+
 def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        load_family_plugins()
     try:
         return PRESETS[name]
     except KeyError:
@@ -135,7 +166,15 @@ def get_preset(name: str) -> Preset:
             f"unknown model preset '{name}'; choose one of: {', '.join(sorted(PRESETS))}") from None
 
 
+def find_preset(name: str) -> Preset | None:
+    """The registered preset ``name`` (installed families included), or None."""
+    if name not in PRESETS:
+        load_family_plugins()
+    return PRESETS.get(name)
+
+
 def list_presets(include_tiny: bool = True) -> list[str]:
+    load_family_plugins()
     return sorted(n for n, p in PRESETS.items() if include_tiny or not p.tiny)
 
 

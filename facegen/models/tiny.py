@@ -342,7 +342,8 @@ SPECS: dict[str, str] = {}
 
 def _builder_modules() -> None:
     """Import the ``facegen.models.tiny_*`` modules once: each adds its repositories to
-    :data:`BUILDERS` and its layout to :data:`SPECS` (a new base's tiny builder is its own file)."""
+    :data:`BUILDERS` and its layout to :data:`SPECS` (a new base's tiny builder is its own file;
+    a family from another package adds its own when it loads)."""
     import importlib
     import pkgutil
 
@@ -360,6 +361,7 @@ def version_hash() -> str:
     import transformers
 
     _builder_modules()
+    R.load_family_plugins()                       # an installed family's tiny layout (its SPECS entry) counts
     spec = json.dumps({
         "format": TINY_FORMAT_VERSION, "sd15": SD15_UNET, "sdxl": SDXL_UNET, "controlnet": CONTROLNET,
         "words": WORDS, "schedulers": [SD15_SCHEDULER, SDXL_SCHEDULER], "text": [SD15_TEXT_HIDDEN, SDXL_TEXT_HIDDEN], "lora": FACEID_LORA_RANK,
