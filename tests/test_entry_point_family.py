@@ -33,6 +33,7 @@ def _site(root: Path) -> Path:
 def toy_family(tmp_path, monkeypatch):
     """The toy family installed in this process; every registry is as it was afterwards."""
     import facegen.adapters.registry as AR
+    import facegen.models.plugins as P
     import facegen.models.registry as R
     import facegen.models.tiny as T
 
@@ -40,7 +41,7 @@ def toy_family(tmp_path, monkeypatch):
     saved = dict(AR.FAMILIES), dict(R.PRESETS), dict(T.BUILDERS), dict(T.SPECS)
     monkeypatch.syspath_prepend(str(PLUGINS))
     monkeypatch.syspath_prepend(str(_site(tmp_path / "site")))
-    monkeypatch.setattr(R, "_plugins_loaded", False)
+    monkeypatch.setattr(P, "_plugins_loaded", False)
     yield
     for live, old in zip((AR.FAMILIES, R.PRESETS, T.BUILDERS, T.SPECS), saved):
         live.clear()
@@ -59,6 +60,7 @@ def test_an_installed_family_is_registered_like_a_builtin_one(toy_family):
 
 
 def test_a_family_that_fails_to_load_is_a_one_line_error(tmp_path, monkeypatch):
+    import facegen.models.plugins as P
     import facegen.models.registry as R
     from facegen.errors import FacegenError
 
@@ -68,7 +70,7 @@ def test_a_family_that_fails_to_load_is_a_one_line_error(tmp_path, monkeypatch):
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken\nVersion: 0.1\n", encoding="utf-8")
     (info / "entry_points.txt").write_text("[facegen.families]\nbroken = no_such_module_here\n", encoding="utf-8")
     monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setattr(R, "_plugins_loaded", False)
+    monkeypatch.setattr(P, "_plugins_loaded", False)
     with pytest.raises(FacegenError, match=r"family 'broken' .*failed to load: ModuleNotFoundError") as exc:
         R.get_preset("not-a-preset")
     assert "\n" not in str(exc.value)

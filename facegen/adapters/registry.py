@@ -5,7 +5,7 @@ subclass carries ``@register_family``; the module is found by listing this packa
 family is its file (plus its presets in :mod:`facegen.models.registry` and its tiny builder):
 nothing outside ``facegen/adapters`` and ``facegen/models`` names it.  Another package adds a
 family the same way from outside: an entry point in the group ``facegen.families``
-(:func:`facegen.models.registry.load_family_plugins`) names its module, which registers its
+(:func:`facegen.models.plugins.load_family_plugins`) names its module, which registers its
 adapter class, presets and tiny builder on import.  Callers ask the adapter
 for its capabilities (``supports_prompt``, ``supports_control_kps``, ``face_layouts``, its
 inpainting pipeline...), never for its family name.
@@ -20,7 +20,8 @@ from typing import TypeVar
 
 from facegen.adapters.base import IDAdapter
 from facegen.errors import InvalidArgumentError
-from facegen.models.registry import PRESETS, Preset, load_family_plugins
+from facegen.models.plugins import load_family_plugins
+from facegen.models.registry import PRESETS, Preset
 
 A = TypeVar("A", bound=type[IDAdapter])
 

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from facegen.errors import InvalidArgumentError
 from facegen.models.licences import commercial_use, licence_text
+from facegen.models.plugins import load_family_plugins
 
 Family = Literal["arc2face", "faceid", "instantid", "infiniteyou"]
 BaseArch = Literal["sd15", "sdxl", "flux"]
@@ -118,10 +119,6 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {}
-#: the entry-point group through which another package adds a family: each entry point names the
-#: module (or a function to call) that registers the family's adapter, presets and tiny builder
-FAMILY_ENTRY_POINTS = "facegen.families"
-_plugins_loaded = False
 
 
 def register_preset(preset: Preset) -> Preset:
@@ -129,31 +126,6 @@ def register_preset(preset: Preset) -> Preset:
         raise InvalidArgumentError(f"preset '{preset.name}' is already registered")
     PRESETS[preset.name] = preset
     return preset
-
-
-def load_family_plugins() -> None:
-    """Load, once per process, the families other packages install (entry points of the group
-    :data:`FAMILY_ENTRY_POINTS`, in name order).  A family that fails to load is a one-line error
-    naming its package: a half-registered family is never used."""
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True                      # first: a plugin may list presets while it loads
-    from importlib.metadata import entry_points
-
-    from facegen.errors import FacegenError
-
-    for ep in sorted(entry_points(group=FAMILY_ENTRY_POINTS), key=lambda e: e.name):
-        try:
-            obj = ep.load()
-            if callable(obj) and not isinstance(obj, type):
-                obj()
-        except FacegenError:
-            raise
-        except Exception as exc:
-            raise FacegenError(f"the facegen family '{ep.name}' ({ep.value}, entry point group "
-                               f"{FAMILY_ENTRY_POINTS}) failed to load: {type(exc).__name__}: {exc}; "
-                               "fix or uninstall that package") from exc
 
 
 def get_preset(name: str) -> Preset:

@@ -30,6 +30,7 @@ from facegen.models.checkpoints import (
     resampler_shapes,
 )
 from facegen.models.loading import quiet_loading
+from facegen.models.plugins import load_family_plugins
 from facegen.models.tiny_tokenizer import WORDS, build_vocab, write_tokenizer
 from facegen.paths import cache_dir
 
@@ -361,7 +362,7 @@ def version_hash() -> str:
     import transformers
 
     _builder_modules()
-    R.load_family_plugins()                       # an installed family's tiny layout (its SPECS entry) counts
+    load_family_plugins()                         # an installed family's tiny layout (its SPECS entry) counts
     spec = json.dumps({
         "format": TINY_FORMAT_VERSION, "sd15": SD15_UNET, "sdxl": SDXL_UNET, "controlnet": CONTROLNET,
         "words": WORDS, "schedulers": [SD15_SCHEDULER, SDXL_SCHEDULER], "text": [SD15_TEXT_HIDDEN, SDXL_TEXT_HIDDEN], "lora": FACEID_LORA_RANK,
