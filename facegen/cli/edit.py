@@ -19,12 +19,14 @@ from typing import Any
 from facegen.choices import AGE, FACE, GENDER, RESTORE_STRENGTH, SWAP_ENGINE, SWAP_STRENGTH
 from facegen.cli.checks import check_inputs_readable, check_output_file, check_steps
 from facegen.cli.options import (
+    add_adapter_scale_option,
     add_device_options,
     add_model_option,
     add_models_options,
     add_output_option,
     add_overwrite_option,
     add_progress_option,
+    add_prompt_option,
     add_provenance_options,
     add_sampling_options,
     bounded_int,
@@ -164,8 +166,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--strength", type=finite_float(SWAP_STRENGTH.lo, SWAP_STRENGTH.hi, lo_open=SWAP_STRENGTH.lo_open),
                    default=SWAP_STRENGTH.default,
                    help="how much of the target face is re-drawn (0-1]")
-    p.add_argument("--prompt", default=None, help="text for presets that take text")
-    p.add_argument("--adapter-scale", type=finite_float(0, 5), default=None)
+    add_prompt_option(p)
+    add_adapter_scale_option(p)
     p.add_argument("--engine", default=SWAP_ENGINE.default, choices=SWAP_ENGINE.values,
                    help="diffusion (ID-conditioned inpainting, --model) or inswapper (inswapper_128.onnx + "
                         "buffalo_l in --models-dir, 128 px, fast)")

@@ -22,12 +22,14 @@ from facegen import limits
 from facegen.choices import FACE_LAYOUT
 from facegen.cli.checks import check_inputs_readable, check_steps, previous_run, probe_writable, remove_previous_run
 from facegen.cli.options import (
+    add_adapter_scale_option,
     add_device_options,
     add_model_option,
     add_models_options,
     add_output_option,
     add_overwrite_option,
     add_progress_option,
+    add_prompt_option,
     add_provenance_options,
     add_sampling_options,
     bounded_int,
@@ -56,15 +58,14 @@ def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
                      help="saved embeddings of one person ('facegen embed PHOTO --save FILE.npy', its encoder "
                           "in FILE.json beside it) instead of photos; they must come from the preset's encoder")
     add_people_options(p, who)
-    p.add_argument("--prompt", default=None, help="text prompt (for presets that take text; 'facegen models' says which)")
+    add_prompt_option(p)
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--num-images", "-n", type=bounded_int(1), default=1,
                    help=f"images to make (at most ${limits.MAX_IMAGES_ENV}, default {limits.DEFAULT_MAX_IMAGES})")
     add_sampling_options(p, seed_help="image i gets seed+i (default: random, recorded)")
     p.add_argument("--height", type=bounded_int(32, 4096), default=None)
     p.add_argument("--width", type=bounded_int(32, 4096), default=None)
-    p.add_argument("--adapter-scale", type=finite_float(0, 5), default=None,
-                   help="ID adapter strength (presets with an adapter scale)")
+    add_adapter_scale_option(p)
     p.add_argument("--controlnet-scale", type=finite_float(0, 5), default=None,
                    help="strength of the preset's keypoint ControlNet (presets that have one)")
     p.add_argument("--lora-scale", type=finite_float(0, 5), default=None,

@@ -93,6 +93,27 @@ def add_overwrite_option(p: argparse.ArgumentParser, what: str) -> Any:
                           help=f"replace {what} (never an input photo)")
 
 
+def add_prompt_option(p: argparse.ArgumentParser) -> None:
+    """``--prompt TEXT`` (presets that take text)."""
+    p.add_argument("--prompt", default=None, help="text prompt (for presets that take text; 'facegen models' says which)")
+
+
+def add_adapter_scale_option(p: argparse.ArgumentParser) -> None:
+    """``--adapter-scale X``: the ID adapter's strength, the preset's default when not given."""
+    p.add_argument("--adapter-scale", type=finite_float(0, 5), default=None,
+                   help="ID adapter strength (presets with an adapter scale)")
+
+
+def add_workers_option(p: argparse.ArgumentParser, help: str) -> None:
+    """``--workers N``: worker processes (at least 1)."""
+    p.add_argument("--workers", type=bounded_int(1), default=None, help=help)
+
+
+def add_json_option(p: argparse.ArgumentParser, help: str = "print JSON") -> None:
+    """``--json``: machine-readable output instead of the text."""
+    p.add_argument("--json", action="store_true", help=help)
+
+
 def add_progress_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 

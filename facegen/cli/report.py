@@ -16,10 +16,12 @@ from typing import Any
 
 from facegen.cli.options import (
     add_encoder_option,
+    add_json_option,
     add_models_options,
     add_output_option,
     add_progress_option,
     add_seed_option,
+    add_workers_option,
 )
 
 
@@ -51,14 +53,14 @@ def add_parser(sub: Any) -> None:
                         "or a folder of photos (one per person, or one folder per person)")
     add_encoder_option(p, None, "the judge (default: an installed encoder independent of the generator's)")
     add_output_option(p, "FOLDER", "report folder (default: DIR/report)", required=False)
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
+    add_workers_option(p, "worker processes (default: one per core)")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per encoder batch")
     p.add_argument("--max-impostor-pairs", type=int, default=DEFAULT_MAX_IMPOSTOR_PAIRS,
                    help="impostor pairs sampled beyond this many")
     add_seed_option(p, "seed of the pair sampling", default=0)
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib needed)")
     p.add_argument("--no-card", action="store_true", help="leave a facegen dataset's README.md card as it is")
-    p.add_argument("--json", action="store_true", help="print report.json instead of the Markdown")
+    add_json_option(p, "print report.json instead of the Markdown")
     add_progress_option(p)
     add_models_options(p, "an insightface judge")
     p.set_defaults(func=run_report_cmd)
