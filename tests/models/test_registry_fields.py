@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import inspect
 import json
 import sys
 from pathlib import Path
