@@ -18,14 +18,14 @@ import numpy as np
 from _common import add_output_args, make_parser, median_time, setup_logging  # also puts the checkout on sys.path
 from facegen.examples import example_photo
 from facegen.faces.dlib_backend import _hog_detector
-from facegen.id.encoders import embed_image, get_encoder
+from facegen.id.encoders import embed_image, get_analyzer
 from facegen.io import load_image
 
 logger = logging.getLogger("bench_embed")
 
 
 def reference_embed(rgb: np.ndarray) -> None:
-    enc = get_encoder("dlib-resnet-v1")
+    enc = get_analyzer("dlib-resnet-v1")
     import dlib  # noqa: PLC0415
     rects = _hog_detector()(rgb, 1)
     r = max(rects, key=lambda r: r.area())

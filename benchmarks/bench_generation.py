@@ -69,7 +69,8 @@ from facegen.errors import FacegenError
 from facegen.id.embedding import IDEmbedding
 from facegen.models.registry import Preset, get_preset
 from facegen.pipelines.generation import IDGenerationPipeline, Sample
-from facegen.speed.engine import FastPathConfig, applied_options, clone_pipeline, images_to_uint8, make_generators, optimize_pipeline
+from facegen.speed.config import FastPathConfig
+from facegen.speed.engine import applied_options, clone_pipeline, images_to_uint8, make_generators, optimize_pipeline
 from facegen.speed.presets import FAST_PRESETS, FastPreset, apply_preset
 
 logger = logging.getLogger("bench_generation")

@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from facegen.dataset.filters import EncoderEmbedFn
-    from facegen.dataset.report import build_report, open_dataset
+    from facegen.dataset.report import build_report
+    from facegen.dataset.report_source import open_dataset
     from facegen.io import load_image
 
     with tempfile.TemporaryDirectory(prefix="bench-report-") as tmp:

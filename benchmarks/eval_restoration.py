@@ -23,7 +23,7 @@ import numpy as np
 from _common import add_output_args, make_parser, setup_logging, write_json  # also puts the checkout on sys.path
 from facegen.examples import example_photo
 from facegen.errors import FacegenError
-from facegen.id.encoders import embed_image, get_encoder, similarity
+from facegen.id.encoders import embed_image, get_analyzer, similarity
 from facegen.io import load_image
 from facegen.pipelines.degrade import degrade_level
 from facegen.pipelines.restoration import FaceRestorationPipeline
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     setup_logging(args.verbose)
     pipe = FaceRestorationPipeline.from_preset(args.model, accept_license=args.accept_license)
-    dlib_enc = get_encoder("dlib-resnet-v1")
+    dlib_enc = get_analyzer("dlib-resnet-v1")
 
     def id_sim(a: np.ndarray, b: np.ndarray) -> float:
         try:

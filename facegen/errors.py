@@ -21,6 +21,10 @@ class BadImageError(FacegenError):
     """The image could not be read, or is not allowed (format, size, content)."""
 
 
+class BadVideoError(FacegenError):
+    """The file is not a usable video (not a video, no video stream, empty, corrupt, beyond the limits)."""
+
+
 class NoFaceError(FacegenError):
     """No usable face was found in an image."""
 

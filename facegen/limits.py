@@ -104,6 +104,8 @@ def integer(name: str, value: Any, lo: int | None = None, hi: int | None = None,
     """``value`` as an int within [lo, hi]; floats must be whole ("2.0" is 2, "2.5" is refused)."""
     if isinstance(value, bool):
         raise InvalidArgumentError(f"{name} must be an integer, got {value!r}")
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        value = int(value.strip())                      # exact: a float would round 2**63 - 1 up
     if isinstance(value, int):
         out = int(value)
     else:

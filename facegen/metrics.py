@@ -15,7 +15,7 @@ import numpy as np
 
 from facegen.errors import FacegenError, NoFaceError
 from facegen.id.embedding import IDEmbedding
-from facegen.id.encoders import Encoder, embed_image, get_encoder, similarity
+from facegen.id.encoders import Encoder, embed_image, get_analyzer, similarity
 from facegen.id.registry import DEFAULT_ENCODER, ENCODERS
 from facegen.paths import licence_accepted
 from facegen.paths import models_dir as default_models_dir
@@ -50,7 +50,7 @@ class IDJudge:
         name = choose_judge(exclude, models_dir, accept_license)
         if name == exclude:
             logger.info("no independent ID judge installed: scoring with the conditioning encoder '%s'", name)
-        return cls(name, get_encoder(name, models_dir, accept_license=accept_license))
+        return cls(name, get_analyzer(name, models_dir, accept_license=accept_license))
 
     def reference(self, rgb: np.ndarray) -> IDEmbedding | None:
         """The judge's embedding of the largest face in a reference photo (None: no face)."""
@@ -77,7 +77,7 @@ def id_similarity(ref: IDEmbedding | None, rgb: np.ndarray, models_dir: str | Pa
     if ref is None:
         return None
     try:
-        enc = get_encoder(ref.encoder, models_dir, accept_license=accept_license)
+        enc = get_analyzer(ref.encoder, models_dir, accept_license=accept_license)
         emb = embed_image(rgb, enc)[0]
     except NoFaceError:
         return None

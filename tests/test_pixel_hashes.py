@@ -109,7 +109,8 @@ def compute_hashes() -> dict[str, str]:
 def _dataset_hashes() -> dict[str, str]:
     import tempfile
 
-    from facegen.dataset.runner import make_generate_fn, run_dataset
+    from facegen.dataset.generator import make_generate_fn
+    from facegen.dataset.runner import run_dataset
     from facegen.dataset.spec import DatasetSpec
     from facegen.io import load_image
 

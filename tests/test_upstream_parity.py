@@ -50,7 +50,8 @@ def test_fast_path_keeps_the_lcm_lora_of_the_tiny_twin():
 
 
 def test_a_lora_loaded_after_fusing_still_acts():
-    from facegen.speed.engine import FastPathConfig, applied_options
+    from facegen.speed.config import FastPathConfig
+    from facegen.speed.engine import applied_options
 
     pipe = IDGenerationPipeline.from_preset("tiny", device="cpu", fast_path=FastPathConfig())
     assert "unet fused qkv" in applied_options(pipe.pipe).applied
@@ -169,7 +170,8 @@ def test_instantid_reference_layout_draws_upstreams_image(shared_faces, rgb_of):
 
 
 def test_tiny_instantid_takes_the_photos_layout_and_portrait_keeps_todays(tom_hanks_path, rgb_of):
-    from facegen.adapters.instantid import draw_kps, portrait_kps, resize_img_size
+    from facegen.adapters.instantid import resize_img_size
+    from facegen.faces.pose import draw_kps, portrait_kps
     from facegen.id.encoders import embed_image
 
     pipe = IDGenerationPipeline.from_preset("tiny-instantid", device="cpu", fast_path=False)
@@ -233,7 +235,7 @@ def test_edit_jobs_detect_with_the_encoders_own_detector(monkeypatch, tom_hanks_
             return IDEmbedding(np.ones(512, np.float32), "antelopev2-glintr100", face=face)
 
     calls = []
-    monkeypatch.setattr(enc_mod, "get_encoder", lambda name, *a, **k: calls.append(name) or FakeSCRFDEncoder())
+    monkeypatch.setattr(enc_mod, "get_analyzer", lambda name, *a, **k: calls.append(name) or FakeSCRFDEncoder())
 
     def no_dlib(*a, **k):
         raise AssertionError("the edit job used dlib instead of the encoder's detector")

@@ -93,6 +93,7 @@ def empty_prompt_embeds(text_encoder: Any, tokenizer: Any, n: int = 1) -> Any:
 @register_family
 class Arc2FaceAdapter(IDAdapter):
     family = "arc2face"
+    display_names = ("Arc2Face",)
     supports_prompt = False
     supports_adapter_scale = False
 

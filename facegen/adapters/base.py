@@ -64,6 +64,9 @@ class IDAdapter(ABC):
     """Base class of the adapter families (one subclass per file)."""
 
     family: ClassVar[str]
+    #: the names people know the family and its parts by (user-facing text names them only
+    #: through the registry: tests/test_architecture.py scans for them)
+    display_names: ClassVar[tuple[str, ...]] = ()
     supports_prompt: ClassVar[bool] = True
     #: takes a negative prompt (guidance-distilled bases such as FLUX.1-dev do not)
     supports_negative_prompt: ClassVar[bool] = True
@@ -153,8 +156,10 @@ class IDAdapter(ABC):
             raise InvalidArgumentError(f"preset '{name}' has no adapter LoRA; remove lora_scale")
         if request.masks is not None:
             if not self.supports_masks or n_identities > self.max_people:
-                from facegen.adapters.regions import people_refusal
-                raise InvalidArgumentError(people_refusal(name, max(n_identities, 2), self.max_people))
+                # the pipelines refuse first, naming the presets that can (registry.check_people)
+                what = "one person per image (no region masks)" if self.max_people < 2 else \
+                    f"at most {self.max_people} people per image"
+                raise InvalidArgumentError(f"preset '{name}' places {what}, got {max(n_identities, 2)}")
             if len(request.masks) != n_identities:
                 raise InvalidArgumentError(
                     f"got {len(request.masks)} masks for {n_identities} identities; give one mask per identity")

@@ -26,9 +26,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from facegen.adapters.base import ConditionRequest, IDAdapter, Sample
-from facegen.adapters.instantid import draw_kps, pose_kps
 from facegen.adapters.registry import register_family
 from facegen.errors import InvalidArgumentError
+from facegen.faces.pose import draw_kps, pose_kps
 from facegen.id.embedding import IDEmbedding
 from facegen.models import loading as L
 from facegen.models.checkpoints import check_state_dict, resampler_shapes
@@ -185,6 +185,7 @@ def resize_and_pad_layout(photo_size: tuple[int, int], size: tuple[int, int]) ->
 @register_family
 class InfiniteYouAdapter(IDAdapter):
     family = "infiniteyou"
+    display_names = ("InfiniteYou", "InfuseNet")
     supports_negative_prompt = False     # FLUX.1-dev is guidance-distilled: no CFG, no negative prompt
     supports_adapter_scale = False       # the InfuseNet strength is controlnet_scale
     supports_controlnet_scale = True

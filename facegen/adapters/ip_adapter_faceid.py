@@ -54,6 +54,7 @@ def check_faceid_checkpoint(state: dict[str, Any], unet: Any, id_dim: int, what:
 @register_family
 class FaceIDAdapter(IDAdapter):
     family = "faceid"
+    display_names = ("IP-Adapter FaceID", "FaceID")
     supports_masks = True
     max_people = 4
     supports_lora_scale = True

@@ -8,7 +8,7 @@ attention masks (:func:`masks_tensor`) and, for ControlNets conditioned per pers
 (InstantID's IdentityNet), as weights on each person's residuals (:func:`masked_residuals`).
 
 Which presets can take several people is data on the adapter class (``max_people``):
-:func:`people_presets` reads it from the registry, so refusals name the presets that can.
+:func:`facegen.adapters.registry.presets_that` reads it, so refusals name the presets that can.
 """
 
 from __future__ import annotations
@@ -22,14 +22,6 @@ from facegen.errors import InvalidArgumentError
 
 PixelBox = tuple[int, int, int, int]          # x0, y0, x1, y1 (half-open) in output pixels
 REGION_MARGIN = 0.35                          # a region reaches this fraction of its box size past it
-FACE_FILL = 0.42                              # eye-to-mouth distance as a fraction of the face box side
-FACE_CENTRE_Y = 0.55                          # the 5 points' centroid, as a fraction down the face box
-
-# ArcFace 112 template (eyes, nose, mouth corners): the frontal face when a person's photo gives none
-_TEMPLATE_KPS = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
-                          [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float32)
-
-
 def box_pixels(box: Sequence[float], width: int, height: int) -> PixelBox:
     """A box in fractions (0..1) of the image → whole output pixels, at least one pixel wide."""
     x0, y0, x1, y1 = (float(v) for v in box)
@@ -56,20 +48,6 @@ def region_masks(boxes: Sequence[PixelBox], width: int, height: int, margin: flo
     nearest = d.argmin(axis=0)
     inside = d.min(axis=0) <= margin
     return [((nearest == k) & inside).astype(np.uint8) for k in range(len(boxes))]
-
-
-def kps_in_box(kps: np.ndarray | None, box: PixelBox, fill: float = FACE_FILL) -> np.ndarray:
-    """A face's 5 points (any coordinates; None: a frontal face) placed in a face box, keeping
-    their pose (roll, relative layout): eye-to-mouth distance ``fill`` of the box's shorter
-    side, centroid at the box's centre, :data:`FACE_CENTRE_Y` of the way down."""
-    pts = np.asarray(_TEMPLATE_KPS if kps is None else kps, dtype=np.float64).reshape(5, 2)
-    span = float(np.linalg.norm(pts[3:].mean(axis=0) - pts[:2].mean(axis=0)))
-    if span < 1e-6:
-        raise InvalidArgumentError("the face keypoints are degenerate (eyes and mouth coincide)")
-    x0, y0, x1, y1 = box
-    scale = fill * min(x1 - x0, y1 - y0) / span
-    centre = np.array([(x0 + x1) / 2.0, y0 + FACE_CENTRE_Y * (y1 - y0)])
-    return ((pts - pts.mean(axis=0)) * scale + centre).astype(np.float32)
 
 
 def mask_box(mask: np.ndarray) -> PixelBox:
@@ -110,19 +88,3 @@ def masked_residuals(down: Sequence[Any], mid: Any, mask: Any) -> tuple[list[Any
     def weigh(r: Any) -> Any:
         return r * F.interpolate(m.to(r.device), size=tuple(r.shape[-2:]), mode="area").to(r.dtype)
     return [weigh(r) for r in down], weigh(mid)
-
-
-def people_presets(n: int = 2) -> list[str]:
-    """The registered presets whose family places at least ``n`` people in one image."""
-    from facegen.adapters.registry import adapter_class
-    from facegen.models.registry import PRESETS
-
-    return sorted(name for name, p in PRESETS.items() if adapter_class(p.family).max_people >= n)
-
-
-def people_refusal(preset: str, n: int, most: int) -> str:
-    """The one-line refusal of ``n`` people by a preset that places at most ``most``."""
-    can = people_presets(n)
-    what = "one person per image (no region masks)" if most < 2 else f"at most {most} people per image"
-    return (f"preset '{preset}' places {what}, got {n}; presets that take {n} people: "
-            + (", ".join(can) if can else "none"))

@@ -25,6 +25,7 @@ from facegen.app.results import save_results, ui_outputs
 from facegen.app.uploads import read_photos, upload_paths
 from facegen.app.values import text_value
 from facegen.app.widgets import model_picker, photo_input, preset_of, result_outputs, seed_input
+from facegen.choices import PEOPLE_LAYOUT
 from facegen.errors import InvalidArgumentError
 from facegen.models.registry import get_preset
 
@@ -32,7 +33,6 @@ logger = logging.getLogger(__name__)
 
 SLOTS = 3                     # upload areas shown (the handlers below take exactly this many)
 JOB = "generate"
-LAYOUT_CHOICES = ["side-by-side", "group"]
 BOX_COLOURS = ((230, 60, 60), (60, 120, 230), (60, 180, 90), (220, 170, 40))
 
 
@@ -77,7 +77,7 @@ def people_markdown(people: list[list[Any]] | None) -> str:
 def generate_people(ctx: AppContext, infos: list[PresetInfo], slots: list[Any], preset: Any, layout: Any,
                     prompt: Any, seed: Any, progress: Any = None) -> tuple[Any, ...]:
     """One "Several people" request: check, read each person's photos, run, write PNGs."""
-    from facegen.app.tabs.generate import run_seeds
+    from facegen.app.values import run_seeds
 
     name = preset_of(preset, infos)
     prompt = text_value("prompt", prompt)
@@ -117,9 +117,9 @@ def build_people_mode(ctx: AppContext, infos: list[PresetInfo]) -> None:
             with gr.Column(scale=1):
                 slots = [photo_input(f"Person {k + 1}", f"people-photos-{k}") for k in range(SLOTS)]
                 picker = model_picker(ctx, pinfos, "people-model")
-                layout = gr.Dropdown(LAYOUT_CHOICES, value="side-by-side", allow_custom_value=True,
+                layout = gr.Dropdown(list(PEOPLE_LAYOUT.values), value=PEOPLE_LAYOUT.default, allow_custom_value=True,
                                      label="Layout (or face boxes x0,y0,x1,y1;… in fractions)", elem_id="people-layout")
-                preview = gr.Image(value=layout_preview("side-by-side", 2, picker.dropdown.value), label="Layout",
+                preview = gr.Image(value=layout_preview(PEOPLE_LAYOUT.default, 2, picker.dropdown.value), label="Layout",
                                    interactive=False, height=200, elem_id="people-preview")
                 prompt = gr.Textbox(label="Prompt (the scene)", lines=2, elem_id="people-prompt",
                                     value="photo of two people together, best quality")

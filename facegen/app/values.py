@@ -7,9 +7,14 @@ The page's sliders bound what a browser sends, but the HTTP API takes anything (
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from facegen import limits
+from facegen.choices import APP_SEED
+from facegen.errors import InvalidArgumentError
+
+MAX_SEED = int(APP_SEED.hi)
 
 
 def _blank(value: Any) -> bool:
@@ -41,3 +46,19 @@ def text_value(name: str, value: Any) -> str | None:
         raise InvalidArgumentError(f"{name} must be text, got {type(value).__name__}")
     limits.check_prompt(name, value)
     return value.strip() or None
+
+
+def run_seeds(seed: Any, n: int) -> list[int]:
+    """Per-image seeds: ``seed, seed+1, ...``; a negative or empty seed draws a random one.
+
+    Every image gets its own explicit seed, so "reuse this seed" with one image gives the
+    same picture back.
+    """
+    value = int_value("seed", seed)
+    if value is None or value < 0:
+        base = secrets.randbelow(MAX_SEED - n)
+    else:
+        base = value
+        if base > MAX_SEED:
+            raise InvalidArgumentError(f"seed must be between 0 and {MAX_SEED}, got {base}")
+    return [(base + i) % (MAX_SEED + 1) for i in range(n)]

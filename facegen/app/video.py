@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
+from facegen.choices import FACE, SWAP_STRENGTH
 from facegen.app.context import AppContext
 from facegen.app.errors import user_errors
 from facegen.app.jobs import load_job_pipeline
@@ -126,7 +127,7 @@ def add_swap_video(ctx: AppContext, infos: list[Any], source: Any, preset: Any, 
     """The Swap tab's video part: the tab's source photo, model, consent and settings."""
     from facegen import limits  # noqa: PLC0415
     from facegen.app.jobs import require_consent  # noqa: PLC0415
-    from facegen.app.tabs.generate import run_seeds  # noqa: PLC0415
+    from facegen.app.values import run_seeds  # noqa: PLC0415
     from facegen.app.uploads import read_photos  # noqa: PLC0415
     from facegen.app.values import float_value, int_value  # noqa: PLC0415
     from facegen.app.widgets import preset_of  # noqa: PLC0415
@@ -138,12 +139,13 @@ def add_swap_video(ctx: AppContext, infos: list[Any], source: Any, preset: Any, 
         name = preset_of(preset_v, infos)
         require_consent(consent_v, "face swap")
         sources = read_photos(source_v, what="source photo", max_photos=1)
-        s = float_value("strength", strength_v, 0.0, 1.0, default=0.85, lo_open=True)
+        s = float_value("strength", strength_v, SWAP_STRENGTH.lo, SWAP_STRENGTH.hi, default=SWAP_STRENGTH.default,
+                        lo_open=SWAP_STRENGTH.lo_open)
         n = int_value("steps", steps_v, 0, limits.max_steps()) or None
         seed_run = run_seeds(seed_v, 1)[0]
 
         def make(pipe: Any) -> Any:
-            return pipe.job(sources, consent=consent_v, target_face=faces_v or "largest", strength=s,
+            return pipe.job(sources, consent=consent_v, target_face=faces_v or FACE.default, strength=s,
                             num_inference_steps=n)
         return _seeded(run_video, seed_run)(ctx, "swap", FaceSwapPipeline, name, clip,
                                             make, progress)
@@ -157,7 +159,7 @@ def add_restore_video(ctx: AppContext, infos: list[Any], reference: Any, preset:
     """The Restore tab's video part: the tab's optional reference photo, model, consent, settings."""
     from facegen import limits  # noqa: PLC0415
     from facegen.app.jobs import require_consent  # noqa: PLC0415
-    from facegen.app.tabs.generate import run_seeds  # noqa: PLC0415
+    from facegen.app.values import run_seeds  # noqa: PLC0415
     from facegen.app.uploads import read_photos  # noqa: PLC0415
     from facegen.app.values import float_value, int_value  # noqa: PLC0415
     from facegen.app.widgets import preset_of  # noqa: PLC0415

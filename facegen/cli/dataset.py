@@ -20,10 +20,12 @@ from typing import Any
 from facegen.cli.options import (
     add_device_options,
     add_encoder_option,
+    add_json_option,
     add_models_options,
     add_output_option,
     add_progress_option,
     add_sampling_options,
+    add_workers_option,
 )
 from facegen.errors import InvalidArgumentError
 
@@ -55,7 +57,7 @@ def add_spec_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-attempts", type=int, default=None, help="tries per image before it is dropped (3)")
     p.add_argument("--crops", action="store_true", default=None, help="also write 112x112 aligned crops")
     p.add_argument("--engine", choices=ENGINES, default=None, help="local (default), accelerate or ray")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (local, ray)")
+    add_workers_option(p, "worker processes (local, ray)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per generator call (GPU: one diffusers call, default 32 for SD1.5 / 8 for SDXL; "
                         "CPU: 8, pixels unaffected)")
@@ -85,7 +87,8 @@ def spec_from_args(args: argparse.Namespace) -> Any:
 
 
 def run_dataset_cmd(args: argparse.Namespace) -> int:
-    from facegen.dataset.runner import check_location, make_generate_fn, run_dataset  # noqa: PLC0415
+    from facegen.dataset.generator import make_generate_fn  # noqa: PLC0415
+    from facegen.dataset.runner import check_location, run_dataset  # noqa: PLC0415
 
     spec = spec_from_args(args)
     generator = dict(spec.generator)
@@ -117,7 +120,7 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("dataset", help="generate a synthetic face-recognition dataset (resumable)")
     add_spec_arguments(p)
     p.add_argument("--id-norm", type=float, default=None,
-                   help="norm of identity vectors for presets that take raw vectors (InstantID)")
+                   help="norm of identity vectors for presets that take raw (un-normalised) vectors")
     add_device_options(p, dtype=False)
     add_progress_option(p)
     p.set_defaults(func=run_dataset_cmd, on_interrupt="rerun the same command to resume: finished shards are kept")
@@ -127,6 +130,6 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--measure", action="store_true",
                    help="re-embed images to measure intra/inter-identity similarity")
     add_encoder_option(p, "dlib-resnet-v1", "the encoder of --measure")
-    p.add_argument("--json", action="store_true")
+    add_json_option(p)
     add_models_options(p, "the --measure encoder")
     p.set_defaults(func=run_stats_cmd)

@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from facegen import __version__
-from facegen.cli.options import add_models_options
+from facegen.cli.options import add_json_option, add_models_options
 from facegen.errors import FacegenError
 
 
@@ -113,6 +113,6 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def add_parser(sub: "argparse._SubParsersAction[Any]") -> None:
     p = sub.add_parser("doctor", help="what is installed, which model files were found, which device")
-    p.add_argument("--json", action="store_true")
+    add_json_option(p)
     add_models_options(p)
     p.set_defaults(func=cmd_doctor)

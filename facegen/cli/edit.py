@@ -17,14 +17,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from facegen.choices import AGE, FACE, GENDER, RESTORE_STRENGTH, SWAP_ENGINE, SWAP_STRENGTH
 from facegen.cli.checks import check_inputs_readable, check_output_file, check_steps
 from facegen.cli.options import (
+    add_adapter_scale_option,
     add_device_options,
     add_model_option,
     add_models_options,
     add_output_option,
     add_overwrite_option,
     add_progress_option,
+    add_prompt_option,
     add_provenance_options,
     add_sampling_options,
     bounded_int,
@@ -166,14 +169,15 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--source", dest="sources", action="append", required=True, metavar="IMG",
                    help="photo of the person to put in (repeat for several target faces)")
     p.add_argument("--target", required=True, metavar="IMG", help="the photo to edit")
-    p.add_argument("--target-face", default="largest", help="largest (default), all, or an index N (left to right)")
+    p.add_argument("--target-face", default=FACE.default, help=f"{FACE.words()} (default {FACE.default}) or an index N (left to right)")
     p.add_argument("--reference", dest="references", action="append", default=None, metavar="IMG",
                    help="one per --source: a photo of the target person that source replaces")
-    p.add_argument("--strength", type=finite_float(0, 1, lo_open=True), default=0.85,
+    p.add_argument("--strength", type=finite_float(SWAP_STRENGTH.lo, SWAP_STRENGTH.hi, lo_open=SWAP_STRENGTH.lo_open),
+                   default=SWAP_STRENGTH.default,
                    help="how much of the target face is re-drawn (0-1]")
-    p.add_argument("--prompt", default=None, help="text for presets that take text")
-    p.add_argument("--adapter-scale", type=finite_float(0, 5), default=None)
-    p.add_argument("--engine", default="diffusion", choices=["diffusion", "inswapper"],
+    add_prompt_option(p)
+    add_adapter_scale_option(p)
+    p.add_argument("--engine", default=SWAP_ENGINE.default, choices=SWAP_ENGINE.values,
                    help="diffusion (ID-conditioned inpainting, --model) or inswapper (inswapper_128.onnx + "
                         "buffalo_l in --models-dir, 128 px, fast)")
     p.add_argument("--keep-mouth", action="store_true",
@@ -183,18 +187,20 @@ def add_parser(sub: Any) -> None:
 
     p = sub.add_parser("age", help="age or rejuvenate the face in a photo (two passes, identity restored)")
     p.add_argument("--image", required=True, metavar="IMG")
-    p.add_argument("--age", type=bounded_int(0, 120), required=True, help="target age in years")
-    p.add_argument("--from-age", type=bounded_int(0, 120), default=None, help="the person's current age (required)")
-    p.add_argument("--gender", default="person", choices=["person", "woman", "man"], help="word used in the prompt")
-    p.add_argument("--face", default="largest", help="largest (default), all, or an index N")
+    p.add_argument("--age", type=bounded_int(int(AGE.lo), int(AGE.hi)), required=True, help="target age in years")
+    p.add_argument("--from-age", type=bounded_int(int(AGE.lo), int(AGE.hi)), default=None,
+                   help="the person's current age (required)")
+    p.add_argument("--gender", default=GENDER.default, choices=GENDER.values, help="word used in the prompt")
+    p.add_argument("--face", default=FACE.default, help=f"{FACE.words()} (default {FACE.default}) or an index N")
     _common(p, "tiny-faceid")
     p.set_defaults(func=run_age)
 
     p = sub.add_parser("restore", help="restore a degraded face, ID from a reference photo or the input")
     p.add_argument("--image", required=True, metavar="IMG")
     p.add_argument("--reference", default=None, metavar="IMG", help="a clean photo of the same person")
-    p.add_argument("--face", default="largest", help="largest (default), all, or an index N")
-    p.add_argument("--strength", type=finite_float(0, 1, lo_open=True), default=None,
+    p.add_argument("--face", default=FACE.default, help=f"{FACE.words()} (default {FACE.default}) or an index N")
+    p.add_argument("--strength", type=finite_float(RESTORE_STRENGTH.lo, RESTORE_STRENGTH.hi,
+                                                   lo_open=RESTORE_STRENGTH.lo_open), default=None,
                    help="default: adapted to the measured degradation")
     p.add_argument("--gfpgan", action="store_true", help="GFPGAN v1.4 pre-pass (pip install gfpgan + weights)")
     _common(p, "tiny")

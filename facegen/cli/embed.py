@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from facegen.choices import FACE
 from facegen.cli.checks import probe_writable, refuse_input_as_output
-from facegen.cli.options import add_encoder_option, add_models_options, add_overwrite_option
+from facegen.cli.options import add_encoder_option, add_json_option, add_models_options, add_overwrite_option
 from facegen.errors import FacegenError, InvalidArgumentError
 
 logger = logging.getLogger("facegen")
@@ -125,8 +126,8 @@ def add_parser(sub: "argparse._SubParsersAction[Any]") -> None:
     p = sub.add_parser("embed", help="detect, align and embed the faces of images (JSON lines with --json)")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     add_encoder_option(p, DEFAULT_ENCODER, "the ID encoder (a preset's own for generate --id-embeds)")
-    p.add_argument("--faces", default="largest", help="largest (default), all, or an index N (left to right)")
-    p.add_argument("--json", action="store_true", help="one JSON object per image per line")
+    p.add_argument("--faces", default=FACE.default, help=f"{FACE.words()} (default {FACE.default}) or an index N (left to right)")
+    add_json_option(p, "one JSON object per image per line")
     p.add_argument("--save", default=None, metavar="FILE.npy",
                    help="also save the embeddings (one person: one row per image) to FILE.npy, its encoder "
                         "in FILE.json beside it, for 'facegen generate --id-embeds FILE.npy'")
@@ -138,6 +139,6 @@ def add_parser(sub: "argparse._SubParsersAction[Any]") -> None:
     p.add_argument("a", metavar="A")
     p.add_argument("b", metavar="B")
     add_encoder_option(p, DEFAULT_ENCODER, "the ID encoder")
-    p.add_argument("--json", action="store_true")
+    add_json_option(p)
     add_models_options(p)
     p.set_defaults(func=cmd_verify)

@@ -19,17 +19,21 @@ from pathlib import Path
 from typing import Any
 
 from facegen import limits
+from facegen.choices import FACE_LAYOUT
 from facegen.cli.checks import check_inputs_readable, check_steps, previous_run, probe_writable, remove_previous_run
 from facegen.cli.options import (
+    add_adapter_scale_option,
     add_device_options,
     add_model_option,
     add_models_options,
     add_output_option,
     add_overwrite_option,
     add_progress_option,
+    add_prompt_option,
     add_provenance_options,
     add_sampling_options,
     bounded_int,
+    expand_id_paths,
     finite_float,
     provenance_from_args,
 )
@@ -37,23 +41,6 @@ from facegen.cli.people import add_people_options
 from facegen.errors import InvalidArgumentError
 
 logger = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
-
-
-def expand_id_paths(paths: list[str]) -> list[Path]:
-    """``--id`` values: files, or folders whose photos (sorted) are all references of one person."""
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            photos = sorted(x for x in p.iterdir() if x.suffix.lower() in IMAGE_SUFFIXES)
-            if not photos:
-                raise InvalidArgumentError(f"--id {p}: the folder holds no photos")
-            out.extend(photos)
-        else:
-            out.append(p)
-    return out
-
 
 def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
     from facegen.models.loading import SCHEDULERS
@@ -71,23 +58,23 @@ def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
                      help="saved embeddings of one person ('facegen embed PHOTO --save FILE.npy', its encoder "
                           "in FILE.json beside it) instead of photos; they must come from the preset's encoder")
     add_people_options(p, who)
-    p.add_argument("--prompt", default=None, help="text prompt (not for Arc2Face presets, which take no text)")
+    add_prompt_option(p)
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--num-images", "-n", type=bounded_int(1), default=1,
                    help=f"images to make (at most ${limits.MAX_IMAGES_ENV}, default {limits.DEFAULT_MAX_IMAGES})")
     add_sampling_options(p, seed_help="image i gets seed+i (default: random, recorded)")
     p.add_argument("--height", type=bounded_int(32, 4096), default=None)
     p.add_argument("--width", type=bounded_int(32, 4096), default=None)
-    p.add_argument("--adapter-scale", type=finite_float(0, 5), default=None,
-                   help="ID adapter strength (FaceID, InstantID)")
+    add_adapter_scale_option(p)
     p.add_argument("--controlnet-scale", type=finite_float(0, 5), default=None,
-                   help="IdentityNet (InstantID) / InfuseNet (InfiniteYou) strength")
-    p.add_argument("--lora-scale", type=finite_float(0, 5), default=None, help="FaceID LoRA strength")
-    p.add_argument("--face-layout", default=None, choices=["reference", "portrait"],
-                   help="presets that draw face keypoints (InstantID): 'reference' (default, as upstream) keeps "
+                   help="strength of the preset's keypoint ControlNet (presets that have one)")
+    p.add_argument("--lora-scale", type=finite_float(0, 5), default=None,
+                   help="adapter LoRA strength (presets with an adapter LoRA)")
+    p.add_argument("--face-layout", default=None, choices=FACE_LAYOUT.values,
+                   help="presets that draw face keypoints: 'reference' (default, as upstream) keeps "
                         "the photo's pose, face scale and placement, resized to the output; 'portrait' re-frames "
-                        "the face into a fixed portrait (what --id-embeds always get); InfiniteYou: 'reference' "
-                        "draws the photo's pose (default: none, a black control image)")
+                        "the face into a fixed portrait (what --id-embeds always get); presets that take only "
+                        "'reference' draw the photo's pose with it (default: none, a black control image)")
     p.add_argument("--scheduler", default=None, choices=sorted(SCHEDULERS))
     p.add_argument("--batch-size", type=bounded_int(1), default=None,
                    help="images denoised together (default 1: exact)")
@@ -96,7 +83,7 @@ def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_device_options(p)
     p.add_argument("--cpu-offload", action="store_true", help="model CPU offload (CUDA, low VRAM)")
     p.add_argument("--quantize", default=None, choices=["8bit"],
-                   help="8-bit weights for presets that offer them (FLUX/InfiniteYou; needs facegen[flux])")
+                   help="8-bit weights for presets that offer them (needs facegen[flux])")
     p.add_argument("--vae-tiling", action="store_true", help="decode in tiles (large images, low memory)")
     add_progress_option(p)
     add_models_options(p, "the preset's weights and encoders")

@@ -13,6 +13,7 @@ import json
 import sys
 from typing import Any
 
+from facegen.cli.options import add_json_option
 from facegen.errors import FacegenError
 
 
@@ -43,7 +44,7 @@ def add_parser(sub: Any) -> None:
                        description="For each file: the facegen metadata, the C2PA manifest (absent, "
                                    "valid-untrusted, trusted, invalid), the invisible watermark, and one verdict.")
     p.add_argument("files", nargs="+", metavar="FILE")
-    p.add_argument("--json", action="store_true", help="one JSON object per file per line")
+    add_json_option(p, "one JSON object per file per line")
     p.add_argument("--trust", action="append", default=None, metavar="CERT",
                    help="a PEM certificate (or CA) to trust as a signer (repeatable)")
     p.set_defaults(func=run_inspect)

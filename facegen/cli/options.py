@@ -8,14 +8,13 @@ text everywhere. The argparse ``type``s check numbers before any work: finite, b
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any, Callable
 
 from facegen import limits
+from facegen.choices import DTYPE, SEED
 from facegen.errors import InvalidArgumentError
 
-#: the largest seed a run accepts (image i gets seed + i, all within a 64-bit signed range)
-MAX_SEED = 2**63 - 1
-DTYPES = ("fp32", "fp16", "bf16")
 
 
 # ---------------------------------------------------------------------- argparse types
@@ -50,18 +49,18 @@ def add_models_options(p: argparse.ArgumentParser, licence_of: str = "the weight
                    help="local weights folder in the hub layout (default: $FACEGEN_HOME/models, "
                         "~/.cache/facegen/models)")
     p.add_argument("--accept-license", action="store_true",
-                   help=f"accept the non-commercial licences of {licence_of} (insightface packs, Arc2Face, ...)")
+                   help=f"accept the non-commercial licences of {licence_of} (see 'facegen models')")
 
 
 def add_device_options(p: argparse.ArgumentParser, dtype: bool = True) -> None:
     """``--device`` (and ``--dtype``)."""
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     if dtype:
-        p.add_argument("--dtype", default=None, choices=DTYPES)
+        p.add_argument("--dtype", default=None, choices=DTYPE.values)
 
 
 def add_seed_option(p: argparse.ArgumentParser, help: str, default: int | None = None) -> None:
-    p.add_argument("--seed", type=bounded_int(0, MAX_SEED), default=default, help=help)
+    p.add_argument("--seed", type=bounded_int(int(SEED.lo), int(SEED.hi)), default=default, help=help)
 
 
 def add_sampling_options(p: argparse.ArgumentParser, *, seed_help: str,
@@ -92,6 +91,27 @@ def add_output_option(p: argparse.ArgumentParser, metavar: str, help: str, requi
 def add_overwrite_option(p: argparse.ArgumentParser, what: str) -> Any:
     return p.add_argument("--overwrite", action="store_true",
                           help=f"replace {what} (never an input photo)")
+
+
+def add_prompt_option(p: argparse.ArgumentParser) -> None:
+    """``--prompt TEXT`` (presets that take text)."""
+    p.add_argument("--prompt", default=None, help="text prompt (for presets that take text; 'facegen models' says which)")
+
+
+def add_adapter_scale_option(p: argparse.ArgumentParser) -> None:
+    """``--adapter-scale X``: the ID adapter's strength, the preset's default when not given."""
+    p.add_argument("--adapter-scale", type=finite_float(0, 5), default=None,
+                   help="ID adapter strength (presets with an adapter scale)")
+
+
+def add_workers_option(p: argparse.ArgumentParser, help: str) -> None:
+    """``--workers N``: worker processes (at least 1)."""
+    p.add_argument("--workers", type=bounded_int(1), default=None, help=help)
+
+
+def add_json_option(p: argparse.ArgumentParser, help: str = "print JSON") -> None:
+    """``--json``: machine-readable output instead of the text."""
+    p.add_argument("--json", action="store_true", help=help)
 
 
 def add_progress_option(p: argparse.ArgumentParser) -> None:
@@ -138,3 +158,20 @@ def provenance_from_args(args: argparse.Namespace) -> Any:
     return provenance_options(watermark=not getattr(args, "no_watermark", False),
                               c2pa=not getattr(args, "no_c2pa", False),
                               cert=getattr(args, "c2pa_cert", None), key=getattr(args, "c2pa_key", None))
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+def expand_id_paths(paths: list[str]) -> list[Path]:
+    """``--id`` values: files, or folders whose photos (sorted) are all references of one person."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            photos = sorted(x for x in p.iterdir() if x.suffix.lower() in IMAGE_SUFFIXES)
+            if not photos:
+                raise InvalidArgumentError(f"--id {p}: the folder holds no photos")
+            out.extend(photos)
+        else:
+            out.append(p)
+    return out

@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from facegen.choices import PEOPLE_LAYOUT
 from facegen.errors import InvalidArgumentError
 
 
@@ -23,7 +24,7 @@ def add_people_options(p: argparse.ArgumentParser, who: Any) -> None:
                    help="several people in one image: one value per person, their photos joined by commas "
                         "(or a folder of their photos), e.g. --people a1.jpg,a2.jpg b.jpg (instead of --id)")
     p.add_argument("--layout", default=None, metavar="LAYOUT",
-                   help="where --people go: side-by-side (default), group, or face boxes "
+                   help=f"where --people go: {PEOPLE_LAYOUT.words()} (default {PEOPLE_LAYOUT.default}), or face boxes "
                         "'x0,y0,x1,y1;x0,y0,x1,y1' in fractions (0..1) of the image")
 
 
@@ -45,9 +46,8 @@ def person_photos(value: str) -> list[str]:
 def people_from_args(args: argparse.Namespace) -> list[list[Path]] | None:
     """Each person's photos (None without ``--people``), with the preset's capability and the
     layout checked before any model loads."""
-    from facegen.adapters.registry import adapter_class
-    from facegen.adapters.regions import people_refusal
-    from facegen.cli.generate import expand_id_paths
+    from facegen.adapters.registry import check_people
+    from facegen.cli.options import expand_id_paths
     from facegen.models.registry import get_preset
     from facegen.pipelines.people import parse_layout
 
@@ -63,10 +63,8 @@ def people_from_args(args: argparse.Namespace) -> list[list[Path]] | None:
         if not parts:
             raise InvalidArgumentError(f"--people {value!r}: give that person's photos, joined by commas")
         people.append(expand_id_paths(parts))
-    adapter = adapter_class(get_preset(args.model).family)
     n = len(people)
-    if (n > 1 or args.layout is not None) and (not adapter.supports_masks or n > adapter.max_people):
-        raise InvalidArgumentError(people_refusal(args.model, max(n, 2), adapter.max_people))
+    check_people(get_preset(args.model), n, placed=args.layout is not None)
     if n > 1 or args.layout is not None:
         parse_layout(args.layout, n)
     return people

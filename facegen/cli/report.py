@@ -16,11 +16,13 @@ from typing import Any
 
 from facegen.cli.options import (
     add_encoder_option,
+    add_json_option,
     add_models_options,
     add_output_option,
     add_overwrite_option,
     add_progress_option,
     add_seed_option,
+    add_workers_option,
 )
 
 
@@ -42,7 +44,7 @@ def run_report_cmd(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
-    from facegen.dataset.report import DEFAULT_BATCH_SIZE, DEFAULT_MAX_IMPOSTOR_PAIRS  # noqa: PLC0415
+    from facegen.dataset.report_source import DEFAULT_BATCH_SIZE, DEFAULT_MAX_IMPOSTOR_PAIRS  # noqa: PLC0415
 
     p = sub.add_parser("dataset-report",
                        help="measure a face dataset (facegen's or any ImageFolder): separability, variation, "
@@ -55,14 +57,14 @@ def add_parser(sub: Any) -> None:
     add_output_option(p, "FOLDER", "report folder outside DIR (default: DIR/report, refreshed each run)",
                       required=False)
     add_overwrite_option(p, "the report files of an --out folder that already holds files")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
+    add_workers_option(p, "worker processes (default: one per core)")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per encoder batch")
     p.add_argument("--max-impostor-pairs", type=int, default=DEFAULT_MAX_IMPOSTOR_PAIRS,
                    help="impostor pairs sampled beyond this many")
     add_seed_option(p, "seed of the pair sampling", default=0)
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib needed)")
     p.add_argument("--no-card", action="store_true", help="leave a facegen dataset's README.md card as it is")
-    p.add_argument("--json", action="store_true", help="print report.json instead of the Markdown")
+    add_json_option(p, "print report.json instead of the Markdown")
     add_progress_option(p)
     add_models_options(p, "an insightface judge")
     p.set_defaults(func=run_report_cmd)

@@ -139,10 +139,10 @@ def summary(result: Any, seconds: float) -> str:
 
 def inspect_any(path: str, trust: Any = ()) -> dict[str, Any]:
     """``facegen inspect``'s report of an image, a dataset seal or a video (probed)."""
-    from facegen.provenance.inspect import _trust_pems, inspect_file  # noqa: PLC0415
+    from facegen.provenance.inspect import trust_pems, inspect_file  # noqa: PLC0415
     from facegen.video.container import is_video  # noqa: PLC0415
 
     if Path(path).suffix.lower() != ".zip" and is_video(path):
         from facegen.video.provenance import inspect_video  # noqa: PLC0415
-        return inspect_video(path, _trust_pems(trust))
+        return inspect_video(path, trust_pems(trust))
     return inspect_file(path, trust=trust)

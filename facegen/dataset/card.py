@@ -42,9 +42,9 @@ def size_category(n: int) -> str:
 
 
 def _preset(name: str):
-    from facegen.models.registry import PRESETS
+    from facegen.models.registry import find_preset
 
-    return PRESETS.get(name)
+    return find_preset(name)
 
 
 def licence_of(model: str) -> tuple[str, str | None, str]:
@@ -60,7 +60,7 @@ def licence_of(model: str) -> tuple[str, str | None, str]:
 
 
 def _report_for(root: Location, fingerprint: str, report_dir: Path | None) -> dict[str, Any] | None:
-    from facegen.dataset.report import REPORT_DIR, REPORT_JSON
+    from facegen.dataset.report_source import REPORT_DIR, REPORT_JSON
 
     try:
         if report_dir is not None:
@@ -225,7 +225,8 @@ def dataset_card(root: str | Path, spec: Any = None, summary: Any = None, report
     if report:
         import os
 
-        from facegen.dataset.report import REPORT_DIR, headline
+        from facegen.dataset.report_render import headline
+        from facegen.dataset.report_source import REPORT_DIR
 
         where = REPORT_DIR if rdir is None else (
             Path(os.path.relpath(rdir.absolute(), root.path)).as_posix() if isinstance(root, LocalLocation) else "..")

@@ -14,7 +14,7 @@ Two modes, both seeding each item's noise with its own CPU generator:
 The conditioning of a sampled identity is its unit vector, rescaled for adapters trained on
 raw vectors.  A pose (InstantID presets only, drawn as IdentityNet's keypoint image) is a yaw
 angle in degrees, a mapping of ``yaw`` / ``pitch`` / ``roll``, or 5 ``[x, y]`` keypoints in
-fractions of the output size (:func:`facegen.adapters.instantid.pose_kps`).
+fractions of the output size (:func:`facegen.faces.pose.pose_kps`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from facegen.adapters.base import Sample
+from facegen.adapters.registry import refusal
 from facegen.dataset.variation import WorkItem
 from facegen.errors import InvalidArgumentError
 from facegen.id.embedding import IDEmbedding
@@ -57,7 +58,7 @@ def make_dataset_generate_fn(preset: str, models_dir: str | None = None, device:
     """
     import torch  # noqa: PLC0415
 
-    from facegen.speed.engine import FastPathConfig  # noqa: PLC0415
+    from facegen.speed.config import FastPathConfig  # noqa: PLC0415
     from facegen.pipelines.generation import IDGenerationPipeline, resolve_device  # noqa: PLC0415
 
     # batch mode: the full exact fast path, torch.compile and CUDA graphs included on GPUs
@@ -78,8 +79,8 @@ def make_dataset_generate_fn(preset: str, models_dir: str | None = None, device:
         if it.pose is None:
             return None
         if not pipe.adapter.supports_control_kps:
-            raise InvalidArgumentError(f"preset '{preset}' takes no pose control (InstantID presets do); "
-                                       "remove the poses from the dataset spec")
+            raise InvalidArgumentError(refusal(preset, "takes no pose control (remove the poses from the dataset "
+                                               "spec)", lambda a: a.supports_control_kps))
         return pipe.adapter.pose_keypoints(it.pose, defaults.width, defaults.height)
 
     def generate(items: list[WorkItem]) -> list[np.ndarray]:

@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from facegen.dataset import writers as W
 from facegen.errors import BadImageError, EncoderMismatchError, FacegenError, InvalidArgumentError
 from facegen.io.arrays import load_npy, load_npz
 from facegen.io.files import Opt, read_json
-from facegen.dataset.report_source import DEFAULT_BATCH_SIZE, IMAGE_EXTENSIONS, _CROP, Item, _encoder_spec, _image_files
+from facegen.dataset.report_source import DEFAULT_BATCH_SIZE, IMAGE_EXTENSIONS, CROP, Item, encoder_spec_of, image_files
+from facegen.io.atomic import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class ImageAnalyzer:
             if face is None:
                 continue
             res.pose = head_pose(face, rgb.shape)
-            crop, _ = warp_face(rgb, face.kps, _CROP, "arcface")
+            crop, _ = warp_face(rgb, face.kps, CROP, "arcface")
             grey = cv2.cvtColor(np.ascontiguousarray(crop, dtype=np.uint8), cv2.COLOR_RGB2GRAY)
             res.brightness = float(grey.mean())
             res.sharpness = float(cv2.Laplacian(grey, cv2.CV_64F).var())
@@ -232,7 +232,7 @@ def save_reference(path: str | Path, vectors: np.ndarray, encoder: str, names: S
     buf = io.BytesIO()
     np.savez(buf, embeddings=vectors, encoder=np.array(encoder), names=np.array(names))
     path = Path(path)
-    W.atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
@@ -288,13 +288,13 @@ def _reference_from_photos(root: Path, analyzer: ImageAnalyzer, workers: int, ba
     subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     files: list[tuple[str, Path]] = []
     for d in subdirs:
-        files.extend((d.name, f) for f in _image_files(d))
+        files.extend((d.name, f) for f in image_files(d))
     files.extend((f.stem, f) for f in sorted(root.iterdir())
                  if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
         raise InvalidArgumentError(f"reference folder {root} holds no photos")
     items = (Item(i, path=str(f)) for i, (_, f) in enumerate(files))
-    dim = _encoder_spec(analyzer.encoder).dim
+    dim = encoder_spec_of(analyzer.encoder).dim
     m = analyse(items, len(files), analyzer, dim, workers=workers, batch_size=batch_size, progress=progress,
                 desc="reference")
     found = m.found

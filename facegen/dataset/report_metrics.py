@@ -11,13 +11,13 @@ import numpy as np
 
 from facegen.dataset.report_analysis import Measurements, Reference
 from facegen.dataset.report_source import (
-    _FULL_MATRIX_MAX,
+    FULL_MATRIX_MAX,
     DEFAULT_MAX_IMPOSTOR_PAIRS,
     MAX_GENUINE_PAIRS_PER_IDENTITY,
     MAX_LISTED,
     VEC2FACE_MAX_COSINE,
     DatasetSource,
-    _encoder_spec,
+    encoder_spec_of,
 )
 
 logger = logging.getLogger(__name__)
@@ -31,11 +31,11 @@ def describe(values: Any) -> dict[str, Any]:
     if not x.size:
         return {"count": 0, "mean": None, "std": None, "p05": None, "p50": None, "p95": None}
     p05, p50, p95 = np.percentile(x, [5, 50, 95])
-    return {"count": int(x.size), "mean": _r(x.mean()), "std": _r(x.std()), "p05": _r(p05), "p50": _r(p50),
-            "p95": _r(p95)}
+    return {"count": int(x.size), "mean": round_or_none(x.mean()), "std": round_or_none(x.std()), "p05": round_or_none(p05), "p50": round_or_none(p50),
+            "p95": round_or_none(p95)}
 
 
-def _r(v: Any, nd: int = 4) -> float | None:
+def round_or_none(v: Any, nd: int = 4) -> float | None:
     if v is None:
         return None
     v = float(v)
@@ -75,8 +75,8 @@ def verification(genuine: np.ndarray, impostor: np.ndarray, threshold: float) ->
     else:
         a = -d[k - 1] / (d[k] - d[k - 1])
         eer = fars[k - 1] + a * (fars[k] - fars[k - 1])
-    out.update(accuracy=_r((tar + 1.0 - far) / 2), tar=_r(tar), far=_r(far), eer=_r(eer),
-               eer_threshold=_r(ts[k]) if np.isfinite(ts[k]) else None)
+    out.update(accuracy=round_or_none((tar + 1.0 - far) / 2), tar=round_or_none(tar), far=round_or_none(far), eer=round_or_none(eer),
+               eer_threshold=round_or_none(ts[k]) if np.isfinite(ts[k]) else None)
     return out
 
 
@@ -149,7 +149,7 @@ def _impostor_pairs(labels: np.ndarray, n_max: int, rng: np.random.Generator) ->
     total = (n * n - int((counts.astype(np.int64) ** 2).sum())) // 2
     if total == 0 or n_max <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), False
-    if total <= n_max and n <= _FULL_MATRIX_MAX:
+    if total <= n_max and n <= FULL_MATRIX_MAX:
         ii, jj = np.triu_indices(n, k=1)
         keep = labels[ii] != labels[jj]
         return ii[keep], jj[keep], False
@@ -178,7 +178,7 @@ def compute_metrics(source: DatasetSource, m: Measurements, encoder: str, refere
     """Every figure of the report from the per-image measurements (see the module docstring)."""
     from facegen.dataset.stats import similarity_matrix
 
-    spec = _encoder_spec(encoder)
+    spec = encoder_spec_of(encoder)
     metric, thr = spec.metric, float(spec.threshold)
     labels = source.labels
     n_ids = len(source.identities)
@@ -240,7 +240,7 @@ def compute_metrics(source: DatasetSource, m: Measurements, encoder: str, refere
             for a, b in zip(ii, jj):
                 if len(dup_pairs) >= MAX_LISTED:
                     break
-                s = None if sim_full is None or not np.isfinite(sim_full[a, b]) else _r(sim_full[a, b])
+                s = None if sim_full is None or not np.isfinite(sim_full[a, b]) else round_or_none(sim_full[a, b])
                 dup_pairs.append([source.identities[ident], source.names[members[a]], source.names[members[b]],
                                   int(ham[a, b]), s])
     gen = np.concatenate(genuine) if genuine else np.zeros(0)
@@ -263,11 +263,11 @@ def compute_metrics(source: DatasetSource, m: Measurements, encoder: str, refere
         best, best_s, close_pairs, n_close = _nearest(cents, cents, metric, exclude_self=True, threshold=thr)
         nearest_sims = best_s
         names = [source.identities[c] for c in cids]
-        sep["nearest_other_mean"] = _r(best_s.mean())
-        sep["nearest_other"] = {names[a]: [names[int(best[a])], _r(best_s[a])] for a in range(len(cids))}
-        sep["identities_too_close"] = [[names[a], names[b], _r(s)] for a, b, s in close_pairs]
+        sep["nearest_other_mean"] = round_or_none(best_s.mean())
+        sep["nearest_other"] = {names[a]: [names[int(best[a])], round_or_none(best_s[a])] for a in range(len(cids))}
+        sep["identities_too_close"] = [[names[a], names[b], round_or_none(s)] for a, b, s in close_pairs]
         sep["too_close_pairs"] = int(n_close)
-        sep["too_close_fraction"] = _r(np.mean(best_s >= thr))
+        sep["too_close_fraction"] = round_or_none(np.mean(best_s >= thr))
         sep["unique_identities"] = int(np.sum(best_s < thr))
         unit = cents - cents.mean(axis=0) if metric != "cosine" else cents
         _, v2f, _, _ = _nearest(unit, unit, "cosine", exclude_self=True)
@@ -278,12 +278,12 @@ def compute_metrics(source: DatasetSource, m: Measurements, encoder: str, refere
     # variation
     ps = np.array(pose_std) if pose_std else np.full((0, 3), np.nan)
     variation = {
-        "yaw_std": _r(ps[:, 0].mean(), 2) if len(ps) else None,
-        "pitch_std": _r(ps[:, 1].mean(), 2) if len(ps) else None,
-        "roll_std": _r(ps[:, 2].mean(), 2) if len(ps) else None,
-        "brightness_std": _r(np.mean(bright_std), 2) if bright_std else None,
-        "sharpness_std": _r(np.mean(sharp_std), 2) if sharp_std else None,
-        "genuine_std": _r(np.mean(genuine_std)) if genuine_std else None,
+        "yaw_std": round_or_none(ps[:, 0].mean(), 2) if len(ps) else None,
+        "pitch_std": round_or_none(ps[:, 1].mean(), 2) if len(ps) else None,
+        "roll_std": round_or_none(ps[:, 2].mean(), 2) if len(ps) else None,
+        "brightness_std": round_or_none(np.mean(bright_std), 2) if bright_std else None,
+        "sharpness_std": round_or_none(np.mean(sharp_std), 2) if sharp_std else None,
+        "genuine_std": round_or_none(np.mean(genuine_std)) if genuine_std else None,
         "identities_measured": int(len(ps)),
         "yaw": describe(m.pose[:, 0]), "pitch": describe(m.pose[:, 1]), "roll": describe(m.pose[:, 2]),
         "brightness": describe(m.brightness), "sharpness": describe(m.sharpness),
@@ -301,7 +301,7 @@ def compute_metrics(source: DatasetSource, m: Measurements, encoder: str, refere
         if len(cids):
             best, best_s, _, _ = _nearest(cents, rcents, metric, exclude_self=False)
             names = [source.identities[c] for c in cids]
-            leakage["nearest"] = {names[a]: {"reference": people[int(best[a])], "similarity": _r(best_s[a])}
+            leakage["nearest"] = {names[a]: {"reference": people[int(best[a])], "similarity": round_or_none(best_s[a])}
                                   for a in range(len(cids))}
             leakage["flagged"] = [names[a] for a in np.argsort(-best_s, kind="stable") if best_s[a] >= thr]
 
@@ -312,7 +312,7 @@ def compute_metrics(source: DatasetSource, m: Measurements, encoder: str, refere
         "encoder": encoder,
         "metric": metric,
         "threshold": thr,
-        "face_found_rate": _r(found.sum() / n_read) if n_read else None,
+        "face_found_rate": round_or_none(found.sum() / n_read) if n_read else None,
         "faces_found": int(found.sum()),
         "identities_without_faces": int(np.sum(faces_per_id == 0)),
         "unreadable": {"count": len(unreadable),

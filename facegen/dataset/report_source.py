@@ -30,8 +30,8 @@ MAX_GENUINE_PAIRS_PER_IDENTITY = 5000
 DEFAULT_MAX_IMPOSTOR_PAIRS = 200_000
 DEFAULT_BATCH_SIZE = 16
 MAX_LISTED = 1000              # longest list written into report.json (counts are always exact)
-_FULL_MATRIX_MAX = 3000        # up to this many faces, impostor pairs come from the full matrix
-_CROP = 112
+FULL_MATRIX_MAX = 3000        # up to this many faces, impostor pairs come from the full matrix
+CROP = 112
 
 
 # ---------------------------------------------------------------------- reading a dataset
@@ -102,7 +102,7 @@ def _stays_in(root: Path, path: Path) -> bool:
     return True
 
 
-def _image_files(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
     """The images under ``folder`` (``rglob`` never enters a linked folder; a linked *file* is read
     through the image door, which refuses anything but an image)."""
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
@@ -207,7 +207,7 @@ def _open_imagefolder(root: Path) -> DatasetSource:
     names: list[str] = []
     empty: list[str] = []
     for sub in subdirs:
-        files = _image_files(sub)
+        files = image_files(sub)
         if not files:
             empty.append(sub.name)
             continue
@@ -233,7 +233,7 @@ def _open_imagefolder(root: Path) -> DatasetSource:
     return source
 
 
-def _encoder_spec(name: str):
+def encoder_spec_of(name: str):
     from facegen.id.registry import get_encoder_spec
 
     return get_encoder_spec(name)

@@ -33,11 +33,9 @@ from facegen.dataset import writers as W
 from facegen.dataset.card import write_dataset_card
 from facegen.dataset.engines import ENGINES, Engine
 from facegen.dataset.filters import EmbedFn, FaceFn, QualityFn
-from facegen.dataset.generator import (  # noqa: F401 - re-exported: the runner's public API
-    PipelineGenerateFn, generates_on_gpu, make_generate_fn)
+from facegen.dataset.generator import generates_on_gpu
 from facegen.dataset.lock import RunLock
-from facegen.dataset.shard import (  # noqa: F401 - re-exported
-    AlignFn, GenerateFn, RunContext, ShardResult, process_shard)
+from facegen.dataset.shard import AlignFn, GenerateFn, RunContext, ShardResult
 from facegen.dataset.spec import DatasetSpec, default_batch_size
 from facegen.dataset.start import check_folder, current_numerics, remove_started, start_folder
 from facegen.dataset.stats import IDENTITIES_FILE, SUMMARY_FILE, Summary, dataset_stats
@@ -53,7 +51,7 @@ def run_dataset(spec: DatasetSpec, generate_fn: GenerateFn, engine: str | None =
                 batch_size: int | None = None) -> Summary:
     """Generate (or finish) the dataset ``spec`` describes; return its summary.
 
-    ``generate_fn(items) -> [RGB uint8]`` makes the images (:func:`make_generate_fn` for a
+    ``generate_fn(items) -> [RGB uint8]`` makes the images (:func:`~facegen.dataset.generator.make_generate_fn` for a
     preset); ``embed_fn(rgb) -> IDEmbedding | None`` overrides the independent encoder of the
     ID filter and, given with filters off, still measures the summary's similarities;
     ``align_fn(rgb) -> 112x112 crop | None`` makes the crops when ``spec.crops``

@@ -26,8 +26,9 @@ from typing import Any
 
 import yaml
 
-from facegen.dataset.spec_checks import (  # noqa: F401 - DEFAULT_LIMITS, LIMITS_ENV re-exported
-    DEFAULT_LIMITS, LIMITS_ENV, MAX_SEED, check_generator_options, check_number, dataset_limits, format_bound)
+from facegen.choices import SEED
+from facegen.dataset.spec_checks import (
+    check_generator_options, check_number, dataset_limits, format_bound)
 from facegen.dataset.spec_yaml import load_spec_yaml
 from facegen.errors import InvalidArgumentError
 from facegen.paths import sha256_of
@@ -139,7 +140,7 @@ class DatasetSpec:
         need(self.num_ids * self.images_per_id <= limits["images"],
              f"num_ids x images_per_id is {self.num_ids * self.images_per_id} images: at most "
              f"{format_bound(limits['images'])} in one dataset")
-        check_number("seed", self.seed, 0, MAX_SEED, integer=True)
+        check_number("seed", self.seed, SEED.lo, SEED.hi, integer=True)
         need(self.format in FORMATS, f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         need(self.engine in ENGINES, f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.embedding_dim is not None:
@@ -180,7 +181,7 @@ class DatasetSpec:
             raise InvalidArgumentError(f"poses and generator options must be JSON values "
                                        f"(finite numbers, strings, lists): {exc}") from None
         if self.poses:
-            from facegen.adapters.instantid import pose_kps  # noqa: PLC0415 - imported only when poses are given
+            from facegen.faces.pose import pose_kps  # noqa: PLC0415 - imported only when poses are given
 
             for pose in self.poses:
                 pose_kps(pose, 64, 64)                       # the one-line error of a malformed pose
@@ -214,8 +215,10 @@ class DatasetSpec:
             from facegen.pipelines.generation import adapter_for  # noqa: PLC0415
 
             if not adapter_for(preset).supports_control_kps:
-                raise InvalidArgumentError(f"model '{spec.model}' takes no pose control (InstantID presets do); "
-                                           "remove the poses from the dataset spec")
+                from facegen.adapters.registry import refusal  # noqa: PLC0415
+
+                raise InvalidArgumentError(refusal(spec.model, "takes no pose control (remove the poses from the "
+                                                   "dataset spec)", lambda a: a.supports_control_kps))
         if spec.prompts and preset is not None:
             from facegen.pipelines.generation import adapter_for  # noqa: PLC0415
 
@@ -304,7 +307,7 @@ class DatasetSpec:
         data.update(dict(extra) if extra else {})
         text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, allow_unicode=True)
         if path is not None:
-            from facegen.dataset.writers import atomic_write_bytes
+            from facegen.io.atomic import atomic_write_bytes
 
             atomic_write_bytes(Path(path), text.encode("utf-8"))
         return text
@@ -351,11 +354,9 @@ def _plain(value: Any) -> Any:
 
 
 def _preset(name: str):
-    try:
-        from facegen.models.registry import PRESETS
-    except ImportError:  # pragma: no cover - registry is part of the package
-        return None
-    return PRESETS.get(name)
+    from facegen.models.registry import find_preset  # noqa: PLC0415
+
+    return find_preset(name)
 
 
 #: images per generator call on a GPU by base architecture (batched across identities: SD1.5 at

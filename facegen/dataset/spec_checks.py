@@ -29,7 +29,6 @@ DEFAULT_LIMITS: dict[str, float] = {
     "guidance_scale": 100,         # generator: {guidance_scale}
 }
 LIMITS_ENV = "FACEGEN_DATASET_LIMITS"
-MAX_SEED = 2**63 - 1
 
 
 def dataset_limits() -> dict[str, float]:

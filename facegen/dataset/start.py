@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from facegen import __version__
-from facegen.dataset import writers as W
 from facegen.dataset.identities import GaussianPrior, load_embeddings, sample_identities
 from facegen.dataset.lock import LOCK_FILE, RunLock, lock_for
 from facegen.dataset.spec import (
@@ -35,7 +34,7 @@ from facegen.dataset.spec_yaml import load_spec_yaml
 from facegen.dataset.card import CARD_FILE
 from facegen.dataset.stats import IDENTITIES_FILE, SPEC_FILE, SUMMARY_FILE
 from facegen.dataset.writers import MANIFEST
-from facegen.io.atomic import remove_stale_temps
+from facegen.io.atomic import atomic_write_bytes, remove_stale_temps
 from facegen.provenance.seal import SEAL
 from facegen.errors import FacegenError, InvalidArgumentError
 from facegen.io.location import LocalLocation, Location, open_location

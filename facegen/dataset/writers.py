@@ -39,7 +39,6 @@ from typing import Any
 import numpy as np
 
 from facegen.errors import FacegenError
-# atomic_write_bytes: the one atomic writer (facegen.io.atomic), still importable from here
 from facegen.io.atomic import atomic_write_bytes, remove_stale_temps, replace_durably, temp_path_for
 from facegen.io.files import AnyKey, Opt, parse_json
 from facegen.io.location import LocalLocation, Location, open_location

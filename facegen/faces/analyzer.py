@@ -21,19 +21,9 @@ import numpy as np
 from facegen.errors import InvalidArgumentError
 from facegen.faces.align import warp_face
 from facegen.faces.detect import Detector, FacePolicy, detect_faces, detect_faces_many, select_faces
-from facegen.faces.types import Face
+from facegen.faces.types import AlignedFace, Face
 
 E = TypeVar("E")
-
-
-@dataclass(frozen=True)
-class AlignedFace:
-    """A face cut out on a template: the RGB ``crop`` and the 2×3 ``matrix`` from image to crop
-    pixels (``None`` where the backend aligns by its own rule, dlib's face chip)."""
-
-    face: Face
-    crop: np.ndarray
-    matrix: np.ndarray | None
 
 
 class Aligner(Protocol):

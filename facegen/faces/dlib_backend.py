@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from facegen.errors import MissingDependencyError, ModelNotFoundError
-from facegen.faces.types import Face
+from facegen.faces.types import AlignedFace, Face
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ RESNET_DESCRIPTOR = "dlib_face_recognition_resnet_model_v1.dat"
 MMOD_DETECTOR = "mmod_human_face_detector.dat"
 
 
-def _dlib():
+def load_dlib():
     try:
         import dlib  # noqa: PLC0415
     except ImportError:  # pragma: no cover - dlib-bin is a core dependency
@@ -56,17 +56,17 @@ def dlib_model_path(name: str) -> Path:
 
 @functools.lru_cache(maxsize=None)
 def _hog_detector():
-    return _dlib().get_frontal_face_detector()
+    return load_dlib().get_frontal_face_detector()
 
 
 @functools.lru_cache(maxsize=None)
 def _cnn_detector():
-    return _dlib().cnn_face_detection_model_v1(str(dlib_model_path(MMOD_DETECTOR)))
+    return load_dlib().cnn_face_detection_model_v1(str(dlib_model_path(MMOD_DETECTOR)))
 
 
 @functools.lru_cache(maxsize=None)
 def shape_predictor(name: str = LANDMARKS_68):
-    return _dlib().shape_predictor(str(dlib_model_path(name)))
+    return load_dlib().shape_predictor(str(dlib_model_path(name)))
 
 
 def kps5_from_68(pts: np.ndarray) -> np.ndarray:
@@ -122,7 +122,7 @@ class DlibDetector:
         return out
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
-        dlib = _dlib()
+        dlib = load_dlib()
         rgb = np.ascontiguousarray(rgb)
         predictor = shape_predictor(LANDMARKS_68)
         faces = []
@@ -145,9 +145,7 @@ class DlibChipAligner:
         self.padding = float(padding)
 
     def align(self, rgb: np.ndarray, face: Any) -> Any:
-        from facegen.faces.analyzer import AlignedFace  # noqa: PLC0415
-
-        dlib = _dlib()
+        dlib = load_dlib()
         rgb = np.ascontiguousarray(rgb)
         x1, y1, x2, y2 = (int(round(v)) for v in face.bbox)
         shape = shape_predictor(LANDMARKS_5)(rgb, dlib.rectangle(x1, y1, x2, y2))

@@ -43,3 +43,13 @@ class Face:
             "kps": [[round(float(x), 2), round(float(y), 2)] for x, y in self.kps],
             "score": round(float(self.score), 4),
         }
+
+
+@dataclass(frozen=True)
+class AlignedFace:
+    """A face cut out on a template: the RGB ``crop`` and the 2×3 ``matrix`` from image to crop
+    pixels (``None`` where the backend aligns by its own rule, dlib's face chip)."""
+
+    face: Face
+    crop: np.ndarray
+    matrix: np.ndarray | None

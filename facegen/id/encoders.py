@@ -39,7 +39,7 @@ class DlibEncoder:
     """dlib's ResNet 128-D face descriptor of dlib's aligned face chip (real, offline)."""
 
     def __init__(self, spec: EncoderSpec, num_jitters: int = 0) -> None:
-        from facegen.faces.dlib_backend import RESNET_DESCRIPTOR, _dlib, dlib_model_path  # noqa: PLC0415
+        from facegen.faces.dlib_backend import RESNET_DESCRIPTOR, load_dlib, dlib_model_path  # noqa: PLC0415
 
         crop = crop_template(spec.template)
         if crop.template is not None:
@@ -48,7 +48,7 @@ class DlibEncoder:
         self.spec = spec
         self.num_jitters = num_jitters
         self.padding = crop.padding
-        self._net = _dlib().face_recognition_model_v1(str(dlib_model_path(RESNET_DESCRIPTOR)))
+        self._net = load_dlib().face_recognition_model_v1(str(dlib_model_path(RESNET_DESCRIPTOR)))
 
     def aligner(self) -> Any:
         from facegen.faces.dlib_backend import DlibChipAligner  # noqa: PLC0415
@@ -271,10 +271,6 @@ def get_analyzer(name: str = DEFAULT_ENCODER, models_dir: str | Path | None = No
     spec = get_encoder_spec(name)      # a trained run: its folder's absolute path, its weights' version
     stamp = (Path(spec.path) / "model.safetensors").stat().st_mtime_ns if spec.path else None
     return _cached_analyzer(spec.name, str(models_dir) if models_dir else None, prov, bool(accept_license), stamp)
-
-
-#: the name callers used before the front door had its own: the same analyzer
-get_encoder = get_analyzer
 
 
 def embed_image(rgb: np.ndarray, encoder: str | Analyzer = DEFAULT_ENCODER,

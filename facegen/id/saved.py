@@ -41,7 +41,7 @@ def save_id_embeds(path: str | os.PathLike[str], embeddings: Sequence[IDEmbeddin
     (atomically, sidecar last). ``sources`` (one per embedding) are recorded as they are
     (the image and face each came from). Returns both paths."""
     from facegen import __version__  # noqa: PLC0415
-    from facegen.io import _atomic_write  # noqa: PLC0415 - the one fsync'd atomic writer
+    from facegen.io.atomic import atomic_write  # noqa: PLC0415 - the one fsync'd atomic writer
 
     p = Path(path)
     if p.suffix.lower() != ".npy":
@@ -56,8 +56,8 @@ def save_id_embeds(path: str | os.PathLike[str], embeddings: Sequence[IDEmbeddin
     meta = {"kind": KIND, "encoder": encoder, "dim": int(vectors.shape[-1]), "count": len(embeddings),
             "names": [p.stem] * len(embeddings), "sources": list(sources or []), "facegen": __version__}
     side = sidecar_of(p)
-    _atomic_write(p, lambda fh: fh.write(buf.getvalue()))
-    _atomic_write(side, lambda fh: fh.write((json.dumps(meta, indent=2) + "\n").encode("utf-8")))
+    atomic_write(p, lambda fh: fh.write(buf.getvalue()))
+    atomic_write(side, lambda fh: fh.write((json.dumps(meta, indent=2) + "\n").encode("utf-8")))
     return p, side
 
 

@@ -37,9 +37,6 @@ from facegen.io.images import ImageSource, load_image, open_regular
 from facegen.io.metadata import DIGITAL_SOURCE_TYPE, read_metadata
 from facegen.io.save import SavedImage, encode_png, save_image
 
-#: the old private name of :func:`atomic_write` (some callers import it; same contract)
-_atomic_write = atomic_write
-
 __all__ = [
     "ALLOWED_FORMATS",
     "DEFAULT_MAX_PIXELS",

@@ -1,8 +1,8 @@
 """What may be decoded: the format allowlist, the pixel limit, and the decompression-bomb guard.
 
 The limit is checked on an image's *header* before any pixel is decoded
-(:func:`_check_pixels`), and Pillow's own bomb checks become :class:`BadImageError` too
-(:func:`_bomb_guard`), so a few-KB decompression bomb costs nothing.
+(:func:`check_pixels`), and Pillow's own bomb checks become :class:`BadImageError` too
+(:func:`bomb_guard`), so a few-KB decompression bomb costs nothing.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def resolve_max_pixels(max_pixels: int | None = None) -> int:
     return int(max_pixels)
 
 
-def _normalise_formats(allowed_formats: Iterable[str]) -> frozenset[str]:
+def normalise_formats(allowed_formats: Iterable[str]) -> frozenset[str]:
     if isinstance(allowed_formats, str):
         allowed_formats = (allowed_formats,)
     out = set()
@@ -62,7 +62,7 @@ def _normalise_formats(allowed_formats: Iterable[str]) -> frozenset[str]:
     return frozenset(out)
 
 
-def _check_pixels(size: tuple[int, int], max_pixels: int | None, name: str) -> None:
+def check_pixels(size: tuple[int, int], max_pixels: int | None, name: str) -> None:
     width, height = size
     if width <= 0 or height <= 0:
         raise BadImageError(f"{name}: the image has no pixels ({width}x{height})")
@@ -74,7 +74,7 @@ def _check_pixels(size: tuple[int, int], max_pixels: int | None, name: str) -> N
 
 
 @contextlib.contextmanager
-def _bomb_guard(max_pixels: int | None, name: str) -> Iterator[None]:
+def bomb_guard(max_pixels: int | None, name: str) -> Iterator[None]:
     """Turn Pillow's own decompression-bomb checks into :class:`BadImageError`.
 
     When our limit is at or below Pillow's ``MAX_IMAGE_PIXELS``, Pillow's warning can only

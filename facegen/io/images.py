@@ -24,19 +24,19 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from facegen.errors import BadImageError, InvalidArgumentError
 from facegen.io.guard import (
     ALLOWED_FORMATS,
-    _bomb_guard,
-    _check_pixels,
-    _normalise_formats,
+    bomb_guard,
+    check_pixels,
+    normalise_formats,
     resolve_max_pixels,
 )
-from facegen.io.pixels import _array_to_rgb, _mode_to_rgb
+from facegen.io.pixels import array_to_rgb, mode_to_rgb
 
 logger = logging.getLogger(__name__)
 
 ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, BinaryIO,
                     Image.Image, np.ndarray]
 
-_HEAD_BYTES = 1024
+HEAD_BYTES = 1024
 
 
 def load_image(src: ImageSource, *, max_pixels: int | None = None,
@@ -62,12 +62,12 @@ def load_image(src: ImageSource, *, max_pixels: int | None = None,
         InvalidArgumentError: ``max_pixels``/``allowed_formats`` are unusable.
     """
     limit = resolve_max_pixels(max_pixels)
-    formats = _normalise_formats(allowed_formats)
+    formats = normalise_formats(allowed_formats)
     if isinstance(src, np.ndarray):
-        return _array_to_rgb(src, limit, "<array>")
+        return array_to_rgb(src, limit, "<array>")
     if isinstance(src, Image.Image):
         name = str(getattr(src, "filename", "") or "<PIL image>")
-        return _pil_to_rgb(src, limit, formats, name, restore_frame=True)
+        return pil_to_rgb(src, limit, formats, name, restore_frame=True)
     if isinstance(src, (str, os.PathLike)):
         return _load_path(Path(src), limit, formats)
     if isinstance(src, (bytes, bytearray, memoryview)):
@@ -143,43 +143,43 @@ def _load_stream(fp: BinaryIO, max_pixels: int, formats: frozenset[str], name: s
                  suffix: str = "") -> np.ndarray:
     try:
         start = fp.tell()
-        head = fp.read(_HEAD_BYTES)
+        head = fp.read(HEAD_BYTES)
         fp.seek(start)
     except (OSError, ValueError) as exc:
         raise BadImageError(f"{name}: cannot read: {exc}") from exc
     if not head:
         raise BadImageError(f"{name}: empty file (0 bytes)")
-    with _bomb_guard(max_pixels, name):
+    with bomb_guard(max_pixels, name):
         try:
             im = Image.open(fp)
         except UnidentifiedImageError:
-            raise BadImageError(_explain_unidentified(head, suffix, name)) from None
+            raise BadImageError(explain_unidentified(head, suffix, name)) from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise
         except Exception as exc:  # noqa: BLE001 - any plugin failure is a bad file
             raise BadImageError(f"{name}: corrupt or unreadable image: {exc}") from exc
         with im:
-            return _pil_to_rgb(im, max_pixels, formats, name, restore_frame=False)
+            return pil_to_rgb(im, max_pixels, formats, name, restore_frame=False)
 
 
-def _pil_to_rgb(im: Image.Image, max_pixels: int | None, formats: frozenset[str] | None,
+def pil_to_rgb(im: Image.Image, max_pixels: int | None, formats: frozenset[str] | None,
                 name: str, *, restore_frame: bool) -> np.ndarray:
     """Check a (possibly still lazy) PIL image's format and size, then decode frame 0."""
     fmt = im.format
     if formats is not None and fmt is not None and fmt.upper() not in formats:
         raise BadImageError(
             f"{name}: image format {fmt} is not allowed (allowed: {', '.join(sorted(formats))})")
-    _check_pixels(im.size, max_pixels, name)
+    check_pixels(im.size, max_pixels, name)
     what = f"{fmt} image" if fmt else "image"
     frame = im.tell()
-    with _bomb_guard(max_pixels, name):
+    with bomb_guard(max_pixels, name):
         try:
             if frame != 0:
                 im.seek(0)
             im.load()
             upright = _exif_upright(im, name)
-            _check_pixels(upright.size, max_pixels, name)
-            rgb = _mode_to_rgb(upright, name)
+            check_pixels(upright.size, max_pixels, name)
+            rgb = mode_to_rgb(upright, name)
         except (BadImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise
         except Exception as exc:  # noqa: BLE001 - decoder errors come in many types
@@ -195,7 +195,7 @@ def _pil_to_rgb(im: Image.Image, max_pixels: int | None, formats: frozenset[str]
 
 
 @contextlib.contextmanager
-def _pillow_warnings_logged(name: str) -> Iterator[None]:
+def pillow_warnings_logged(name: str) -> Iterator[None]:
     """Pillow's ``UserWarning``s about damaged metadata ("Corrupt EXIF data ...") become one
     short log line naming the image, instead of a raw warning quoting Pillow's source path.
     Other warnings (decompression bombs are ``RuntimeWarning``s) are left to their filters."""
@@ -216,7 +216,7 @@ def _pillow_warnings_logged(name: str) -> Iterator[None]:
 def _exif_upright(im: Image.Image, name: str) -> Image.Image:
     """Apply the EXIF orientation; a broken EXIF block is logged, not fatal."""
     try:
-        with _pillow_warnings_logged(name):
+        with pillow_warnings_logged(name):
             return ImageOps.exif_transpose(im)
     except Exception as exc:  # noqa: BLE001 - pixels decoded fine, only EXIF is bad
         logger.warning("%s: unreadable EXIF orientation (%s); using the stored orientation",
@@ -235,7 +235,7 @@ _MAGIC = (
 )
 
 
-def _explain_unidentified(head: bytes, suffix: str, name: str) -> str:
+def explain_unidentified(head: bytes, suffix: str, name: str) -> str:
     """A message for bytes Pillow could not identify, naming what they look like."""
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if suffix in (".svg", ".svgz") or (text.startswith(b"<") and b"<svg" in text):

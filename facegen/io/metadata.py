@@ -21,8 +21,8 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from facegen.errors import BadImageError, FacegenError, InvalidArgumentError
 from facegen.io.files import Opt, parse_json
-from facegen.io.guard import _bomb_guard
-from facegen.io.images import _HEAD_BYTES, _explain_unidentified, _pillow_warnings_logged, open_regular
+from facegen.io.guard import bomb_guard
+from facegen.io.images import HEAD_BYTES, explain_unidentified, pillow_warnings_logged, open_regular
 from facegen.limits import json_safe
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ _NS = {
 # --------------------------------------------------------------------------- write
 
 
-def _check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+def check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     if metadata is None:
         return {}
     if not isinstance(metadata, Mapping):
@@ -71,7 +71,7 @@ def _check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
             raise InvalidArgumentError(
                 f"metadata key {key!r} is reserved for the provenance fields save_image writes")
         try:
-            json.dumps(value, default=_json_default)
+            json.dumps(value, default=json_default)
         except (TypeError, ValueError) as exc:
             raise InvalidArgumentError(
                 f"metadata[{key!r}] is not JSON-serialisable ({type(value).__name__}): {exc}"
@@ -79,7 +79,7 @@ def _check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     return meta
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return json_safe(value.item())
     if isinstance(value, np.ndarray):
@@ -129,7 +129,7 @@ def _png_info(meta: Mapping[str, Any], software: str, payload: str, xmp: str
     return info
 
 
-def _png_options(meta: dict[str, Any], payload: str, software: str, xmp: str) -> Any:
+def png_options(meta: dict[str, Any], payload: str, software: str, xmp: str) -> Any:
     if len(payload.encode("utf-8")) > _MAX_PNG_METADATA_BYTES:
         raise InvalidArgumentError(
             f"metadata is too large ({len(payload):,} characters of JSON; the limit is "
@@ -137,7 +137,7 @@ def _png_options(meta: dict[str, Any], payload: str, software: str, xmp: str) ->
     return _png_info(meta, software, payload, xmp)
 
 
-def _exif_bytes(software: str, payload: str) -> bytes:
+def exif_bytes(software: str, payload: str) -> bytes:
     exif = Image.Exif()
     exif[_TAG_SOFTWARE] = software
     exif[_TAG_IMAGE_DESCRIPTION] = (
@@ -147,7 +147,7 @@ def _exif_bytes(software: str, payload: str) -> bytes:
     return exif.tobytes()
 
 
-def _build_xmp(software: str, payload: str) -> str:
+def build_xmp(software: str, payload: str) -> str:
     return (
         '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
         f'<x:xmpmeta xmlns:x="{_NS["x"]}">\n'
@@ -185,15 +185,15 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     name = str(path)
     fh = open_regular(path)
-    with fh, _bomb_guard(None, name), _pillow_warnings_logged(name):
-        head = fh.read(_HEAD_BYTES)
+    with fh, bomb_guard(None, name), pillow_warnings_logged(name):
+        head = fh.read(HEAD_BYTES)
         fh.seek(0)
         if not head:
             raise BadImageError(f"{name}: empty file (0 bytes)")
         try:
             im = Image.open(fh)
         except UnidentifiedImageError:
-            raise BadImageError(_explain_unidentified(head, path.suffix.lower(), name)) from None
+            raise BadImageError(explain_unidentified(head, path.suffix.lower(), name)) from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise
         except Exception as exc:  # noqa: BLE001

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from facegen.errors import BadImageError
-from facegen.io.guard import _check_pixels
+from facegen.io.guard import check_pixels
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ _MAX_ARRAY_CHANNELS = (1, 3, 4)
 _FLOAT_TOLERANCE = 1e-3
 
 
-def _mode_to_rgb(im: Image.Image, name: str) -> np.ndarray:
+def mode_to_rgb(im: Image.Image, name: str) -> np.ndarray:
     mode = im.mode
     if mode == "RGB" and "transparency" not in im.info:
         return np.array(im, dtype=np.uint8, order="C")
@@ -92,7 +92,7 @@ def _grey_to_rgb(grey: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
 
 
-def _array_to_rgb(arr: np.ndarray, max_pixels: int | None, name: str) -> np.ndarray:
+def array_to_rgb(arr: np.ndarray, max_pixels: int | None, name: str) -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3 or arr.shape[2] not in _MAX_ARRAY_CHANNELS:
@@ -100,7 +100,7 @@ def _array_to_rgb(arr: np.ndarray, max_pixels: int | None, name: str) -> np.ndar
             f"{name}: an image array must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); "
             f"got shape {tuple(arr.shape)}")
     height, width, channels = arr.shape
-    _check_pixels((width, height), max_pixels, name)
+    check_pixels((width, height), max_pixels, name)
     if arr.dtype == np.uint8:
         out = arr
     elif arr.dtype == np.bool_:

@@ -22,9 +22,9 @@ from PIL import Image
 from facegen import __version__
 from facegen.errors import InvalidArgumentError
 from facegen.io.atomic import atomic_write_bytes
-from facegen.io.images import _pil_to_rgb
-from facegen.io.metadata import _build_xmp, _check_metadata, _exif_bytes, _json_default, _png_options
-from facegen.io.pixels import _array_to_rgb
+from facegen.io.images import pil_to_rgb
+from facegen.io.metadata import build_xmp, check_metadata, exif_bytes, json_default, png_options
+from facegen.io.pixels import array_to_rgb
 from facegen.limits import json_safe
 from facegen.provenance import Provenance, mark, sign_encoded
 
@@ -85,9 +85,9 @@ def save_image(path: str | os.PathLike[str], rgb: np.ndarray | Image.Image,
     image, meta, payload, software, xmp = _prepare(rgb, metadata, "save_image", provenance)
 
     if fmt == "PNG":
-        options: dict[str, Any] = {"pnginfo": _png_options(meta, payload, software, xmp)}
+        options: dict[str, Any] = {"pnginfo": png_options(meta, payload, software, xmp)}
     else:
-        options = {"quality": 95, "exif": _exif_bytes(software, payload),
+        options = {"quality": 95, "exif": exif_bytes(software, payload),
                    "xmp": xmp.encode("utf-8")}
 
     buf = io.BytesIO()
@@ -109,17 +109,17 @@ def _prepare(rgb: np.ndarray | Image.Image, metadata: Mapping[str, Any] | None,
              ) -> tuple[Image.Image, dict[str, Any], str, str, str]:
     """Pixels and provenance fields shared by :func:`save_image` and :func:`encode_png`."""
     if isinstance(rgb, Image.Image):
-        pixels = _pil_to_rgb(rgb, None, None, "<PIL image>", restore_frame=True)
+        pixels = pil_to_rgb(rgb, None, None, "<PIL image>", restore_frame=True)
     elif isinstance(rgb, np.ndarray):
-        pixels = _array_to_rgb(rgb, None, "<array>")
+        pixels = array_to_rgb(rgb, None, "<array>")
     else:
         raise InvalidArgumentError(
             f"{caller} needs a numpy array or PIL.Image, got {type(rgb).__name__}")
-    pixels, meta = mark(pixels, _check_metadata(metadata), provenance)
-    payload = json.dumps(json_safe(meta), ensure_ascii=False, sort_keys=True, default=_json_default,
+    pixels, meta = mark(pixels, check_metadata(metadata), provenance)
+    payload = json.dumps(json_safe(meta), ensure_ascii=False, sort_keys=True, default=json_default,
                          allow_nan=False)
     software = f"facegen {__version__}"
-    return Image.fromarray(pixels), meta, payload, software, _build_xmp(software, payload)
+    return Image.fromarray(pixels), meta, payload, software, build_xmp(software, payload)
 
 
 def encode_png(rgb: np.ndarray | Image.Image, metadata: Mapping[str, Any] | None = None, *,
@@ -128,5 +128,5 @@ def encode_png(rgb: np.ndarray | Image.Image, metadata: Mapping[str, Any] | None
     archive members such as WebDataset shards; ``title`` names it in a C2PA manifest)."""
     image, meta, payload, software, xmp = _prepare(rgb, metadata, "encode_png", provenance)
     buf = io.BytesIO()
-    image.save(buf, format="PNG", pnginfo=_png_options(meta, payload, software, xmp))
+    image.save(buf, format="PNG", pnginfo=png_options(meta, payload, software, xmp))
     return sign_encoded(buf.getvalue(), "PNG", meta, provenance, title=title)

@@ -178,7 +178,7 @@ def quiet_loading() -> Iterator[None]:
             dlog.enable_progress_bar()
 
 
-def _check_info(info: dict[str, Any], what: str) -> None:
+def check_info(info: dict[str, Any], what: str) -> None:
     bad = {k: sorted(v) for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
     if bad or info.get("error_msgs"):
         detail = "; ".join(f"{k}: {', '.join(map(str, v[:3]))}{' …' if len(v) > 3 else ''}" for k, v in bad.items())
@@ -186,7 +186,7 @@ def _check_info(info: dict[str, Any], what: str) -> None:
                                    "the file is truncated or belongs to another model")
 
 
-def _need(folder: Path, *names: str) -> None:
+def need_files(folder: Path, *names: str) -> None:
     missing = [n for n in names if not (folder / n).is_file()]
     if missing:
         raise ModelNotFoundError(str(folder), missing, folder)
@@ -194,18 +194,18 @@ def _need(folder: Path, *names: str) -> None:
 
 def load_diffusers_model(cls: Any, folder: Path, dtype: Any) -> Any:
     """A diffusers ModelMixin (UNet, VAE, ControlNet) from ``folder`` with a strict key check."""
-    _need(folder, "config.json", "diffusion_pytorch_model.safetensors")
+    need_files(folder, "config.json", "diffusion_pytorch_model.safetensors")
     read_json_object(folder / "config.json")
     weights = folder / "diffusion_pytorch_model.safetensors"
     check_safetensors(weights)
     with model_file_errors(weights, f"cannot be loaded as a {cls.__name__}"):
         model, info = cls.from_pretrained(folder, torch_dtype=dtype, use_safetensors=True,
                                           low_cpu_mem_usage=True, output_loading_info=True, local_files_only=True)
-    _check_info(info, f"{cls.__name__} weights in {folder}")
+    check_info(info, f"{cls.__name__} weights in {folder}")
     return model.eval()
 
 
-def _dtype_kwarg(dtype: Any) -> dict[str, Any]:
+def dtype_kwarg(dtype: Any) -> dict[str, Any]:
     """transformers renamed ``torch_dtype`` to ``dtype`` in 4.56."""
     import re
 
@@ -218,14 +218,14 @@ def _dtype_kwarg(dtype: Any) -> dict[str, Any]:
 
 def load_text_encoder(cls: Any, folder: Path, dtype: Any) -> Any:
     """A transformers CLIP text model from ``model.safetensors`` (strict)."""
-    _need(folder, "config.json", "model.safetensors")
+    need_files(folder, "config.json", "model.safetensors")
     read_json_object(folder / "config.json")
     weights = folder / "model.safetensors"
     check_safetensors(weights)
     with model_file_errors(weights, f"cannot be loaded as a {cls.__name__}"):
         model, info = cls.from_pretrained(folder, use_safetensors=True, output_loading_info=True,
-                                          local_files_only=True, **_dtype_kwarg(dtype))
-    _check_info(info, f"{cls.__name__} weights in {folder}")
+                                          local_files_only=True, **dtype_kwarg(dtype))
+    check_info(info, f"{cls.__name__} weights in {folder}")
     return model.eval()
 
 
@@ -238,7 +238,7 @@ def load_text_encoder_pickle(folder: Path, dtype: Any) -> Any:
     """
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    _need(folder, "config.json", "pytorch_model.bin")
+    need_files(folder, "config.json", "pytorch_model.bin")
     read_json_object(folder / "config.json")
     with model_file_errors(folder / "config.json", "is not a CLIP text config"):
         config = CLIPTextConfig.from_pretrained(folder, local_files_only=True)
@@ -250,7 +250,7 @@ def load_text_encoder_pickle(folder: Path, dtype: Any) -> Any:
         state = {k.removeprefix("text_model."): v for k, v in state.items()}
     missing, unexpected = sorted(own - set(state)), sorted(set(state) - own)
     if missing or unexpected:
-        _check_info({"missing_keys": missing, "unexpected_keys": unexpected}, f"CLIP text encoder in {folder}")
+        check_info({"missing_keys": missing, "unexpected_keys": unexpected}, f"CLIP text encoder in {folder}")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # shape mismatches
@@ -261,7 +261,7 @@ def load_text_encoder_pickle(folder: Path, dtype: Any) -> Any:
 def load_tokenizer(folder: Path) -> Any:
     from transformers import CLIPTokenizer
 
-    _need(folder, "vocab.json", "merges.txt")
+    need_files(folder, "vocab.json", "merges.txt")
     check_tokenizer_files(folder)
     with model_file_errors(folder, "cannot be loaded as a CLIP tokenizer"):
         return CLIPTokenizer.from_pretrained(folder, local_files_only=True)
@@ -340,7 +340,7 @@ def load_scheduler_config(folder: Path) -> dict[str, Any]:
     (``num_train_timesteps: 3e9`` would allocate gigabytes of betas)."""
     import math
 
-    _need(folder, "scheduler_config.json")
+    need_files(folder, "scheduler_config.json")
     path = folder / "scheduler_config.json"
     config = read_json_object(path)
     steps = config.get("num_train_timesteps", 1000)

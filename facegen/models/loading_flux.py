@@ -15,9 +15,9 @@ from typing import Any
 
 from facegen.errors import InvalidArgumentError, ModelFileError
 from facegen.models.loading import (
-    _check_info,
-    _dtype_kwarg,
-    _need,
+    check_info,
+    dtype_kwarg,
+    need_files,
     check_pipeline_class,
     check_safetensors,
     load_scheduler_config,
@@ -46,9 +46,9 @@ def weight_files(folder: Path, stem: str) -> list[Path]:
         names = sorted({str(v) for v in weight_map.values()})
         if any("/" in n or "\\" in n or n.startswith(".") for n in names):
             raise ModelFileError(index, "names a shard outside its folder")
-        _need(folder, *names)
+        need_files(folder, *names)
         return [folder / n for n in names]
-    _need(folder, single.name)
+    need_files(folder, single.name)
     return [single]
 
 
@@ -74,7 +74,7 @@ def quantization_config(quantize: str | None, library: str) -> Any:
 def load_model(cls: Any, folder: Path, dtype: Any, stem: str = "diffusion_pytorch_model",
                quantize: str | None = None) -> Any:
     """A diffusers ModelMixin (single file or sharded) with a strict key check."""
-    _need(folder, "config.json")
+    need_files(folder, "config.json")
     read_json_object(folder / "config.json")
     files = weight_files(folder, stem)
     for f in files:
@@ -85,7 +85,7 @@ def load_model(cls: Any, folder: Path, dtype: Any, stem: str = "diffusion_pytorc
     with model_file_errors(folder, f"cannot be loaded as a {cls.__name__}"):
         model, info = cls.from_pretrained(folder, torch_dtype=dtype, use_safetensors=True, low_cpu_mem_usage=True,
                                           output_loading_info=True, local_files_only=True, **extra)
-    _check_info(info, f"{cls.__name__} weights in {folder}")
+    check_info(info, f"{cls.__name__} weights in {folder}")
     _check_stored_keys(cls, folder, files)
     return model.eval()
 
@@ -104,14 +104,14 @@ def _check_stored_keys(cls: Any, folder: Path, files: list[Path]) -> None:
         expected = set(cls.from_config(cls.load_config(folder, local_files_only=True)).state_dict())
     missing, unexpected = sorted(expected - stored), sorted(stored - expected)
     if missing or unexpected:
-        _check_info({"missing_keys": missing, "unexpected_keys": unexpected}, f"{cls.__name__} weights in {folder}")
+        check_info({"missing_keys": missing, "unexpected_keys": unexpected}, f"{cls.__name__} weights in {folder}")
 
 
 def load_t5_encoder(folder: Path, dtype: Any, quantize: str | None = None) -> Any:
     """FLUX's T5 encoder (``T5EncoderModel``, sharded), strict."""
     from transformers import T5EncoderModel
 
-    _need(folder, "config.json")
+    need_files(folder, "config.json")
     read_json_object(folder / "config.json")
     for f in weight_files(folder, "model"):
         check_safetensors(f)
@@ -120,8 +120,8 @@ def load_t5_encoder(folder: Path, dtype: Any, quantize: str | None = None) -> An
         extra["quantization_config"] = quantization_config(quantize, "transformers")
     with model_file_errors(folder, "cannot be loaded as a T5EncoderModel"):
         model, info = T5EncoderModel.from_pretrained(folder, use_safetensors=True, output_loading_info=True,
-                                                     local_files_only=True, **_dtype_kwarg(dtype), **extra)
-    _check_info(info, f"T5EncoderModel weights in {folder}")
+                                                     local_files_only=True, **dtype_kwarg(dtype), **extra)
+    check_info(info, f"T5EncoderModel weights in {folder}")
     return model.eval()
 
 
@@ -129,7 +129,7 @@ def load_t5_tokenizer(folder: Path) -> Any:
     """The fast T5 tokenizer from ``tokenizer.json`` (no sentencepiece needed)."""
     from transformers import T5TokenizerFast
 
-    _need(folder, "tokenizer.json", "tokenizer_config.json")
+    need_files(folder, "tokenizer.json", "tokenizer_config.json")
     read_json_object(folder / "tokenizer.json")
     cfg = read_json_object(folder / "tokenizer_config.json")
     length = cfg.get("model_max_length")

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from facegen.errors import InvalidArgumentError
 from facegen.models.licences import commercial_use, licence_text
+from facegen.models.plugins import load_family_plugins
 
 Family = Literal["arc2face", "faceid", "instantid", "infiniteyou"]
 BaseArch = Literal["sd15", "sdxl", "flux"]
@@ -128,6 +129,8 @@ def register_preset(preset: Preset) -> Preset:
 
 
 def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        load_family_plugins()
     try:
         return PRESETS[name]
     except KeyError:
@@ -135,7 +138,15 @@ def get_preset(name: str) -> Preset:
             f"unknown model preset '{name}'; choose one of: {', '.join(sorted(PRESETS))}") from None
 
 
+def find_preset(name: str) -> Preset | None:
+    """The registered preset ``name`` (installed families included), or None."""
+    if name not in PRESETS:
+        load_family_plugins()
+    return PRESETS.get(name)
+
+
 def list_presets(include_tiny: bool = True) -> list[str]:
+    load_family_plugins()
     return sorted(n for n, p in PRESETS.items() if include_tiny or not p.tiny)
 
 

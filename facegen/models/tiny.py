@@ -30,7 +30,8 @@ from facegen.models.checkpoints import (
     resampler_shapes,
 )
 from facegen.models.loading import quiet_loading
-from facegen.models.tiny_tokenizer import WORDS, build_vocab, write_tokenizer  # noqa: F401 - re-exported
+from facegen.models.plugins import load_family_plugins
+from facegen.models.tiny_tokenizer import WORDS, build_vocab, write_tokenizer
 from facegen.paths import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ SDXL_SCHEDULER: dict[str, Any] = {
     "prediction_type": "epsilon", "sample_max_value": 1.0, "timestep_spacing": "leading",
     "use_karras_sigmas": False}
 
-def _write_json(path: Path, obj: Any) -> None:
+def write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
@@ -120,7 +121,7 @@ def _text_config(hidden: int, projection_dim: int | None = None) -> Any:
 
 
 @contextlib.contextmanager
-def _seeded(name: str) -> Iterator[Any]:
+def seeded(name: str) -> Iterator[Any]:
     """Seed torch from a component name without touching the caller's RNG state."""
     import torch
 
@@ -141,7 +142,7 @@ def _legacy_text_state(model: Any) -> dict[str, Any]:
     return out
 
 
-def _save_text_encoder(folder: Path, name: str, hidden: int, with_projection: bool,
+def save_text_encoder(folder: Path, name: str, hidden: int, with_projection: bool,
                        as_pickle: bool = False) -> None:
     import torch
     from safetensors.torch import save_file
@@ -150,7 +151,7 @@ def _save_text_encoder(folder: Path, name: str, hidden: int, with_projection: bo
     cfg = _text_config(hidden, projection_dim=hidden if with_projection else None)
     cls = CLIPTextModelWithProjection if with_projection else CLIPTextModel
     cfg.architectures = [cls.__name__]
-    with _seeded(name):
+    with seeded(name):
         model = cls(cfg)
     folder.mkdir(parents=True, exist_ok=True)
     cfg.save_pretrained(folder)
@@ -168,7 +169,7 @@ def _save_diffusers(model: Any, folder: Path) -> None:
 def _unet(config: dict[str, Any], name: str) -> Any:
     from diffusers import UNet2DConditionModel
 
-    with _seeded(name):
+    with seeded(name):
         return UNet2DConditionModel(**config)
 
 
@@ -185,13 +186,13 @@ def _random_tensor(shape: tuple[int, ...], gen: Any, key: str) -> Any:
     return scale * torch.randn(shape, generator=gen) / shape[-1] ** 0.5
 
 
-def _random_state(shapes: dict[str, tuple[int, ...]], gen: Any) -> dict[str, Any]:
+def random_state(shapes: dict[str, tuple[int, ...]], gen: Any) -> dict[str, Any]:
     return {k: _random_tensor(s, gen, k) for k, s in sorted(shapes.items())}
 
 
 # ----------------------------------------------------------------------------- repo builders
 
-def _model_index(cls: str, components: dict[str, list[Any]]) -> dict[str, Any]:
+def model_index(cls: str, components: dict[str, list[Any]]) -> dict[str, Any]:
     import diffusers
 
     return {"_class_name": cls, "_diffusers_version": diffusers.__version__, **components}
@@ -200,17 +201,17 @@ def _model_index(cls: str, components: dict[str, list[Any]]) -> dict[str, Any]:
 def _build_sd15(dst: Path) -> None:
     from diffusers import AutoencoderKL
 
-    _write_json(dst / "model_index.json", _model_index("StableDiffusionPipeline", {
+    write_json(dst / "model_index.json", model_index("StableDiffusionPipeline", {
         "feature_extractor": [None, None], "image_encoder": [None, None],
         "requires_safety_checker": False, "safety_checker": [None, None],
         "scheduler": ["diffusers", "PNDMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
         "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
         "vae": ["diffusers", "AutoencoderKL"]}))
-    _write_json(dst / "scheduler" / "scheduler_config.json", SD15_SCHEDULER)
+    write_json(dst / "scheduler" / "scheduler_config.json", SD15_SCHEDULER)
     write_tokenizer(dst / "tokenizer")
-    _save_text_encoder(dst / "text_encoder", "sd15/text_encoder", SD15_TEXT_HIDDEN, with_projection=False)
+    save_text_encoder(dst / "text_encoder", "sd15/text_encoder", SD15_TEXT_HIDDEN, with_projection=False)
     _save_diffusers(_unet(SD15_UNET, "sd15/unet"), dst / "unet")
-    with _seeded("sd15/vae"):
+    with seeded("sd15/vae"):
         vae = AutoencoderKL(**_vae(0.18215, force_upcast=True))
     _save_diffusers(vae, dst / "vae")
 
@@ -218,7 +219,7 @@ def _build_sd15(dst: Path) -> None:
 def _build_sdxl(dst: Path) -> None:
     from diffusers import AutoencoderKL
 
-    _write_json(dst / "model_index.json", _model_index("StableDiffusionXLPipeline", {
+    write_json(dst / "model_index.json", model_index("StableDiffusionXLPipeline", {
         "feature_extractor": [None, None], "image_encoder": [None, None],
         "force_zeros_for_empty_prompt": True,
         "scheduler": ["diffusers", "EulerDiscreteScheduler"],
@@ -226,20 +227,20 @@ def _build_sdxl(dst: Path) -> None:
         "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
         "tokenizer": ["transformers", "CLIPTokenizer"], "tokenizer_2": ["transformers", "CLIPTokenizer"],
         "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]}))
-    _write_json(dst / "scheduler" / "scheduler_config.json", SDXL_SCHEDULER)
+    write_json(dst / "scheduler" / "scheduler_config.json", SDXL_SCHEDULER)
     write_tokenizer(dst / "tokenizer")
     write_tokenizer(dst / "tokenizer_2", pad_token="!")
-    _save_text_encoder(dst / "text_encoder", "sdxl/text_encoder", SDXL_TEXT_HIDDEN, with_projection=False)
-    _save_text_encoder(dst / "text_encoder_2", "sdxl/text_encoder_2", SDXL_TEXT_HIDDEN, with_projection=True)
+    save_text_encoder(dst / "text_encoder", "sdxl/text_encoder", SDXL_TEXT_HIDDEN, with_projection=False)
+    save_text_encoder(dst / "text_encoder_2", "sdxl/text_encoder_2", SDXL_TEXT_HIDDEN, with_projection=True)
     _save_diffusers(_unet(SDXL_UNET, "sdxl/unet"), dst / "unet")
-    with _seeded("sdxl/vae"):
+    with seeded("sdxl/vae"):
         vae = AutoencoderKL(**_vae(0.13025, force_upcast=True))
     _save_diffusers(vae, dst / "vae")
 
 
 def _build_arc2face(dst: Path) -> None:
     _save_diffusers(_unet(SD15_UNET, "arc2face/unet"), dst / "arc2face")
-    _save_text_encoder(dst / "encoder", "arc2face/encoder", SD15_TEXT_HIDDEN, with_projection=False,
+    save_text_encoder(dst / "encoder", "arc2face/encoder", SD15_TEXT_HIDDEN, with_projection=False,
                        as_pickle=True)
 
 
@@ -247,21 +248,21 @@ def faceid_state_dict(base: str) -> dict[str, dict[str, Any]]:
     """A FaceID ``.bin`` payload for the tiny ``base`` ('sd15'|'sdxl') UNet."""
     unet = _unet(SD15_UNET if base == "sd15" else SDXL_UNET, f"{base}/unet-structure")
     cross = unet.config.cross_attention_dim
-    with _seeded(f"faceid/{base}") as gen:
-        image_proj = _random_state(faceid_image_proj_shapes(
+    with seeded(f"faceid/{base}") as gen:
+        image_proj = random_state(faceid_image_proj_shapes(
             R.TINY_ID_DIM, cross, hidden=FACEID_HIDDEN_MULT * R.TINY_ID_DIM), gen)
-        ip_adapter = _random_state(ip_adapter_shapes(unet, lora_rank=FACEID_LORA_RANK), gen)
+        ip_adapter = random_state(ip_adapter_shapes(unet, lora_rank=FACEID_LORA_RANK), gen)
     return {"image_proj": image_proj, "ip_adapter": ip_adapter}
 
 
 def instantid_state_dict() -> dict[str, dict[str, Any]]:
     """An InstantID ``ip-adapter.bin`` payload (Resampler image_proj + IP attention)."""
     unet = _unet(SDXL_UNET, "sdxl/unet-structure")
-    with _seeded("instantid/ip-adapter") as gen:
-        image_proj = _random_state(resampler_shapes(
+    with seeded("instantid/ip-adapter") as gen:
+        image_proj = random_state(resampler_shapes(
             embedding_dim=R.TINY_ID_DIM, dim=RESAMPLER_DIM, output_dim=unet.config.cross_attention_dim,
             num_queries=RESAMPLER_QUERIES), gen)
-        ip_adapter = _random_state(ip_adapter_shapes(unet, lora_rank=None), gen)
+        ip_adapter = random_state(ip_adapter_shapes(unet, lora_rank=None), gen)
     return {"image_proj": image_proj, "ip_adapter": ip_adapter}
 
 
@@ -275,7 +276,7 @@ def lcm_lora_state_dict() -> dict[str, Any]:
 
     unet = _unet(SD15_UNET, "sd15/unet-structure")
     state: dict[str, Any] = {}
-    with _seeded("lcm-lora/sd15") as gen:
+    with seeded("lcm-lora/sd15") as gen:
         for name, mod in unet.named_modules():
             if not name.endswith(LCM_LORA_TARGETS) or not isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d)):
                 continue
@@ -315,7 +316,7 @@ def _build_instantid(dst: Path) -> None:
     import torch
     from diffusers import ControlNetModel
 
-    with _seeded("instantid/controlnet") as gen:
+    with seeded("instantid/controlnet") as gen:
         controlnet = ControlNetModel(**CONTROLNET)
         # released ControlNets start from zero convolutions and learn them; random small values
         # here so the tiny IdentityNet visibly conditions the UNet
@@ -342,7 +343,8 @@ SPECS: dict[str, str] = {}
 
 def _builder_modules() -> None:
     """Import the ``facegen.models.tiny_*`` modules once: each adds its repositories to
-    :data:`BUILDERS` and its layout to :data:`SPECS` (a new base's tiny builder is its own file)."""
+    :data:`BUILDERS` and its layout to :data:`SPECS` (a new base's tiny builder is its own file;
+    a family from another package adds its own when it loads)."""
     import importlib
     import pkgutil
 
@@ -360,6 +362,7 @@ def version_hash() -> str:
     import transformers
 
     _builder_modules()
+    load_family_plugins()                         # an installed family's tiny layout (its SPECS entry) counts
     spec = json.dumps({
         "format": TINY_FORMAT_VERSION, "sd15": SD15_UNET, "sdxl": SDXL_UNET, "controlnet": CONTROLNET,
         "words": WORDS, "schedulers": [SD15_SCHEDULER, SDXL_SCHEDULER], "text": [SD15_TEXT_HIDDEN, SDXL_TEXT_HIDDEN], "lora": FACEID_LORA_RANK,

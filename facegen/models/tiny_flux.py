@@ -24,14 +24,13 @@ from facegen.models.checkpoints import resampler_shapes
 from facegen.models.tiny import (
     BUILDERS,
     SPECS,
-    WORDS,
-    _model_index,
-    _random_state,
-    _save_text_encoder,
-    _seeded,
-    _write_json,
-    write_tokenizer,
+    model_index,
+    random_state,
+    save_text_encoder,
+    seeded,
+    write_json,
 )
+from facegen.models.tiny_tokenizer import WORDS, write_tokenizer
 
 TEXT_HIDDEN = 32                 # CLIP pooled width (released 768) and T5 width (released 4096)
 LATENT_CHANNELS = 4              # released FLUX VAE: 16
@@ -75,7 +74,7 @@ def _shard(folder: Path, state: dict[str, Any], stem: str, n: int, index_name: s
         for k, v in part.items():
             weight_map[k] = name
             total += v.numel() * v.element_size()
-    _write_json(folder / index_name, {"metadata": {"total_size": total}, "weight_map": weight_map})
+    write_json(folder / index_name, {"metadata": {"total_size": total}, "weight_map": weight_map})
 
 
 def _save_sharded_model(model: Any, folder: Path, stem: str, n: int, index_name: str) -> None:
@@ -147,8 +146,8 @@ def write_t5_tokenizer(folder: Path) -> None:
     tok.save(str(folder / "tokenizer.json"))
     (folder / "spiece.model").write_bytes(spiece_model(pieces))
     special = {"eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
-    _write_json(folder / "special_tokens_map.json", special)
-    _write_json(folder / "tokenizer_config.json", {**special, "model_max_length": 512, "extra_ids": 0,
+    write_json(folder / "special_tokens_map.json", special)
+    write_json(folder / "tokenizer_config.json", {**special, "model_max_length": 512, "extra_ids": 0,
                                                   "additional_special_tokens": [], "tokenizer_class": "T5Tokenizer"})
 
 
@@ -158,25 +157,25 @@ def _build_flux(dst: Path) -> None:
     from diffusers import AutoencoderKL, FluxTransformer2DModel
     from transformers import T5Config, T5EncoderModel
 
-    _write_json(dst / "model_index.json", _model_index("FluxPipeline", {
+    write_json(dst / "model_index.json", model_index("FluxPipeline", {
         "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
         "text_encoder_2": ["transformers", "T5EncoderModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
         "tokenizer_2": ["transformers", "T5TokenizerFast"], "transformer": ["diffusers", "FluxTransformer2DModel"],
         "vae": ["diffusers", "AutoencoderKL"]}))
-    _write_json(dst / "scheduler" / "scheduler_config.json", SCHEDULER)
+    write_json(dst / "scheduler" / "scheduler_config.json", SCHEDULER)
     write_tokenizer(dst / "tokenizer")
-    _save_text_encoder(dst / "text_encoder", "flux/text_encoder", TEXT_HIDDEN, with_projection=False)
+    save_text_encoder(dst / "text_encoder", "flux/text_encoder", TEXT_HIDDEN, with_projection=False)
     write_t5_tokenizer(dst / "tokenizer_2")
     cfg = T5Config(vocab_size=len(t5_pieces()), **T5)
     cfg.architectures = ["T5EncoderModel"]
-    with _seeded("flux/text_encoder_2"):
+    with seeded("flux/text_encoder_2"):
         t5 = T5EncoderModel(cfg)
     _save_sharded_model(t5, dst / "text_encoder_2", "model", 2, "model.safetensors.index.json")
-    with _seeded("flux/transformer"):
+    with seeded("flux/transformer"):
         transformer = FluxTransformer2DModel(**TRANSFORMER)
     _save_sharded_model(transformer, dst / "transformer", "diffusion_pytorch_model", 3,
                         "diffusion_pytorch_model.safetensors.index.json")
-    with _seeded("flux/vae"):
+    with seeded("flux/vae"):
         vae = AutoencoderKL(**VAE)
     vae.save_pretrained(dst / "vae", safe_serialization=True)
 
@@ -186,8 +185,8 @@ def image_proj_state_dict(stage: str) -> dict[str, dict[str, Any]]:
     shapes = resampler_shapes(embedding_dim=R.TINY_ID_DIM, dim=RESAMPLER["dim"], output_dim=TEXT_HIDDEN,
                               num_queries=RESAMPLER["num_queries"], depth=RESAMPLER["depth"],
                               dim_head=RESAMPLER["dim_head"], ff_mult=RESAMPLER["ff_mult"])
-    with _seeded(f"infiniteyou/{stage}/image_proj") as gen:
-        return {"image_proj": _random_state(shapes, gen)}
+    with seeded(f"infiniteyou/{stage}/image_proj") as gen:
+        return {"image_proj": random_state(shapes, gen)}
 
 
 def _build_infiniteyou(dst: Path) -> None:
@@ -196,7 +195,7 @@ def _build_infiniteyou(dst: Path) -> None:
 
     for stage in STAGES:
         folder = dst / "infu_flux_v1.0" / stage
-        with _seeded(f"infiniteyou/{stage}/infusenet") as gen:
+        with seeded(f"infiniteyou/{stage}/infusenet") as gen:
             net = FluxControlNetModel(**INFUSENET)
             # released ControlNets learn their zero-initialised output projections; random small
             # values here so the tiny InfuseNet visibly conditions the transformer, and the image

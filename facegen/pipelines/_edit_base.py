@@ -388,8 +388,8 @@ class FaceEditPipeline(EditSkeleton):
 
     def encoder_model(self) -> Any:
         """The preset's ID encoder (detector + embedder of its contract), loaded once per process."""
-        from facegen.id.encoders import get_encoder  # noqa: PLC0415
-        return get_encoder(self.gen.encoder, self.gen.models_dir, accept_license=self.gen.accept_license)
+        from facegen.id.encoders import get_analyzer  # noqa: PLC0415
+        return get_analyzer(self.gen.encoder, self.gen.models_dir, accept_license=self.gen.accept_license)
 
     def embed_reference(self, src: ImageInput | IDEmbedding) -> tuple[IDEmbedding, np.ndarray | None]:
         """An identity from a photo (with the adapter's encoder) or an IDEmbedding as given."""

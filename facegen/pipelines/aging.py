@@ -18,6 +18,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+
+from facegen.choices import AGE, AGE_NOUNS, GENDER
+from facegen.adapters.registry import refusal
 from facegen.errors import InvalidArgumentError
 from facegen.faces.detect import FacePolicy
 from facegen.faces.types import Face
@@ -27,14 +30,11 @@ from facegen.pipelines.output import PipelineOutput
 
 logger = logging.getLogger(__name__)
 
-GENDER_WORDS = {"person": ("child", "person"), "woman": ("girl", "woman"), "man": ("boy", "man")}
 
 
-def age_prompt(age: int, gender: str = "person") -> str:
+def age_prompt(age: int, gender: str = GENDER.default) -> str:
     """FADING-style prompt: 'photo of a 70 year old woman' (boy/girl/child up to 15)."""
-    if gender not in GENDER_WORDS:
-        raise InvalidArgumentError(f"gender must be one of {', '.join(GENDER_WORDS)}, got '{gender}'")
-    young, adult = GENDER_WORDS[gender]
+    young, adult = AGE_NOUNS[GENDER.check(gender)]
     return f"photo of a {age} year old {young if age <= 15 else adult}, high quality, detailed skin"
 
 
@@ -76,23 +76,20 @@ class FaceAgingPipeline(FaceEditPipeline):
     def check_capabilities(cls, adapter: Any, preset_name: str) -> None:
         super().check_capabilities(adapter, preset_name)
         if not adapter.supports_prompt:
-            raise InvalidArgumentError(
-                f"preset '{preset_name}' ({adapter.family}) takes no text, so it cannot be told a target "
-                "age; aging needs a text-capable preset: faceid-sd15, faceid-sdxl (or tiny-faceid offline)")
+            raise InvalidArgumentError(refusal(preset_name, "takes no text, so it cannot be told a target age",
+                                               lambda a: a.supports_prompt))
 
-    def job(self, target_age: int, *, from_age: int | None = None, consent: bool = False, gender: str = "person",
+    def job(self, target_age: int, *, from_age: int | None = None, consent: bool = False, gender: str = GENDER.default,
             face: "str | int | FacePolicy" = "largest", num_inference_steps: int | None = None,
             guidance_scale: float | None = None, id_scale: float | None = None, pass1_id_factor: float = 0.5,
             pass2_strength: float = 0.3) -> AgeJob:
         """The aging job (photo: :meth:`__call__`; video: :class:`~facegen.video.pipeline.VideoEditPipeline`)."""
         require_consent(consent, AgeJob.what)
-        if not 0 <= int(target_age) <= 110:
-            raise InvalidArgumentError(f"target age must be in 0..110, got {target_age}")
+        AGE.check(target_age, "target age")
         if from_age is None:
             raise InvalidArgumentError(
                 "the current age is needed: give --from-age N (no age-estimation model is installed)")
-        if not 0 <= int(from_age) <= 110:
-            raise InvalidArgumentError(f"current age must be in 0..110, got {from_age}")
+        AGE.check(from_age, "current age")
         full_scale = self.preset.defaults.adapter_scale if id_scale is None else float(id_scale)
         prompt = age_prompt(int(target_age), gender)
         strength1 = aging_strength(from_age, target_age)
@@ -106,7 +103,7 @@ class FaceAgingPipeline(FaceEditPipeline):
         return job
 
     def __call__(self, image: ImageInput, target_age: int, *, from_age: int | None = None,
-                 consent: bool = False, gender: str = "person", face: "str | int | FacePolicy" = "largest",
+                 consent: bool = False, gender: str = GENDER.default, face: "str | int | FacePolicy" = "largest",
                  seed: int | None = None, num_inference_steps: int | None = None,
                  guidance_scale: float | None = None, id_scale: float | None = None,
                  pass1_id_factor: float = 0.5, pass2_strength: float = 0.3, progress: bool = True,

@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -118,7 +117,8 @@ class IDGenerationPipeline:
         if fast_path:
             # exact options only (same pixels within the benchmark's tolerance); an interactive
             # call skips torch.compile, whose warm-up would cost more than one image saves
-            from facegen.speed.engine import FastPathConfig, optimize_pipeline
+            from facegen.speed.config import FastPathConfig
+            from facegen.speed.engine import optimize_pipeline
             cfg = fast_path if isinstance(fast_path, FastPathConfig) else FastPathConfig.default_for(dev, interactive=True)
             optimize_pipeline(pipe, cfg)
         return cls(preset, adapter, pipe, device=dev, dtype=dt, models_dir=models_dir, accept_license=accept_license)
@@ -427,26 +427,6 @@ class IDGenerationPipeline:
         if sample.prompt is not None:
             out["prompt"] = sample.prompt
         return out
-
-    def generate_many(self, id_embeds: Sequence[IDEmbedding], seeds: Sequence[int], *,
-                      prompts: Sequence[str | None] | None = None, control_kps: Sequence[Any | None] | None = None,
-                      batch_size: int | None = None, progress: bool = False, **kwargs: Any) -> list[np.ndarray]:
-        """Deprecated (one release): ``__call__(samples=..., output_type="np")`` — one image per
-        identity, ``batch_size`` (default: all) per diffusers call."""
-        warnings.warn("IDGenerationPipeline.generate_many is deprecated; call the pipeline with "
-                      "samples=[Sample.of(embedding, prompt, kps), ...] and output_type='np'",
-                      DeprecationWarning, stacklevel=2)
-        n = len(id_embeds)
-        if n == 0:
-            raise InvalidArgumentError("id_embeds is empty: give at least one embedding")
-        prompts = [None] * n if prompts is None else list(prompts)
-        kps = [None] * n if control_kps is None else list(control_kps)
-        if len(prompts) != n or len(kps) != n:
-            raise InvalidArgumentError(f"got {n} identities, {len(prompts)} prompts and {len(kps)} keypoint sets: "
-                                       "give one of each per identity")
-        samples = [Sample.of(e, p, k) for e, p, k in zip(id_embeds, prompts, kps)]
-        return self(samples=samples, seeds=list(seeds), batch_size=batch_size or n, progress=progress,
-                    measure_similarity=False, output_type="np", **kwargs).images
 
 
 def _to_pil(rgb: np.ndarray) -> Any:

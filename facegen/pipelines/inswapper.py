@@ -130,8 +130,8 @@ class InswapperSwapPipeline(EditSkeleton):
         self.target_name, self.source_name = names
         self.emap = load_emap(self.path) if emap is None else emap
         if encoder is None:
-            from facegen.id.encoders import get_encoder  # noqa: PLC0415
-            encoder = get_encoder(INSWAPPER_ENCODER, models_dir, providers, accept_license)
+            from facegen.id.encoders import get_analyzer  # noqa: PLC0415
+            encoder = get_analyzer(INSWAPPER_ENCODER, models_dir, providers, accept_license)
         self._encoder = encoder
         self._latents: dict[int, tuple[IDEmbedding, np.ndarray]] = {}
 

@@ -25,12 +25,15 @@ import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from facegen.adapters.regions import box_pixels, kps_in_box, people_refusal, region_masks
+from facegen.adapters.regions import box_pixels, region_masks
+from facegen.adapters.registry import check_people as check_people_count
+from facegen.choices import PEOPLE_LAYOUT
 from facegen.errors import InvalidArgumentError
+from facegen.faces.pose import kps_in_box
 from facegen.id.embedding import IDEmbedding
 from facegen.pipelines.output import PipelineOutput
 from facegen.pipelines.people_report import (
@@ -43,13 +46,9 @@ from facegen.pipelines.people_report import (
 )
 from facegen.pipelines.request import CallArgs
 
-if TYPE_CHECKING:
-    from facegen.pipelines.generation import IDGenerationPipeline
-
 logger = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]            # x0, y0, x1, y1 in fractions of the image
-LAYOUTS = ("side-by-side", "group")
 _SINGLE = (str, Path, bytes, IDEmbedding, np.ndarray)
 
 
@@ -58,7 +57,7 @@ MIN_BOX = 0.05
 
 
 def parse_layout(layout: Any, n: int) -> list[Box]:
-    """Face boxes (fractions) of ``n`` people: a layout name (:data:`LAYOUTS`), a string
+    """Face boxes (fractions) of ``n`` people: a layout name (:data:`facegen.choices.PEOPLE_LAYOUT`), a string
     ``"x0,y0,x1,y1;x0,y0,x1,y1"``, or a sequence of ``(x0, y0, x1, y1)`` fractions; boxes must
     lie in the image and not overlap."""
     if layout is None or layout == "side-by-side":
@@ -67,7 +66,7 @@ def parse_layout(layout: Any, n: int) -> list[Box]:
         return _group(n)
     if isinstance(layout, str):
         if not any(c.isdigit() for c in layout):
-            raise InvalidArgumentError(f"unknown layout {layout!r}; use {', '.join(LAYOUTS)} or face boxes "
+            raise InvalidArgumentError(f"unknown layout {layout!r}; use {', '.join(PEOPLE_LAYOUT.values)} or face boxes "
                                        "'x0,y0,x1,y1;...' in fractions of the image")
         try:
             layout = [[float(v) for v in part.split(",")] for part in layout.split(";") if part.strip()]
@@ -130,15 +129,13 @@ class PeoplePlan:
     control_kps: np.ndarray | None                 # (K, 5, 2) for presets that draw keypoints
 
 
-def check_people(pipe: IDGenerationPipeline, people: Any, layout: Any) -> list[list[Any]]:
+def check_people(pipe: Any, people: Any, layout: Any) -> list[list[Any]]:
     """Stage 1: one list of photos/embeddings per person, and a preset that places that many."""
     if isinstance(people, _SINGLE) or not isinstance(people, Sequence) or len(people) == 0:
         raise InvalidArgumentError("people must be a list with one entry (photos or embeddings) per person")
     persons = [_items(p) for p in people]
     n = len(persons)
-    adapter = pipe.adapter
-    if (n > 1 or layout is not None) and (not adapter.supports_masks or n > adapter.max_people):
-        raise InvalidArgumentError(people_refusal(pipe.preset.name, max(n, 2), adapter.max_people))
+    check_people_count(pipe.preset, n, placed=layout is not None)
     for i, items in enumerate(persons):
         kinds = {isinstance(x, IDEmbedding) for x in items}
         if len(kinds) > 1:
@@ -146,7 +143,7 @@ def check_people(pipe: IDGenerationPipeline, people: Any, layout: Any) -> list[l
     return persons
 
 
-def plan_people(pipe: IDGenerationPipeline, persons: Sequence[Sequence[Any]], layout: Any, width: int,
+def plan_people(pipe: Any, persons: Sequence[Sequence[Any]], layout: Any, width: int,
                 height: int) -> PeoplePlan:
     """Stages 2-3: the layout's face boxes and regions, each person's identity (photos averaged)."""
     boxes = parse_layout(layout, len(persons))          # a bad layout fails before any photo is read

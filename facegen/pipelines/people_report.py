@@ -13,15 +13,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from facegen.errors import FacegenError, FaceTooSmallError, NoFaceError
 from facegen.id.embedding import IDEmbedding, mean_embedding
-
-if TYPE_CHECKING:
-    from facegen.pipelines.generation import IDGenerationPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -147,13 +144,13 @@ class PeopleJudge:
             return unmeasured_people(boxes, pixel_boxes)
 
 
-def make_people_judge(pipe: IDGenerationPipeline, identities: Sequence[IDEmbedding],
+def make_people_judge(pipe: Any, identities: Sequence[IDEmbedding],
                       photos: Sequence[Sequence[np.ndarray]]) -> PeopleJudge | None:
     """The judge, made once per call: with every person's photos, an encoder independent of the
     conditioning one (each reference = the mean of the person's photos); with embeddings, the
     identities' own encoder.  None when no judge can run (a warning says why)."""
     try:
-        from facegen.id.encoders import get_encoder
+        from facegen.id.encoders import get_analyzer
         from facegen.metrics import IDJudge
     except ImportError:
         return None
@@ -166,7 +163,7 @@ def make_people_judge(pipe: IDGenerationPipeline, identities: Sequence[IDEmbeddi
                 found = [r for r in (judge.reference(rgb) for rgb in rgbs) if r is not None]
                 refs.append(mean_embedding(found) if len(found) > 1 else found[0] if found else None)
             return PeopleJudge(judge.encoder_name, judge.encoder, refs)
-        enc = get_encoder(pipe.encoder, pipe.models_dir, accept_license=pipe.accept_license)
+        enc = get_analyzer(pipe.encoder, pipe.models_dir, accept_license=pipe.accept_license)
         return PeopleJudge(pipe.encoder, enc, list(identities))
     except FacegenError as exc:
         logger.warning("per-person ID similarity not measured: %s", exc)

@@ -16,6 +16,7 @@ import numpy as np
 
 from facegen import limits
 from facegen.adapters.base import ConditionRequest, IDAdapter, Sample
+from facegen.adapters.registry import check_people
 from facegen.errors import InvalidArgumentError
 from facegen.models.registry import Preset
 from facegen.pipelines.runtime import seeds_for
@@ -144,6 +145,8 @@ def check_call(preset: Preset, adapter: IDAdapter, max_steps: int, args: CallArg
         raise InvalidArgumentError(f"control_kps must be 5 (x, y) points per identity, "
                                    f"got shape {np.asarray(args.control_kps).shape}")
     seeds_for(num_images, args.seed, args.seeds)                      # range and seed/seeds conflicts
+    if args.id_masks is not None:
+        check_people(preset, len(args.id_masks), placed=True)
     adapter.check_request(fill_condition(preset, args, args.guidance_scale or 0.0),
                           n_items if args.id_masks is not None and n_items is not None else 1)
 

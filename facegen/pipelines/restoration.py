@@ -18,7 +18,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from facegen.errors import InvalidArgumentError, MissingDependencyError, ModelNotFoundError
+from facegen.choices import RESTORE_STRENGTH
+from facegen.errors import MissingDependencyError, ModelNotFoundError
 from facegen.faces.detect import FacePolicy
 from facegen.faces.types import Face
 from facegen.id.embedding import IDEmbedding
@@ -74,8 +75,8 @@ class RestoreSettings(EditSettings):
     gfpgan: bool = False
 
     def __post_init__(self) -> None:
-        if self.strength is not None and not 0.0 < float(self.strength) <= 1.0:
-            raise InvalidArgumentError(f"strength must be in (0, 1], got {self.strength}")
+        if self.strength is not None:
+            RESTORE_STRENGTH.check(self.strength)
 
 
 class RestoreJob(EditJob):

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from facegen.choices import SWAP_STRENGTH
 from facegen.errors import InvalidArgumentError
 from facegen.faces.detect import FacePolicy
 from facegen.faces.types import Face
@@ -30,7 +31,7 @@ from facegen.pipelines.output import PipelineOutput
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SWAP_STRENGTH = 0.85
+DEFAULT_SWAP_STRENGTH = SWAP_STRENGTH.default
 
 
 def check_swap_choices(n_sources: int, references: Sequence[Any] | None = None,
@@ -54,8 +55,8 @@ def map_sources(target_rgb: np.ndarray, target_faces: list[Any], n_sources: int,
     """
     if references is not None:
         check_swap_choices(n_sources, references)
-        from facegen.id.encoders import embed_image, get_encoder, similarity  # noqa: PLC0415
-        enc = get_encoder("dlib-resnet-v1")
+        from facegen.id.encoders import embed_image, get_analyzer, similarity  # noqa: PLC0415
+        enc = get_analyzer("dlib-resnet-v1")
         faces_emb = [enc.embed(target_rgb, f) for f in target_faces]
         pairs, used = [], set()
         for i, ref in enumerate(references):

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 
 from facegen.errors import InvalidArgumentError
-from facegen.speed.engine import FastPathConfig, optimize_pipeline, pipeline_device
+from facegen.speed.config import FastPathConfig
+from facegen.speed.engine import optimize_pipeline, pipeline_device
 
 logger = logging.getLogger(__name__)
 

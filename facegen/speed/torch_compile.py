@@ -14,7 +14,7 @@ import torch
 from facegen.paths import cache_dir
 
 if TYPE_CHECKING:
-    from facegen.speed.engine import AppliedFastPath, FastPathConfig
+    from facegen.speed.config import AppliedFastPath, FastPathConfig
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,8 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from facegen.errors import MissingDependencyError
-from facegen.video.limits import BadVideoError, check_frame_size
+from facegen.errors import BadVideoError
+from facegen.video.limits import check_frame_size
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class VideoInfo:
         return (self.height, self.width) if self.rotation % 180 else (self.width, self.height)
 
 
-def _open(path: str | os.PathLike[str]) -> Any:
+def open_container(path: str | os.PathLike[str]) -> Any:
     av = _av()
     p = Path(path)
     if not p.is_file():
@@ -93,7 +94,7 @@ def is_video(path: str | os.PathLike[str]) -> bool:
     """True when ``path`` is a readable file whose container holds a video stream (probed, not
     guessed from the suffix; still images and animated GIFs are not videos)."""
     try:
-        with _open(path) as c:
+        with open_container(path) as c:
             return bool(c.streams.video) and not _image_demuxer(c.format.name)
     except (BadVideoError, MissingDependencyError):
         return False
@@ -114,7 +115,7 @@ def probe(path: str | os.PathLike[str], limits: Any = None) -> VideoInfo:
     usable video. The header's frame size is checked against ``limits`` (a
     :class:`~facegen.video.limits.VideoLimits`; ``None``: the environment's) before any decoding."""
     av = _av()
-    with _open(path) as c:
+    with open_container(path) as c:
         if _image_demuxer(c.format.name):
             raise BadVideoError(f"{path}: a still image ({c.format.name}), not a video")
         if not c.streams.video:
@@ -184,7 +185,7 @@ def read_frames(info: VideoInfo, *, start: float | None = None, end: float | Non
     av = _av()
     report = report if report is not None else DecodeReport()
     tb = info.time_base
-    with _open(info.path) as c:
+    with open_container(info.path) as c:
         vs = c.streams.video[0]
         vs.thread_type = "AUTO"
         target = from_pts
@@ -275,7 +276,7 @@ class SegmentWriter:
 
 def end_pts(info: VideoInfo) -> int | None:
     """The input video stream's end timestamp (start + duration), when its header says."""
-    with _open(info.path) as c:
+    with open_container(info.path) as c:
         vs = c.streams.video[0]
         if vs.duration:
             return int((vs.start_time or 0) + vs.duration)
@@ -301,7 +302,7 @@ def _segment_packets(paths: Sequence[Path]) -> Iterator[Any]:
 
 
 def _audio_packets(info: VideoInfo, start: float, end: float | None) -> Iterator[Any]:
-    with _open(info.path) as c:
+    with open_container(info.path) as c:
         if not c.streams.audio:
             return
         for pkt in c.demux(*c.streams.audio):
@@ -336,7 +337,7 @@ def assemble(out: Path, info: VideoInfo, segments: Sequence[Path], *, metadata: 
     av = _av()
     if not segments:
         raise BadVideoError(f"{info.path}: no frames were written")
-    with av.open(str(segments[0]), "r") as first, _open(info.path) as src, \
+    with av.open(str(segments[0]), "r") as first, open_container(info.path) as src, \
             av.open(str(out), "w", format="mp4",
                     options={**_mp4_options(info), "movflags": "+use_metadata_tags"}) as c:
         vt = first.streams.video[0]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
-from facegen.errors import FacegenError
+from facegen.errors import BadVideoError
 from facegen.limits import env_limit
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,10 +34,6 @@ MAX_SECONDS_ENV = "FACEGEN_MAX_VIDEO_SECONDS"
 MAX_PIXELS_ENV = "FACEGEN_MAX_VIDEO_PIXELS"
 MAX_BYTES_ENV = "FACEGEN_MAX_VIDEO_BYTES"
 MAX_FRAMES_ENV = "FACEGEN_MAX_VIDEO_FRAMES"
-
-
-class BadVideoError(FacegenError):
-    """The file is not a usable video (not a video, no video stream, empty, corrupt, beyond the limits)."""
 
 
 @dataclass(frozen=True)

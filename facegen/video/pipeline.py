@@ -331,8 +331,8 @@ class VideoEditPipeline:
 
     # ------------------------------------------------------------------ state
     def _reset(self) -> None:
-        from facegen.id.encoders import get_encoder  # noqa: PLC0415
-        enc = get_encoder(TRACK_ENCODER)
+        from facegen.id.encoders import get_analyzer  # noqa: PLC0415
+        enc = get_analyzer(TRACK_ENCODER)
         self.tracker = Tracker(embedder=lambda rgb, face: enc.embed(rgb, face).vector)
         self.states: dict[int, _TrackState] = {}
         self.count = 0

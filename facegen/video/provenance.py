@@ -77,10 +77,10 @@ def inspect_video(path: str | os.PathLike[str], trust: Iterable[bytes] = ()) -> 
     C2PA manifest and the watermark read from the first frame (a marked keyframe)."""
     from facegen.provenance import watermark as _wm  # noqa: PLC0415
     from facegen.provenance.inspect import verdict  # noqa: PLC0415
-    from facegen.video.container import _open, probe, read_frames  # noqa: PLC0415
+    from facegen.video.container import open_container, probe, read_frames  # noqa: PLC0415
 
     info = probe(path)
-    with _open(path) as c:
+    with open_container(path) as c:
         tags = dict(c.metadata)
     fields = parse_fields(tags.get("facegen"), str(path))      # shape- and depth-checked, never a crash
     c2pa = read_mp4_credentials(Path(path), trust)

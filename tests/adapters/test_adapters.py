@@ -167,7 +167,7 @@ def test_faceid_several_identities_need_one_mask_each(faceid):
 # ----------------------------------------------------------------------------- InstantID
 
 def test_draw_kps_matches_the_identitynet_drawing():
-    from facegen.adapters.instantid import KPS_COLORS, draw_kps
+    from facegen.faces.pose import KPS_COLORS, draw_kps
 
     kps = np.array([[30, 40], [70, 40], [50, 60], [35, 80], [65, 80]], np.float32)
     img = np.asarray(draw_kps(100, 100, kps, stick_width=2, radius=3))
@@ -179,7 +179,7 @@ def test_draw_kps_matches_the_identitynet_drawing():
 
 
 def test_portrait_kps_keeps_the_layout_and_frames_it():
-    from facegen.adapters.instantid import portrait_kps
+    from facegen.faces.pose import portrait_kps
 
     src = np.array([[100, 100], [140, 104], [120, 125], [104, 150], [136, 152]], np.float32)
     out = portrait_kps(src, 256, 128)

@@ -389,7 +389,8 @@ def test_cli_generate_twice_same_seed_same_files(tmp_path, tom_hanks_path):
 
 @pytest.mark.slow
 def test_dataset_runs_the_batched_call_with_poses(tmp_path):
-    from facegen.dataset.runner import make_generate_fn, run_dataset
+    from facegen.dataset.generator import make_generate_fn
+    from facegen.dataset.runner import run_dataset
     from facegen.dataset.spec import DatasetSpec
 
     spec = DatasetSpec(out=str(tmp_path / "ds"), model=TINY, num_ids=2, images_per_id=1, seed=3, shard_size=2,

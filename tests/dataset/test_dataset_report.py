@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 from conftest import REPO, identity_of
-from facegen.dataset.report import (Item, Measurements, build_report, describe, load_reference, open_dataset,
-                                    save_reference, verification, _impostor_pairs)
+from facegen.dataset.report import build_report
+from facegen.dataset.report_analysis import Measurements, load_reference, save_reference
+from facegen.dataset.report_metrics import _impostor_pairs, describe, verification
+from facegen.dataset.report_source import Item, open_dataset
 from facegen.errors import EncoderMismatchError, InvalidArgumentError
 
 SCHEMA_KEYS = {"identities", "images", "encoder", "threshold", "face_found_rate", "genuine", "impostor",
@@ -288,7 +290,7 @@ def test_impostor_pairs_cross_identities_all_or_sampled() -> None:
 
 
 def test_measurements_refuse_a_wrong_dimension() -> None:
-    from facegen.dataset.report import ImageResult
+    from facegen.dataset.report_analysis import ImageResult
     from facegen.errors import FacegenError
 
     m = Measurements.empty(2, 128)

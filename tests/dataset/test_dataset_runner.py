@@ -21,7 +21,8 @@ import pytest
 from facegen.dataset import writers as W
 from facegen.dataset.filters import EncoderEmbedFn, FilterChain, FilterConfig, ImageScores, average_hash
 from facegen.dataset.generate import make_dataset_generate_fn
-from facegen.dataset.runner import PipelineGenerateFn, make_generate_fn, run_dataset
+from facegen.dataset.generator import PipelineGenerateFn, make_generate_fn
+from facegen.dataset.runner import run_dataset
 from facegen.dataset.spec import DatasetSpec
 from facegen.dataset.stats import dataset_stats
 from facegen.dataset.variation import WorkItem

@@ -15,6 +15,7 @@ from conftest import SHARED_FACES
 from facegen.dataset import writers as W
 from facegen.dataset.spec import DatasetSpec
 from facegen.errors import InvalidArgumentError
+from facegen.io.atomic import atomic_write_bytes
 
 FACES = SHARED_FACES
 
@@ -130,8 +131,8 @@ def test_parts_done_markers_and_manifest(tmp_path: Path) -> None:
 
 def test_atomic_write_leaves_no_temp(tmp_path: Path) -> None:
     target = tmp_path / "a" / "b.json"
-    W.atomic_write_bytes(target, b"1")
-    W.atomic_write_bytes(target, b"2")
+    atomic_write_bytes(target, b"1")
+    atomic_write_bytes(target, b"2")
     assert target.read_bytes() == b"2"
     assert [p.name for p in target.parent.iterdir()] == ["b.json"]
 

@@ -280,7 +280,6 @@ def test_dataset_filter_embeds_a_batch_of_images_in_one_call(tmp_path, monkeypat
     face = Face(np.array([90, 90, 210, 230], np.float32), kps, 0.9)
     monkeypatch.setattr(enc, "detect", lambda rgb: [] if rgb.mean() < 1 else [face])
     monkeypatch.setattr(enc, "detect_many", lambda rgbs: [enc.detect(rgb) for rgb in rgbs])
-    monkeypatch.setattr(encoders, "get_encoder", lambda *a, **k: enc)
     monkeypatch.setattr(encoders, "get_analyzer", lambda *a, **k: enc)
     images = [rng.integers(1, 256, (300, 300, 3), dtype=np.uint8) for _ in range(4)]
     images.insert(2, np.zeros((300, 300, 3), np.uint8))               # no face in this one

@@ -134,7 +134,7 @@ def test_a_killed_writer_leaves_a_temp_that_the_dataset_resume_removes(tmp_path)
     """A process killed in the middle of an atomic write leaves only its temporary file, named
     so that the resume of the shard (``clean_shard_temps``) finds and removes it."""
     root = tmp_path / "ds"
-    W.atomic_write_bytes(W.stats_path(root, 3), b'{"accepted": 1}\n')      # shard 3: done, kept
+    atomic_write_bytes(W.stats_path(root, 3), b'{"accepted": 1}\n')      # shard 3: done, kept
     script = (
         "import os, sys\n"
         "from pathlib import Path\n"
@@ -245,14 +245,12 @@ def test_every_rename_in_facegen_is_the_atomic_writer():
             found[path.relative_to(PACKAGE).as_posix()] = n
     assert found == allowed, ("write files with facegen.io.atomic (atomic_write, atomic_write_bytes, or "
                               "replace_durably for a temporary filled elsewhere), not a rename of your own")
-    assert W.atomic_write_bytes is atomic.atomic_write_bytes       # the dataset's name for it, kept
 
 
-def test_the_old_import_paths_still_work(tmp_path):
+def test_the_io_front_names_are_there():
     import facegen.io as fio
 
-    old_api = ["ALLOWED_FORMATS", "DEFAULT_MAX_PIXELS", "DIGITAL_SOURCE_TYPE", "MAX_PIXELS_ENV", "ImageSource",
-               "load_image", "open_regular", "read_metadata", "resolve_max_pixels", "encode_png", "save_image"]
-    assert set(old_api) <= set(fio.__all__) and all(hasattr(fio, name) for name in fio.__all__)
-    fio._atomic_write(tmp_path / "a.bin", lambda fh: fh.write(b"1"))       # the old private name, same contract
-    assert (tmp_path / "a.bin").read_bytes() == b"1"
+    api = ["ALLOWED_FORMATS", "DEFAULT_MAX_PIXELS", "DIGITAL_SOURCE_TYPE", "MAX_PIXELS_ENV", "ImageSource",
+           "load_image", "open_regular", "read_metadata", "resolve_max_pixels", "encode_png", "save_image"]
+    assert set(api) <= set(fio.__all__) and all(hasattr(fio, name) for name in fio.__all__)
+    assert not hasattr(fio, "_atomic_write")                       # the old private alias is gone: atomic_write

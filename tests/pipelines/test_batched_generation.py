@@ -11,7 +11,7 @@ import torch
 
 from facegen.adapters.base import Sample
 from facegen.adapters.batching import enable_per_sample_ip_embeds, pipeline_cache
-from facegen.adapters.instantid import head_pose_kps, pose_kps
+from facegen.faces.pose import head_pose_kps, pose_kps
 from facegen.dataset.generate import make_dataset_generate_fn
 from facegen.dataset.variation import WorkItem
 from facegen.errors import InvalidArgumentError
@@ -221,15 +221,6 @@ def test_dataset_poses_need_an_instantid_preset(pipes):
     gen = make_dataset_generate_fn("tiny-instantid", device="cpu", steps=STEPS, batched=True)
     images = gen(items(pipes["tiny-instantid"], 2, pose={"yaw": 25}))
     assert len(images) == 2 and images[0].shape == (64, 64, 3)
-
-
-def test_generate_many_is_a_deprecated_alias_of_the_call(pipes):
-    pipe = pipes["tiny"]
-    embeds = [emb(i, pipe) for i in range(2)]
-    with pytest.warns(DeprecationWarning, match="samples="):
-        old = pipe.generate_many(embeds, [4, 5], num_inference_steps=STEPS)
-    new = generate_many(pipe, embeds, [4, 5], num_inference_steps=STEPS)
-    assert all(np.array_equal(a, b) for a, b in zip(old, new))
 
 
 def test_samples_and_photos_are_exclusive(pipes):

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from facegen.adapters.regions import box_pixels, people_presets, region_masks
+from facegen.adapters.regions import box_pixels, region_masks
+from facegen.adapters.registry import people_presets
 from facegen.errors import FacegenError, InvalidArgumentError
 from facegen.id.embedding import IDEmbedding
 from facegen.models.registry import PRESETS
@@ -191,10 +192,10 @@ def test_match_faces_goes_by_box():
 def test_report_on_a_real_two_person_photo(shared_faces, rgb_of):
     """The judge finds each person where their box is and tells them apart — and flags a
     picture whose people are in each other's places."""
-    from facegen.id.encoders import embed_image, get_encoder
+    from facegen.id.encoders import embed_image, get_analyzer
 
     photo = rgb_of(shared_faces / "group_two_people.jpg")
-    enc = get_encoder("dlib-resnet-v1")
+    enc = get_analyzer("dlib-resnet-v1")
     faces = sorted(enc.detect(photo), key=lambda f: f.bbox[0])[:2]
     h, w = photo.shape[:2]
     px = [tuple(int(v) for v in f.bbox) for f in faces]

@@ -1,9 +1,8 @@
 """The fast path's engine (facegen.speed.engine) keeps the pixels of the plain diffusers pipeline
-(tiny seeded components); the old import path facegen.pipelines.fastpath still works."""
+(tiny seeded components)."""
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 import numpy as np
@@ -11,7 +10,8 @@ import pytest
 import torch
 
 from facegen.errors import InvalidArgumentError
-from facegen.speed.engine import FastPathConfig, applied_options, clone_pipeline, optimize_pipeline
+from facegen.speed.config import FastPathConfig
+from facegen.speed.engine import applied_options, clone_pipeline, optimize_pipeline
 from facegen.speed.torch_compile import set_compile_cache
 
 pytest.importorskip("diffusers")
@@ -50,33 +50,6 @@ def test_batch_with_per_image_generators_equals_single_runs(reference):
     singles = np.concatenate([run(fast, [10 + i], pos[i:i + 1], neg[i:i + 1]) for i in range(3)])
     assert np.abs(batch.astype(int) - singles).max() <= 1
     assert not np.array_equal(batch[0], batch[1])          # different seeds/identities → different images
-
-
-def test_the_old_import_path_still_works_for_one_release(reference):
-    import facegen.speed.presets as presets
-    from facegen.adapters.cache import ConditioningCache
-    from facegen.speed import engine
-
-    sys.modules.pop("facegen.pipelines.fastpath", None)
-    with pytest.warns(DeprecationWarning, match="facegen.speed"):
-        old = importlib.import_module("facegen.pipelines.fastpath")
-    for name in ("FastPathConfig", "AppliedFastPath", "optimize_pipeline", "applied_options", "clone_pipeline",
-                 "images_to_uint8", "make_generators", "unmerged_lora_layers"):
-        assert getattr(old, name) is getattr(engine, name), name
-    for name in ("FAST_PRESETS", "FastPreset", "EarlyCFGCutoff", "apply_preset"):
-        assert getattr(old, name) is getattr(presets, name), name
-    assert old.ConditioningCache is ConditioningCache
-    assert set(old.__all__) <= set(dir(old))
-    with pytest.warns(DeprecationWarning, match="get_fast_preset"):
-        assert old.get_preset("early-cfg") is presets.get_fast_preset("early-cfg")
-    # expand_for_batch (used by nothing in facegen) stays here only, deprecated: diffusers' own order
-    pos, neg = embeds(2, seed=9)
-    via_diffusers = run(reference, [1, 2, 3, 4], pos, neg[:2], num_images_per_prompt=2)
-    with pytest.warns(DeprecationWarning):
-        via_expand = run(reference, [1, 2, 3, 4], old.expand_for_batch(pos, 2), old.expand_for_batch(neg[:2], 2))
-    assert np.abs(via_diffusers.astype(int) - via_expand).max() <= 1
-    with pytest.raises(InvalidArgumentError), pytest.warns(DeprecationWarning):
-        old.expand_for_batch(pos, 0)
 
 
 def test_speed_imports_no_pipeline():

@@ -12,7 +12,7 @@ from _video_helpers import PAN_FPS, pan_zoom_frames, write_clip
 from _video_helpers import obama_path, video_dir, pan_clip, swap_pipe, swap_run, scene_clip  # noqa: F401 - the clips' fixtures
 
 from facegen.video import container as vc
-from facegen.video.limits import BadVideoError
+from facegen.errors import BadVideoError
 
 pytest.importorskip("gradio")
 

@@ -14,7 +14,8 @@ from _video_helpers import obama_path, video_dir, pan_clip, swap_pipe, swap_run,
 
 from facegen.faces.types import Face
 from facegen.video import container as vc
-from facegen.video.limits import BadVideoError, VideoLimits, check_video, frame_range
+from facegen.errors import BadVideoError
+from facegen.video.limits import VideoLimits, check_video, frame_range
 from facegen.video.smooth import OneEuro
 from facegen.video.tracks import Tracker
 

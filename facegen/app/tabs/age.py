@@ -12,15 +12,16 @@ from typing import Any
 
 import gradio as gr
 
+from facegen.choices import AGE, GENDER
+from facegen.adapters.registry import presets_that
 from facegen import limits
 from facegen.app.context import AppContext
 from facegen.app.errors import user_errors
 from facegen.app.jobs import require_consent, run_job
 from facegen.app.presets import PresetInfo, editable, preset_infos, takes_prompt
 from facegen.app.results import ui_outputs
-from facegen.app.tabs.generate import run_seeds
 from facegen.app.uploads import read_photos
-from facegen.app.values import int_value
+from facegen.app.values import int_value, run_seeds
 from facegen.app.widgets import (
     CheckedSlider,
     add_examples,
@@ -38,8 +39,7 @@ from facegen.pipelines.aging import FaceAgingPipeline
 TITLE = "Age"
 JOB = "age"
 PIPELINE = FaceAgingPipeline
-MIN_AGE, MAX_AGE = 1, 100
-GENDERS = ("person", "woman", "man")
+MIN_AGE, MAX_AGE = int(AGE.lo), int(AGE.hi)
 
 
 def age(ctx: AppContext, infos: list[PresetInfo], photo: Any, preset: Any, target_age: Any, from_age: Any,
@@ -52,8 +52,7 @@ def age(ctx: AppContext, infos: list[PresetInfo], photo: Any, preset: Any, targe
         if value is None:
             raise InvalidArgumentError(f"{label} must be between {MIN_AGE} and {MAX_AGE}, got {value}")
         ages.append(int_value(label, value, MIN_AGE, MAX_AGE))
-    if gender not in GENDERS:
-        raise InvalidArgumentError(f"'describe as' must be one of {', '.join(GENDERS)}, got {gender!r}")
+    GENDER.check(gender, "'describe as'")
     seed_v = run_seeds(seed, 1)[0]
     steps_v = int_value("steps", steps, 0, limits.max_steps()) or None
     images = read_photos(photo, what="photo", max_photos=1)
@@ -74,9 +73,10 @@ def build(ctx: AppContext) -> None:
                                      elem_id="age-from")
                 target_age = CheckedSlider(MIN_AGE, MAX_AGE, value=70, step=1, label="Target age",
                                        elem_id="age-target")
-            gender = gr.Radio(list(GENDERS), value="person", label="Describe as (for the age prompt)")
+            gender = gr.Radio(list(GENDER.values), value=GENDER.default, label="Describe as (for the age prompt)")
             picker = model_picker(ctx, infos, "age-model")
-            gr.Markdown("Aging needs a preset that takes text (FaceID family); Arc2Face cannot be told an age.")
+            gr.Markdown("Aging needs a preset that takes text: "
+                        + ", ".join(presets_that(lambda a: a.supports_prompt)) + ".")
             consent = consent_box("age-consent")
             with gr.Accordion("Advanced", open=False):
                 seed = seed_input()

@@ -35,7 +35,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 def generate_fn(ctx: AppContext, preset: str) -> Callable[..., Any]:
     """The dataset generator of ``preset``, built once per app (its pipeline loads on first use)."""
-    from facegen.dataset.runner import make_generate_fn
+    from facegen.dataset.generator import make_generate_fn
 
     return ctx.pipelines.get(JOB, preset, lambda: make_generate_fn(
         preset, models_dir=ctx.models_dir, device=ctx.device, accept_license=ctx.accept_license))

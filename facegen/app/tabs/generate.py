@@ -10,7 +10,6 @@ and the preset; "Reuse this seed" puts the selected result's seed back in the fo
 from __future__ import annotations
 
 import logging
-import secrets
 from typing import Any
 
 import gradio as gr
@@ -22,7 +21,7 @@ from facegen.app.jobs import GENERATION, load_job_pipeline, run_job
 from facegen.app.presets import PresetInfo, preset_infos, takes_negative_prompt, takes_prompt
 from facegen.app.results import ui_outputs
 from facegen.app.uploads import read_photos
-from facegen.app.values import float_value, int_value, text_value
+from facegen.app.values import float_value, int_value, run_seeds, text_value
 from facegen.app.widgets import (
     CheckedSlider,
     add_examples,
@@ -33,36 +32,18 @@ from facegen.app.widgets import (
     result_outputs,
     seed_input,
 )
-from facegen.errors import InvalidArgumentError
 from facegen.models.registry import get_preset
 
 logger = logging.getLogger(__name__)
 
 TITLE = "Generate"
 JOB = "generate"
-MAX_SEED = 2**32 - 1
 PIPELINE = GENERATION
 
 
 def load_pipeline(ctx: AppContext, preset: str) -> Any:
     """The generation pipeline of ``preset``, loaded once per app (thread-safe)."""
     return load_job_pipeline(ctx, JOB, PIPELINE, preset)
-
-
-def run_seeds(seed: Any, n: int) -> list[int]:
-    """Per-image seeds: ``seed, seed+1, ...``; a negative or empty seed draws a random one.
-
-    Every image gets its own explicit seed, so "reuse this seed" with one image gives the
-    same picture back.
-    """
-    value = int_value("seed", seed)
-    if value is None or value < 0:
-        base = secrets.randbelow(MAX_SEED - n)
-    else:
-        base = value
-        if base > MAX_SEED:
-            raise InvalidArgumentError(f"seed must be between 0 and {MAX_SEED}, got {base}")
-    return [(base + i) % (MAX_SEED + 1) for i in range(n)]
 
 
 def generate(ctx: AppContext, infos: list[PresetInfo], photos: Any, preset: Any, prompt: str | None,
@@ -79,7 +60,7 @@ def generate(ctx: AppContext, infos: list[PresetInfo], photos: Any, preset: Any,
     steps_v = int_value("steps", steps, 0, limits.max_steps()) or None
     guidance_v = float_value("guidance scale", guidance, 0.0, limits.MAX_GUIDANCE)
     adapter_v = float_value("ID adapter scale", adapter_scale, 0.0, 5.0)
-    control_v = float_value("IdentityNet scale", controlnet_scale, 0.0, 5.0)
+    control_v = float_value("ControlNet scale", controlnet_scale, 0.0, 5.0)
     id_images = read_photos(photos, what="photo of a person")
     kwargs: dict[str, Any] = {
         "id_images": id_images, "num_images": n, "seeds": seeds,
@@ -133,7 +114,7 @@ def build(ctx: AppContext) -> None:
                 guidance = CheckedSlider(0.0, 20.0, value=d.guidance, step=0.1, label="Guidance scale")
                 adapter = CheckedSlider(0.0, 2.0, step=0.05, label="ID adapter scale", value=d.adapter_scale or 1.0,
                                     visible=d.adapter_scale is not None)
-                control = CheckedSlider(0.0, 2.0, step=0.05, label="ControlNet scale (IdentityNet / InfuseNet)",
+                control = CheckedSlider(0.0, 2.0, step=0.05, label="ControlNet scale (the keypoint network's strength)",
                                     value=d.controlnet_scale or 0.8, visible=d.controlnet_scale is not None)
             run = gr.Button("Generate", variant="primary", elem_id="gen-run")
         with gr.Column(scale=1):

@@ -18,9 +18,8 @@ from facegen.app.errors import user_errors
 from facegen.app.jobs import require_consent, run_job
 from facegen.app.presets import PresetInfo, editable, preset_infos
 from facegen.app.results import ui_outputs
-from facegen.app.tabs.generate import run_seeds
 from facegen.app.uploads import read_photos
-from facegen.app.values import float_value, int_value
+from facegen.app.values import float_value, int_value, run_seeds
 from facegen.app.widgets import (
     CheckedSlider,
     add_examples,

@@ -11,15 +11,15 @@ from typing import Any
 
 import gradio as gr
 
+from facegen.choices import FACE, SWAP_STRENGTH
 from facegen import limits
 from facegen.app.context import AppContext
 from facegen.app.errors import user_errors
 from facegen.app.jobs import require_consent, run_job
 from facegen.app.presets import PresetInfo, editable, preset_infos
 from facegen.app.results import ui_outputs
-from facegen.app.tabs.generate import run_seeds
 from facegen.app.uploads import read_photos
-from facegen.app.values import float_value, int_value
+from facegen.app.values import float_value, int_value, run_seeds
 from facegen.app.widgets import (
     CheckedSlider,
     add_examples,
@@ -31,13 +31,11 @@ from facegen.app.widgets import (
     seed_input,
     steps_input,
 )
-from facegen.errors import InvalidArgumentError
 from facegen.pipelines.swap import FaceSwapPipeline
 
 TITLE = "Swap"
 JOB = "swap"
 PIPELINE = FaceSwapPipeline
-TARGET_FACES = ("largest", "all")
 
 
 def swap(ctx: AppContext, infos: list[PresetInfo], source: Any, target: Any, preset: Any, consent: Any,
@@ -45,10 +43,10 @@ def swap(ctx: AppContext, infos: list[PresetInfo], source: Any, target: Any, pre
     """One Swap request: the source identity onto the target's face(s); same size as the target."""
     name = preset_of(preset, infos)
     require_consent(consent, "face swap")
-    if target_face not in TARGET_FACES:
-        raise InvalidArgumentError(f"faces to replace must be one of {', '.join(TARGET_FACES)}, got {target_face!r}")
+    FACE.check(target_face, "faces to replace")
     seed_v = run_seeds(seed, 1)[0]
-    strength_v = float_value("strength", strength, 0.0, 1.0, default=0.85, lo_open=True)
+    strength_v = float_value("strength", strength, SWAP_STRENGTH.lo, SWAP_STRENGTH.hi, default=SWAP_STRENGTH.default,
+                             lo_open=SWAP_STRENGTH.lo_open)
     steps_v = int_value("steps", steps, 0, limits.max_steps()) or None
     sources = read_photos(source, what="source photo", max_photos=1)
     targets = read_photos(target, what="target photo", max_photos=1)
@@ -66,10 +64,10 @@ def build(ctx: AppContext) -> None:
             target = photo_input("Target: the photo whose face is replaced", "swap-target")
             picker = model_picker(ctx, infos, "swap-model")
             consent = consent_box("swap-consent")
-            target_face = gr.Radio(list(TARGET_FACES), value="largest", label="Faces to replace in the target")
+            target_face = gr.Radio(list(FACE.values), value=FACE.default, label="Faces to replace in the target")
             with gr.Accordion("Advanced", open=False):
                 seed = seed_input()
-                strength = CheckedSlider(0.1, 1.0, value=0.85, step=0.05,
+                strength = CheckedSlider(0.1, SWAP_STRENGTH.hi, value=SWAP_STRENGTH.default, step=0.05,
                                      label="Strength (how much of the face is redrawn)")
                 steps = steps_input()
             run = gr.Button("Swap", variant="primary", elem_id="swap-run")
