@@ -15,12 +15,12 @@ def _canonical(name: str) -> str:
 
 def optional_distributions() -> set[str]:
     """The distributions of pyproject's extras, and those scripts/setup.sh installs --no-deps on
-    the side (read from the files, not listed by hand)."""
+    the side (requirements/nodeps.in; read from the files, not listed by hand)."""
     extras = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
     names = {re.match(r"[A-Za-z0-9_.\-]+", req).group(0) for reqs in extras.values() for req in reqs}
     names = {n for n in names if _canonical(n) != "facegen"}
-    setup = (REPO / "scripts" / "setup.sh").read_text(encoding="utf-8")
-    names |= set(re.findall(r'--no-deps\s+"([A-Za-z0-9_.\-]+)==', setup))
+    nodeps = (REPO / "requirements" / "nodeps.in").read_text(encoding="utf-8")   # installed --no-deps
+    names |= set(re.findall(r'^([A-Za-z0-9_.\-]+)==', nodeps, flags=re.M))
     return {_canonical(n) for n in names}
 
 

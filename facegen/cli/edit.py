@@ -19,6 +19,7 @@ from typing import Any
 
 from facegen.choices import AGE, FACE, GENDER, RESTORE_STRENGTH, SWAP_ENGINE, SWAP_STRENGTH
 from facegen.cli.checks import check_inputs_readable, check_output_file, check_steps
+from facegen.cli.jobs import make_job
 from facegen.cli.options import (
     add_adapter_scale_option,
     add_device_options,
@@ -66,11 +67,6 @@ def _check_out(args: argparse.Namespace, inputs: list[tuple[str, str]]) -> Path:
     return out
 
 
-def _load(cls: Any, args: argparse.Namespace) -> Any:
-    return cls.from_preset(args.model, models_dir=args.models_dir, device=args.device, dtype=args.dtype,
-                           accept_license=args.accept_license)
-
-
 def _write(result: Any, out: Path, t0: float, args: argparse.Namespace) -> int:
     from facegen.io import save_image  # noqa: PLC0415
 
@@ -87,33 +83,6 @@ def _write(result: Any, out: Path, t0: float, args: argparse.Namespace) -> int:
             print(f"  face {f['face']} at {[int(v) for v in f['bbox']]}: seeds={f['seeds']}  "
                   f"id_similarity={similarity_text(f.get('id_similarity'), judge)}")
     return 0
-
-
-def make_job(args: argparse.Namespace, command: str) -> Any:
-    """The command's job (its engine loaded): the one the photo and the video routes both run."""
-    if command == "swap":
-        if args.engine == "inswapper":
-            from facegen.pipelines.inswapper import InswapperSwapPipeline  # noqa: PLC0415
-            pipe = InswapperSwapPipeline(args.models_dir, accept_license=args.accept_license)
-            return pipe.job(args.sources, consent=args.consent, target_face=args.target_face,
-                            references=args.references, keep_mouth=args.keep_mouth)
-        if args.model is None:
-            from facegen.models.auxiliary import SWAP_ENGINE_RULE  # noqa: PLC0415
-            raise InvalidArgumentError(f"no --model given ({SWAP_ENGINE_RULE})")
-        from facegen.pipelines.swap import FaceSwapPipeline  # noqa: PLC0415
-        return _load(FaceSwapPipeline, args).job(
-            args.sources, consent=args.consent, target_face=args.target_face, references=args.references,
-            strength=args.strength, num_inference_steps=args.steps, guidance_scale=args.guidance, prompt=args.prompt,
-            adapter_scale=args.adapter_scale, keep_mouth=args.keep_mouth)
-    if command == "age":
-        from facegen.pipelines.aging import FaceAgingPipeline  # noqa: PLC0415
-        return _load(FaceAgingPipeline, args).job(
-            args.age, from_age=args.from_age, consent=args.consent, gender=args.gender, face=args.face,
-            num_inference_steps=args.steps, guidance_scale=args.guidance)
-    from facegen.pipelines.restoration import FaceRestorationPipeline  # noqa: PLC0415
-    return _load(FaceRestorationPipeline, args).job(
-        reference=args.reference, consent=args.consent, face=args.face, strength=args.strength,
-        num_inference_steps=args.steps, guidance_scale=args.guidance, gfpgan=args.gfpgan)
 
 
 def _run_photo(args: argparse.Namespace, command: str, image: str, out: Path) -> int:

@@ -25,8 +25,7 @@ from facegen.cli.options import (
     add_progress_option,
     add_seed_option,
     bounded_int,
-    finite_float,
-)
+    finite_float, add_no_plots_option)
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ def add_eval_parser(sub: Any) -> None:
                    help="identity,group rows: accuracy, FNMR and FMR per group at one global threshold")
     add_output_option(p, "FOLDER", "write eval.json, eval.md and roc.png here", required=False)
     p.add_argument("--batch-size", type=bounded_int(1, 4096), default=64, help="images per encoder call")
-    p.add_argument("--no-plots", action="store_true", help="skip the ROC plot")
+    add_no_plots_option(p, "skip the ROC plot")
     add_progress_option(p)
     add_models_options(p, "a registered encoder")
     p.set_defaults(func=run_eval_cmd)
@@ -131,7 +130,7 @@ def add_train_parser(sub: Any) -> None:
     p.add_argument("--workers", type=bounded_int(0, 64), default=0, help="data-loading worker processes")
     add_device_options(p, dtype=False)
     p.add_argument("--no-align", action="store_true", help="take every image as an aligned crop as it is")
-    p.add_argument("--no-plots", action="store_true", help="skip loss.png")
+    add_no_plots_option(p, "skip loss.png")
     add_seed_option(p, "seed of the initialisation, data order and augmentation", default=0)
     add_progress_option(p)
     p.set_defaults(func=run_train_cmd)

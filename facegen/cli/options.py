@@ -109,6 +109,11 @@ def add_workers_option(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("--workers", type=bounded_int(1), default=None, help=help)
 
 
+def add_no_plots_option(p: argparse.ArgumentParser, help: str) -> None:
+    """``--no-plots``: skip the PNG plots (no matplotlib needed)."""
+    p.add_argument("--no-plots", action="store_true", help=help)
+
+
 def add_json_option(p: argparse.ArgumentParser, help: str = "print JSON") -> None:
     """``--json``: machine-readable output instead of the text."""
     p.add_argument("--json", action="store_true", help=help)

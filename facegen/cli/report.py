@@ -22,8 +22,7 @@ from facegen.cli.options import (
     add_overwrite_option,
     add_progress_option,
     add_seed_option,
-    add_workers_option,
-)
+    add_workers_option, add_no_plots_option)
 
 
 def run_report_cmd(args: argparse.Namespace) -> int:
@@ -62,7 +61,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--max-impostor-pairs", type=int, default=DEFAULT_MAX_IMPOSTOR_PAIRS,
                    help="impostor pairs sampled beyond this many")
     add_seed_option(p, "seed of the pair sampling", default=0)
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib needed)")
+    add_no_plots_option(p, "skip the PNG plots (no matplotlib needed)")
     p.add_argument("--no-card", action="store_true", help="leave a facegen dataset's README.md card as it is")
     add_json_option(p, "print report.json instead of the Markdown")
     add_progress_option(p)

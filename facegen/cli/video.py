@@ -5,7 +5,7 @@
     facegen restore --model tiny --image old.mov --out restored.mp4 --consent --start 5 --end 15
     facegen age --model tiny-faceid --image clip.webm --age 70 --from-age 35 --out old.mp4 --consent
 
-The job is the photo command's own (``facegen.cli.edit.make_job``): every engine and option of
+The job is the photo command's own (``facegen.cli.jobs.make_job``): every engine and option of
 the photo command works on a video. A video is recognised by probing the container (not by its suffix). Everything is checked
 before any model loads (consent, the clip and its limits, the output name, the photos, the
 provenance options). The output is an MP4 (H.264 + the input's audio, copied); an interrupted
@@ -110,7 +110,7 @@ def run_video(args: argparse.Namespace, command: str, path: str) -> int:
         from facegen.models.auxiliary import SWAP_ENGINE_RULE  # noqa: PLC0415
         raise InvalidArgumentError(f"no --model given ({SWAP_ENGINE_RULE})")
     t0 = time.perf_counter()
-    from facegen.cli.edit import make_job  # noqa: PLC0415
+    from facegen.cli.jobs import make_job  # noqa: PLC0415
     job = make_job(args, command)
     settings = VideoSettings(encode=EncodeSettings(crf=args.crf, preset=args.x264_preset),
                              segment_seconds=args.segment_seconds, smoothing=not args.no_smoothing,

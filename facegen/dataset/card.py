@@ -22,7 +22,8 @@ import yaml
 from facegen.dataset import writers as W
 from facegen.errors import FacegenError, InvalidArgumentError
 from facegen.io.files import parse_json
-from facegen.io.location import LocalLocation, Location, open_location
+from facegen.io.storage import Location
+from facegen.io.location import LocalLocation, open_location
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +111,7 @@ def dataset_card(root: str | Path, spec: Any = None, summary: Any = None, report
     dataset's)."""
     from facegen import __version__
     from facegen.dataset.spec import DatasetSpec
-    from facegen.dataset.start import spec_file_of
-    from facegen.dataset.stats import SPEC_FILE, dataset_stats
+    from facegen.dataset.stats import SPEC_FILE, dataset_stats, spec_file_of
 
     root = open_location(root)
     spec_file = spec_file_of(root)

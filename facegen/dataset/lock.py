@@ -22,7 +22,8 @@ from typing import Any
 from facegen.errors import FacegenError
 from facegen.io.files import open_lock_file
 
-from facegen.io.location import LocalLocation, Location
+from facegen.io.storage import Location
+from facegen.io.location import LocalLocation
 from facegen.io.store import StoreLocation, StoreLock
 
 try:

@@ -18,7 +18,7 @@ from facegen.errors import MissingDependencyError
 PLOTS = ("genuine_impostor.png", "separability.png", "pose.png", "images_per_identity.png")
 
 
-def _pyplot():
+def pyplot():
     try:
         import matplotlib
     except ImportError:
@@ -37,7 +37,7 @@ def _empty(ax: Any, text: str) -> None:
 
 def make_plots(report: dict[str, Any], series: dict[str, np.ndarray], out: Path) -> list[str]:
     """Write the four plots into ``out``; return their file names."""
-    plt = _pyplot()
+    plt = pyplot()
     thr = float(report["threshold"])
     label = "similarity (cosine)" if report["metric"] == "cosine" else "similarity (1 − Euclidean distance)"
     written: list[str] = []

@@ -14,7 +14,8 @@ import numpy as np
 from facegen.dataset import writers as W
 from facegen.errors import FacegenError, InvalidArgumentError
 from facegen.io.files import inside
-from facegen.io.location import LocalLocation, Location, open_location
+from facegen.io.storage import Location
+from facegen.io.location import LocalLocation, open_location
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def _names_inside(root: Any, rel: Any) -> bool:
 
 def _open_facegen(loc: Location) -> DatasetSource:
     from facegen.dataset.spec import DatasetSpec
-    from facegen.dataset.start import spec_file_of
+    from facegen.dataset.stats import spec_file_of
 
     spec_file = spec_file_of(loc)
     assert spec_file is not None

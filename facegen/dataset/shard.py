@@ -24,7 +24,8 @@ from facegen.dataset.spec import DatasetSpec
 from facegen.dataset.stats import IDENTITIES_FILE
 from facegen.dataset.variation import VariationConfig, WorkItem, embedding_sha256, make_work_item
 from facegen.errors import FacegenError
-from facegen.io.location import Location, open_location
+from facegen.io.storage import Location
+from facegen.io.location import open_location
 
 logger = logging.getLogger(__name__)
 

@@ -32,12 +32,13 @@ from facegen.dataset.spec import (
     SPEC_VERSION, DatasetSpec, read_stored_extra, read_stored_fingerprint, stored_numerics)
 from facegen.dataset.spec_yaml import load_spec_yaml
 from facegen.dataset.card import CARD_FILE
-from facegen.dataset.stats import IDENTITIES_FILE, SPEC_FILE, SUMMARY_FILE
+from facegen.dataset.stats import IDENTITIES_FILE, SPEC_FILE, SUMMARY_FILE, spec_file_of
 from facegen.dataset.writers import MANIFEST
 from facegen.io.atomic import atomic_write_bytes, remove_stale_temps
 from facegen.provenance.seal import SEAL
 from facegen.errors import FacegenError, InvalidArgumentError
-from facegen.io.location import LocalLocation, Location, open_location
+from facegen.io.storage import Location
+from facegen.io.location import LocalLocation, open_location
 from facegen.numerics import describe_change, numerics_record
 
 logger = logging.getLogger(__name__)
@@ -57,15 +58,6 @@ def identity_vectors(spec: DatasetSpec) -> np.ndarray:
 def _is_empty(loc: Location) -> bool:
     """No entries but a (stale) lock file."""
     return loc.is_empty(ignore=(LOCK_FILE,))
-
-
-def spec_file_of(loc: Location) -> Path | None:
-    """A local file holding the location's ``spec.yaml`` (None: there is none); on a store, a fresh
-    download of it."""
-    if isinstance(loc, LocalLocation):
-        path = loc.path / SPEC_FILE
-        return path if path.is_file() else None
-    return loc.local_file(SPEC_FILE, refresh=True) if loc.exists(SPEC_FILE) else None
 
 
 def current_numerics(spec: DatasetSpec, on_gpu: bool) -> dict[str, Any]:

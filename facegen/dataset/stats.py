@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,8 @@ from facegen.dataset import writers as W
 from facegen.errors import FacegenError, InvalidArgumentError
 from facegen.io.arrays import load_npy, parse_npy
 from facegen.io.files import AnyKey, Opt, parse_json
-from facegen.io.location import open_location
+from facegen.io.location import LocalLocation, open_location
+from facegen.io.storage import Location
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +95,17 @@ class Summary:
         return "\n".join(lines)
 
 
+def spec_file_of(loc: Location) -> Path | None:
+    """A local file holding the location's ``spec.yaml`` (None: there is none); on a store, a fresh
+    download of it."""
+    if isinstance(loc, LocalLocation):
+        path = loc.path / SPEC_FILE
+        return path if path.is_file() else None
+    return loc.local_file(SPEC_FILE, refresh=True) if loc.exists(SPEC_FILE) else None
+
+
 # ---------------------------------------------------------------------- similarity maths
+
 def similarity_matrix(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
     """Pairwise similarity of rows: cosine, or ``1 - Euclidean distance``."""
     a = np.asarray(a, dtype=np.float64)
@@ -190,7 +202,6 @@ def dataset_stats(root: Any, embed_fn: Callable[[np.ndarray], Any] | None = None
     """
     from facegen.dataset.spec import DatasetSpec, read_stored_fingerprint
 
-    from facegen.dataset.start import spec_file_of
 
     root = open_location(root)
     spec_path = spec_file_of(root)

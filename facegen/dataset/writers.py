@@ -41,7 +41,8 @@ import numpy as np
 from facegen.errors import FacegenError
 from facegen.io.atomic import atomic_write_bytes, remove_stale_temps, replace_durably, temp_path_for
 from facegen.io.files import AnyKey, Opt, parse_json
-from facegen.io.location import LocalLocation, Location, open_location
+from facegen.io.storage import Location
+from facegen.io.location import LocalLocation, open_location
 from facegen.paths import sha256_of
 
 SHARDS_DIR = "shards"

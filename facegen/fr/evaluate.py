@@ -234,10 +234,10 @@ def write_eval(out: Path, report: dict[str, Any], rocs: dict[str, Any] | None) -
 
 
 def plot_roc(rocs: dict[str, Any], path: Path) -> None:
-    from facegen.dataset.report_plots import _pyplot  # noqa: PLC0415
+    from facegen.dataset.report_plots import pyplot  # noqa: PLC0415
     from facegen.io.atomic import atomic_write  # noqa: PLC0415
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
     for name, roc in rocs.items():
         fpr = np.maximum(np.asarray(roc["fpr"]), 1e-6)

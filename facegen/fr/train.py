@@ -263,11 +263,11 @@ def train(ts: TrainSet, recipe: Recipe, run: str | Path, *, seed: int = 0, check
 
 
 def plot_loss(log: Path, out: Path) -> None:
-    from facegen.dataset.report_plots import _pyplot  # noqa: PLC0415
+    from facegen.dataset.report_plots import pyplot  # noqa: PLC0415
     from facegen.io.atomic import atomic_write  # noqa: PLC0415
 
     rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     ax.plot([r["step"] for r in rows], [r["loss"] for r in rows])
     ax.set_xlabel("step")

@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from facegen.errors import BadFileError
-from facegen.io.files import (MAX_FILE_BYTES_ENV, ErrorType, _cap_text, _name, check_size, max_file_bytes,
+from facegen.io.files import (MAX_FILE_BYTES_ENV, ErrorType, cap_text, name_of, check_size, max_file_bytes,
                               open_file)
 
 
@@ -50,7 +50,7 @@ def _array_from(fh: BinaryIO, available: int, name: str, cap: int, error: ErrorT
     need = count * dtype.itemsize
     if need > cap:
         raise error(f"{name}: the header declares a {shape} {dtype} array ({need:,} bytes); "
-                    f"{_cap_text(cap, env)}")
+                    f"{cap_text(cap, env)}")
     left = available - fh.tell()
     if need > left:
         raise error(f"{name}: the header declares {need:,} bytes of data but the file holds {max(left, 0):,} "
@@ -76,7 +76,7 @@ def load_npy(path: str | os.PathLike[str], *, what: str = "array", error: ErrorT
     more than the file holds or ``$FACEGEN_MAX_FILE_BYTES``."""
     env = None if max_bytes is not None else MAX_FILE_BYTES_ENV
     cap = max_bytes if max_bytes is not None else max_file_bytes()
-    name = _name(what, path)
+    name = name_of(what, path)
     with open_file(path, what=what, error=error, **kwargs) as fh:
         size = os.fstat(fh.fileno()).st_size
         try:
@@ -94,14 +94,14 @@ def read_zip_member(zf: zipfile.ZipFile, member: str, *, name: str, cap: int,
     except KeyError:
         raise error(f"{name}: has no {member}") from None
     if info.file_size > cap:
-        raise error(f"{name}: {member} inflates to {info.file_size:,} bytes ({_cap_text(cap, env)})")
+        raise error(f"{name}: {member} inflates to {info.file_size:,} bytes ({cap_text(cap, env)})")
     try:
         with zf.open(info) as fh:
             data = fh.read(cap + 1)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
         raise error(f"{name}: {member} is unreadable ({' '.join(str(exc).split())[:100]})") from None
     if len(data) > cap:
-        raise error(f"{name}: {member} inflates to more than {cap:,} bytes ({_cap_text(cap, env)})")
+        raise error(f"{name}: {member} inflates to more than {cap:,} bytes ({cap_text(cap, env)})")
     return data
 
 
@@ -119,7 +119,7 @@ def load_npz(path: str | os.PathLike[str], *, what: str = "arrays", error: Error
     ``$FACEGEN_MAX_FILE_BYTES`` before anything is inflated, and again while inflating."""
     env = None if max_bytes is not None else MAX_FILE_BYTES_ENV
     cap = max_bytes if max_bytes is not None else max_file_bytes()
-    name = _name(what, path)
+    name = name_of(what, path)
     out: dict[str, np.ndarray] = {}
     with open_file(path, what=what, error=error, **kwargs) as fh:
         check_size(fh, name, cap=cap if env is None else None, error=error)
@@ -127,7 +127,7 @@ def load_npz(path: str | os.PathLike[str], *, what: str = "arrays", error: Error
             infos = zf.infolist()
             total = sum(i.file_size for i in infos)
             if total > cap:
-                raise error(f"{name}: inflates to {total:,} bytes ({_cap_text(cap, env)})")
+                raise error(f"{name}: inflates to {total:,} bytes ({cap_text(cap, env)})")
             left = cap
             for info in infos:
                 if not info.filename.endswith(".npy"):

@@ -55,12 +55,12 @@ def max_file_bytes() -> int:
     return env_limit(MAX_FILE_BYTES_ENV, DEFAULT_MAX_FILE_BYTES)
 
 
-def _name(what: str, path: Any) -> str:
+def name_of(what: str, path: Any) -> str:
     """How a file is named in a message: ``what path`` (the path alone when ``what`` is empty)."""
     return f"{what} {path}" if what else str(path)
 
 
-def _cap_text(cap: int, env: str | None) -> str:
+def cap_text(cap: int, env: str | None) -> str:
     """How a limit is described: the environment variable is named only when it set the cap."""
     return f"the limit is {cap:,} bytes, set by {env}" if env else f"the limit is {cap:,} bytes"
 
@@ -89,7 +89,7 @@ def open_file(path: str | os.PathLike[str], *, what: str = "file", follow_links:
     ``follow_links=False``: a link at ``path`` itself is refused (``O_NOFOLLOW``).
     ``within``: the file (links resolved) must lie inside that folder.
     """
-    name = _name(what, path)
+    name = name_of(what, path)
     if within is not None:
         inside(within, path, what=what, error=error)
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
@@ -126,10 +126,10 @@ def open_file(path: str | os.PathLike[str], *, what: str = "file", follow_links:
 def _read_capped(fh: BinaryIO, cap: int, env: str | None, name: str, error: ErrorType) -> bytes:
     size = os.fstat(fh.fileno()).st_size
     if size > cap:
-        raise error(f"{name}: {size:,} bytes is too large ({_cap_text(cap, env)})")
+        raise error(f"{name}: {size:,} bytes is too large ({cap_text(cap, env)})")
     data = fh.read(cap + 1)                     # the file may grow between fstat and read
     if len(data) > cap:
-        raise error(f"{name}: more than {cap:,} bytes is too large ({_cap_text(cap, env)})")
+        raise error(f"{name}: more than {cap:,} bytes is too large ({cap_text(cap, env)})")
     return data
 
 
@@ -139,7 +139,7 @@ def check_size(fh: BinaryIO, name: str, *, cap: int | None = None, error: ErrorT
     cap = cap if cap is not None else max_file_bytes()
     size = os.fstat(fh.fileno()).st_size
     if size > cap:
-        raise error(f"{name}: {size:,} bytes is too large ({_cap_text(cap, env)})")
+        raise error(f"{name}: {size:,} bytes is too large ({cap_text(cap, env)})")
     return size
 
 
@@ -153,9 +153,9 @@ def read_bytes(path: str | os.PathLike[str], *, what: str = "file", max_bytes: i
     cap = max_bytes if max_bytes is not None else (max_json_bytes() if text else max_file_bytes())
     with open_file(path, what=what, follow_links=follow_links, within=within, error=error) as fh:
         try:
-            return _read_capped(fh, cap, env, _name(what, path), error)
+            return _read_capped(fh, cap, env, name_of(what, path), error)
         except OSError as exc:
-            raise error(f"{_name(what, path)}: cannot read: {exc.strerror or exc}") from None
+            raise error(f"{name_of(what, path)}: cannot read: {exc.strerror or exc}") from None
 
 
 def read_text(path: str | os.PathLike[str], *, what: str = "file", error: ErrorType = BadFileError,
@@ -165,7 +165,7 @@ def read_text(path: str | os.PathLike[str], *, what: str = "file", error: ErrorT
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise error(f"{_name(what, path)}: not UTF-8 text") from None
+        raise error(f"{name_of(what, path)}: not UTF-8 text") from None
 
 
 # --------------------------------------------------------------------------- JSON
@@ -283,7 +283,7 @@ def parse_json(data: bytes | str, *, name: str = "JSON", schema: Any = Any, erro
     env = None if max_bytes is not None else MAX_JSON_BYTES_ENV
     cap = max_bytes if max_bytes is not None else max_json_bytes()
     if len(data) > cap:
-        raise error(f"{name}: {len(data):,} bytes of JSON is too large ({_cap_text(cap, env)})")
+        raise error(f"{name}: {len(data):,} bytes of JSON is too large ({cap_text(cap, env)})")
     if isinstance(data, (bytes, bytearray)):
         try:
             data = bytes(data).decode("utf-8-sig")
@@ -304,7 +304,7 @@ def read_json(path: str | os.PathLike[str], *, what: str = "JSON file", schema: 
               error: ErrorType = BadFileError, **kwargs: Any) -> Any:
     """A JSON file through :func:`read_bytes` and :func:`parse_json`."""
     data = read_bytes(path, what=what, error=error, text=True, **kwargs)
-    return parse_json(data, name=_name(what, path), schema=schema, error=error, max_bytes=len(data) + 1)
+    return parse_json(data, name=name_of(what, path), schema=schema, error=error, max_bytes=len(data) + 1)
 
 
 # --------------------------------------------------------------------------- lock files
@@ -344,5 +344,5 @@ def read_json_lines(path: str | os.PathLike[str], *, what: str = "JSON-lines fil
     out = []
     for n, line in enumerate(data.splitlines(), 1):
         if line.strip():
-            out.append(parse_json(line, name=f"{_name(what, path)} line {n}", schema=schema, error=error))
+            out.append(parse_json(line, name=f"{name_of(what, path)} line {n}", schema=schema, error=error))
     return out

@@ -18,9 +18,8 @@ adds tracks, smoothing and segments, and calls the same plan, edit, paste and ju
 Engines: :class:`FaceEditPipeline` re-draws the face with the preset's diffusion model
 (ID-conditioned inpainting of an aligned crop — a 4-channel UNet by latent blending, as
 diffusers' inpainting pipeline does — colour-matched to the photo, pasted back with the inverse
-affine and a feathered mask: nothing outside it changes); the diffusion model is the one
-:class:`IDGenerationPipeline` loaded for the preset.
-:class:`~facegen.pipelines.inswapper.InswapperSwapPipeline` swaps with insightface's 128-px GAN.
+affine and a feathered mask: nothing outside it changes), with the preset's IDGenerationPipeline
+model; :class:`~facegen.pipelines.inswapper.InswapperSwapPipeline` swaps with insightface's 128-px GAN.
 """
 
 from __future__ import annotations

@@ -20,13 +20,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING
+from typing import Any
 
 from facegen.errors import BadVideoError
 from facegen.limits import env_limit
-
-if TYPE_CHECKING:  # pragma: no cover
-    from facegen.video.container import VideoInfo
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +73,7 @@ def check_frame_size(name: str, width: int, height: int, limits: VideoLimits | N
                             f"{limits.max_pixels:,} pixels ({limits.how_to_raise(MAX_PIXELS_ENV)})")
 
 
-def check_video(info: "VideoInfo", limits: VideoLimits | None = None) -> None:
+def check_video(info: Any, limits: VideoLimits | None = None) -> None:
     """Raise :class:`BadVideoError` (one line) for a clip facegen cannot edit faithfully."""
     limits = limits or VideoLimits.from_env()
     name = info.path
@@ -105,7 +102,7 @@ def check_video(info: "VideoInfo", limits: VideoLimits | None = None) -> None:
         raise BadVideoError(f"{name}: frame rate {info.fps} cannot be used")
 
 
-def frame_range(info: "VideoInfo", start: float | None = None, end: float | None = None,
+def frame_range(info: Any, start: float | None = None, end: float | None = None,
                 max_frames: int | None = None) -> tuple[int, int]:
     """The ``[first, stop)`` frame indices of ``--start/--end`` (seconds) and ``--max-frames``."""
     fps = Fraction(info.fps)

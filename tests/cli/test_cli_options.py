@@ -30,8 +30,9 @@ def _declared() -> dict[str, list[str]]:
 #: the shared options: every flag options.py declares (read from the code, not listed by hand)
 SHARED = tuple(sorted(f for f, where in _declared().items() if any(w.startswith("options.py:") for w in where)))
 #: shared flags a command declares itself, and why: dataset's ``--model`` is a spec field, serve's
-#: the page's first choice (both leave an unknown name to their own one-line error)
-OWN_DECLARATION = {"--model": {"dataset.py", "serve.py"}}
+#: the page's first choice, fr-eval's a trained run folder (each leaves an unknown name to its own one-line error);
+#: fr-train's ``--workers`` counts data-loading workers, 0 meaning the training process itself
+OWN_DECLARATION = {"--model": {"dataset.py", "serve.py", "fr.py"}, "--workers": {"fr.py"}}
 #: one spelling, different meanings in different commands (so not one shared declaration)
 DISTINCT_MEANINGS = {
     "--batch-size": "images per generator call (dataset), images denoised together (generate), per encoder "

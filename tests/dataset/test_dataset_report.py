@@ -257,12 +257,12 @@ def test_reference_of_the_wrong_encoder_or_dimension_is_refused(fake_imagefolder
 
 
 def test_plots_without_matplotlib_name_the_extra(monkeypatch) -> None:
-    from facegen.dataset.report_plots import _pyplot
+    from facegen.dataset.report_plots import pyplot
     from facegen.errors import MissingDependencyError
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(MissingDependencyError, match=r"facegen\[report\]"):
-        _pyplot()
+        pyplot()
 
 
 # ---------------------------------------------------------------------- maths
