@@ -4,7 +4,7 @@ identities over time and the sound kept.
 Stages of ``__call__``: 1 probe and check the clip → 2 open (or resume) the run's segments →
 3 per frame: decode → detect → track → plan new tracks (the job's rules) → smooth each track's
 face → edit it (the job's ``edit_face``, fed the previous frame's result) → paste back →
-measure → watermark keyframes → encode → 4 every ``segment_seconds``: commit the segment and
+measure → watermark every frame → encode → 4 every ``segment_seconds``: commit the segment and
 the state → 5 assemble the MP4 (audio copied), tag it, sign it, rename it into place.
 
 Memory is bounded: one decoded frame at a time, plus per track its previous crop and mask.
@@ -169,8 +169,8 @@ class VideoEditPipeline:
                 self.first_pts = frame.pts
             edited = self._frame(frame, judge_every, timings)
             t = time.perf_counter()
-            if wm_on and (self.count % seg_frames) % gop == 0:
-                edited, _ = vp.mark_keyframe(edited, cid)
+            if wm_on:
+                edited = vp.mark_frame(edited)
             timings["watermark"] += time.perf_counter() - t
             t = time.perf_counter()
             if writer is None:
