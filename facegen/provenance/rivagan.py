@@ -68,7 +68,9 @@ class FFTConv2d(nn.Conv2d):
         spec = torch.fft.rfft2(tiles)                                      # (b, c, th, tw, n, m)
         bins = spec.shape[-2] * spec.shape[-1]
         spec = spec.permute(4, 5, 0, 2, 3, 1).reshape(bins, b * th * tw, c).contiguous()
-        out = torch.bmm(spec, self._kernel(x.device, spec.real.dtype))    # (bins, tiles, out)
+        kernel = self._kernel(x.device, spec.real.dtype)
+        per = th * tw      # one product per image: the same numbers whatever the batch holds
+        out = torch.cat([torch.bmm(spec[:, i * per:(i + 1) * per], kernel) for i in range(b)], dim=1)
         o = out.shape[-1]
         out = out.reshape(n, n // 2 + 1, b, th, tw, o).permute(2, 5, 3, 4, 0, 1).contiguous()
         y = torch.fft.irfft2(out, s=(n, n))[..., :TILE, :TILE]            # (b, o, th, tw, T, T)
