@@ -65,6 +65,8 @@ class Provenance:
         then the per-installation self-signed identity.
     action: ``c2pa.created`` or ``c2pa.edited``; ``None``: edited when the metadata says
         ``ai_edited``, else created.
+    device: the torch device the watermark runs on (the pipeline's; ``None``: CUDA when
+        available, else the CPU).
     """
 
     watermark: bool = True
@@ -72,6 +74,7 @@ class Provenance:
     cert: str | None = None
     key: str | None = None
     action: str | None = None
+    device: str | None = None
     identity: _cred.SigningIdentity | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def resolved(self) -> Provenance:
@@ -83,7 +86,8 @@ class Provenance:
 
 
 def provenance_options(*, watermark: bool = True, c2pa: bool = True, cert: str | None = None,
-                       key: str | None = None, action: str | None = None) -> Provenance:
+                       key: str | None = None, action: str | None = None, device: str | None = None
+                       ) -> Provenance:
     """Resolved :class:`Provenance` for a run; warns (logging) naming what a switch gives up."""
     if not watermark:
         logger.warning(WATERMARK_OFF)
@@ -91,7 +95,8 @@ def provenance_options(*, watermark: bool = True, c2pa: bool = True, cert: str |
         logger.warning(C2PA_OFF)
         if cert or key:
             logger.warning("--c2pa-cert/--c2pa-key are ignored: C2PA signing is off")
-    return Provenance(watermark=watermark, c2pa=c2pa, cert=cert, key=key, action=action).resolved()
+    return Provenance(watermark=watermark, c2pa=c2pa, cert=cert, key=key, action=action,
+                      device=device).resolved()
 
 
 def _action(options: Provenance, meta: Mapping[str, Any]) -> str:
@@ -115,7 +120,7 @@ def mark(pixels: np.ndarray, meta: Mapping[str, Any], options: Provenance | None
         _warn_once("wm-missing", f"invisible watermark not embedded: {_wm.MISSING}")
         wm_info = {"embedded": False, "reason": _wm.MISSING}
     else:
-        marked, done = _wm.embed([pixels])
+        marked, done = _wm.embed([pixels], device=options.device)
         pixels = marked[0]
         wm_info = {"embedded": True, "method": _wm.METHOD, "payload": f"facegen key {_wm.KEY:08x} (32 bits)",
                    **done[0]}
@@ -147,7 +152,7 @@ def sign_encoded(data: bytes, fmt: str, meta: Mapping[str, Any], options: Proven
 
 def watermark_images(images: list[np.ndarray], *, device: Any = None) -> list[np.ndarray]:
     """facegen's invisible watermark on each RGB uint8 image (H, W, 3), marked in batches on
-    ``device`` (a torch device or name; ``None``: the CPU). Deterministic. Images too small to
+    ``device`` (a torch device or name; ``None``: CUDA when available, else the CPU). Deterministic. Images too small to
     hold the mark (:func:`facegen.provenance.watermark.too_small`) raise ValueError."""
     arrays = [np.asarray(im) for im in images]
     for im in arrays:

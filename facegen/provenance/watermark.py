@@ -151,9 +151,13 @@ def _resize(x: np.ndarray, hw: tuple[int, int], *, shrink: bool) -> np.ndarray:
 
 
 def _device(device: Any) -> Any:
+    """``device`` as a torch device; ``None``: CUDA when available, else the CPU (facegen's
+    pipeline default, so the mark runs where the image was made)."""
     import torch  # noqa: PLC0415
 
-    return torch.device(device or "cpu")
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
 
 
 def _to_tensor(images: Sequence[np.ndarray], device: Any) -> Any:
@@ -210,7 +214,7 @@ def _jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
 def embed(images: Sequence[np.ndarray], *, device: Any = None, gains: Sequence[float] = GAINS
           ) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
     """Mark RGB uint8 images (any sizes that hold the mark; :func:`too_small` first), in
-    batches of equal working size on ``device`` (``None``: CPU). Each image is read back at
+    batches of equal working size on ``device`` (``None``: CUDA when available, else CPU). Each image is read back at
     its working size after JPEG q:data:`CHECK_JPEG_QUALITY`; one that does not give all 32
     bits is marked again at the next of ``gains``.
 

@@ -170,7 +170,7 @@ class VideoEditPipeline:
             edited = self._frame(frame, judge_every, timings)
             t = time.perf_counter()
             if wm_on:
-                edited = vp.mark_frame(edited)
+                edited = vp.mark_frame(edited, prov.device)
             timings["watermark"] += time.perf_counter() - t
             t = time.perf_counter()
             if writer is None:
