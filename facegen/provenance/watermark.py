@@ -267,13 +267,13 @@ def detect(rgb: np.ndarray, *, alpha: float = FOUND_P, device: Any = None) -> Re
                        reason=f"image too small to read a watermark ({w}x{h}; it needs a short side of "
                               f"{MIN_SIDE // 2} px)")
     dev = _device(device)
-    best: tuple[int, float, float] | None = None
+    best: tuple[int, float] | None = None
     for frac, hw in reading_sizes(h, w):
         logits = _decode([_resize(np.ascontiguousarray(rgb), hw, shrink=hw[0] < h)], dev)[0]
         k = int(_agreement(logits))
         if best is None or k > best[0]:
-            best = (k, frac, 0.0)
-        if p_value(BITS, best[0], tries) <= alpha:
+            best = (k, frac)
+        if p_value(BITS, best[0], tries) <= alpha:      # Bonferroni over all planned tries: stopping is fine
             break
     assert best is not None
     p = p_value(BITS, best[0], tries)

@@ -97,6 +97,7 @@ def test_generated_256_image_has_valid_credentials_and_watermark(generated, home
     # the tiny preset draws pure noise, which RivaGAN cannot hold a mark in (natural images
     # can: see the photo tests below); the report still shows the reading
     assert 0.0 <= report["watermark"]["bit_agreement"] <= 1.0
+    assert 0.0 < report["watermark"]["p_value"] <= 1.0 and report["watermark"]["alpha"] == W.FOUND_P
     # no personal data: the reference photo's path is nowhere in the manifest, no thumbnail
     assert str(Path(generated).parent) not in json.dumps(c2pa) and "tom" not in json.dumps(c2pa).lower()
     assert b"c2pa.thumbnail" not in generated.read_bytes()
