@@ -7,6 +7,7 @@ these; anything else is an internal failure (exit 1).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -64,13 +65,54 @@ class ConsentRequiredError(FacegenError):
     """Editing a real person's face needs an explicit consent flag."""
 
 
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def install_command(package: str, extra: str | None = None, requires: list[str] | None = None) -> str:
+    """The pip command that installs ``package`` as facegen declares it, derived from facegen's
+    own requirements (``requires``: requirement strings as ``importlib.metadata.requires``
+    gives them; ``None``: the installed facegen's): the extra that lists it (``extra`` when
+    that one does), else the core requirement with its range, else the bare name."""
+    if requires is None:
+        try:
+            from importlib.metadata import PackageNotFoundError, requires as _requires  # noqa: PLC0415
+
+            requires = _requires("facegen") or []
+        except (ImportError, PackageNotFoundError):
+            requires = []
+    extras: list[str] = []
+    core: str | None = None
+    for req in requires:
+        spec, _, marker = req.partition(";")
+        name = re.split(r"[\s\[<>=!~;(]", spec.strip(), maxsplit=1)[0]
+        if _norm(name) != _norm(package):
+            continue
+        found = re.search(r"extra\s*==\s*['\"]([^'\"]+)['\"]", marker)
+        if found:
+            extras.append(found.group(1))
+        else:
+            core = spec.strip().replace(" ", "")
+    if extra and extra in extras:
+        return f"pip install 'facegen[{extra}]'"
+    useful = [e for e in extras if e not in ("all", "dev")]
+    if useful:
+        return f"pip install 'facegen[{useful[0]}]'"
+    if core:
+        return f"pip install '{core}'"
+    if extras:
+        return f"pip install 'facegen[{extras[0]}]'"
+    return f"pip install {package}"
+
+
 class MissingDependencyError(FacegenError):
-    """An optional package is needed for this feature."""
+    """An optional package is needed for this feature; the message names the pip command that
+    installs it as facegen declares it (:func:`install_command`)."""
 
     def __init__(self, package: str, extra: str | None = None, feature: str = "") -> None:
         import sys  # noqa: PLC0415
 
-        where = f"pip install 'facegen[{extra}]'" if extra else f"pip install {package}"
+        where = install_command(package, extra)
         what = f" for {feature}" if feature else ""
         msg = f"the optional package '{package}' is needed{what} and this Python ({sys.executable}) cannot import it"
         venv = Path(".venv")

@@ -33,7 +33,7 @@ def doctor_report(models_dir: str | None = None) -> dict[str, Any]:
     packages = {name: _version(name) for name in (
         "torch", "diffusers", "transformers", "accelerate", "safetensors", "peft", "onnxruntime",
         "dlib-bin", "face_recognition_models", "opencv-python-headless", "insightface", "gradio", "ray",
-        "c2pa-python", "invisible-watermark")}
+        "c2pa-python")}
     device: dict[str, Any] = {"cuda": False}
     try:
         import torch  # noqa: PLC0415

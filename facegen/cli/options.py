@@ -162,7 +162,8 @@ def provenance_from_args(args: argparse.Namespace) -> Any:
 
     return provenance_options(watermark=not getattr(args, "no_watermark", False),
                               c2pa=not getattr(args, "no_c2pa", False),
-                              cert=getattr(args, "c2pa_cert", None), key=getattr(args, "c2pa_key", None))
+                              cert=getattr(args, "c2pa_cert", None), key=getattr(args, "c2pa_key", None),
+                              device=getattr(args, "device", None))
 
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}

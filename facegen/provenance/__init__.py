@@ -12,7 +12,7 @@ Order of work for one image (:func:`mark` then :func:`sign_encoded`): content id
 unmarked pixels and metadata → watermark (marker + content id) in the pixels → metadata
 (``provenance`` block: content id, watermark, credentials) → encode → sign the encoded bytes.
 
-Modules: :mod:`.watermark` (RivaGAN), :mod:`.credentials` (identity, sign, read),
+Modules: :mod:`.watermark` (RivaGAN key and p-value; networks in :mod:`.rivagan`), :mod:`.credentials` (identity, sign, read),
 :mod:`.inspect` (the report and verdict), :mod:`.seal` (one signed manifest per dataset).
 """
 
@@ -31,7 +31,8 @@ from facegen.provenance import watermark as _wm
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Provenance", "PROVENANCE_KEY", "inspect_file", "mark", "provenance_options", "sign_encoded"]
+__all__ = ["Provenance", "PROVENANCE_KEY", "detect_watermark", "inspect_file", "mark", "provenance_options",
+           "sign_encoded", "watermark_images"]
 
 #: the metadata key facegen's writer owns for the provenance block
 PROVENANCE_KEY = "provenance"
@@ -64,6 +65,8 @@ class Provenance:
         then the per-installation self-signed identity.
     action: ``c2pa.created`` or ``c2pa.edited``; ``None``: edited when the metadata says
         ``ai_edited``, else created.
+    device: the torch device the watermark runs on (the pipeline's; ``None``: CUDA when
+        available, else the CPU).
     """
 
     watermark: bool = True
@@ -71,6 +74,7 @@ class Provenance:
     cert: str | None = None
     key: str | None = None
     action: str | None = None
+    device: str | None = None
     identity: _cred.SigningIdentity | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def resolved(self) -> Provenance:
@@ -82,7 +86,8 @@ class Provenance:
 
 
 def provenance_options(*, watermark: bool = True, c2pa: bool = True, cert: str | None = None,
-                       key: str | None = None, action: str | None = None) -> Provenance:
+                       key: str | None = None, action: str | None = None, device: str | None = None
+                       ) -> Provenance:
     """Resolved :class:`Provenance` for a run; warns (logging) naming what a switch gives up."""
     if not watermark:
         logger.warning(WATERMARK_OFF)
@@ -90,7 +95,8 @@ def provenance_options(*, watermark: bool = True, c2pa: bool = True, cert: str |
         logger.warning(C2PA_OFF)
         if cert or key:
             logger.warning("--c2pa-cert/--c2pa-key are ignored: C2PA signing is off")
-    return Provenance(watermark=watermark, c2pa=c2pa, cert=cert, key=key, action=action).resolved()
+    return Provenance(watermark=watermark, c2pa=c2pa, cert=cert, key=key, action=action,
+                      device=device).resolved()
 
 
 def _action(options: Provenance, meta: Mapping[str, Any]) -> str:
@@ -111,13 +117,13 @@ def mark(pixels: np.ndarray, meta: Mapping[str, Any], options: Provenance | None
     elif (reason := _wm.too_small(h, w)) is not None:
         wm_info = {"embedded": False, "reason": reason}
     elif not _wm.available():
-        _warn_once("wm-missing", "invisible watermark not embedded: the invisible-watermark package is not "
-                                 "installed (scripts/setup.sh installs it; see the README)")
-        wm_info = {"embedded": False, "reason": "invisible-watermark is not installed"}
+        _warn_once("wm-missing", f"invisible watermark not embedded: {_wm.MISSING}")
+        wm_info = {"embedded": False, "reason": _wm.MISSING}
     else:
-        pixels, done = _wm.embed_verified(pixels, cid)
-        wm_info = {"embedded": True, "method": _wm.METHOD, "payload": f"facegen marker {_wm.MARKER:04x} + content id",
-                   **done}
+        marked, done = _wm.embed([pixels], device=options.device)
+        pixels = marked[0]
+        wm_info = {"embedded": True, "method": _wm.METHOD, "payload": f"facegen key {_wm.KEY:08x} (32 bits)",
+                   **done[0]}
     if options.c2pa == "dataset_seal":
         c2pa_state = "covered by the dataset's signed manifest (credentials.zip)"
     elif options.c2pa:
@@ -142,6 +148,26 @@ def sign_encoded(data: bytes, fmt: str, meta: Mapping[str, Any], options: Proven
                    "watermark": block.get("watermark")})
     manifest = _cred.build_manifest(_action(options, meta), title=title, fields=fields)
     return _cred.sign_bytes(data, fmt, manifest, options.identity)
+
+
+def watermark_images(images: list[np.ndarray], *, device: Any = None) -> list[np.ndarray]:
+    """facegen's invisible watermark on each RGB uint8 image (H, W, 3), marked in batches on
+    ``device`` (a torch device or name; ``None``: CUDA when available, else the CPU). Deterministic. Images too small to
+    hold the mark (:func:`facegen.provenance.watermark.too_small`) raise ValueError."""
+    arrays = [np.asarray(im) for im in images]
+    for im in arrays:
+        if im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:
+            raise ValueError(f"watermark_images takes RGB uint8 arrays (H, W, 3), got {im.dtype} {im.shape}")
+    return _wm.embed(arrays, device=device)[0]
+
+
+def detect_watermark(rgb: np.ndarray, *, alpha: float = _wm.FOUND_P, device: Any = None) -> dict[str, Any]:
+    """Look for facegen's watermark in an RGB uint8 image. Returns ``found`` (``p_value <=
+    alpha``), ``p_value`` (the chance that an image without the mark reads as well as this
+    one, every reading tried counted), ``bit_agreement`` (share of the 32 key bits read),
+    ``content_id`` (always None: the mark carries only facegen's key; the metadata and the
+    C2PA manifest carry the content id) and ``reason`` (why nothing could be read, or None)."""
+    return _wm.detect(np.asarray(rgb), alpha=alpha, device=device).to_dict()
 
 
 def inspect_file(path: str, trust: Any = ()) -> dict[str, Any]:

@@ -1,127 +1,131 @@
-"""The invisible watermark: a facegen marker and a short content id hidden in the pixels.
+"""The invisible watermark: facegen's 32-bit key hidden in the pixels, read back with a p-value.
 
-Method (chosen by measurement, see ``benchmarks/bench_provenance.py`` and RESULTS.md):
-RivaGAN from the ``invisible-watermark`` package (32 bits, ONNX weights inside the wheel),
-run directly on onnxruntime (CUDA provider when onnxruntime has it). It survives JPEG,
-resizing and crops, which the DCT methods do not.
+Method (chosen by measurement, see ``benchmarks/bench_provenance.py`` and RESULTS.md): RivaGAN
+(32 bits; the networks of ``invisible-watermark`` 0.2.0 in torch, :mod:`.rivagan`, weights
+shipped with facegen), computed at a working resolution whose long side is :data:`WORK_SIDE`;
+the residual (marked - original) is upsampled to the full image, so any image costs the same
+as a 256² one, and the low-frequency mark survives downscaling and JPEG.
 
-Payload (32 bits): the 16-bit :data:`MARKER` followed by the 16-bit content id
-(:func:`content_id`: four hex digits, also written in the metadata and the C2PA manifest).
+Payload: all 32 bits are facegen's fixed :data:`KEY`. A reading compares the decoded bits with
+the key; the **p-value** is the probability that an unmarked image matches at least that
+well in at least one of the readings tried: ``min(1, tries × P[Binomial(32, 1/2) ≥ k])``
+(:func:`p_value`, a Bonferroni bound over the :data:`CROP_FRACTIONS` readings). "Found" means
+``p ≤`` :data:`FOUND_P` (1e-6 by default): 30 of 32 bits at the 4 readings gives 4.8e-7.
+The content id is no longer in the mark (16 bits of it would leave too few for that
+guarantee); the metadata and the C2PA manifest carry it.
 
-Cost is bounded: the mark is computed at a working resolution whose long side is at most
-:data:`WORK_SIDE` pixels and the residual (marked - original) is upsampled to the full image,
-so a 1024² or 2048² image costs the same as a 256² one (and the low-frequency mark survives
-downscaling and JPEG better than one computed at full size). :func:`detect` decodes at the
-working resolution and at twice the image's size (for images that were downscaled after
-marking) and keeps the better reading.
+Readings: an image that was resized (any factor) but not cropped holds the mark at its
+working size; a crop keeping a fraction ``c`` of the side holds it at ``c ×`` the working
+size. :func:`detect` reads at ``WORK_SIDE × c`` for each ``c`` in :data:`CROP_FRACTIONS`
+and keeps the best reading (stopping at the first that is found).
 
-Everything is deterministic given the pixels and the payload (same onnxruntime build and
-provider), which the dataset's byte-identical resume needs.
+Everything is deterministic given the pixels (same torch build and device), which the
+dataset's byte-identical resume needs.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
-import threading
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Sequence
 
 import numpy as np
 
-from facegen.errors import MissingDependencyError
-
 logger = logging.getLogger(__name__)
 
-METHOD = "rivagan"
-#: the fixed facegen marker (first 16 of the 32 payload bits); 8 ones, 8 zeros
-MARKER = 0x9A5C
-MARKER_BITS = 16
-ID_BITS = 16
-#: long side of the resolution the mark is computed (and read) at. Measured on 512² photos
-#: (benchmarks/RESULTS.md): at 256 the mark is lower in frequency and survives JPEG q75 + resize
-#: 0.5 + crop 10 % together (6/6), which marking at 512 does not (0/6), at 3.5x less CPU
+METHOD = "rivagan-key32"
+BITS = 32
+#: facegen's key: the first 32 bits of sha256("facegen watermark key v2") (16 ones, 16 zeros)
+KEY = int(hashlib.sha256(b"facegen watermark key v2").hexdigest()[:8], 16)
+#: long side of the resolution the mark is computed at (and read at, before the crop search)
 WORK_SIDE = 256
-#: gains on RivaGAN's residual, tried in turn until the mark reads back exactly (1 = as
-#: trained, ~42.5 dB PSNR; each gain g costs 20·log10(g) dB: 1.6 -> ~38.5 dB, 2.2 -> ~35.6 dB).
-#: Flat, dark or clipped images (a dark suit, a white shirt) need the later ones; measured on
-#: 50 photo crops, 2 of 50 needed 1.6 (benchmarks/RESULTS.md).
-GAINS = (1.0, 1.6, 2.2)
+#: side fractions a reading assumes were kept by a crop (1.0: not cropped); each one is a try
+CROP_FRACTIONS = (1.0, 0.9, 0.8, 0.7)
+#: "found" when the p-value is at most this (the false-positive rate per image)
+FOUND_P = 1e-6
+#: gains on RivaGAN's residual, tried in turn until the mark reads back through the check
+#: attack (each gain g costs 20·log10(g) dB against gain 1's ~42.5 dB: 1.5 -> ~39 dB)
+GAINS = (1.5, 2.0, 2.6)
+#: the read-back check: the marked image at its working size, JPEG-compressed at this quality,
+#: must give all 32 key bits, else the next gain is tried (flat, dark or clipped images)
+CHECK_JPEG_QUALITY = 75
 #: smallest image that can hold the mark (short side, and area)
 MIN_SIDE = 128
 MIN_AREA = 256 * 256
-#: marker bits (of 16) that must agree to say "found": P(>= 15 of 16 by chance) = 2.6e-4
-#: per reading, two readings per image
-FOUND_AT = 15
 
-_SESSIONS: dict[str, Any] = {}
-_LOCK = threading.Lock()
+
+#: what is missing when :func:`available` is False
+MISSING = ("the watermark needs torch, safetensors and facegen's shipped weights "
+           "(facegen/provenance/weights/rivagan.safetensors): reinstall facegen")
+
+
+def key_bits() -> np.ndarray:
+    return np.array([(KEY >> (BITS - 1 - i)) & 1 for i in range(BITS)], dtype=np.float32)
+
+
+def binomial_tail(n: int, k: int) -> Fraction:
+    """P[Binomial(n, 1/2) ≥ k], exact."""
+    k = max(0, k)
+    return Fraction(sum(math.comb(n, i) for i in range(k, n + 1)), 2 ** n)
+
+
+def p_value(n: int, k: int, tries: int = 1) -> float:
+    """Probability that an unmarked image gives a match of at least ``k`` of ``n`` bits in
+    at least one of ``tries`` readings (Bonferroni bound, capped at 1)."""
+    return float(min(Fraction(1), tries * binomial_tail(n, k)))
+
+
+def bits_needed(alpha: float = FOUND_P, tries: int = len(CROP_FRACTIONS), n: int = BITS) -> int:
+    """The fewest agreeing bits (of ``n``) that are "found" at ``alpha`` over ``tries`` readings."""
+    return next(k for k in range(n + 1) if p_value(n, k, tries) <= alpha)
 
 
 @dataclass(frozen=True)
 class Reading:
-    """What :func:`detect` read: ``found`` when the marker agrees in at least
-    :data:`FOUND_AT` of its 16 bits; ``content_id`` is then the payload's id."""
+    """What :func:`detect` read. ``bit_agreement``: share of the 32 key bits that agree at
+    the best reading; ``p_value``: chance that an unmarked image matches as well (all
+    readings counted); ``found``: ``p_value <= alpha``."""
 
     found: bool
-    bit_agreement: float               # share of the marker bits that agree (0..1)
-    content_id: str | None
-    confidence: float                  # median |logit| of the marker bits at the best reading
-    scale: float                       # the reading's resize factor
-    reason: str | None = None          # why nothing could be read (image too small)
+    p_value: float
+    bit_agreement: float
+    agreeing_bits: int
+    tries: int
+    alpha: float
+    crop_fraction: float | None = None      # the reading's assumed kept side fraction
+    reason: str | None = None               # why nothing could be read (image too small)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"found": self.found, "bit_agreement": round(self.bit_agreement, 4),
-               "content_id": self.content_id if self.found else None, "method": METHOD,
-               "confidence": round(self.confidence, 2)}
-        if self.reason:
-            out["reason"] = self.reason
-        return out
+        out = {"found": self.found, "p_value": float(f"{self.p_value:.3g}"),
+               "bit_agreement": round(self.bit_agreement, 4), "bits": f"{self.agreeing_bits}/{BITS}",
+               "tries": self.tries, "alpha": self.alpha, "content_id": None, "method": METHOD,
+               "reason": self.reason}
+        if self.crop_fraction is not None:
+            out["crop_fraction"] = self.crop_fraction
+        return {**out, **self.extra}
 
 
 def available() -> bool:
-    """True when the ``invisible-watermark`` wheel (its RivaGAN ONNX files) is installed."""
-    return _model_dir() is not None
+    """True when the watermark can run: torch and safetensors import and the shipped weights exist."""
+    import importlib.util  # noqa: PLC0415
 
+    from facegen.provenance import rivagan  # noqa: PLC0415
 
-def _model_dir() -> Path | None:
-    try:
-        spec = importlib.util.find_spec("imwatermark")   # not imported: it imports torch
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    d = Path(next(iter(spec.submodule_search_locations)))
-    ok = (d / "rivagan_encoder.onnx").is_file() and (d / "rivagan_decoder.onnx").is_file()
-    return d if ok else None
-
-
-def _session(kind: str) -> Any:
-    with _LOCK:
-        if kind not in _SESSIONS:
-            d = _model_dir()
-            if d is None:
-                raise MissingDependencyError("invisible-watermark", "provenance", "the invisible watermark")
-            from facegen.onnx_runtime import create_session  # noqa: PLC0415
-
-            _SESSIONS[kind] = create_session(d / f"rivagan_{kind}.onnx")
-        return _SESSIONS[kind]
+    return importlib.util.find_spec("safetensors") is not None and rivagan.WEIGHTS.is_file()
 
 
 def content_id(rgb: np.ndarray, metadata_json: str = "") -> str:
-    """Four hex digits (16 bits) from the sha256 of the unmarked pixels and the metadata."""
+    """Four hex digits (16 bits) from the sha256 of the unmarked pixels and the metadata
+    (written in the metadata and the C2PA manifest; not in the pixels)."""
     digest = hashlib.sha256()
     digest.update(f"{rgb.shape}".encode())
     digest.update(np.ascontiguousarray(rgb).tobytes())
     digest.update(metadata_json.encode("utf-8"))
     return digest.hexdigest()[:4]
-
-
-def payload_bits(cid: str) -> np.ndarray:
-    value = (MARKER << ID_BITS) | (int(cid, 16) & 0xFFFF)
-    return np.array([(value >> (31 - i)) & 1 for i in range(32)], dtype=np.float32)
 
 
 def too_small(height: int, width: int) -> str | None:
@@ -132,7 +136,7 @@ def too_small(height: int, width: int) -> str | None:
     return None
 
 
-def _work_size(height: int, width: int, side: int | None = None) -> tuple[int, int]:
+def _work_size(height: int, width: int, side: float | None = None) -> tuple[int, int]:
     scale = min(1.0, (side or WORK_SIDE) / max(height, width))
     return max(1, round(height * scale)), max(1, round(width * scale))
 
@@ -146,79 +150,131 @@ def _resize(x: np.ndarray, hw: tuple[int, int], *, shrink: bool) -> np.ndarray:
     return cv2.resize(x, (hw[1], hw[0]), interpolation=interp)
 
 
-def _frame(rgb: np.ndarray) -> np.ndarray:
-    f = rgb.astype(np.float32) / 127.5 - 1.0
-    return np.ascontiguousarray(f.transpose(2, 0, 1)[None, :, None])     # (1, 3, 1, H, W)
+def _device(device: Any) -> Any:
+    """``device`` as a torch device; ``None``: CUDA when available, else the CPU (facegen's
+    pipeline default, so the mark runs where the image was made)."""
+    import torch  # noqa: PLC0415
+
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
 
 
-def embed(rgb: np.ndarray, cid: str, gain: float = 1.0) -> np.ndarray:
-    """``rgb`` (H, W, 3 uint8) with the payload MARKER + ``cid`` hidden in it at ``gain``.
+def _to_tensor(images: Sequence[np.ndarray], device: Any) -> Any:
+    import torch  # noqa: PLC0415
 
-    Raises ValueError when the image is too small (check :func:`too_small` first)."""
+    x = torch.from_numpy(np.stack(images).astype(np.float32)).to(device)
+    return x.permute(0, 3, 1, 2) / 127.5 - 1.0
+
+
+def _decode(images: Sequence[np.ndarray], device: Any) -> np.ndarray:
+    """Logits (N, 32) of same-sized RGB uint8 images."""
+    import torch  # noqa: PLC0415
+
+    from facegen.provenance import rivagan  # noqa: PLC0415
+
+    with torch.inference_mode():
+        return rivagan.network("decoder", device)(_to_tensor(images, device)).float().cpu().numpy()
+
+
+def _residuals(works: Sequence[np.ndarray], device: Any) -> np.ndarray:
+    """RivaGAN's residual (marked - work, in pixel units, float32) for same-sized images."""
+    import torch  # noqa: PLC0415
+
+    from facegen.provenance import rivagan  # noqa: PLC0415
+
+    x = _to_tensor(works, device)
+    bits = torch.from_numpy(np.tile(key_bits(), (len(works), 1))).to(device)
+    with torch.inference_mode():
+        marked = rivagan.network("encoder", device)(x, bits).clamp(-1.0, 1.0)
+    return ((marked - x) * 127.5).permute(0, 2, 3, 1).float().cpu().numpy()
+
+
+def _apply(rgb: np.ndarray, residual: np.ndarray, gain: float) -> np.ndarray:
     h, w = rgb.shape[:2]
-    reason = too_small(h, w)
-    if reason:
-        raise ValueError(reason)
-    work_hw = _work_size(h, w)
-    work = _resize(rgb, work_hw, shrink=True)
-    out = _session("encoder").run(None, {"frame": _frame(work), "data": payload_bits(cid)[None]})[0]
-    marked = (np.clip(out[0, :, 0], -1.0, 1.0).transpose(1, 2, 0) + 1.0) * 127.5
-    residual = (marked - work.astype(np.float32)) * gain
-    if work_hw != (h, w):
-        residual = _resize(residual, (h, w), shrink=False)
-    return np.clip(np.rint(rgb.astype(np.float32) + residual), 0, 255).astype(np.uint8)
+    r = residual * gain
+    if r.shape[:2] != (h, w):
+        r = _resize(r, (h, w), shrink=False)
+    return np.clip(np.rint(rgb.astype(np.float32) + r), 0, 255).astype(np.uint8)
 
 
-def embed_verified(rgb: np.ndarray, cid: str) -> tuple[np.ndarray, dict[str, Any]]:
-    """Embed, read the mark back at the working size, and retry with the next of
-    :data:`GAINS` until all 32 bits read back; returns the pixels and what was done
-    (``gain``, ``read_back``: share of the 32 bits read back). Deterministic."""
-    want = payload_bits(cid) > 0.5
-    h, w = rgb.shape[:2]
-    out, agree, gain = rgb, 0.0, GAINS[0]
-    for gain in GAINS:
-        out = embed(rgb, cid, gain)
-        agree = float(((_read(_resize(out, _work_size(h, w), shrink=True)) > 0) == want).mean())
-        if agree == 1.0:
-            break
-    if agree < 1.0:
-        logger.info("watermark reads back %.0f%% of its bits even at gain %.1f (flat, clipped or noise-like "
-                    "image)", 100 * agree, gain)
-    return out, {"gain": gain, "read_back": round(agree, 4)}
+def _agreement(logits: np.ndarray) -> np.ndarray:
+    """Agreeing key bits per row of logits."""
+    return ((logits > 0) == (key_bits() > 0.5)).sum(axis=-1)
 
 
-def _read(rgb: np.ndarray) -> np.ndarray:
-    return _session("decoder").run(None, {"frame": _frame(rgb)})[0][0]
+def _jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
+    import cv2  # noqa: PLC0415
+
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
 
 
-def reading_sizes(height: int, width: int) -> list[tuple[int, int]]:
-    """The sizes an image is read at: its working size, and twice its size (capped at the
-    working size) for an image that was made smaller after marking."""
-    sizes = [_work_size(height, width)]
-    double = _work_size(2 * height, 2 * width)
-    if double != sizes[0]:
-        sizes.append(double)
-    return sizes
+def embed(images: Sequence[np.ndarray], *, device: Any = None, gains: Sequence[float] = GAINS
+          ) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
+    """Mark RGB uint8 images (any sizes that hold the mark; :func:`too_small` first), in
+    batches of equal working size on ``device`` (``None``: CUDA when available, else CPU). Each image is read back at
+    its working size after JPEG q:data:`CHECK_JPEG_QUALITY`; one that does not give all 32
+    bits is marked again at the next of ``gains``.
+
+    Returns the marked images and, per image, ``{"gain", "read_back"}`` (share of the key's
+    bits read back). Raises ValueError for an image too small to hold the mark."""
+    dev = _device(device)
+    for im in images:
+        if (reason := too_small(*im.shape[:2])) is not None:
+            raise ValueError(reason)
+    out: list[np.ndarray] = [im for im in images]
+    info: list[dict[str, Any]] = [{} for _ in images]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, im in enumerate(images):
+        groups.setdefault(_work_size(*im.shape[:2]), []).append(i)
+    for hw, idx in groups.items():
+        works = [_resize(np.ascontiguousarray(images[i]), hw, shrink=True) for i in idx]
+        res = _residuals(works, dev)
+        todo = list(range(len(idx)))
+        for n, gain in enumerate(gains):
+            for j in todo:
+                out[idx[j]] = _apply(images[idx[j]], res[j], gain)
+            checks = [_jpeg(_resize(out[idx[j]], hw, shrink=True), CHECK_JPEG_QUALITY) for j in todo]
+            agree = _agreement(_decode(checks, dev))
+            left = []
+            for t, j in enumerate(todo):
+                info[idx[j]] = {"gain": gain, "read_back": round(float(agree[t]) / BITS, 4)}
+                if agree[t] < BITS and n + 1 < len(gains):
+                    left.append(j)
+            todo = left
+            if not todo:
+                break
+    for i, done in enumerate(info):
+        if done["read_back"] < 1.0:
+            logger.info("watermark reads back %.0f%% of its bits through JPEG even at gain %.1f (flat, "
+                        "clipped or noise-like image)", 100 * done["read_back"], done["gain"])
+    return out, info
 
 
-def detect(rgb: np.ndarray) -> Reading:
+def reading_sizes(height: int, width: int) -> list[tuple[float, tuple[int, int]]]:
+    """(assumed kept side fraction, size to read at) for each try."""
+    return [(c, _work_size(height, width, WORK_SIDE * c)) for c in CROP_FRACTIONS]
+
+
+def detect(rgb: np.ndarray, *, alpha: float = FOUND_P, device: Any = None) -> Reading:
     """Look for facegen's mark in ``rgb`` (any size, RGB uint8)."""
     h, w = rgb.shape[:2]
-    if min(h, w) * 2 < MIN_SIDE:
-        return Reading(False, 0.0, None, 0.0, 1.0,
-                       reason=f"image too small to read a watermark ({w}x{h})")
-    marker = payload_bits("0000")[:MARKER_BITS] > 0.5
-    best: Reading | None = None
-    for hw in reading_sizes(h, w):
-        logits = _read(_resize(rgb, hw, shrink=hw[0] < h))
-        bits = logits > 0
-        agree = float((bits[:MARKER_BITS] == marker).mean())
-        conf = float(np.median(np.abs(logits[:MARKER_BITS])))
-        value = int("".join("1" if b else "0" for b in bits[MARKER_BITS:]), 2)
-        reading = Reading(agree * MARKER_BITS >= FOUND_AT - 1e-9, agree, f"{value:04x}", conf, hw[0] / h)
-        if best is None or (reading.bit_agreement, reading.confidence) > (best.bit_agreement, best.confidence):
-            best = reading
-        if best.bit_agreement == 1.0:        # every marker bit read: the other size cannot do better
+    tries = len(CROP_FRACTIONS)
+    if min(h, w) < MIN_SIDE // 2:
+        return Reading(False, 1.0, 0.0, 0, tries, alpha,
+                       reason=f"image too small to read a watermark ({w}x{h}; it needs a short side of "
+                              f"{MIN_SIDE // 2} px)")
+    dev = _device(device)
+    best: tuple[int, float] | None = None
+    for frac, hw in reading_sizes(h, w):
+        logits = _decode([_resize(np.ascontiguousarray(rgb), hw, shrink=hw[0] < h)], dev)[0]
+        k = int(_agreement(logits))
+        if best is None or k > best[0]:
+            best = (k, frac)
+        if p_value(BITS, best[0], tries) <= alpha:      # Bonferroni over all planned tries: stopping is fine
             break
     assert best is not None
-    return best
+    p = p_value(BITS, best[0], tries)
+    return Reading(p <= alpha, p, best[0] / BITS, best[0], tries, alpha, crop_fraction=best[1])

@@ -10,7 +10,7 @@ Stages of ``__call__``: 1 probe and check the clip → 2 open (or resume) the ru
 3 per frame: decode → the job's pre-pass → detect → track → plan new tracks (the job's plans:
 the first frame with faces like a photo, later ones by reference or policy) → smooth each
 track's face → edit it (the job's edit, fed the previous frame's result) → paste back (the
-job's) → measure → watermark keyframes → encode → 4 every ``segment_seconds``: commit the
+job's) → measure → watermark every frame → encode → 4 every ``segment_seconds``: commit the
 segment and the state → 5 assemble the MP4 (audio copied), tag it, sign it, rename it into place.
 
 Memory is bounded: one decoded frame at a time, plus per track its previous crop and mask.
@@ -194,8 +194,8 @@ class VideoEditPipeline:
                 self.first_pts = frame.pts
             edited = self._frame(frame, judge_every, timings)
             t = time.perf_counter()
-            if wm_on and (self.count % seg_frames) % gop == 0:
-                edited, _ = vp.mark_keyframe(edited, cid)
+            if wm_on:
+                edited = vp.mark_frame(edited, prov.device)
             timings["watermark"] += time.perf_counter() - t
             t = time.perf_counter()
             if writer is None:

@@ -1,0 +1,191 @@
+"""The watermark (issue 26): its p-value, the torch RivaGAN networks against onnxruntime, batch
+marking, the public API, robustness to the combined attack and false positives on photos, and
+the install story (issue 23: the weights ship with facegen; missing-dependency messages name a
+command that installs the package as pyproject declares it)."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import math
+import re
+import subprocess
+import sys
+import tomllib
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, insightface_images_dir
+
+from facegen.io import load_image
+from facegen.provenance import detect_watermark, rivagan, watermark_images
+from facegen.provenance import watermark as W
+
+
+def _photos(shared_faces: Path) -> list[np.ndarray]:
+    paths = sorted(p for p in shared_faces.iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    extra = insightface_images_dir()
+    if extra is not None:
+        paths += sorted(extra.glob("*.jpg")) + sorted(extra.glob("*.png"))
+    return [load_image(p) for p in paths]
+
+
+def _crop(rgb: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    side = int(min(h, w) * rng.uniform(0.55, 1.0))
+    y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+    return cv2.resize(np.ascontiguousarray(rgb[y:y + side, x:x + side]), (size, size), interpolation=cv2.INTER_AREA)
+
+
+def _jpeg(x: np.ndarray, q: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(x).save(buf, "JPEG", quality=q)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def _combined(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """JPEG q75 + resize 0.5 + crop 10 % (a 90 % window at a random offset), together."""
+    h, w = x.shape[:2]
+    ch, cw = round(h * 0.9), round(w * 0.9)
+    y, xx = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+    c = Image.fromarray(np.ascontiguousarray(x[y:y + ch, xx:xx + cw]))
+    return _jpeg(np.asarray(c.resize((round(cw / 2), round(ch / 2)), Image.BICUBIC)), 75)
+
+
+@pytest.mark.parametrize("n,k,tries", [(32, 32, 1), (32, 30, 4), (32, 29, 4), (32, 16, 1), (32, 0, 3),
+                                       (64, 50, 7), (16, 15, 2)])
+def test_p_value_is_the_binomial_tail_times_the_tries(n, k, tries):
+    from scipy.stats import binom
+
+    exact = Fraction(sum(math.comb(n, i) for i in range(k, n + 1)), 2 ** n)
+    assert W.binomial_tail(n, k) == exact
+    assert W.p_value(n, k, tries) == pytest.approx(min(1.0, tries * float(binom.sf(k - 1, n, 0.5))), rel=1e-9)
+
+
+def test_found_needs_30_of_32_bits_at_the_default_threshold():
+    assert W.bits_needed() == 30
+    assert W.p_value(32, 30, len(W.CROP_FRACTIONS)) <= W.FOUND_P < W.p_value(32, 29, len(W.CROP_FRACTIONS))
+    assert bin(W.KEY).count("1") == int(W.key_bits().sum())
+
+
+def test_shipped_weights_have_their_sha256_and_licence():
+    assert rivagan.file_sha256(rivagan.WEIGHTS) == rivagan.WEIGHTS_SHA256
+    notice = (rivagan.WEIGHTS.parent / "LICENSE-rivagan.txt").read_text()
+    assert "MIT License" in notice and "ShieldMnt" in notice
+
+
+@pytest.mark.skipif(importlib.util.find_spec("imwatermark") is None or importlib.util.find_spec("onnx") is None,
+                    reason="needs invisible-watermark's ONNX files and the onnx package")
+def test_conversion_reproduces_the_weights_and_torch_equals_onnxruntime():
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "convert_rivagan.py")], capture_output=True,
+                          text=True, cwd=REPO, timeout=300, env={"PYTHONPATH": str(REPO), "PATH": ""})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "OK: reproduces the shipped weights" in proc.stdout
+    worst = float(re.search(r"max \|difference\| (\S+)", proc.stdout).group(1))
+    assert worst <= 1e-4
+
+
+def test_fft_convolution_equals_torch_conv2d():
+    import torch
+
+    torch.manual_seed(0)
+    conv = rivagan.FFTConv2d(5, 7)
+    x = torch.randn(2, 5, 70, 123)
+    with torch.no_grad():
+        ref = torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=5)
+        assert torch.allclose(conv(x), ref, atol=1e-4)
+
+
+def test_batch_marking_equals_one_by_one(tom_hanks_path):
+    rgb = load_image(tom_hanks_path)
+    a = cv2.resize(rgb[:400, :400], (256, 256), interpolation=cv2.INTER_AREA)
+    b = cv2.resize(rgb[-300:, -300:], (256, 256), interpolation=cv2.INTER_AREA)
+    c = cv2.resize(rgb, (300, 256), interpolation=cv2.INTER_AREA)          # another working size
+    together = watermark_images([a, b, c])
+    alone = [watermark_images([x])[0] for x in (a, b)]
+    for t, s, src in zip(together, alone, (a, b)):
+        assert np.array_equal(t, s)                                         # byte for byte
+        assert not np.array_equal(t, src)
+    assert not np.array_equal(together[2], c)
+
+
+def test_public_api_reports_found_and_p_value(tom_hanks_path):
+    rgb = cv2.resize(load_image(tom_hanks_path), (320, 320), interpolation=cv2.INTER_AREA)
+    marked = watermark_images([rgb])[0]
+    got = detect_watermark(marked)
+    assert {"found", "p_value", "bit_agreement", "content_id", "reason"} <= set(got)
+    assert got["found"] and got["p_value"] <= 1e-6 and got["bit_agreement"] >= 30 / 32
+    assert got["content_id"] is None and got["reason"] is None
+    assert detect_watermark(marked, alpha=1e-12)["found"] is (got["p_value"] <= 1e-12)
+    tiny = detect_watermark(rgb[:40, :40])
+    assert not tiny["found"] and "too small" in tiny["reason"]
+    with pytest.raises(ValueError, match="RGB uint8"):
+        watermark_images([rgb.astype(np.float32)])
+
+
+@pytest.mark.slow
+def test_combined_attack_detected_and_unmarked_crops_are_not(shared_faces):
+    """≥ 95 % of 20 marked 512² photo crops are found after JPEG q75 + resize 0.5 + crop 10 %
+    together; none of 200 unmarked crops (several sizes) is."""
+    photos = _photos(shared_faces)
+    rng = np.random.default_rng(11)
+    src = [_crop(photos[i % len(photos)], rng, 512) for i in range(20)]
+    marked = watermark_images(src)
+    psnr = [cv2.PSNR(a, b) for a, b in zip(src, marked)]
+    found = sum(W.detect(_combined(m, rng)).found for m in marked)
+    assert found >= 19, (found, psnr)
+    false = 0
+    for i in range(200):
+        c = _crop(photos[i % len(photos)], rng, int(rng.choice([256, 384, 512])))
+        false += W.detect(c).found
+    assert false == 0
+
+
+def test_missing_dependency_messages_name_a_command_from_pyproject():
+    """Every ``MissingDependencyError("pkg", extra)`` in facegen names a pip command that installs
+    that package as pyproject.toml declares it (an extra listing it, or the core range)."""
+    from facegen.errors import install_command
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    requires = list(project["dependencies"])
+    for extra, reqs in project["optional-dependencies"].items():
+        requires += [f"{r}; extra == '{extra}'" for r in reqs]
+    sites = re.findall(r"MissingDependencyError\(\s*\"([^\"]+)\"(?:,\s*(?:\"([^\"]+)\"|None))?",
+                       "\n".join(p.read_text() for p in (REPO / "facegen").rglob("*.py")))
+    assert len(sites) >= 8
+    for package, extra in sites:
+        if package.startswith("{") or package == "gfpgan":                # named at run time / not ours
+            continue
+        cmd = install_command(package, extra or None, requires)
+        m = re.fullmatch(r"pip install '(?:facegen\[(\w+)\]|([^']+))'", cmd)
+        assert m, (package, cmd)
+        if m.group(1):
+            listed = [r for r in project["optional-dependencies"][m.group(1)]]
+            assert any(re.match(rf"{re.escape(package)}\b", r, re.I) for r in listed) or \
+                any(r.startswith("facegen[") for r in listed), (package, cmd)
+        else:
+            assert m.group(2) in [r.replace(" ", "") for r in project["dependencies"]], (package, cmd)
+    assert install_command("av", "video", requires) == "pip install 'facegen[video]'"
+    assert install_command("dlib-bin", None, requires).startswith("pip install 'dlib-bin>=")
+
+
+def test_watermark_needs_no_invisible_watermark_package(tmp_path):
+    """With ``imwatermark`` unimportable the watermark still marks and reads (the weights ship
+    with facegen): the one-OpenCV install of issue 23."""
+    code = ("import sys; sys.modules['imwatermark'] = None\n"
+            "import numpy as np\n"
+            "from facegen.provenance import watermark_images, detect_watermark\n"
+            "rng = np.random.default_rng(0)\n"
+            "x = (np.add.outer(np.arange(256), np.arange(256))[..., None] % 200 + rng.integers(0, 40, (256, 256, 3)))"
+            ".astype(np.uint8)\n"
+            "m = watermark_images([x])[0]\n"
+            "print(detect_watermark(m)['found'])\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env={"PYTHONPATH": str(REPO), "PATH": ""})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "True"
