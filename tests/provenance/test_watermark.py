@@ -174,18 +174,18 @@ def test_missing_dependency_messages_name_a_command_from_pyproject():
     assert install_command("dlib-bin", None, requires).startswith("pip install 'dlib-bin>=")
 
 
-def test_watermark_needs_no_invisible_watermark_package(tmp_path):
+def test_watermark_needs_no_invisible_watermark_package(tmp_path, tom_hanks_path):
     """With ``imwatermark`` unimportable the watermark still marks and reads (the weights ship
-    with facegen): the one-OpenCV install of issue 23."""
+    with facegen): the one-OpenCV install of issue 23.  A real photo: a synthetic pattern does not
+    reliably hold the mark (26 of 32 bits on a ramp)."""
     code = ("import sys; sys.modules['imwatermark'] = None\n"
             "import numpy as np\n"
+            "from PIL import Image\n"
             "from facegen.provenance import watermark_images, detect_watermark\n"
-            "rng = np.random.default_rng(0)\n"
-            "x = (np.add.outer(np.arange(256), np.arange(256))[..., None] % 200 + rng.integers(0, 40, (256, 256, 3)))"
-            ".astype(np.uint8)\n"
+            f"x = np.asarray(Image.open({str(tom_hanks_path)!r}).convert('RGB').resize((384, 384)))\n"
             "m = watermark_images([x])[0]\n"
-            "print(detect_watermark(m)['found'])\n")
+            "print(detect_watermark(m)['found'], detect_watermark(x)['found'])\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300,
                           env={"PYTHONPATH": str(REPO), "PATH": ""})
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "True"
+    assert proc.stdout.strip() == "True False"
