@@ -37,7 +37,7 @@ from facegen.dataset.generator import generates_on_gpu
 from facegen.dataset.lock import RunLock
 from facegen.dataset.shard import AlignFn, GenerateFn, RunContext, ShardResult
 from facegen.dataset.spec import DatasetSpec, default_batch_size
-from facegen.dataset.start import check_folder, current_numerics, remove_started, start_folder
+from facegen.dataset.start import check_folder, current_numerics, refuse_system_folder, remove_started, start_folder
 from facegen.dataset.stats import IDENTITIES_FILE, SUMMARY_FILE, Summary, dataset_stats
 from facegen.errors import FacegenError
 from facegen.io.location import LocalLocation, open_location
@@ -109,6 +109,7 @@ def check_location(out: str) -> None:
     """Refuse an unusable output location before any work: a malformed URL, a missing fsspec
     package, and on a store a missing bucket or refused access (one write probe, removed again)."""
     where = open_location(out)
+    refuse_system_folder(where)
     if not where.is_local:
         where.prepare()
 

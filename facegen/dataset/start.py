@@ -98,11 +98,28 @@ def check_numerics(root: Location, spec_file: Path, spec: DatasetSpec, numerics:
         "(the dataset card records it)")
 
 
+#: folders of the operating system a dataset is never written into (as root they are writable)
+SYSTEM_FOLDERS = ("/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/proc",
+                  "/sys", "/dev", "/run", "/var/lib", "/var/log", "/var/cache", "/var/spool")
+
+
+def refuse_system_folder(loc: Location) -> None:
+    """A local dataset location inside one of :data:`SYSTEM_FOLDERS` is refused in one line."""
+    if not isinstance(loc, LocalLocation):
+        return
+    path = loc.path.absolute().resolve()
+    for folder in SYSTEM_FOLDERS:
+        if path == Path(folder) or Path(folder) in path.parents:
+            raise InvalidArgumentError(f"{loc.path} is inside the system folder {folder}: a dataset is never "
+                                       "written there; choose a folder of your own")
+
+
 def check_folder(spec: DatasetSpec, numerics: dict[str, Any] | None = None) -> DatasetSpec:
     """Resolve the spec and compare it with the one stored in the folder (read-only), and the
     run's ``numerics`` with the recorded ones (:func:`check_numerics`); the resolved spec's
     ``out`` is absolute (workers, Ray actors, may run elsewhere) or a store URL."""
     loc = open_location(spec.out)
+    refuse_system_folder(loc)
     spec_file = spec_file_of(loc)
     if spec_file is not None:
         stored = DatasetSpec.from_yaml(spec_file, out=loc.url)

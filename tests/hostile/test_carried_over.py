@@ -73,3 +73,24 @@ def test_dataset_run_on_a_full_disk_is_one_line(capfd, monkeypatch, tmp_path):
     rc, _, err = cli(capfd, "dataset", "--model", "tiny", "--num-ids", "2", "--images-per-id", "1",
                      "--out", tmp_path / "ds", "--no-progress")
     assert_one_line_error(rc, err, "No space left")
+
+
+@pytest.mark.parametrize("out", ["/etc/facegen-hostile-ds", "/usr/lib/facegen-hostile-ds", "/proc/facegen-ds"])
+def test_a_dataset_is_never_written_into_a_system_folder(capfd, out):
+    """A spec whose ``out`` lies in a system folder (as root it was created there without a word)
+    is refused in one line before anything is written."""
+    import os
+
+    rc, _, err = cli(capfd, "dataset", "--model", "tiny", "--num-ids", "2", "--images-per-id", "1",
+                     "--out", out, "--no-progress")
+    assert_one_line_error(rc, err, "system folder")
+    assert not os.path.exists(out)
+
+
+def test_the_python_api_refuses_a_system_folder_too():
+    from facegen.dataset.runner import run_dataset
+    from facegen.dataset.spec import DatasetSpec
+
+    with pytest.raises(InvalidArgumentError, match="system folder"):
+        run_dataset(DatasetSpec(out="/etc/facegen-hostile-api", model="tiny", num_ids=2, images_per_id=1),
+                    lambda items: [], progress=False)
