@@ -100,7 +100,7 @@ def open_file(path: str | os.PathLike[str], *, what: str = "file", follow_links:
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
-        raise error(f"{name}: not found (no such file)") from None
+        raise error(f"{name}: no such file") from None
     except IsADirectoryError:
         raise error(f"{name}: is a directory, not a file") from None
     except PermissionError:

@@ -21,6 +21,7 @@ from typing import Any, BinaryIO, Iterable, Iterator, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from facegen.io.files import open_file
 from facegen.errors import BadImageError, InvalidArgumentError
 from facegen.io.guard import (
     ALLOWED_FORMATS,
@@ -100,37 +101,11 @@ def _seekable(fp: Any, name: str) -> BinaryIO:
 
 
 def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
-    """Open ``path`` for reading only if it is a regular file.
-
-    Opened non-blocking, then checked with ``fstat`` on the open descriptor, so a FIFO, a
-    device or a socket is refused at once instead of blocking forever (``mkfifo f.jpg``), and
-    nothing can swap the file between the check and the read.
-    """
-    name = str(path)
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        raise BadImageError(f"{name}: no such file") from None
-    except IsADirectoryError:
-        raise BadImageError(f"{name}: is a directory, not an image file") from None
-    except PermissionError:
-        raise BadImageError(f"{name}: permission denied") from None
-    except OSError as exc:
-        raise BadImageError(f"{name}: cannot open: {exc.strerror or exc}") from None
-    try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise BadImageError(f"{name}: is a directory, not an image file")
-        if not stat.S_ISREG(st.st_mode):
-            raise BadImageError(f"{name}: not a regular file (a FIFO, device or socket); "
-                                "give an image file")
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+    """Open ``path`` for reading only if it is a regular file (:func:`facegen.io.files.open_file`:
+    opened non-blocking and checked on the open descriptor, so a FIFO, a device or a socket is
+    refused at once instead of blocking forever, and nothing can swap the file between the check
+    and the read); a failure is a :class:`BadImageError`."""
+    return open_file(path, what="", error=BadImageError)
 
 
 def _load_path(path: Path, max_pixels: int, formats: frozenset[str]) -> np.ndarray:
