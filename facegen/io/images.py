@@ -13,7 +13,6 @@ import contextlib
 import io
 import logging
 import os
-import stat
 import warnings
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator, Union
