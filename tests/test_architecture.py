@@ -7,6 +7,7 @@ from pathlib import Path
 
 from facegen.adapters.registry import FAMILIES, adapter_class, discover_families
 from facegen.models.registry import PRESETS
+from facegen.paths import ModelAccess
 
 PACKAGE = Path(__file__).resolve().parents[1] / "facegen"
 FAMILY_HOMES = (PACKAGE / "adapters", PACKAGE / "models")
@@ -104,12 +105,12 @@ def test_id_similarity_never_accepts_a_licence_for_the_user(monkeypatch):
 
     seen = []
 
-    def fake_get_analyzer(name, models_dir=None, providers=None, accept_license=False):
-        seen.append((name, models_dir, accept_license))
+    def fake_get_analyzer(name, access=None, providers=None):
+        seen.append((name, access.models_dir, access.accept_license))
         raise LicenseNotAcceptedError("licence not accepted")
     monkeypatch.setattr(M, "get_analyzer", fake_get_analyzer)
     ref = IDEmbedding(np.ones(512, np.float32), "buffalo_l-w600k-r50")
-    assert M.id_similarity(ref, np.zeros((64, 64, 3), np.uint8), models_dir="/models") is None
+    assert M.id_similarity(ref, np.zeros((64, 64, 3), np.uint8), access=ModelAccess("/models")) is None
     assert seen == [("buffalo_l-w600k-r50", "/models", False)]
 
 
