@@ -290,7 +290,7 @@ def test_missing_flux_weights_say_how_to_get_access(tmp_path):
     assert "gated" in msg and "accept its licence" in msg and "\n" not in msg
     from facegen.models import preset_status
 
-    st = preset_status(ModelAccess(tmp_path))["infiniteyou"]                        # what `facegen doctor --json` lists
+    st = preset_status(ModelAccess(tmp_path))["infiniteyou"]     # what `facegen doctor --json` lists
     assert "ByteDance/InfiniteYou/infu_flux_v1.0/aes_stage2/InfuseNetModel/config.json" in st["missing"]
     assert st["tiny_twin"] == TINY and "gated" in st["access"][0]
 
@@ -396,6 +396,6 @@ def test_dataset_runs_the_batched_call_with_poses(tmp_path):
 
     spec = DatasetSpec(out=str(tmp_path / "ds"), model=TINY, num_ids=2, images_per_id=1, seed=3, shard_size=2,
                        format="imagefolder", poses=[15.0])
-    run_dataset(spec, make_generate_fn(TINY, device="cpu", steps=1), progress=False)
+    run_dataset(spec, make_generate_fn(TINY, ModelAccess(device="cpu"), steps=1), progress=False)
     images = sorted(p for p in (tmp_path / "ds").rglob("*.png") if "crops" not in p.parts)
     assert len(images) == 2
