@@ -17,7 +17,8 @@ from typing import Any
 
 from facegen.choices import FACE
 from facegen.cli.checks import probe_writable, refuse_input_as_output
-from facegen.cli.options import access_from_args, add_encoder_option, add_json_option, add_models_options, add_overwrite_option
+from facegen.cli.options import (access_from_args, add_encoder_option, add_json_option, add_models_options,
+                                 add_overwrite_option)
 from facegen.errors import FacegenError, InvalidArgumentError
 
 logger = logging.getLogger("facegen")

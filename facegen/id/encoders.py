@@ -224,7 +224,8 @@ def graph_normalises_input(node_names: Sequence[str]) -> bool:
 
 
 def build_analyzer(spec: EncoderSpec, access: ModelAccess = DEFAULT_ACCESS,
-                   providers: str | Sequence[str] | None = None, session_factory: Any = None, det_size: tuple[int, int] = (640, 640)) -> Analyzer:
+                   providers: str | Sequence[str] | None = None, session_factory: Any = None,
+                   det_size: tuple[int, int] = (640, 640)) -> Analyzer:
     """The face front door of an encoder entry: its detector, its template, its network."""
     embedder: DlibEncoder | OnnxArcFaceEncoder | IResNetRunEncoder
     if spec.backend == "dlib":
