@@ -31,6 +31,7 @@ import torch
 
 from _common import RunStats, add_output_args, make_parser, setup_logging, timed, versions, write_json
 from facegen.id.embedding import IDEmbedding
+from facegen.paths import ModelAccess
 from facegen.pipelines.generation import IDGenerationPipeline, Sample
 
 logger = logging.getLogger("bench_flux")
@@ -59,8 +60,8 @@ def reference_pipeline(gen: IDGenerationPipeline) -> Any:
 def run_one(label: str, preset: str, args: Any, quantize: str | None, offload: bool) -> dict[str, Any]:
     from PIL import Image
 
-    gen = IDGenerationPipeline.from_preset(preset, device=args.device, quantize=quantize,
-                                           accept_license=args.accept_license)
+    gen = IDGenerationPipeline.from_preset(preset, access=ModelAccess(accept_license=args.accept_license,
+                                                                      device=args.device), quantize=quantize)
     dev = gen.device
     if offload:
         gen.enable_model_cpu_offload()

@@ -25,6 +25,7 @@ from facegen.examples import example_photo
 from facegen.errors import FacegenError
 from facegen.id.encoders import embed_image, get_analyzer, similarity
 from facegen.io import load_image
+from facegen.paths import ModelAccess
 from facegen.pipelines.degrade import degrade_level
 from facegen.pipelines.restoration import FaceRestorationPipeline
 from facegen.quality import evaluate_restoration
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     add_output_args(p)
     args = p.parse_args(argv)
     setup_logging(args.verbose)
-    pipe = FaceRestorationPipeline.from_preset(args.model, accept_license=args.accept_license)
+    pipe = FaceRestorationPipeline.from_preset(args.model, access=ModelAccess(accept_license=args.accept_license))
     dlib_enc = get_analyzer("dlib-resnet-v1")
 
     def id_sim(a: np.ndarray, b: np.ndarray) -> float:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -17,20 +16,18 @@ from facegen.errors import FacegenError, NoFaceError
 from facegen.id.embedding import IDEmbedding
 from facegen.id.encoders import Encoder, embed_image, get_analyzer, similarity
 from facegen.id.registry import DEFAULT_ENCODER, ENCODERS
-from facegen.paths import licence_accepted
-from facegen.paths import models_dir as default_models_dir
+from facegen.paths import DEFAULT_ACCESS, ModelAccess
 
 logger = logging.getLogger(__name__)
 
 
-def choose_judge(exclude: str | None = None, models_dir: str | Path | None = None,
-                 accept_license: bool = False) -> str:
+def choose_judge(exclude: str | None = None, access: ModelAccess = DEFAULT_ACCESS) -> str:
     """Name of the independent judge encoder for a generation conditioned on ``exclude``."""
-    root = default_models_dir(models_dir)
+    root = access.root
     for name, spec in ENCODERS.items():
         if spec.backend != "onnx" or name == exclude:
             continue
-        if not spec.commercial_use and not licence_accepted(accept_license):
+        if not spec.commercial_use and not access.accepted:
             continue
         if all(f.locate(root) is not None for f in spec.files):
             return name
@@ -45,12 +42,11 @@ class IDJudge:
     encoder: Encoder
 
     @classmethod
-    def create(cls, exclude: str | None = None, models_dir: str | Path | None = None,
-               accept_license: bool = False) -> "IDJudge":
-        name = choose_judge(exclude, models_dir, accept_license)
+    def create(cls, exclude: str | None = None, access: ModelAccess = DEFAULT_ACCESS) -> "IDJudge":
+        name = choose_judge(exclude, access)
         if name == exclude:
             logger.info("no independent ID judge installed: scoring with the conditioning encoder '%s'", name)
-        return cls(name, get_analyzer(name, models_dir, accept_license=accept_license))
+        return cls(name, get_analyzer(name, access))
 
     def reference(self, rgb: np.ndarray) -> IDEmbedding | None:
         """The judge's embedding of the largest face in a reference photo (None: no face)."""
@@ -67,17 +63,17 @@ class IDJudge:
         return None if emb is None else similarity(ref, emb)
 
 
-def id_similarity(ref: IDEmbedding | None, rgb: np.ndarray, models_dir: str | Path | None = None,
-                  accept_license: bool = False) -> float | None:
+def id_similarity(ref: IDEmbedding | None, rgb: np.ndarray,
+                  access: ModelAccess = DEFAULT_ACCESS) -> float | None:
     """Similarity of the largest face in ``rgb`` to ``ref``, embedded with ``ref``'s encoder (from
-    ``models_dir``; a non-commercial encoder needs the caller's ``accept_license``, never assumed).
+    ``access``'s models folder; a non-commercial encoder needs ``access``'s acceptance, never assumed).
 
     None when ``ref`` is None or no face is found (e.g. the tiny preset's noise images).
     """
     if ref is None:
         return None
     try:
-        enc = get_analyzer(ref.encoder, models_dir, accept_license=accept_license)
+        enc = get_analyzer(ref.encoder, access)
         emb = embed_image(rgb, enc)[0]
     except NoFaceError:
         return None

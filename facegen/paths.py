@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from facegen.errors import LicenseNotAcceptedError
@@ -39,6 +40,42 @@ def require_licence(what: str, licence: str, accepted: bool = False) -> None:
         raise LicenseNotAcceptedError(
             f"{what} is under a non-commercial licence ({licence}); accept it with "
             f"--accept-license or {ENV_ACCEPT_LICENCES}=1 to use it")
+
+
+@dataclass(frozen=True)
+class ModelAccess:
+    """How facegen may reach models: the weights folder (``--models-dir``; None = ``$FACEGEN_HOME/models``),
+    the explicit acceptance of non-commercial licences (``--accept-license``; the env var counts too) and the
+    device policy (None = auto). Built once by each way in (CLI, app, dataset spec, Python API) and passed down
+    to loading, encoders, analyzers, pipelines, dataset and fr. Frozen and hashable (cache keys)."""
+
+    models_dir: str | None = None
+    accept_license: bool = False
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.models_dir is not None and not isinstance(self.models_dir, str):
+            object.__setattr__(self, "models_dir", os.fspath(self.models_dir))
+        object.__setattr__(self, "models_dir", self.models_dir or None)
+        object.__setattr__(self, "accept_license", bool(self.accept_license))
+
+    @property
+    def root(self) -> Path:
+        """The local weights folder."""
+        return models_dir(self.models_dir)
+
+    @property
+    def accepted(self) -> bool:
+        """True when non-commercial licences are accepted (flag or env var)."""
+        return licence_accepted(self.accept_license)
+
+    def require(self, what: str, licence: str) -> None:
+        """Raise LicenseNotAcceptedError unless non-commercial licences are accepted."""
+        require_licence(what, licence, self.accept_license)
+
+
+#: the default access: ``$FACEGEN_HOME/models``, no licence accepted, auto device
+DEFAULT_ACCESS = ModelAccess()
 
 
 def sha256_of(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

@@ -74,7 +74,8 @@ class DlibAsBuffalo:
 
 def inswapper_twin(folder: Path):
     """The real inswapper pipeline on the twin (licence accepted: the test's own random file)."""
+    from facegen.paths import ModelAccess
     from facegen.pipelines.inswapper import InswapperSwapPipeline
 
     build_inswapper_twin(folder)
-    return InswapperSwapPipeline(folder, accept_license=True, providers="cpu", encoder=DlibAsBuffalo())
+    return InswapperSwapPipeline(ModelAccess(folder, accept_license=True), providers="cpu", encoder=DlibAsBuffalo())

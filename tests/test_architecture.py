@@ -7,6 +7,7 @@ from pathlib import Path
 
 from facegen.adapters.registry import FAMILIES, adapter_class, discover_families
 from facegen.models.registry import PRESETS
+from facegen.paths import ModelAccess
 
 PACKAGE = Path(__file__).resolve().parents[1] / "facegen"
 FAMILY_HOMES = (PACKAGE / "adapters", PACKAGE / "models")
@@ -104,12 +105,12 @@ def test_id_similarity_never_accepts_a_licence_for_the_user(monkeypatch):
 
     seen = []
 
-    def fake_get_analyzer(name, models_dir=None, providers=None, accept_license=False):
-        seen.append((name, models_dir, accept_license))
+    def fake_get_analyzer(name, access=None, providers=None):
+        seen.append((name, access.models_dir, access.accept_license))
         raise LicenseNotAcceptedError("licence not accepted")
     monkeypatch.setattr(M, "get_analyzer", fake_get_analyzer)
     ref = IDEmbedding(np.ones(512, np.float32), "buffalo_l-w600k-r50")
-    assert M.id_similarity(ref, np.zeros((64, 64, 3), np.uint8), models_dir="/models") is None
+    assert M.id_similarity(ref, np.zeros((64, 64, 3), np.uint8), access=ModelAccess("/models")) is None
     assert seen == [("buffalo_l-w600k-r50", "/models", False)]
 
 
@@ -139,3 +140,22 @@ def test_one_face_template_and_no_family_imports_another():
             if isinstance(node, ast.ImportFrom) and node.module in family_modules and node.module != mod:
                 offenders.append(f"{mod} imports {node.module}")
     assert not offenders, "take shared geometry from facegen.faces, not from a family: " + "; ".join(offenders)
+
+
+def test_model_access_is_the_one_way_to_reach_models():
+    """Issue 24 part 6: the models folder, the licence acceptance and the device travel as one
+    ModelAccess; no function of the package takes ``models_dir`` / ``accept_license`` any more
+    (the dataset spec keeps them as its runtime fields, and builds its access from them)."""
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                args = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
+                bad = sorted({a.arg for a in args} & {"models_dir", "accept_license"})
+                if bad:
+                    offenders.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name}({', '.join(bad)})")
+    assert not offenders, "pass a facegen.paths.ModelAccess instead: " + "; ".join(offenders)
+    access = ModelAccess(Path("/models"), accept_license=1, device="cpu")   # type: ignore[arg-type]
+    assert access.models_dir == "/models" and access.accept_license is True and access.root == Path("/models")
+    assert hash(access) == hash(ModelAccess("/models", True, "cpu"))          # a cache key
+    assert ModelAccess("").models_dir is None

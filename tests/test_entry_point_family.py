@@ -104,11 +104,12 @@ def test_the_installed_family_generates_from_the_cli_the_app_and_the_dataset_job
 
     # the dataset job
     from facegen.dataset.generator import make_generate_fn
+    from facegen.paths import ModelAccess
     from facegen.dataset.runner import run_dataset
     from facegen.dataset.spec import DatasetSpec
 
     spec = DatasetSpec(out=str(tmp_path / "ds"), model=PRESET, num_ids=2, images_per_id=1, seed=3, shard_size=2,
                        format="imagefolder")
-    run_dataset(spec, make_generate_fn(PRESET, device="cpu", steps=2), progress=False)
+    run_dataset(spec, make_generate_fn(PRESET, ModelAccess(device="cpu"), steps=2), progress=False)
     images = sorted(p for p in (tmp_path / "ds").rglob("*.png") if "crops" not in p.parts)
     assert len(images) == 2 and not np.array_equal(load_image(images[0]), load_image(images[1]))

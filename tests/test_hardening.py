@@ -22,6 +22,7 @@ from PIL import Image
 
 from facegen.cli import main
 from facegen.errors import BadImageError
+from facegen.paths import ModelAccess
 
 
 def cli(capfd, *args):
@@ -428,7 +429,7 @@ def test_doctor_says_a_preset_waits_for_its_encoder(tmp_path):
             p = tmp_path / comp.repo / f
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(b"x")
-    report = doctor_report(str(tmp_path))
+    report = doctor_report(ModelAccess(str(tmp_path)))
     assert report["encoders"][preset.encoder]["ready"] is False
     st = report["presets"]["arc2face"]
     assert st["ready"] is False and preset.encoder in st["reason"], st

@@ -110,6 +110,7 @@ def _dataset_hashes() -> dict[str, str]:
     import tempfile
 
     from facegen.dataset.generator import make_generate_fn
+    from facegen.paths import ModelAccess
     from facegen.dataset.runner import run_dataset
     from facegen.dataset.spec import DatasetSpec
     from facegen.io import load_image
@@ -118,7 +119,7 @@ def _dataset_hashes() -> dict[str, str]:
         root = Path(tmp) / "ds"
         spec = DatasetSpec(out=str(root), model="tiny", num_ids=2, images_per_id=2, seed=11, shard_size=2,
                            format="imagefolder")
-        run_dataset(spec, make_generate_fn("tiny", device="cpu", steps=STEPS), progress=False)
+        run_dataset(spec, make_generate_fn("tiny", ModelAccess(device="cpu"), steps=STEPS), progress=False)
         images = sorted(p for p in root.rglob("*.png") if "crops" not in p.parts)
         assert images, "the dataset wrote no images"
         return {f"dataset/tiny/{p.relative_to(root)}": _sha(load_image(p)) for p in images}

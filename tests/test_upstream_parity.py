@@ -16,6 +16,7 @@ import torch
 
 from facegen.id.embedding import IDEmbedding
 from facegen.models.registry import PRESETS, TINY_PIXEL_MULTIPLE, get_preset, list_presets, tiny_twin
+from facegen.paths import ModelAccess
 from facegen.pipelines.generation import IDGenerationPipeline
 
 
@@ -242,7 +243,7 @@ def test_edit_jobs_detect_with_the_encoders_own_detector(monkeypatch, tom_hanks_
     monkeypatch.setattr(detect_mod, "detect_faces", no_dlib)
 
     class Gen:  # what FaceEditPipeline reads of its generator
-        encoder, models_dir, accept_license = "antelopev2-glintr100", None, True
+        encoder, access = "antelopev2-glintr100", ModelAccess(accept_license=True)
         preset = type("Preset", (), {"name": "fake-instantid"})()
         adapter = type("Adapter", (), {"check_editable": staticmethod(lambda name: None)})()
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from facegen.errors import MissingDependencyError
+from facegen.paths import DEFAULT_ACCESS, ModelAccess
 
 if TYPE_CHECKING:  # pragma: no cover
     import gradio as gr
@@ -37,16 +38,14 @@ def require_gradio() -> None:
         raise MissingDependencyError("gradio", "app", "the web demo") from None
 
 
-def build_app(model: str = "tiny", models_dir: str | os.PathLike[str] | None = None, *,
-              accept_license: bool = False, device: str | None = None,
+def build_app(model: str = "tiny", access: ModelAccess = DEFAULT_ACCESS, *,
               work_dir: str | os.PathLike[str] | None = None, preload: bool = False,
               max_images: int = 8) -> gr.Blocks:
     """Build the demo (not launched). See :func:`facegen.app.blocks.build_blocks`."""
     require_gradio()
     from facegen.app.blocks import build_blocks
 
-    return build_blocks(model=model, models_dir=models_dir, accept_license=accept_license,
-                        device=device, work_dir=Path(work_dir) if work_dir else None,
+    return build_blocks(model=model, access=access, work_dir=Path(work_dir) if work_dir else None,
                         preload=preload, max_images=max_images)
 
 

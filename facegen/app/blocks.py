@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from pathlib import Path
 
 from facegen import __version__
 from facegen.app.context import AppContext, prepare_work_dir
 from facegen.models.registry import get_preset
+from facegen.paths import DEFAULT_ACCESS, ModelAccess
 
 logger = logging.getLogger(__name__)
 
@@ -29,12 +29,12 @@ def _preload(ctx: AppContext) -> None:
         logger.warning("preloading preset '%s' failed: %s", ctx.model, exc)
 
 
-def build_blocks(model: str = "tiny", models_dir: str | os.PathLike[str] | None = None, *,
-                 accept_license: bool = False, device: str | None = None, work_dir: Path | None = None,
+def build_blocks(model: str = "tiny", access: ModelAccess = DEFAULT_ACCESS, *, work_dir: Path | None = None,
                  preload: bool = False, max_images: int = 8):
     """Build the (not yet launched) ``gr.Blocks`` app.
 
     model: preset selected when the page opens (checked against the registry).
+    access: the models folder, the licence acceptance and the device every tab loads with.
     work_dir: the app's own temporary folder (uploads, results, Gradio's cache); a fresh
         private one by default, removed at exit.
     preload: load ``model``'s generation pipeline in a background thread now.
@@ -45,8 +45,7 @@ def build_blocks(model: str = "tiny", models_dir: str | os.PathLike[str] | None 
 
     from facegen.app.tabs import available_tabs
 
-    ctx = AppContext(model=model, work_dir=root, models_dir=str(models_dir) if models_dir else None,
-                     accept_license=accept_license, device=device, max_images=max_images)
+    ctx = AppContext(model=model, work_dir=root, access=access, max_images=max_images)
     tabs = available_tabs()
     logger.info("web demo tabs: %s", ", ".join(t.title for t in tabs))
     with gr.Blocks(title="facegen", analytics_enabled=False,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facegen.app.cache import PipelineCache
+from facegen.paths import DEFAULT_ACCESS, ModelAccess
 
 logger = logging.getLogger(__name__)
 
@@ -133,9 +134,7 @@ class AppContext:
 
     model: str
     work_dir: Path
-    models_dir: str | None = None
-    accept_license: bool = False
-    device: str | None = None
+    access: ModelAccess = DEFAULT_ACCESS     # models folder, licence acceptance, device
     max_images: int = 8
     keep_results_s: float = 3600.0        # retention of uploads and results (``facegen serve --retention``)
     pipelines: PipelineCache = field(default_factory=PipelineCache)

@@ -36,8 +36,7 @@ def load_job_pipeline(ctx: AppContext, job: str, target: type, preset: str) -> A
     """
     def _load() -> Any:
         if target is GENERATION:
-            return target.from_preset(preset, models_dir=ctx.models_dir, device=ctx.device,
-                                   accept_license=ctx.accept_license)
+            return target.from_preset(preset, access=ctx.access)
         return target(load_job_pipeline(ctx, "generate", GENERATION, preset))
     return ctx.pipelines.get(job, preset, _load)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from facegen.adapters.registry import adapter_class
 from facegen.models.registry import PRESETS, Preset, get_preset, list_presets
+from facegen.paths import DEFAULT_ACCESS, ModelAccess
 
 logger = logging.getLogger(__name__)
 
@@ -51,24 +52,23 @@ def editable(preset: str | Preset) -> bool:
     return adapter_class(p.family).supports_edit
 
 
-def _status_from_models(models_dir: str | None) -> dict[str, dict[str, Any]] | None:
+def _status_from_models(access: ModelAccess) -> dict[str, dict[str, Any]] | None:
     """``facegen.models.preset_status`` (None when the check itself fails: the page still builds)."""
     from facegen.models import preset_status
 
     try:
-        return dict(preset_status(models_dir))
+        return dict(preset_status(access))
     except Exception as exc:  # noqa: BLE001 - a status check must never break the page
         logger.warning("preset_status failed (%s); checking files directly", exc)
         return None
 
 
-def _local_status(preset: Preset, models_dir: str | None) -> tuple[bool, str]:
+def _local_status(preset: Preset, access: ModelAccess) -> tuple[bool, str]:
     if preset.tiny:
         return True, ""
     from facegen.models.resolve import missing_files
-    from facegen.paths import models_dir as resolve_models_dir
 
-    root = resolve_models_dir(models_dir)
+    root = access.root
     missing = missing_files(preset, root)
     if not missing:
         return True, ""
@@ -77,11 +77,9 @@ def _local_status(preset: Preset, models_dir: str | None) -> tuple[bool, str]:
     return False, f"weights not found in {root}: {shown}{more} (see `facegen doctor`)"
 
 
-def preset_infos(models_dir: str | None = None, accept_license: bool = False) -> list[PresetInfo]:
+def preset_infos(access: ModelAccess = DEFAULT_ACCESS) -> list[PresetInfo]:
     """One :class:`PresetInfo` per registered preset, real presets first, tiny ones last."""
-    from facegen.paths import licence_accepted
-
-    status = _status_from_models(models_dir) or {}
+    status = _status_from_models(access) or {}
     names = list_presets(include_tiny=False) + [n for n in list_presets() if PRESETS[n].tiny]
     out = []
     for name in names:
@@ -90,8 +88,8 @@ def preset_infos(models_dir: str | None = None, accept_license: bool = False) ->
         if st is not None:
             ready, reason = bool(st.get("ready")), str(st.get("reason") or ("" if st.get("ready") else "missing"))
         else:
-            ready, reason = _local_status(preset, models_dir)
-        if ready and preset.needs_licence and not licence_accepted(accept_license):
+            ready, reason = _local_status(preset, access)
+        if ready and preset.needs_licence and not access.accepted:
             ready, reason = False, ("non-commercial licence not accepted: restart with "
                                     "--accept-license to use it")
         out.append(PresetInfo(name, ready, reason, preset.description, preset.licence, preset.tiny))

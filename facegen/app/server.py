@@ -22,7 +22,7 @@ from starlette.middleware import Middleware
 
 from facegen.app.context import Janitor
 from facegen.app.limits import DEFAULT_RETENTION_S, LimitsMiddleware, RequestLimits, UploadQuota
-from facegen.paths import facegen_home, models_dir
+from facegen.paths import DEFAULT_ACCESS, facegen_home
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def launch(app: Any, host: str | None = None, port: int | None = None, *, share:
         logger.warning("serving on %s: anyone who can reach this address can use the app", host)
     if share:
         logger.warning("a public share link was requested: anyone with the link can use the app")
-    blocked = [str(p) for p in (facegen_home(), models_dir(ctx.models_dir if ctx else None))
+    blocked = [str(p) for p in (facegen_home(), (ctx.access if ctx else DEFAULT_ACCESS).root)
                if ctx is None or not _contains(p, ctx.work_dir)]
     limits = limits or RequestLimits()
     quota = UploadQuota(limits, ctx.work_dir if ctx is not None else None,

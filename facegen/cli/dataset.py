@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from facegen.cli.options import (
+    access_from_args,
     add_device_options,
     add_encoder_option,
     add_json_option,
@@ -97,8 +98,7 @@ def run_dataset_cmd(args: argparse.Namespace) -> int:
             generator[key] = value
     spec = replace(spec, generator=generator).validate()   # --steps, --guidance: within the spec limits
     check_location(spec.out)    # a store that refuses us (no bucket, access denied): before any model loads
-    gen = make_generate_fn(spec.model, models_dir=spec.models_dir, device=args.device,
-                           accept_license=spec.accept_license, **generator)
+    gen = make_generate_fn(spec.model, access=spec.access(args.device), **generator)
     summary = run_dataset(spec, gen, progress=not args.no_progress)
     print(summary.format_text())
     return 0
@@ -110,7 +110,7 @@ def run_stats_cmd(args: argparse.Namespace) -> int:
     embed_fn = None
     if args.measure:
         from facegen.dataset.filters import EncoderEmbedFn  # noqa: PLC0415
-        embed_fn = EncoderEmbedFn(args.encoder, models_dir=args.models_dir, accept_license=args.accept_license)
+        embed_fn = EncoderEmbedFn(args.encoder, access_from_args(args))
     summary = dataset_stats(args.dir, embed_fn=embed_fn)
     print(json.dumps(summary.to_dict(), indent=2) if args.json else summary.format_text())
     return 0

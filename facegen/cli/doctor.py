@@ -12,8 +12,9 @@ import sys
 from typing import Any
 
 from facegen import __version__
-from facegen.cli.options import add_json_option, add_models_options
+from facegen.cli.options import access_from_args, add_json_option, add_models_options
 from facegen.errors import FacegenError
+from facegen.paths import DEFAULT_ACCESS, ModelAccess
 
 
 def _version(module: str) -> str | None:
@@ -24,12 +25,11 @@ def _version(module: str) -> str | None:
         return None
 
 
-def doctor_report(models_dir: str | None = None) -> dict[str, Any]:
+def doctor_report(access: ModelAccess = DEFAULT_ACCESS) -> dict[str, Any]:
     from facegen.id.registry import ENCODERS  # noqa: PLC0415
     from facegen.paths import facegen_home  # noqa: PLC0415
-    from facegen.paths import models_dir as resolve_models_dir  # noqa: PLC0415
 
-    root = resolve_models_dir(models_dir)
+    root = access.root
     packages = {name: _version(name) for name in (
         "torch", "diffusers", "transformers", "accelerate", "safetensors", "peft", "onnxruntime",
         "dlib-bin", "face_recognition_models", "opencv-python-headless", "insightface", "gradio", "ray",
@@ -61,7 +61,7 @@ def doctor_report(models_dir: str | None = None) -> dict[str, Any]:
                 encoders[name] = {"ready": False, "missing": str(exc)}
             continue
         from facegen.id.encoders import missing_files  # noqa: PLC0415
-        missing = missing_files(spec, root)
+        missing = missing_files(spec, access)
         encoders[name] = {"ready": not missing, "missing": missing, "licence": spec.licence,
                           "notes": spec.notes}
     from facegen.models.auxiliary import auxiliary_status  # noqa: PLC0415
@@ -71,7 +71,7 @@ def doctor_report(models_dir: str | None = None) -> dict[str, Any]:
                               "auxiliary": auxiliary_status(root)}
     from facegen.models import preset_status  # noqa: PLC0415
 
-    report["presets"] = _with_encoders(preset_status(models_dir), encoders)
+    report["presets"] = _with_encoders(preset_status(access), encoders)
     return report
 
 
@@ -88,7 +88,7 @@ def _with_encoders(presets: dict[str, dict[str, Any]], encoders: dict[str, dict[
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    report = doctor_report(args.models_dir)
+    report = doctor_report(access_from_args(args))
     if args.json:
         print(json.dumps(report, indent=2))
         return 0

@@ -17,7 +17,8 @@ from typing import Any
 
 from facegen.choices import FACE
 from facegen.cli.checks import probe_writable, refuse_input_as_output
-from facegen.cli.options import add_encoder_option, add_json_option, add_models_options, add_overwrite_option
+from facegen.cli.options import (access_from_args, add_encoder_option, add_json_option, add_models_options,
+                                 add_overwrite_option)
 from facegen.errors import FacegenError, InvalidArgumentError
 
 logger = logging.getLogger("facegen")
@@ -69,8 +70,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         try:
             t0 = time.perf_counter()
             rgb = _read_image(image)
-            embs = embed_image(rgb, args.encoder, policy=policy, models_dir=args.models_dir,
-                               accept_license=args.accept_license)
+            embs = embed_image(rgb, args.encoder, policy=policy, access=access_from_args(args))
             logger.info("%s: %d face(s) in %.3f s", image, len(embs), time.perf_counter() - t0)
         except FacegenError as exc:
             failed += 1
@@ -105,8 +105,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     embs = []
     for image in (args.a, args.b):
         try:
-            embs.append(embed_image(_read_image(image), args.encoder, models_dir=args.models_dir,
-                                    accept_license=args.accept_license)[0])
+            embs.append(embed_image(_read_image(image), args.encoder,
+                                    access=access_from_args(args))[0])
         except FacegenError as exc:
             exc.args = (_about(image, exc),)
             raise

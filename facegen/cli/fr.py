@@ -18,6 +18,7 @@ from typing import Any
 from facegen.errors import InvalidArgumentError
 
 from facegen.cli.options import (
+    access_from_args,
     add_device_options,
     add_encoder_option,
     add_models_options,
@@ -40,8 +41,8 @@ def run_eval_cmd(args: argparse.Namespace) -> int:
     sets = load_sets(args.bin or (), args.pairs, args.images, args.pairs_from, seed=args.seed,
                      pairs_per_fold=args.pairs_per_fold, aligned=args.aligned)
     report = evaluate(encoder, sets, out=args.out, groups=args.groups, batch_size=args.batch_size,
-                      progress=not args.no_progress, plots=not args.no_plots, models_dir=args.models_dir,
-                      accept_license=args.accept_license)
+                      progress=not args.no_progress, plots=not args.no_plots,
+                      access=access_from_args(args))
     print(markdown(report), end="")
     if args.out:
         print(f"written to {args.out}/eval.md and {args.out}/eval.json")

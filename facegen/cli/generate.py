@@ -22,6 +22,7 @@ from facegen import limits
 from facegen.choices import FACE_LAYOUT
 from facegen.cli.checks import check_inputs_readable, check_steps, previous_run, probe_writable, remove_previous_run
 from facegen.cli.options import (
+    access_from_args,
     add_adapter_scale_option,
     add_device_options,
     add_model_option,
@@ -201,8 +202,7 @@ def run_generate(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
     previous = check_out_dir(out_dir, id_folders, ids, args.overwrite)
     t0 = time.perf_counter()
-    pipe = IDGenerationPipeline.from_preset(args.model, models_dir=args.models_dir, device=args.device,
-                                            dtype=args.dtype, accept_license=args.accept_license,
+    pipe = IDGenerationPipeline.from_preset(args.model, access=access_from_args(args), dtype=args.dtype,
                                             quantize=args.quantize)
     if args.cpu_offload:
         pipe.enable_model_cpu_offload()

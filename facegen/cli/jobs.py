@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from facegen.cli.options import access_from_args
 from facegen.errors import InvalidArgumentError
 
 
 def load_pipeline(cls: Any, args: argparse.Namespace) -> Any:
-    return cls.from_preset(args.model, models_dir=args.models_dir, device=args.device, dtype=args.dtype,
-                           accept_license=args.accept_license)
+    return cls.from_preset(args.model, access=access_from_args(args), dtype=args.dtype)
 
 
 def make_job(args: argparse.Namespace, command: str) -> Any:
@@ -19,7 +19,7 @@ def make_job(args: argparse.Namespace, command: str) -> Any:
     if command == "swap":
         if args.engine == "inswapper":
             from facegen.pipelines.inswapper import InswapperSwapPipeline  # noqa: PLC0415
-            pipe = InswapperSwapPipeline(args.models_dir, accept_license=args.accept_license)
+            pipe = InswapperSwapPipeline(access_from_args(args))
             return pipe.job(args.sources, consent=args.consent, target_face=args.target_face,
                             references=args.references, keep_mouth=args.keep_mouth)
         if args.model is None:

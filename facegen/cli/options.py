@@ -14,6 +14,7 @@ from typing import Any, Callable
 from facegen import limits
 from facegen.choices import DTYPE, SEED
 from facegen.errors import InvalidArgumentError
+from facegen.paths import ModelAccess
 
 
 
@@ -50,6 +51,13 @@ def add_models_options(p: argparse.ArgumentParser, licence_of: str = "the weight
                         "~/.cache/facegen/models)")
     p.add_argument("--accept-license", action="store_true",
                    help=f"accept the non-commercial licences of {licence_of} (see 'facegen models')")
+
+
+def access_from_args(args: argparse.Namespace) -> ModelAccess:
+    """The command's model access, built once from ``--models-dir``, ``--accept-license`` and ``--device``
+    (those the command declares) and passed down to everything that loads a model."""
+    return ModelAccess(getattr(args, "models_dir", None), getattr(args, "accept_license", False),
+                       getattr(args, "device", None))
 
 
 def add_device_options(p: argparse.ArgumentParser, dtype: bool = True) -> None:

@@ -22,7 +22,7 @@ from facegen.cli.options import (
     add_overwrite_option,
     add_progress_option,
     add_seed_option,
-    add_workers_option, add_no_plots_option)
+    add_workers_option, add_no_plots_option, access_from_args)
 
 
 def run_report_cmd(args: argparse.Namespace) -> int:
@@ -32,8 +32,7 @@ def run_report_cmd(args: argparse.Namespace) -> int:
                           workers=args.workers, batch_size=args.batch_size,
                           max_impostor_pairs=args.max_impostor_pairs, seed=args.seed,
                           progress=not args.no_progress, plots=not args.no_plots, card=not args.no_card,
-                          models_dir=args.models_dir, accept_license=args.accept_license,
-                          overwrite=args.overwrite)
+                          access=access_from_args(args), overwrite=args.overwrite)
     if args.json:
         print(json.dumps(report.data, indent=2, ensure_ascii=False))
     else:

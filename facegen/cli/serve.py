@@ -19,7 +19,7 @@ from typing import Any
 
 from facegen.app.limits import (DEFAULT_MAX_BODY, DEFAULT_MAX_CLIENT_TOTAL, DEFAULT_MAX_UPLOAD_TOTAL,
                                  DEFAULT_MAX_WORK_TOTAL, DEFAULT_RETENTION_S)
-from facegen.cli.options import add_device_options, add_models_options
+from facegen.cli.options import access_from_args, add_device_options, add_models_options
 
 logger = logging.getLogger("facegen.serve")
 
@@ -77,8 +77,7 @@ def run_serve(args: argparse.Namespace) -> int:
     limits = RequestLimits.from_options(args.max_body, args.max_upload_total, args.max_images,
                                         args.max_upload_per_client, args.max_work_total)
     t0 = time.perf_counter()
-    app = build_app(model=args.model, models_dir=args.models_dir, accept_license=args.accept_license,
-                    device=args.device, work_dir=args.work_dir, preload=args.preload,
+    app = build_app(model=args.model, access=access_from_args(args), work_dir=args.work_dir, preload=args.preload,
                     max_images=args.max_images)
     work = app.facegen_context.work_dir
     before = set(threading.enumerate())

@@ -23,6 +23,7 @@ import numpy as np
 
 from facegen.errors import InvalidArgumentError, NoFaceError
 from facegen.id.embedding import IDEmbedding, mean_embedding
+from facegen.paths import DEFAULT_ACCESS, ModelAccess
 
 if TYPE_CHECKING:  # pragma: no cover
     from facegen.dataset.spec import DatasetSpec
@@ -68,15 +69,14 @@ class EncoderEmbedFn:
     worker processes and Ray actors.
     """
 
-    def __init__(self, encoder: str, models_dir: str | None = None, accept_license: bool = False) -> None:
+    def __init__(self, encoder: str, access: ModelAccess = DEFAULT_ACCESS) -> None:
         self.encoder = encoder
-        self.models_dir = models_dir
-        self.accept_license = accept_license
+        self.access = access
 
     def analyzer(self) -> Any:
         from facegen.id.encoders import get_analyzer
 
-        return get_analyzer(self.encoder, self.models_dir, accept_license=self.accept_license)
+        return get_analyzer(self.encoder, self.access)
 
     def __call__(self, rgb: np.ndarray) -> IDEmbedding | None:
         try:
@@ -281,6 +281,6 @@ def build_filter_chain(spec: DatasetSpec, embed_fn: EmbedFn | None = None, face_
     if spec.filters and embed_fn is None:
         if spec.filter_encoder is None:
             raise InvalidArgumentError("filters are on but no filter_encoder was resolved: call spec.resolved()")
-        embed_fn = EncoderEmbedFn(spec.filter_encoder, spec.models_dir, spec.accept_license)
+        embed_fn = EncoderEmbedFn(spec.filter_encoder, spec.access())
     return FilterChain(config, embed_fn=embed_fn, face_fn=face_fn, quality_fn=quality_fn,
                        similarity_fn=similarity_fn)

@@ -30,6 +30,7 @@ from facegen.dataset.variation import WorkItem
 from facegen.errors import InvalidArgumentError
 from facegen.id.embedding import IDEmbedding
 from facegen.id.registry import get_encoder_spec
+from facegen.paths import DEFAULT_ACCESS, ModelAccess
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +48,7 @@ def identity_scale(encoder: str, normalise: bool, id_norm: float | None) -> floa
     return float(norm)
 
 
-def make_dataset_generate_fn(preset: str, models_dir: str | None = None, device: str | None = None,
-                             accept_license: bool = False, steps: int | None = None,
+def make_dataset_generate_fn(preset: str, access: ModelAccess = DEFAULT_ACCESS, steps: int | None = None,
                              guidance_scale: float | None = None, id_norm: float | None = None,
                              fast_path: bool = True, cpu_threads: int = 1, batched: bool | None = None,
                              ) -> Callable[[list[WorkItem]], list[np.ndarray]]:
@@ -62,9 +62,8 @@ def make_dataset_generate_fn(preset: str, models_dir: str | None = None, device:
     from facegen.pipelines.generation import IDGenerationPipeline, resolve_device  # noqa: PLC0415
 
     # batch mode: the full exact fast path, torch.compile and CUDA graphs included on GPUs
-    cfg: Any = FastPathConfig.default_for(resolve_device(device), interactive=False) if fast_path else False
-    pipe = IDGenerationPipeline.from_preset(preset, models_dir=models_dir, device=device,
-                                            accept_license=accept_license, fast_path=cfg)
+    cfg: Any = FastPathConfig.default_for(resolve_device(access.device), interactive=False) if fast_path else False
+    pipe = IDGenerationPipeline.from_preset(preset, access=access, fast_path=cfg)
     scale = identity_scale(pipe.encoder, pipe.adapter.normalise, id_norm)
     text = pipe.adapter.supports_prompt
     # CPU kernels split reductions by thread count, so pixels would change with the number of

@@ -8,6 +8,7 @@ A run ships its ``generate_fn`` to every worker process, Ray actor and accelerat
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -18,9 +19,10 @@ from facegen.dataset.generate import make_dataset_generate_fn
 from facegen.dataset.shard import GenerateFn
 from facegen.dataset.variation import WorkItem
 from facegen.errors import InvalidArgumentError
+from facegen.paths import DEFAULT_ACCESS, ModelAccess
 
 #: the factory's own arguments (the rest are the spec's ``generator:`` options)
-_FIXED = ("preset", "models_dir", "device", "accept_license")
+_FIXED = ("preset", "access")
 
 
 class PipelineGenerateFn:
@@ -28,20 +30,17 @@ class PipelineGenerateFn:
     process (worker process, Ray actor, accelerate rank).
 
     The pipeline comes from ``factory`` (a module-level function, so that it pickles by name),
-    called as ``factory(preset=..., models_dir=..., device=..., accept_license=..., **options)``
+    called as ``factory(preset=..., access=..., **options)`` (a :class:`~facegen.paths.ModelAccess`)
     and returning a ``generate_fn(items: list[WorkItem]) -> list[RGB uint8 arrays]`` that seeds
     each item with ``torch.Generator(device).manual_seed(item.seed)`` and conditions it on
     ``item.embedding`` (unit norm; rescale for raw-vector adapters), ``item.prompt`` and
     ``item.pose``.
     """
 
-    def __init__(self, preset: str, models_dir: str | None = None, device: str | None = None,
-                 accept_license: bool = False, factory: Callable[..., GenerateFn] = make_dataset_generate_fn,
-                 **options: Any) -> None:
+    def __init__(self, preset: str, access: ModelAccess = DEFAULT_ACCESS,
+                 factory: Callable[..., GenerateFn] = make_dataset_generate_fn, **options: Any) -> None:
         self.preset = preset
-        self.models_dir = models_dir
-        self.device = device
-        self.accept_license = accept_license
+        self.access = access
         self.factory = factory
         self.options = options
         self._fn: GenerateFn | None = None
@@ -64,16 +63,20 @@ class PipelineGenerateFn:
         state["_fn"] = None  # each process builds its own pipeline
         return state
 
+    @property
+    def device(self) -> str | None:
+        """The device the pipeline is built on (None: auto)."""
+        return self.access.device
+
     def on_device(self, device: str) -> PipelineGenerateFn:
         """A copy that builds its pipeline on ``device`` (a worker's or rank's own GPU)."""
         clone = copy.copy(self)
-        clone.device = device
+        clone.access = dataclasses.replace(self.access, device=device)
         clone._fn = None
         return clone
 
     def _build(self) -> GenerateFn:
-        return self.factory(preset=self.preset, models_dir=self.models_dir, device=self.device,
-                            accept_license=self.accept_license, **self.options)
+        return self.factory(preset=self.preset, access=self.access, **self.options)
 
     def __call__(self, items: list[WorkItem]) -> list[np.ndarray]:
         if self._fn is None:
@@ -81,12 +84,10 @@ class PipelineGenerateFn:
         return self._fn(items)
 
 
-def make_generate_fn(preset: str, models_dir: str | None = None, device: str | None = None,
-                     accept_license: bool = False, **options: Any) -> PipelineGenerateFn:
+def make_generate_fn(preset: str, access: ModelAccess = DEFAULT_ACCESS, **options: Any) -> PipelineGenerateFn:
     """The generator of a preset for :func:`facegen.dataset.runner.run_dataset` (pipeline built
     on first use)."""
-    return PipelineGenerateFn(preset, models_dir=models_dir, device=device, accept_license=accept_license,
-                              **options)
+    return PipelineGenerateFn(preset, access=access, **options)
 
 
 def generates_on_gpu(generate_fn: Any) -> bool:

@@ -59,6 +59,7 @@ from facegen.dataset.report_analysis import ImageAnalyzer, Measurements, analyse
 from facegen.dataset.report_metrics import round_or_none, compute_metrics, verification
 from facegen.dataset.report_render import render_markdown
 from facegen.io.atomic import atomic_write_bytes
+from facegen.paths import DEFAULT_ACCESS, ModelAccess
 from facegen.dataset.report_source import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_IMPOSTOR_PAIRS,
@@ -94,8 +95,7 @@ def _facegen_section(source: DatasetSource) -> dict[str, Any] | None:
                      if k not in ("out", "models_dir", "accept_license", "engine", "workers", "batch_size")}}
 
 
-def choose_report_encoder(source: DatasetSource, encoder: str | None, models_dir: str | None,
-                          accept_license: bool) -> str:
+def choose_report_encoder(source: DatasetSource, encoder: str | None, access: ModelAccess) -> str:
     """The judge: ``encoder`` if given, else an installed encoder independent of the one that
     conditioned a facegen dataset's generation."""
     if encoder:
@@ -104,7 +104,7 @@ def choose_report_encoder(source: DatasetSource, encoder: str | None, models_dir
     from facegen.metrics import choose_judge
 
     exclude = source.spec.conditioning_encoder() if source.spec is not None else None
-    return choose_judge(exclude=exclude, models_dir=models_dir, accept_license=accept_license)
+    return choose_judge(exclude=exclude, access=access)
 
 
 @dataclass
@@ -125,8 +125,8 @@ class Report:
 def build_report(root: str | Path, reference: str | Path | None = None, encoder: str | None = None,
                  out: str | Path | None = None, workers: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                  max_impostor_pairs: int = DEFAULT_MAX_IMPOSTOR_PAIRS, seed: int = 0, progress: bool = True,
-                 plots: bool = True, card: bool = True, models_dir: str | None = None,
-                 accept_license: bool = False, overwrite: bool = False) -> Report:
+                 plots: bool = True, card: bool = True, access: ModelAccess = DEFAULT_ACCESS,
+                 overwrite: bool = False) -> Report:
     """Measure the dataset in ``root`` and write ``report.json``, ``report.md``, the plots and
     ``images.jsonl`` into ``out`` (default ``root/report``, refreshed each run); refresh a facegen
     dataset's card. An ``out`` given that already holds files needs ``overwrite``; an ``out``
@@ -144,12 +144,12 @@ def build_report(root: str | Path, reference: str | Path | None = None, encoder:
         out_dir = Path(tempfile.mkdtemp(prefix="facegen-report-"))          # then copied to <url>/report/
     else:
         out_dir = check_report_folder(source.root, out, overwrite)
-    judge = choose_report_encoder(source, encoder, models_dir, accept_license)
+    judge = choose_report_encoder(source, encoder, access)
     spec = encoder_spec_of(judge)
-    analyzer = ImageAnalyzer(judge, models_dir, accept_license)
+    analyzer = ImageAnalyzer(judge, access)
     from facegen.id.encoders import get_analyzer
 
-    get_analyzer(judge, models_dir, accept_license=accept_license)  # fail now (weights, licence), not in a worker
+    get_analyzer(judge, access)  # fail now (weights, licence), not in a worker
     n_workers = workers or default_workers(len(source), batch_size)
     warnings = list(source.warnings)
     ref = None

@@ -18,6 +18,7 @@ from facegen.io.arrays import load_npy, load_npz
 from facegen.io.files import Opt, read_json
 from facegen.dataset.report_source import DEFAULT_BATCH_SIZE, IMAGE_EXTENSIONS, CROP, Item, encoder_spec_of, image_files
 from facegen.io.atomic import atomic_write_bytes
+from facegen.paths import DEFAULT_ACCESS, ModelAccess
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +47,11 @@ class ImageAnalyzer:
     sharpness of the aligned crop, and the average hash.  Picklable: the encoder loads in the
     process that first calls it."""
 
-    def __init__(self, encoder: str, models_dir: str | None = None, accept_license: bool = False) -> None:
+    def __init__(self, encoder: str, access: ModelAccess = DEFAULT_ACCESS) -> None:
         from facegen.dataset.filters import EncoderEmbedFn
 
         self.encoder = encoder
-        self.embed = EncoderEmbedFn(encoder, models_dir, accept_license)
+        self.embed = EncoderEmbedFn(encoder, access)
 
     def __call__(self, items: Sequence[Item]) -> list[ImageResult]:
         import cv2

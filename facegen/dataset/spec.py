@@ -31,7 +31,7 @@ from facegen.dataset.spec_checks import (
     check_generator_options, check_number, dataset_limits, format_bound)
 from facegen.dataset.spec_yaml import load_spec_yaml
 from facegen.errors import InvalidArgumentError
-from facegen.paths import sha256_of
+from facegen.paths import ModelAccess, sha256_of
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,10 @@ class DatasetSpec:
     models_dir: str | None = None
     accept_license: bool = False
     allow_new_numerics: bool = False            # resume under other library versions / kernels (recorded)
+
+    def access(self, device: str | None = None) -> ModelAccess:
+        """The model access of this run (its runtime ``models_dir`` and ``accept_license``)."""
+        return ModelAccess(self.models_dir, self.accept_license, device)
 
     def __post_init__(self) -> None:
         for name in ("out", *FILE_FIELDS, "models_dir"):
@@ -238,8 +242,7 @@ class DatasetSpec:
         if spec.filters and spec.filter_encoder is None:
             from facegen.metrics import choose_judge
 
-            spec.filter_encoder = choose_judge(exclude=conditioning, models_dir=spec.models_dir,
-                                               accept_license=spec.accept_license)
+            spec.filter_encoder = choose_judge(exclude=conditioning, access=spec.access())
             if spec.filter_encoder == conditioning:
                 logger.warning("no encoder independent of '%s' is installed: the ID filter judges with the "
                                "conditioning encoder itself", conditioning)

@@ -35,8 +35,7 @@ def _make_dlib(**kw: Any) -> Detector:
 def _make_insightface(**kw: Any) -> Detector:
     from facegen.faces.insightface_backend import SCRFDDetector  # noqa: PLC0415
     allowed = {k: v for k, v in kw.items()
-               if k in ("pack", "models_dir", "det_size", "det_thresh", "providers", "accept_license",
-                        "session_factory")}
+               if k in ("pack", "access", "det_size", "det_thresh", "providers", "session_factory")}
     return SCRFDDetector(**allowed)
 
 
@@ -51,7 +50,7 @@ def _cached_detector(backend: str, frozen: tuple[tuple[str, Any], ...]) -> Detec
 
 def get_detector(backend: str = "dlib", **options: Any) -> Detector:
     """A (cached) detector. Options: dlib: model ('hog'|'cnn'), max_side; insightface: pack,
-    models_dir, det_size, det_thresh, providers, accept_license."""
+    access (a :class:`facegen.paths.ModelAccess`), det_size, det_thresh, providers."""
     if backend not in DETECTORS:
         raise InvalidArgumentError(f"unknown face detector '{backend}'; choose one of: {', '.join(DETECTORS)}")
     if "session_factory" in options:                     # fakes are never cached

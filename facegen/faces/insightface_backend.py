@@ -20,8 +20,7 @@ from facegen.errors import InvalidArgumentError, ModelNotFoundError
 from facegen.faces.types import Face
 from facegen.models.auxiliary import AUXILIARY, pack_detectors
 from facegen.onnx_runtime import create_session
-from facegen.paths import models_dir as default_models_dir
-from facegen.paths import check_sha256, require_licence
+from facegen.paths import DEFAULT_ACCESS, ModelAccess, check_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -78,21 +77,19 @@ class SCRFDDetector:
 
     name = "insightface"
 
-    def __init__(self, pack: str = "antelopev2", models_dir: str | Path | None = None,
+    def __init__(self, pack: str = "antelopev2", access: ModelAccess = DEFAULT_ACCESS,
                  det_size: tuple[int, int] = (640, 640), det_thresh: float = 0.5, nms_thresh: float = 0.4,
-                 providers: str | Sequence[str] | None = None, accept_license: bool = False,
-                 session_factory: Any = None) -> None:
+                 providers: str | Sequence[str] | None = None, session_factory: Any = None) -> None:
         entry = AUXILIARY.get(pack) if pack in PACK_DETECTORS else None
         if entry is None or not entry.commercial_use:    # a pack facegen does not know: its terms are the zoo's
-            require_licence(f"insightface model pack '{pack}'", entry.licence if entry else PACK_LICENCE,
-                            accept_license)
+            access.require(f"insightface model pack '{pack}'", entry.licence if entry else PACK_LICENCE)
         if len(det_size) != 2 or min(det_size) <= 0 or det_size[0] % 32 or det_size[1] % 32:
             raise InvalidArgumentError(f"det_size must be two positive multiples of 32, got {det_size}")
         self.pack = pack
         self.det_size = (int(det_size[0]), int(det_size[1]))
         self.det_thresh = det_thresh
         self.nms_thresh = nms_thresh
-        folder = default_models_dir(models_dir) / pack
+        folder = access.root / pack
         self.path = self.find_model(folder, pack)
         self.session = create_session(self.path, providers, session_factory)
         self.input_name = self.session.get_inputs()[0].name

@@ -24,6 +24,7 @@ import numpy as np
 
 from facegen.errors import FacegenError, InvalidArgumentError
 from facegen.fr.pairs import PairSet, read_groups
+from facegen.paths import DEFAULT_ACCESS, ModelAccess
 from facegen.fr.protocol import VAL_FAR, best_threshold, flip_sum, group_figures, squared_l2, verify_distances
 
 logger = logging.getLogger(__name__)
@@ -148,8 +149,8 @@ def load_sets(bins: Sequence[str] = (), pairs_txt: str | None = None, images: st
 
 
 def evaluate(encoder: str, sets: Sequence[PairSet], out: str | Path | None = None, groups: str | None = None,
-             batch_size: int = 64, progress: bool = False, plots: bool = True, models_dir: str | None = None,
-             accept_license: bool = False) -> dict[str, Any]:
+             batch_size: int = 64, progress: bool = False, plots: bool = True,
+             access: ModelAccess = DEFAULT_ACCESS) -> dict[str, Any]:
     """Score ``encoder`` (a registered name or a trained run's folder) on ``sets``; write
     ``eval.json``, ``eval.md`` (and ``roc.png``) into ``out`` when given.  Every input is checked
     before anything is written."""
@@ -169,7 +170,7 @@ def evaluate(encoder: str, sets: Sequence[PairSet], out: str | Path | None = Non
         o = Path(out)
         if o.exists() and not o.is_dir():
             raise InvalidArgumentError(f"{o} exists and is not a folder")
-    analyzer = get_analyzer(spec.name, models_dir, accept_license=accept_license)
+    analyzer = get_analyzer(spec.name, access)
     report: dict[str, Any] = {"schema": SCHEMA, "encoder": spec.name, "network": spec.network, "protocol": PROTOCOL,
                               "val_far": VAL_FAR, "sets": {}}
     rocs: dict[str, Any] = {}

@@ -17,8 +17,7 @@ from facegen.faces.detect import FacePolicy, get_detector
 from facegen.id.embedding import IDEmbedding, check_same_encoder
 from facegen.id.registry import DEFAULT_ENCODER, EncoderSpec, get_encoder_spec
 from facegen.onnx_runtime import create_session
-from facegen.paths import models_dir as default_models_dir
-from facegen.paths import check_sha256, require_licence
+from facegen.paths import DEFAULT_ACCESS, ModelAccess, check_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -64,13 +63,13 @@ def _named(f: Any) -> str:
     return f.relpath + (f" (or {', '.join(f.alternatives)})" if f.alternatives else "")
 
 
-def missing_files(spec: EncoderSpec, models_dir: str | Path | None = None) -> list[str]:
+def missing_files(spec: EncoderSpec, access: ModelAccess = DEFAULT_ACCESS) -> list[str]:
     """The files under the models folder the entry still needs: its network and its detector
     pack's detector (what ``facegen doctor`` and a preset's missing-weights message list).  The
     dlib entry's files come with its package: none."""
     if spec.backend == "dlib":
         return []
-    root = default_models_dir(models_dir)
+    root = access.root
     missing = [_named(f) for f in spec.files if f.locate(root) is None]
     if spec.detector_pack:
         from facegen.faces.insightface_backend import PACK_DETECTORS  # noqa: PLC0415
@@ -80,12 +79,12 @@ def missing_files(spec: EncoderSpec, models_dir: str | Path | None = None) -> li
     return missing
 
 
-def network_file(spec: EncoderSpec, models_dir: str | Path | None, accept_license: bool) -> Path:
+def network_file(spec: EncoderSpec, access: ModelAccess) -> Path:
     """The entry's network file: its licence accepted, found in the models folder (every missing
     file named, with where to get it) and its sha256 checked where the registry pins one."""
     if not spec.commercial_use:
-        require_licence(f"encoder '{spec.name}'", spec.licence, accept_license)
-    root = default_models_dir(models_dir)
+        access.require(f"encoder '{spec.name}'", spec.licence)
+    root = access.root
     paths = [f.locate(root) for f in spec.files]
     missing = [_named(f) for f, p in zip(spec.files, paths) if p is None]
     if missing:
@@ -99,11 +98,10 @@ def network_file(spec: EncoderSpec, models_dir: str | Path | None, accept_licens
 class OnnxArcFaceEncoder:
     """An insightface-style ArcFace ONNX model on its entry's aligned crop, (x − mean) / std."""
 
-    def __init__(self, spec: EncoderSpec, models_dir: str | Path | None = None,
-                 providers: str | Sequence[str] | None = None, accept_license: bool = False,
-                 session_factory: Any = None) -> None:
+    def __init__(self, spec: EncoderSpec, access: ModelAccess = DEFAULT_ACCESS,
+                 providers: str | Sequence[str] | None = None, session_factory: Any = None) -> None:
         self.spec = spec
-        self.path = network_file(spec, models_dir, accept_license)
+        self.path = network_file(spec, access)
         crop = crop_template(spec.template)
         if crop.template is None:
             raise InvalidArgumentError(f"encoder '{spec.name}': an ONNX encoder needs a warped crop "
@@ -149,13 +147,12 @@ class TorchIRSEEncoder(OnnxArcFaceEncoder):
 
     DET_SIZES: tuple[tuple[int, int], ...] = ((640, 640), (320, 320), (160, 160))
 
-    def __init__(self, spec: EncoderSpec, models_dir: str | Path | None = None,
-                 providers: str | Sequence[str] | None = None, accept_license: bool = False,
-                 session_factory: Any = None) -> None:
+    def __init__(self, spec: EncoderSpec, access: ModelAccess = DEFAULT_ACCESS,
+                 providers: str | Sequence[str] | None = None, session_factory: Any = None) -> None:
         from facegen.id.irse import load_irse  # noqa: PLC0415
 
         self.spec = spec
-        self.path = network_file(spec, models_dir, accept_license)
+        self.path = network_file(spec, access)
         self.model = load_irse(self.path, spec.crop_size)
         self.mean, self.std = spec.mean, spec.std
         self.template = crop_template(spec.template).template
@@ -226,9 +223,9 @@ def graph_normalises_input(node_names: Sequence[str]) -> bool:
     return has_sub and has_mul
 
 
-def build_analyzer(spec: EncoderSpec, models_dir: str | Path | None = None,
-                   providers: str | Sequence[str] | None = None, accept_license: bool = False,
-                   session_factory: Any = None, det_size: tuple[int, int] = (640, 640)) -> Analyzer:
+def build_analyzer(spec: EncoderSpec, access: ModelAccess = DEFAULT_ACCESS,
+                   providers: str | Sequence[str] | None = None, session_factory: Any = None,
+                   det_size: tuple[int, int] = (640, 640)) -> Analyzer:
     """The face front door of an encoder entry: its detector, its template, its network."""
     embedder: DlibEncoder | OnnxArcFaceEncoder | IResNetRunEncoder
     if spec.backend == "dlib":
@@ -237,20 +234,20 @@ def build_analyzer(spec: EncoderSpec, models_dir: str | Path | None = None,
     elif spec.backend == "torch-iresnet":
         embedder = IResNetRunEncoder(spec)
         detector = functools.partial(get_detector, spec.detector, **(
-            {} if spec.detector == "dlib" else dict(pack=spec.detector_pack, models_dir=models_dir, det_size=det_size,
-                                                   providers=providers, accept_license=accept_license)))
+            {} if spec.detector == "dlib" else dict(pack=spec.detector_pack, access=access, det_size=det_size,
+                                                   providers=providers)))
     else:
-        options: dict[str, Any] = dict(pack=spec.detector_pack, models_dir=models_dir, det_size=det_size,
-                                       providers=providers, accept_license=accept_license)
+        options: dict[str, Any] = dict(pack=spec.detector_pack, access=access, det_size=det_size,
+                                       providers=providers)
         if session_factory is not None:
             options["session_factory"] = session_factory
         if spec.backend == "torch-irse":
-            embedder = TorchIRSEEncoder(spec, models_dir, providers, accept_license)
+            embedder = TorchIRSEEncoder(spec, access, providers)
             sizes = TorchIRSEEncoder.DET_SIZES
             detector = lambda: SizeFallbackDetector(  # noqa: E731
                 [get_detector(spec.detector, **{**options, "det_size": size}) for size in sizes])
         else:
-            embedder = OnnxArcFaceEncoder(spec, models_dir, providers, accept_license, session_factory)
+            embedder = OnnxArcFaceEncoder(spec, access, providers, session_factory)
             detector = functools.partial(get_detector, spec.detector, **options)
     name = spec.name
     return FaceAnalyzer(name, detector, embedder.aligner(), embedder,
@@ -259,28 +256,27 @@ def build_analyzer(spec: EncoderSpec, models_dir: str | Path | None = None,
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_analyzer(name: str, models_dir: str | None, providers: Any, accept_license: bool,
-                     stamp: Any = None) -> Analyzer:
-    return build_analyzer(get_encoder_spec(name), models_dir, providers, accept_license)
+def _cached_analyzer(name: str, access: ModelAccess, providers: Any, stamp: Any = None) -> Analyzer:
+    return build_analyzer(get_encoder_spec(name), access, providers)
 
 
-def get_analyzer(name: str = DEFAULT_ENCODER, models_dir: str | Path | None = None,
-                 providers: str | Sequence[str] | None = None, accept_license: bool = False) -> Analyzer:
+def get_analyzer(name: str = DEFAULT_ENCODER, access: ModelAccess = DEFAULT_ACCESS,
+                 providers: str | Sequence[str] | None = None) -> Analyzer:
     """The face front door of the encoder registered as ``name``, loaded once per process and options."""
     prov = tuple(providers) if isinstance(providers, (list, tuple)) else providers
     spec = get_encoder_spec(name)      # a trained run: its folder's absolute path, its weights' version
     stamp = (Path(spec.path) / "model.safetensors").stat().st_mtime_ns if spec.path else None
-    return _cached_analyzer(spec.name, str(models_dir) if models_dir else None, prov, bool(accept_license), stamp)
+    key = ModelAccess(access.models_dir, access.accept_license)    # analyzers do not depend on the device
+    return _cached_analyzer(spec.name, key, prov, stamp)
 
 
 def embed_image(rgb: np.ndarray, encoder: str | Analyzer = DEFAULT_ENCODER,
                 policy: "str | int | FacePolicy" = "largest", reference: IDEmbedding | None = None,
-                models_dir: str | Path | None = None, accept_license: bool = False,
+                access: ModelAccess = DEFAULT_ACCESS,
                 providers: str | Sequence[str] | None = None) -> list[IDEmbedding]:
     """Detect, select (policy), align and embed the faces of an RGB image (``most-similar``
     needs ``reference``, an embedding by the same encoder)."""
-    analyzer = encoder if not isinstance(encoder, str) else get_analyzer(encoder, models_dir, providers,
-                                                                         accept_license)
+    analyzer = encoder if not isinstance(encoder, str) else get_analyzer(encoder, access, providers)
     return analyzer.analyze(rgb, policy, reference)
 
 

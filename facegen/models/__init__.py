@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from facegen.models.registry import (
@@ -15,6 +14,7 @@ from facegen.models.registry import (
     tiny_twin,
 )
 from facegen.models.resolve import ResolvedPreset, missing_files, resolve_preset
+from facegen.paths import DEFAULT_ACCESS, ModelAccess
 
 __all__ = [
     "PRESETS",
@@ -31,11 +31,9 @@ __all__ = [
 ]
 
 
-def preset_status(models_dir: str | os.PathLike[str] | None = None) -> dict[str, dict[str, Any]]:
+def preset_status(access: ModelAccess = DEFAULT_ACCESS) -> dict[str, dict[str, Any]]:
     """For ``facegen doctor``: which real presets have all their files locally (nothing is built)."""
-    from facegen.paths import models_dir as default_models_dir
-
-    root = default_models_dir(models_dir)
+    root = access.root
     report: dict[str, dict[str, Any]] = {}
     for name in list_presets(include_tiny=False):
         preset = PRESETS[name]

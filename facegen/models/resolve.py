@@ -19,8 +19,7 @@ from urllib.parse import urlparse
 
 from facegen.errors import InvalidArgumentError, ModelNotFoundError
 from facegen.models.registry import Component, Preset
-from facegen.paths import models_dir as default_models_dir
-from facegen.paths import sha256_of
+from facegen.paths import DEFAULT_ACCESS, ModelAccess, sha256_of
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +123,7 @@ def _download(preset: Preset, root: Path, missing: list[tuple[Component, str]]) 
     _verify_checksums(preset, root, missing)
 
 
-def resolve_preset(preset: Preset, models_dir: str | os.PathLike[str] | None = None,
+def resolve_preset(preset: Preset, access: ModelAccess = DEFAULT_ACCESS,
                    download: bool | None = None) -> ResolvedPreset:
     """Locate (and when allowed, download) every file of ``preset``.
 
@@ -136,7 +135,7 @@ def resolve_preset(preset: Preset, models_dir: str | os.PathLike[str] | None = N
 
         root = ensure_tiny(preset)
     else:
-        root = default_models_dir(models_dir)
+        root = access.root
     missing = missing_files(preset, root)
     if not missing:
         return ResolvedPreset(preset, root)

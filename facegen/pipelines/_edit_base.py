@@ -43,6 +43,7 @@ from facegen.faces.align import transform_points
 from facegen.faces.detect import FacePolicy, select_faces
 from facegen.faces.types import Face
 from facegen.id.embedding import IDEmbedding
+from facegen.paths import DEFAULT_ACCESS, ModelAccess
 from facegen.io import load_image
 from facegen.pipelines._roles import about_photo
 from facegen.pipelines.generation import IDGenerationPipeline, seeds_for
@@ -206,8 +207,7 @@ class EditSkeleton:
     family: str          # recorded as the output's adapter
     encoder: str         # the encoder name of its identities (the judge is another one)
     licence: str
-    models_dir: Any = None
-    accept_license: bool = False
+    access: ModelAccess = DEFAULT_ACCESS     # models folder, licence acceptance, device policy
 
     def encoder_model(self) -> Any:
         raise NotImplementedError
@@ -279,8 +279,7 @@ class EditSkeleton:
         from facegen.metrics import IDJudge  # noqa: PLC0415
         try:
             if getattr(self, "_judge", None) is None:
-                self._judge = IDJudge.create(exclude=self.encoder, models_dir=self.models_dir,
-                                             accept_license=self.accept_license)
+                self._judge = IDJudge.create(exclude=self.encoder, access=self.access)
             judge = self._judge
             ref = judge.encoder.embed(reference_rgb, reference_face) if reference_face is not None \
                 else judge.reference(reference_rgb)
@@ -328,14 +327,13 @@ class FaceEditPipeline(EditSkeleton):
         self._judge: Any = None
 
     @classmethod
-    def from_preset(cls, name: str, models_dir: str | os.PathLike[str] | None = None, device: Any = None,
-                    dtype: Any = None, accept_license: bool = False) -> "FaceEditPipeline":
+    def from_preset(cls, name: str, access: ModelAccess = DEFAULT_ACCESS, device: Any = None,
+                    dtype: Any = None) -> "FaceEditPipeline":
         from facegen.adapters.registry import adapter_class  # noqa: PLC0415
         from facegen.models.registry import get_preset  # noqa: PLC0415
 
         cls.check_capabilities(adapter_class(get_preset(name).family), name)   # before any weight loads
-        return cls(IDGenerationPipeline.from_preset(name, models_dir=models_dir, device=device, dtype=dtype,
-                                                    accept_license=accept_license))
+        return cls(IDGenerationPipeline.from_preset(name, access=access, device=device, dtype=dtype))
 
     @classmethod
     def check_capabilities(cls, adapter: Any, preset_name: str) -> None:
@@ -365,12 +363,8 @@ class FaceEditPipeline(EditSkeleton):
         return self.preset.licence
 
     @property
-    def models_dir(self) -> Any:  # type: ignore[override]
-        return self.gen.models_dir
-
-    @property
-    def accept_license(self) -> bool:  # type: ignore[override]
-        return self.gen.accept_license
+    def access(self) -> ModelAccess:  # type: ignore[override]
+        return self.gen.access
 
     @property
     def crop_size(self) -> int:
@@ -388,7 +382,7 @@ class FaceEditPipeline(EditSkeleton):
     def encoder_model(self) -> Any:
         """The preset's ID encoder (detector + embedder of its contract), loaded once per process."""
         from facegen.id.encoders import get_analyzer  # noqa: PLC0415
-        return get_analyzer(self.gen.encoder, self.gen.models_dir, accept_license=self.gen.accept_license)
+        return get_analyzer(self.gen.encoder, self.gen.access)
 
     def embed_reference(self, src: ImageInput | IDEmbedding) -> tuple[IDEmbedding, np.ndarray | None]:
         """An identity from a photo (with the adapter's encoder) or an IDEmbedding as given."""

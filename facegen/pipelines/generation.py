@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -44,7 +43,7 @@ from facegen.errors import InvalidArgumentError, ModelNotFoundError
 from facegen.id.embedding import IDEmbedding, mean_embedding
 from facegen.models.registry import Preset, get_preset
 from facegen.models.resolve import resolve_preset
-from facegen.paths import require_licence
+from facegen.paths import DEFAULT_ACCESS, ModelAccess
 from facegen.pipelines.output import PipelineOutput
 from facegen.pipelines.request import (MAX_SIDE, CallArgs, GenerationRequest, check_call, check_face_layout,
                                        check_sampling, fill_defaults)
@@ -63,21 +62,20 @@ class IDGenerationPipeline:
     """ID-conditioned text-to-image for every preset of :mod:`facegen.models.registry`."""
 
     def __init__(self, preset: Preset, adapter: IDAdapter, pipe: Any, *, device: Any, dtype: Any,
-                 models_dir: str | os.PathLike[str] | None = None, accept_license: bool = False) -> None:
+                 access: ModelAccess = DEFAULT_ACCESS) -> None:
         self.preset = preset
         self.adapter = adapter
         self.pipe = pipe
         self.device = device
         self.dtype = dtype
-        self.models_dir = models_dir
-        self.accept_license = accept_license
+        self.access = access
         self._scheduler_config = dict(pipe.scheduler.config)
         self._largest_batch = 0
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_preset(cls, name: str, models_dir: str | os.PathLike[str] | None = None, device: str | Any | None = None,
-                    dtype: str | Any | None = None, accept_license: bool = False,
+    def from_preset(cls, name: str, access: ModelAccess = DEFAULT_ACCESS, device: str | Any | None = None,
+                    dtype: str | Any | None = None,
                     download: bool | None = None, fast_path: bool | Any = True,
                     quantize: str | None = None) -> IDGenerationPipeline:
         """Resolve (local folder, else hub when online), check the licence, and load a preset.
@@ -85,26 +83,28 @@ class IDGenerationPipeline:
         ``fast_path``: True (default) applies :func:`facegen.speed.engine.optimize_pipeline`
         with the exact options for the device; a ``FastPathConfig`` sets them; False loads plain.
         ``quantize``: ``"8bit"`` weights where the family offers them (``adapter.quantize_choices``).
-        Raises LicenseNotAcceptedError for non-commercial weights without ``accept_license``
+        ``access``: the models folder, the licence acceptance and the device policy (``device``, when
+        given, overrides ``access.device`` for this pipeline).
+        Raises LicenseNotAcceptedError for non-commercial weights without ``access.accept_license``
         (or ``FACEGEN_ACCEPT_NONCOMMERCIAL=1``), ModelNotFoundError naming the missing files.
         """
         preset = get_preset(name)
         if preset.needs_licence:
-            require_licence(f"preset '{preset.name}'", preset.licence, accept_license)
+            access.require(f"preset '{preset.name}'", preset.licence)
         import torch
 
         adapter = adapter_for(preset)
         adapter.configure_loading(quantize=quantize)
-        dev = resolve_device(device)
+        dev = resolve_device(device if device is not None else access.device)
         dt = resolve_dtype(dtype if dtype is not None or dev.type != "cuda" else adapter.cuda_dtype, dev)
         if dev.type == "cpu" and dt == torch.float16:
             raise InvalidArgumentError("float16 is not supported on CPU; use dtype='fp32' or 'bf16'")
         try:
-            resolved = resolve_preset(preset, models_dir, download=download)
+            resolved = resolve_preset(preset, access, download=download)
         except ModelNotFoundError as exc:      # name everything the preset needs: its encoder's files too
             from facegen.id.encoders import missing_files
             from facegen.id.registry import get_encoder_spec
-            extra = missing_files(get_encoder_spec(adapter.encoder), models_dir)
+            extra = missing_files(get_encoder_spec(adapter.encoder), access)
             if not extra:
                 raise
             raise ModelNotFoundError(exc.what, exc.files + [f"{f} (encoder {adapter.encoder})" for f in extra],
@@ -121,7 +121,7 @@ class IDGenerationPipeline:
             from facegen.speed.engine import optimize_pipeline
             cfg = fast_path if isinstance(fast_path, FastPathConfig) else FastPathConfig.default_for(dev, interactive=True)
             optimize_pipeline(pipe, cfg)
-        return cls(preset, adapter, pipe, device=dev, dtype=dt, models_dir=models_dir, accept_license=accept_license)
+        return cls(preset, adapter, pipe, device=dev, dtype=dt, access=access)
 
     @property
     def encoder(self) -> str:
@@ -181,8 +181,7 @@ class IDGenerationPipeline:
         for src in id_images:
             rgb = load_image(src)
             with about_photo("reference", src):
-                embs.append(embed_image(rgb, encoder=self.encoder, policy="largest", models_dir=self.models_dir,
-                                        accept_license=self.accept_license)[0])
+                embs.append(embed_image(rgb, encoder=self.encoder, policy="largest", access=self.access)[0])
             rgbs.append(rgb)
         return embs, rgbs
 
@@ -281,7 +280,7 @@ class IDGenerationPipeline:
     def scorer(self, identities: Sequence[IDEmbedding], reference_rgbs: Sequence[np.ndarray] | None
                ) -> tuple[Scorer, str | None]:
         """``(score, judge name)``: ``score(images)`` gives each image's similarity to the reference."""
-        return make_scorer(self.encoder, identities, reference_rgbs, self.models_dir, self.accept_license)
+        return make_scorer(self.encoder, identities, reference_rgbs, self.access)
 
     def measure(self, images: Sequence[Any], identities: Sequence[IDEmbedding],
                 reference_rgbs: Sequence[np.ndarray] | None) -> tuple[list[float | None], str | None]:
@@ -419,8 +418,7 @@ class IDGenerationPipeline:
 
     def _scorer_for(self, samples: Sequence[Sample], idents: Sequence[IDEmbedding],
                     reference_rgbs: Sequence[np.ndarray] | None, measure: bool) -> BatchScorer:
-        return batch_scorer(self.encoder, samples, idents, reference_rgbs, measure, self.models_dir,
-                            self.accept_license)
+        return batch_scorer(self.encoder, samples, idents, reference_rgbs, measure, self.access)
 
     def _image_meta(self, meta: dict[str, Any], sample: Sample) -> dict[str, Any]:
         out = dict(meta)

@@ -10,14 +10,13 @@ blurred with kernels sized in target-image pixels,
 skeleton: the swap job's rules (:class:`~facegen.pipelines.swap.SwapJob`), seeds, judging and
 provenance are the diffusion swap's, and it runs on photos and videos alike.
 Its file, places, licence, crop template and encoder are the ``inswapper_128`` entry of
-:mod:`facegen.models.auxiliary` (looked for at ``<models_dir>/inswapper_128.onnx`` or
-``<models_dir>/inswapper/inswapper_128.onnx``).
+:mod:`facegen.models.auxiliary` (looked for at ``<models folder>/inswapper_128.onnx`` or
+``<models folder>/inswapper/inswapper_128.onnx``).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -33,8 +32,7 @@ from facegen.id.embedding import IDEmbedding
 from facegen.io import load_image
 from facegen.models.auxiliary import get_auxiliary
 from facegen.onnx_runtime import create_session
-from facegen.paths import models_dir as default_models_dir
-from facegen.paths import check_sha256, require_licence
+from facegen.paths import DEFAULT_ACCESS, ModelAccess, check_sha256
 from facegen.pipelines._edit_base import (EditSettings, EditSkeleton, FacePlan, ImageInput, RegeneratedCrop,
                                           require_consent)
 from facegen.pipelines.output import PipelineOutput
@@ -55,8 +53,8 @@ if _CROP.template is None:
 _TEMPLATE = _CROP.template
 
 
-def find_inswapper(models_dir: str | os.PathLike[str] | None = None) -> Path:
-    root = default_models_dir(models_dir)
+def find_inswapper(access: ModelAccess = DEFAULT_ACCESS) -> Path:
+    root = access.root
     weights = INSWAPPER.file("swapper")
     path = weights.locate(root)
     if path is None:
@@ -114,15 +112,14 @@ class InswapperSwapPipeline(EditSkeleton):
     encoder = INSWAPPER_ENCODER
     licence = INSWAPPER_LICENCE
 
-    def __init__(self, models_dir: str | os.PathLike[str] | None = None, accept_license: bool = False,
+    def __init__(self, access: ModelAccess = DEFAULT_ACCESS,
                  providers: str | Sequence[str] | None = None, session_factory: Any = None,
                  emap: np.ndarray | None = None, encoder: Any = None) -> None:
         if not INSWAPPER.commercial_use:
-            require_licence(INSWAPPER.name, INSWAPPER_LICENCE, accept_license)
-        self.models_dir = models_dir
-        self.accept_license = accept_license
+            access.require(INSWAPPER.name, INSWAPPER_LICENCE)
+        self.access = access
         self._judge: Any = None
-        self.path = find_inswapper(models_dir)
+        self.path = find_inswapper(access)
         self.session = create_session(self.path, providers, session_factory)
         names = [i.name for i in self.session.get_inputs()]
         if len(names) != 2:
@@ -131,7 +128,7 @@ class InswapperSwapPipeline(EditSkeleton):
         self.emap = load_emap(self.path) if emap is None else emap
         if encoder is None:
             from facegen.id.encoders import get_analyzer  # noqa: PLC0415
-            encoder = get_analyzer(INSWAPPER_ENCODER, models_dir, providers, accept_license)
+            encoder = get_analyzer(INSWAPPER_ENCODER, access, providers)
         self._encoder = encoder
         self._latents: dict[int, tuple[IDEmbedding, np.ndarray]] = {}
 

@@ -156,14 +156,13 @@ def make_people_judge(pipe: Any, identities: Sequence[IDEmbedding],
         return None
     try:
         if all(photos):
-            judge = IDJudge.create(exclude=pipe.encoder, models_dir=pipe.models_dir,
-                                   accept_license=pipe.accept_license)
+            judge = IDJudge.create(exclude=pipe.encoder, access=pipe.access)
             refs = []
             for rgbs in photos:
                 found = [r for r in (judge.reference(rgb) for rgb in rgbs) if r is not None]
                 refs.append(mean_embedding(found) if len(found) > 1 else found[0] if found else None)
             return PeopleJudge(judge.encoder_name, judge.encoder, refs)
-        enc = get_analyzer(pipe.encoder, pipe.models_dir, accept_license=pipe.accept_license)
+        enc = get_analyzer(pipe.encoder, pipe.access)
         return PeopleJudge(pipe.encoder, enc, list(identities))
     except FacegenError as exc:
         logger.warning("per-person ID similarity not measured: %s", exc)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -24,8 +23,7 @@ from facegen.faces.detect import FacePolicy
 from facegen.faces.types import Face
 from facegen.id.embedding import IDEmbedding
 from facegen.models.auxiliary import get_auxiliary
-from facegen.paths import check_sha256
-from facegen.paths import models_dir as default_models_dir
+from facegen.paths import DEFAULT_ACCESS, ModelAccess, check_sha256
 from facegen.pipelines._edit_base import (EditJob, EditSettings, EditSkeleton, FaceEditPipeline, FacePlan, ImageInput,
                                           RegeneratedCrop, require_consent)
 from facegen.pipelines._roles import about_photo
@@ -45,12 +43,12 @@ def restoration_strength(degradation: float, low: float = 0.2, high: float = 0.6
     return round(low + (high - low) * d, 4)
 
 
-def gfpgan_pass(rgb: np.ndarray, models_dir: str | Path | None = None) -> np.ndarray:
+def gfpgan_pass(rgb: np.ndarray, access: ModelAccess = DEFAULT_ACCESS) -> np.ndarray:
     """GFPGAN v1.4 on the whole photo (faces only, upscale 1) when installed by the user."""
     package = GFPGAN.package or "gfpgan"
     if importlib.util.find_spec(package) is None:
         raise MissingDependencyError(package, feature=f"the GFPGAN pre-pass (pip install {package})")
-    root = default_models_dir(models_dir)
+    root = access.root
     entry = GFPGAN.file("restorer")
     weights = entry.locate(root)
     if weights is None:
@@ -100,7 +98,7 @@ class RestoreJob(EditJob):
         return [self.reference[0]] if self.reference is not None else []
 
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
-        return gfpgan_pass(rgb, self.pipe.models_dir) if self.settings.gfpgan else rgb
+        return gfpgan_pass(rgb, self.pipe.access) if self.settings.gfpgan else rgb
 
     def plan(self, rgb: np.ndarray, faces: Sequence[Face]) -> list[FacePlan]:
         plans = [self.plan_face(rgb, f) for f in faces]

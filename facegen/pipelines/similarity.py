@@ -9,7 +9,6 @@ A judge that cannot run (no model installed, no face found) gives ``None``, neve
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np
 
 from facegen.errors import FacegenError
 from facegen.id.embedding import IDEmbedding, mean_embedding
+from facegen.paths import ModelAccess
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def _guarded(fn: Callable[[np.ndarray], float | None]) -> Scorer:
 
 
 def make_scorer(encoder: str, identities: Sequence[IDEmbedding], reference_rgbs: Sequence[np.ndarray] | None,
-                models_dir: str | os.PathLike[str] | None, accept_license: bool) -> tuple[Scorer, str | None]:
+                access: ModelAccess) -> tuple[Scorer, str | None]:
     """``(score, judge name)``: ``score(images)`` gives each image's similarity to the
     reference; the judge and the reference embedding are made once, here."""
     try:
@@ -62,7 +62,7 @@ def make_scorer(encoder: str, identities: Sequence[IDEmbedding], reference_rgbs:
         return unmeasured, None
     try:
         if reference_rgbs and len(identities) == 1:
-            judge = IDJudge.create(exclude=encoder, models_dir=models_dir, accept_license=accept_license)
+            judge = IDJudge.create(exclude=encoder, access=access)
             refs = [r for r in (judge.reference(rgb) for rgb in reference_rgbs) if r is not None]
             ref = (mean_embedding(refs) if len(refs) > 1 else refs[0]) if refs else None
             return _guarded(lambda rgb: judge.score(ref, rgb)), judge.encoder_name
@@ -71,7 +71,7 @@ def make_scorer(encoder: str, identities: Sequence[IDEmbedding], reference_rgbs:
         return unmeasured, None
 
     def own(rgb: np.ndarray) -> float | None:
-        per = [id_similarity(ident, rgb, models_dir, accept_license) for ident in identities]
+        per = [id_similarity(ident, rgb, access) for ident in identities]
         return None if any(s is None for s in per) else min(per)  # type: ignore[type-var]
     return _guarded(own), encoder
 
@@ -89,16 +89,16 @@ class BatchScorer:
 
 def batch_scorer(encoder: str, samples: Sequence[Any], identities: Sequence[IDEmbedding],
                  reference_rgbs: Sequence[np.ndarray] | None, measure: bool,
-                 models_dir: str | os.PathLike[str] | None, accept_license: bool) -> BatchScorer:
+                 access: ModelAccess) -> BatchScorer:
     """Off; one judge for N images of one identity (``samples`` all the same); or each image
     against its own sample's identities (the identities' own encoder)."""
     if not measure:
         return BatchScorer(lambda first, images: unmeasured(images), None)
     if all(s is samples[0] for s in samples):
-        fn, judge = make_scorer(encoder, identities, reference_rgbs, models_dir, accept_license)
+        fn, judge = make_scorer(encoder, identities, reference_rgbs, access)
         return BatchScorer(lambda first, images: fn(images), judge)
 
     def per_sample(first: int, images: Sequence[Any]) -> list[float | None]:
-        return [make_scorer(encoder, list(samples[first + j].identities), None, models_dir, accept_license)[0]([im])[0]
+        return [make_scorer(encoder, list(samples[first + j].identities), None, access)[0]([im])[0]
                 for j, im in enumerate(images)]
     return BatchScorer(per_sample, encoder)

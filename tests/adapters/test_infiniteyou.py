@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from facegen.adapters.base import ConditionRequest, Sample
 from facegen.errors import EncoderMismatchError, FacegenError, InvalidArgumentError
 from facegen.id.embedding import IDEmbedding
+from facegen.paths import ModelAccess
 from facegen.pipelines.generation import IDGenerationPipeline
 
 TINY = "tiny-infiniteyou"
@@ -282,14 +283,14 @@ def test_missing_flux_weights_say_how_to_get_access(tmp_path):
     from facegen.models import get_preset, resolve_preset
 
     with pytest.raises(ModelNotFoundError) as exc:
-        resolve_preset(get_preset("infiniteyou"), tmp_path, download=False)
+        resolve_preset(get_preset("infiniteyou"), ModelAccess(tmp_path), download=False)
     msg = str(exc.value)
     assert "black-forest-labs/FLUX.1-dev/transformer/diffusion_pytorch_model-00001-of-00003.safetensors" in msg
     assert "ByteDance/InfiniteYou/infu_flux_v1.0/aes_stage2/image_proj_model.bin" in msg
     assert "gated" in msg and "accept its licence" in msg and "\n" not in msg
     from facegen.models import preset_status
 
-    st = preset_status(tmp_path)["infiniteyou"]                        # what `facegen doctor --json` lists
+    st = preset_status(ModelAccess(tmp_path))["infiniteyou"]     # what `facegen doctor --json` lists
     assert "ByteDance/InfiniteYou/infu_flux_v1.0/aes_stage2/InfuseNetModel/config.json" in st["missing"]
     assert st["tiny_twin"] == TINY and "gated" in st["access"][0]
 
@@ -346,7 +347,7 @@ def test_ir_se_encoder_is_upstreams_bgr_contract(tmp_path):
     (tmp_path / "facexlib").mkdir()
     torch.save(small.state_dict(), tmp_path / "facexlib" / "recognition_arcface_ir_se50.pth")
     spec = get_encoder_spec("infiniteyou-ir-se50")
-    enc = build_analyzer(spec, models_dir=tmp_path, accept_license=True)   # the front door of the entry
+    enc = build_analyzer(spec, ModelAccess(tmp_path, accept_license=True))   # the front door of the entry
     rgb = np.random.default_rng(0).integers(0, 256, (160, 140, 3), dtype=np.uint8)
     kps = np.array([[50, 60], [90, 60], [70, 85], [55, 110], [85, 110]], np.float32)
     got = enc.embed(rgb, Face(np.array([30, 30, 110, 130], np.float32), kps, 0.9))
@@ -395,6 +396,6 @@ def test_dataset_runs_the_batched_call_with_poses(tmp_path):
 
     spec = DatasetSpec(out=str(tmp_path / "ds"), model=TINY, num_ids=2, images_per_id=1, seed=3, shard_size=2,
                        format="imagefolder", poses=[15.0])
-    run_dataset(spec, make_generate_fn(TINY, device="cpu", steps=1), progress=False)
+    run_dataset(spec, make_generate_fn(TINY, ModelAccess(device="cpu"), steps=1), progress=False)
     images = sorted(p for p in (tmp_path / "ds").rglob("*.png") if "crops" not in p.parts)
     assert len(images) == 2

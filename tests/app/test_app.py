@@ -25,6 +25,7 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file
 
 from facegen.io import read_metadata
+from facegen.paths import ModelAccess
 
 TINY_SIZE = 64  # the tiny preset's default height and width
 
@@ -315,10 +316,10 @@ def test_tabs_match_available_jobs_and_missing_presets_are_listed(served, tmp_pa
     assert {"Generate", "Models"} <= titles
     assert all(isinstance(spec.module, types.ModuleType) for spec in TABS)   # plain imports, never hidden
 
-    infos = {i.name: i for i in preset_infos(models_dir=str(tmp_path), accept_license=True)}
+    infos = {i.name: i for i in preset_infos(ModelAccess(str(tmp_path), accept_license=True))}
     assert infos["tiny"].ready
     assert not infos["arc2face"].ready and str(tmp_path) in infos["arc2face"].reason
-    infos = {i.name: i for i in preset_infos(models_dir=str(tmp_path), accept_license=False)}
+    infos = {i.name: i for i in preset_infos(ModelAccess(str(tmp_path), accept_license=False))}
     assert not infos["arc2face"].ready and infos["arc2face"].label.startswith("arc2face")
 
 
@@ -455,7 +456,7 @@ def test_malformed_numbers_get_a_clear_error(served, tom_hanks_path):
 
     app, _, client = served
     ctx = app.facegen_context
-    infos = preset_infos(ctx.models_dir, ctx.accept_license)
+    infos = preset_infos(ctx.access)
     photos = photo(tom_hanks_path)
     for bad in ({"num_images": "abc"}, {"seed": "1e999"}, {"steps": "two"}, {"guidance": float("nan")},
                 {"guidance": "nan"}, {"guidance": "inf"}, {"adapter_scale": "x"}):

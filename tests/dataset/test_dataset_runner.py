@@ -28,6 +28,7 @@ from facegen.dataset.stats import dataset_stats
 from facegen.dataset.variation import WorkItem
 from facegen.errors import InvalidArgumentError
 from facegen.id.embedding import IDEmbedding
+from facegen.paths import ModelAccess
 
 FACES = Path(__file__).resolve().parents[3] / "shared" / "faces"  # (subprocesses import this module)
 HAVE_FACES = (FACES / "obama_1.jpg").is_file()
@@ -378,7 +379,7 @@ def _fake_factory(preset: str, **kwargs) -> FakeGenerate:
 _fake_factory.built = 0
 
 
-def _fixed_factory(preset: str, models_dir=None, device=None, accept_license=False, steps: int = 1) -> FakeGenerate:
+def _fixed_factory(preset: str, access=None, steps: int = 1) -> FakeGenerate:
     return FakeGenerate()
 
 
@@ -569,8 +570,8 @@ def test_default_batch_size_follows_the_model_on_a_gpu(tmp_path: Path, monkeypat
     assert default_batch_size("instantid", on_gpu=True) == 8
     assert default_batch_size("arc2face", on_gpu=False) == 8
     assert default_batch_size("no-such-model", on_gpu=True) == 8
-    assert generates_on_gpu(make_generate_fn("tiny", device="cuda:1"))
-    assert not generates_on_gpu(make_generate_fn("tiny", device="cpu"))
+    assert generates_on_gpu(make_generate_fn("tiny", ModelAccess(device="cuda:1")))
+    assert not generates_on_gpu(make_generate_fn("tiny", ModelAccess(device="cpu")))
     assert not generates_on_gpu(FakeGenerate())
     # unset in the spec: the runner picks it (a fake generator counts as CPU: 8 per call)
     gen = FakeGenerate()

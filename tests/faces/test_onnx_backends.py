@@ -11,6 +11,7 @@ from facegen.faces.insightface_backend import SCRFDDetector, anchor_centers, nms
 from facegen.faces.types import Face
 from facegen.id.encoders import OnnxArcFaceEncoder, build_analyzer
 from facegen.id.registry import get_encoder_spec
+from facegen.paths import ModelAccess
 
 
 class FakeSession:
@@ -75,7 +76,8 @@ def test_scrfd_decodes_boxes_and_keypoints_in_image_pixels(tmp_path):
             return scrfd_outputs(center, dist, kps_off)
         return FakeSession(path, providers, 9, [1, 3, 640, 640], respond)
 
-    det = SCRFDDetector("antelopev2", tmp_path, det_size=(640, 640), accept_license=True, session_factory=factory)
+    det = SCRFDDetector("antelopev2", ModelAccess(tmp_path, accept_license=True), det_size=(640, 640),
+                        session_factory=factory)
     img = np.zeros((960, 1280, 3), np.uint8)
     img[..., 0] = 255                               # pure red image: RGB order must reach the model
     faces = det.detect(img)
@@ -110,7 +112,8 @@ def test_scrfd_detects_a_batch_in_one_call_when_the_model_takes_one(tmp_path, ba
             return [np.stack([p[i] for p in per]) for i in range(9)]
         return FakeSession(path, providers, 9, [None if batched else 1, 3, 640, 640], respond)
 
-    det = SCRFDDetector("antelopev2", tmp_path, det_size=(640, 640), accept_license=True, session_factory=factory)
+    det = SCRFDDetector("antelopev2", ModelAccess(tmp_path, accept_license=True), det_size=(640, 640),
+                        session_factory=factory)
     images = []
     for i, size in enumerate([(640, 640), (960, 1280), (640, 640)]):
         img = np.zeros((*size, 3), np.uint8)
@@ -128,9 +131,9 @@ def test_scrfd_detects_a_batch_in_one_call_when_the_model_takes_one(tmp_path, ba
 def test_scrfd_needs_licence_and_files(tmp_path, monkeypatch):
     monkeypatch.delenv("FACEGEN_ACCEPT_NONCOMMERCIAL", raising=False)
     with pytest.raises(LicenseNotAcceptedError, match="non-commercial"):
-        SCRFDDetector("antelopev2", tmp_path)
+        SCRFDDetector("antelopev2", ModelAccess(tmp_path))
     with pytest.raises(ModelNotFoundError, match="scrfd_10g_bnkps.onnx") as err:
-        SCRFDDetector("antelopev2", tmp_path, accept_license=True)
+        SCRFDDetector("antelopev2", ModelAccess(tmp_path, accept_license=True))
     assert str(tmp_path / "antelopev2") in str(err.value)
 
 
@@ -152,7 +155,7 @@ def test_arcface_encoder_preprocessing_and_routing(tmp_path, name, pack):
             return [np.tile(np.arange(512, dtype=np.float32), (feeds["input.1"].shape[0], 1))]
         return FakeSession(path, providers, 1, [None, 3, 112, 112], respond)
 
-    enc = build_analyzer(spec, tmp_path, accept_license=True, session_factory=factory)
+    enc = build_analyzer(spec, ModelAccess(tmp_path, accept_license=True), session_factory=factory)
     assert enc.embedder.path == tmp_path / spec.files[0].relpath
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (300, 300, 3), dtype=np.uint8)
@@ -170,17 +173,17 @@ def test_arcface_encoder_preprocessing_and_routing(tmp_path, name, pack):
 def test_arcface_encoder_missing_file_names_file_and_folder(tmp_path):
     spec = get_encoder_spec("arc2face-arcface")
     with pytest.raises(ModelNotFoundError) as err:
-        OnnxArcFaceEncoder(spec, tmp_path, accept_license=True)
+        OnnxArcFaceEncoder(spec, ModelAccess(tmp_path, accept_license=True))
     assert "arc2face/arcface.onnx" in str(err.value) and str(tmp_path) in str(err.value)
 
 
 def test_arcface_encoder_refuses_without_licence(tmp_path, monkeypatch):
     monkeypatch.delenv("FACEGEN_ACCEPT_NONCOMMERCIAL", raising=False)
     with pytest.raises(LicenseNotAcceptedError):
-        OnnxArcFaceEncoder(get_encoder_spec("buffalo_l-w600k-r50"), tmp_path)
+        OnnxArcFaceEncoder(get_encoder_spec("buffalo_l-w600k-r50"), ModelAccess(tmp_path))
     monkeypatch.setenv("FACEGEN_ACCEPT_NONCOMMERCIAL", "1")
     with pytest.raises(ModelNotFoundError):                 # accepted via env: now it looks for files
-        OnnxArcFaceEncoder(get_encoder_spec("buffalo_l-w600k-r50"), tmp_path)
+        OnnxArcFaceEncoder(get_encoder_spec("buffalo_l-w600k-r50"), ModelAccess(tmp_path))
 
 
 def test_pinned_checksum_mismatch_is_refused(tmp_path):
@@ -191,7 +194,7 @@ def test_pinned_checksum_mismatch_is_refused(tmp_path):
     _write_pack(tmp_path, "buffalo_l", ["w600k_r50.onnx"])
     pinned = dataclasses.replace(spec, files=(WeightFile("buffalo_l/w600k_r50.onnx", sha256="0" * 64),))
     with pytest.raises(ModelNotFoundError, match="sha256"):
-        OnnxArcFaceEncoder(pinned, tmp_path, accept_license=True,
+        OnnxArcFaceEncoder(pinned, ModelAccess(tmp_path, accept_license=True),
                            session_factory=lambda p, providers: FakeSession(p, providers, 1, [1, 3, 112, 112], None))
 
 
@@ -203,7 +206,7 @@ def test_inswapper_routing_and_preprocessing(tmp_path, tom_hanks_path):
     from facegen.pipelines.inswapper import InswapperSwapPipeline, find_inswapper, source_latent
 
     with pytest.raises(ModelNotFoundError, match="inswapper_128.onnx"):
-        find_inswapper(tmp_path)
+        find_inswapper(ModelAccess(tmp_path))
     (tmp_path / "inswapper_128.onnx").write_bytes(b"fake")
     rng = np.random.default_rng(0)
     emap = rng.normal(size=(512, 512)).astype(np.float32)
@@ -226,7 +229,7 @@ def test_inswapper_routing_and_preprocessing(tmp_path, tom_hanks_path):
         def embed(self, rgb, face):
             return IDEmbedding(rng.normal(size=512), "buffalo_l-w600k-r50", face=face)
 
-    pipe = InswapperSwapPipeline(tmp_path, accept_license=True, session_factory=factory, emap=emap,
+    pipe = InswapperSwapPipeline(ModelAccess(tmp_path, accept_license=True), session_factory=factory, emap=emap,
                                  encoder=DlibAsBuffalo())
     with pytest.raises(ConsentRequiredError):
         pipe(tom_hanks_path, tom_hanks_path)
@@ -253,7 +256,7 @@ def test_arc2face_encoder_found_in_hub_layout(tmp_path):
     hub = tmp_path / "FoivosPar" / "Arc2Face"
     hub.mkdir(parents=True)
     (hub / "arcface.onnx").write_bytes(b"fake")
-    enc = OnnxArcFaceEncoder(spec, tmp_path, accept_license=True,
+    enc = OnnxArcFaceEncoder(spec, ModelAccess(tmp_path, accept_license=True),
                              session_factory=lambda p, providers: FakeSession(p, providers, 1, [1, 3, 112, 112], None))
     assert enc.path == hub / "arcface.onnx"
 
@@ -274,7 +277,7 @@ def test_dataset_filter_embeds_a_batch_of_images_in_one_call(tmp_path, monkeypat
             return [x.reshape(x.shape[0], -1)[:, :512] * 10]     # depends on each crop
         return FakeSession(path, providers, 1, [None, 3, 112, 112], respond)
 
-    enc = build_analyzer(spec, tmp_path, accept_license=True, session_factory=factory)
+    enc = build_analyzer(spec, ModelAccess(tmp_path, accept_license=True), session_factory=factory)
     rng = np.random.default_rng(0)
     kps = np.array([[120, 130], [180, 130], [150, 165], [125, 200], [175, 200]], np.float32)
     face = Face(np.array([90, 90, 210, 230], np.float32), kps, 0.9)

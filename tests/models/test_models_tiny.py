@@ -26,6 +26,7 @@ from facegen.models import (
     resolve_preset,
 )
 from facegen.models.tiny import ensure_tiny
+from facegen.paths import ModelAccess
 
 TINY = ("tiny", "tiny-faceid", "tiny-faceid-sdxl", "tiny-instantid")
 REAL = ("arc2face", "arc2face-lcm", "faceid-sd15", "faceid-sdxl", "instantid", "infiniteyou", "infiniteyou-sim")
@@ -86,7 +87,7 @@ def test_unknown_preset_names_the_choices():
 def test_real_preset_offline_without_files_lists_them(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelNotFoundError) as exc:
-        resolve_preset(get_preset("arc2face"), models_dir=tmp_path)
+        resolve_preset(get_preset("arc2face"), ModelAccess(tmp_path))
     err = exc.value
     assert "FoivosPar/Arc2Face/encoder/pytorch_model.bin" in err.files
     assert "stable-diffusion-v1-5/stable-diffusion-v1-5/vae/diffusion_pytorch_model.safetensors" in err.files
@@ -101,14 +102,14 @@ def test_local_folder_is_used_first(tmp_path, monkeypatch):
         (tmp_path / repo / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / repo / path).write_bytes(b"x")
     with pytest.raises(ModelNotFoundError) as exc:  # exactly the one file left out is reported
-        resolve_preset(preset, models_dir=tmp_path)
+        resolve_preset(preset, ModelAccess(tmp_path))
     assert exc.value.files == ["InstantX/InstantID/ip-adapter.bin"]
     (tmp_path / "InstantX/InstantID/ip-adapter.bin").write_bytes(b"x")
-    resolved = resolve_preset(preset, models_dir=tmp_path)
+    resolved = resolve_preset(preset, ModelAccess(tmp_path))
     assert resolved.file("ip_adapter") == tmp_path / "InstantX/InstantID/ip-adapter.bin"
     assert resolved.folder("controlnet") == tmp_path / "InstantX/InstantID/ControlNetModel"
-    assert preset_status(tmp_path)["instantid"]["ready"]
-    assert not preset_status(tmp_path)["arc2face"]["ready"]
+    assert preset_status(ModelAccess(tmp_path))["instantid"]["ready"]
+    assert not preset_status(ModelAccess(tmp_path))["arc2face"]["ready"]
 
 
 def test_real_preset_needs_licence_before_anything(tmp_path, monkeypatch):
@@ -117,9 +118,9 @@ def test_real_preset_needs_licence_before_anything(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("FACEGEN_ACCEPT_NONCOMMERCIAL", raising=False)
     with pytest.raises(LicenseNotAcceptedError, match="non-commercial"):
-        IDGenerationPipeline.from_preset("faceid-sd15", models_dir=tmp_path)
+        IDGenerationPipeline.from_preset("faceid-sd15", access=ModelAccess(tmp_path))
     with pytest.raises(ModelNotFoundError, match="h94/IP-Adapter-FaceID/ip-adapter-faceid_sd15.bin"):
-        IDGenerationPipeline.from_preset("faceid-sd15", models_dir=tmp_path, accept_license=True)
+        IDGenerationPipeline.from_preset("faceid-sd15", access=ModelAccess(tmp_path, accept_license=True))
 
 
 # ----------------------------------------------------------------------------- tiny layouts

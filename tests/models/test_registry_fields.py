@@ -21,6 +21,7 @@ from facegen.models.auxiliary import AUXILIARY, AuxiliaryWeights, WeightFile, ge
 from facegen.models.licences import LICENCES, Licence, commercial_use, licence_text
 from facegen.models.registry import (PRESETS, TINY_REPOS, Component, Preset, SamplerDefaults, tiny_twin,
                                      tiny_twin_of)
+from facegen.paths import ModelAccess
 
 PACKAGE = Path(__file__).resolve().parents[2] / "facegen"
 GOLDEN_TINY = Path(__file__).resolve().parents[1] / "golden" / "tiny_presets.json"
@@ -245,15 +246,16 @@ def test_the_onnx_encoder_crops_on_its_entrys_template(tmp_path, monkeypatch):
     for spec in (base, dataclasses.replace(base, template="arcface128", crop_size=128),
                  dataclasses.replace(base, template="ffhq112")):          # another layout, same size
         fed: list[np.ndarray] = []
-        enc = build_analyzer(spec, tmp_path, accept_license=True,
+        enc = build_analyzer(spec, ModelAccess(tmp_path, accept_license=True),
                                  session_factory=lambda p, providers, s=spec.crop_size: _Session(s, fed))
         enc.embed(img, face)
         crop, _ = warp_face(img, kps, spec.crop_size, crop_template(spec.template).template or "arcface")
         assert fed[0].shape == (1, 3, spec.crop_size, spec.crop_size)
         assert np.allclose(fed[0][0].transpose(1, 2, 0), (crop.astype(np.float32) - 127.5) / 127.5)
     with pytest.raises(FacegenError, match="needs a warped crop template"):
-        OnnxArcFaceEncoder(dataclasses.replace(base, template="dlib-chip150", crop_size=150), tmp_path,
-                           accept_license=True, session_factory=lambda p, providers: _Session(150, []))
+        OnnxArcFaceEncoder(dataclasses.replace(base, template="dlib-chip150", crop_size=150),
+                           ModelAccess(tmp_path, accept_license=True),
+                           session_factory=lambda p, providers: _Session(150, []))
 
 
 # ----------------------------------------------------------------------------- auxiliary weights
@@ -300,15 +302,15 @@ def test_inswapper_is_located_and_checked_through_its_entry(tmp_path, monkeypatc
 
     assert (insw.CROP, insw.INSWAPPER_ENCODER) == (128, "buffalo_l-w600k-r50")     # from the entry
     with pytest.raises(ModelNotFoundError, match="buffalo_l pack"):
-        insw.find_inswapper(tmp_path)
+        insw.find_inswapper(ModelAccess(tmp_path))
     (tmp_path / "inswapper").mkdir()
     (tmp_path / "inswapper" / "inswapper_128.onnx").write_bytes(b"fake")        # the entry's alternative
-    assert insw.find_inswapper(tmp_path) == tmp_path / "inswapper" / "inswapper_128.onnx"
+    assert insw.find_inswapper(ModelAccess(tmp_path)) == tmp_path / "inswapper" / "inswapper_128.onnx"
     pinned = dataclasses.replace(insw.INSWAPPER, files=(dataclasses.replace(
         insw.INSWAPPER.file("swapper"), sha256="0" * 64),))
     monkeypatch.setattr(insw, "INSWAPPER", pinned)
     with pytest.raises(ModelNotFoundError, match="sha256"):
-        insw.find_inswapper(tmp_path)
+        insw.find_inswapper(ModelAccess(tmp_path))
 
 
 def test_gfpgan_pass_reads_its_entry(tmp_path):
@@ -320,20 +322,20 @@ def test_gfpgan_pass_reads_its_entry(tmp_path):
     rgb = np.zeros((8, 8, 3), np.uint8)
     if importlib.util.find_spec("gfpgan") is None:
         with pytest.raises(MissingDependencyError, match="gfpgan"):
-            gfpgan_pass(rgb, tmp_path)
+            gfpgan_pass(rgb, ModelAccess(tmp_path))
     else:
         with pytest.raises(ModelNotFoundError, match="GFPGANv1.4.pth"):
-            gfpgan_pass(rgb, tmp_path)
+            gfpgan_pass(rgb, ModelAccess(tmp_path))
     assert GFPGAN.file("restorer").relpath == "gfpgan/GFPGANv1.4.pth" and GFPGAN.package == "gfpgan"
 
 
 def test_doctor_reports_each_auxiliary_entry(tmp_path):
     from facegen.cli.doctor import doctor_report
 
-    aux = doctor_report(str(tmp_path))["auxiliary"]
+    aux = doctor_report(ModelAccess(str(tmp_path)))["auxiliary"]
     assert set(aux) == set(AUXILIARY)
     assert aux["inswapper_128"]["ready"] is False
     assert aux["inswapper_128"]["missing"] == ["inswapper_128.onnx or inswapper/inswapper_128.onnx"]
     assert aux["inswapper_128"]["licence"] == get_auxiliary("inswapper_128").licence
     (tmp_path / "inswapper_128.onnx").write_bytes(b"fake")
-    assert doctor_report(str(tmp_path))["auxiliary"]["inswapper_128"]["ready"] is True
+    assert doctor_report(ModelAccess(str(tmp_path)))["auxiliary"]["inswapper_128"]["ready"] is True

@@ -16,6 +16,7 @@ from facegen.dataset.generate import make_dataset_generate_fn
 from facegen.dataset.variation import WorkItem
 from facegen.errors import InvalidArgumentError
 from facegen.id.embedding import IDEmbedding
+from facegen.paths import ModelAccess
 from facegen.pipelines.generation import IDGenerationPipeline, padded_batch_size
 
 STEPS = 3
@@ -207,18 +208,18 @@ def items(pipe: IDGenerationPipeline, n: int, **kw) -> list[WorkItem]:
 
 
 def test_dataset_generator_batched_mode_matches_per_item_mode(pipes):
-    batched = make_dataset_generate_fn("tiny", device="cpu", steps=STEPS, batched=True)
-    per_item = make_dataset_generate_fn("tiny", device="cpu", steps=STEPS, batched=False)
+    batched = make_dataset_generate_fn("tiny", ModelAccess(device="cpu"), steps=STEPS, batched=True)
+    per_item = make_dataset_generate_fn("tiny", ModelAccess(device="cpu"), steps=STEPS, batched=False)
     work = items(pipes["tiny"], 3)
     for a, b in zip(batched(work), per_item(work)):
         assert levels(a, b) <= MAX_LEVELS
 
 
 def test_dataset_poses_need_an_instantid_preset(pipes):
-    gen = make_dataset_generate_fn("tiny", device="cpu", steps=STEPS)
+    gen = make_dataset_generate_fn("tiny", ModelAccess(device="cpu"), steps=STEPS)
     with pytest.raises(InvalidArgumentError, match="no pose control"):
         gen(items(pipes["tiny"], 1, pose=30))
-    gen = make_dataset_generate_fn("tiny-instantid", device="cpu", steps=STEPS, batched=True)
+    gen = make_dataset_generate_fn("tiny-instantid", ModelAccess(device="cpu"), steps=STEPS, batched=True)
     images = gen(items(pipes["tiny-instantid"], 2, pose={"yaw": 25}))
     assert len(images) == 2 and images[0].shape == (64, 64, 3)
 

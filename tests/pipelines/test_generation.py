@@ -22,6 +22,7 @@ from facegen.adapters.registry import adapter_class
 from facegen.models import get_preset, resolve_preset
 from facegen.models.registry import list_presets
 from facegen.models import loading as L
+from facegen.paths import ModelAccess
 from facegen.pipelines.generation import IDGenerationPipeline, seeds_for
 from facegen.pipelines.output import PipelineOutput
 
@@ -225,7 +226,7 @@ def test_from_real_photos_end_to_end(pipes, shared_faces):
 def test_real_preset_without_weights_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelNotFoundError, match="InstantX/InstantID/ip-adapter.bin"):
-        IDGenerationPipeline.from_preset("instantid", models_dir=tmp_path, accept_license=True)
+        IDGenerationPipeline.from_preset("instantid", access=ModelAccess(tmp_path, accept_license=True))
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -270,7 +271,7 @@ def test_cli_real_preset_missing_weights_exit_2(tom_hanks_path, tmp_path, monkey
     # everything the preset needs, from the source doctor reads: its encoder's network and detector too
     from facegen.cli.doctor import doctor_report
 
-    encoder_missing = doctor_report(str(tmp_path))["encoders"]["buffalo_l-w600k-r50"]["missing"]
+    encoder_missing = doctor_report(ModelAccess(str(tmp_path)))["encoders"]["buffalo_l-w600k-r50"]["missing"]
     assert encoder_missing and all(f in err[-1] for f in encoder_missing), (encoder_missing, err[-1])
     assert not (tmp_path / "o").exists()
 

@@ -165,7 +165,7 @@ def test_gfpgan_pre_pass_runs_on_every_video_frame(swap_pipe, pan_clip, tmp_path
 
     seen = []
 
-    def fake_gfpgan(rgb, models_dir=None):
+    def fake_gfpgan(rgb, access=None):
         seen.append(rgb.shape)
         return rgb
     monkeypatch.setattr(restoration, "gfpgan_pass", fake_gfpgan)

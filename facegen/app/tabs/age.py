@@ -62,7 +62,7 @@ def age(ctx: AppContext, infos: list[PresetInfo], photo: Any, preset: Any, targe
 
 
 def build(ctx: AppContext) -> None:
-    infos = [i for i in preset_infos(ctx.models_dir, ctx.accept_license)
+    infos = [i for i in preset_infos(ctx.access)
              if editable(i.name) and takes_prompt(i.name)]
     with gr.Row():
         with gr.Column():

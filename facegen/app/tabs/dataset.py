@@ -38,7 +38,7 @@ def generate_fn(ctx: AppContext, preset: str) -> Callable[..., Any]:
     from facegen.dataset.generator import make_generate_fn
 
     return ctx.pipelines.get(JOB, preset, lambda: make_generate_fn(
-        preset, models_dir=ctx.models_dir, device=ctx.device, accept_license=ctx.accept_license))
+        preset, access=ctx.access))
 
 
 def read_preview(out: Path, dest: Path) -> list[tuple[str, str]]:
@@ -106,8 +106,8 @@ def run_preview(ctx: AppContext, infos: list[PresetInfo], preset: Any, num_ids: 
     work = ctx.new_output_dir(JOB)
     out = work / "dataset"
     spec = DatasetSpec(out=str(out), model=name, num_ids=n_ids, images_per_id=k, seed=run_seed,
-                       format="webdataset", engine="local", workers=1, models_dir=ctx.models_dir,
-                       accept_license=ctx.accept_license).validate()
+                       format="webdataset", engine="local", workers=1, models_dir=ctx.access.models_dir,
+                       accept_license=ctx.access.accept_license).validate()
     if progress is not None:
         progress(0, desc="sampling identities")
     gen = generate_fn(ctx, name)
@@ -121,7 +121,7 @@ def run_preview(ctx: AppContext, infos: list[PresetInfo], preset: Any, num_ids: 
 
 
 def build(ctx: AppContext) -> None:
-    infos = preset_infos(ctx.models_dir, ctx.accept_license)
+    infos = preset_infos(ctx.access)
     with gr.Row():
         with gr.Column():
             gr.Markdown("A small preview of a synthetic face dataset: new identities (not real people), "

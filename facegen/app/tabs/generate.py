@@ -94,7 +94,7 @@ def preset_updates(name: str) -> tuple[Any, ...]:
 
 
 def build(ctx: AppContext) -> None:
-    infos = preset_infos(ctx.models_dir, ctx.accept_license)
+    infos = preset_infos(ctx.access)
     first = default_preset(ctx, infos) or ctx.model
     d = get_preset(first).defaults
     text = takes_prompt(first)

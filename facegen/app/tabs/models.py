@@ -11,7 +11,7 @@ TITLE = "Models"
 
 
 def build(ctx: AppContext) -> None:
-    infos = preset_infos(ctx.models_dir, ctx.accept_license)
+    infos = preset_infos(ctx.access)
     gr.Markdown(
         "Presets whose weights are missing stay listed with the reason. Put the files in the "
         "models folder in the hub layout (`<models-dir>/<owner>/<repo>/<path>`), or run "

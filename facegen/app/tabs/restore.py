@@ -55,7 +55,7 @@ def restore(ctx: AppContext, infos: list[PresetInfo], photo: Any, reference: Any
 
 
 def build(ctx: AppContext) -> None:
-    infos = [i for i in preset_infos(ctx.models_dir, ctx.accept_license) if editable(i.name)]
+    infos = [i for i in preset_infos(ctx.access) if editable(i.name)]
     with gr.Row():
         with gr.Column():
             photo = photo_input("Degraded photo", "restore-photo")

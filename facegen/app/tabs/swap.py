@@ -56,7 +56,7 @@ def swap(ctx: AppContext, infos: list[PresetInfo], source: Any, target: Any, pre
 
 
 def build(ctx: AppContext) -> None:
-    infos = [i for i in preset_infos(ctx.models_dir, ctx.accept_license) if editable(i.name)]
+    infos = [i for i in preset_infos(ctx.access) if editable(i.name)]
     with gr.Row():
         with gr.Column():
             source = photo_input("Source: a photo of the person to put in", "swap-source")
