@@ -30,12 +30,12 @@ def test_generate_with_device_tpu_is_one_line(capfd, tom_hanks_path, tmp_path):
                                             (["--reference", "r1.png", "--reference", "r2.png"], "reference photos")])
 def test_swap_choices_are_checked_before_the_model_loads(capfd, monkeypatch, tom_hanks_path, tmp_path, extra,
                                                          message):
-    import facegen.cli.edit as edit
+    import facegen.cli.jobs as jobs
 
     def no_load(*args, **kwargs):
         raise AssertionError("a model was loaded before the arguments were checked")
 
-    monkeypatch.setattr(edit, "_load", no_load)
+    monkeypatch.setattr(jobs, "load_pipeline", no_load)
     args = ["swap", "--model", "tiny", "--source", tom_hanks_path, "--target", tom_hanks_path, "--consent",
             "--out", tmp_path / "o.png"]
     extra = [str(tom_hanks_path) if e.endswith(".png") else e for e in extra]
@@ -58,7 +58,7 @@ def test_disk_full_is_one_line_not_an_internal_failure(capfd, code):
 
 
 def test_dataset_run_on_a_full_disk_is_one_line(capfd, monkeypatch, tmp_path):
-    from facegen.dataset import writers as W
+    from facegen.io import atomic as W             # the one atomic writer every dataset location writes with
 
     real = W.atomic_write_bytes
     calls = {"n": 0}

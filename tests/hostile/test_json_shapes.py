@@ -74,7 +74,7 @@ def test_hand_edited_dataset_record_is_one_line(tmp_path, line):
     p = tmp_path / "part.jsonl"
     p.write_text('{"key": "000000_00", "identity": 0, "file": "images/0/0.png"}\n' + line + "\n")
     with pytest.raises(FacegenError) as exc:
-        W.read_jsonl(p)
+        W.parse_jsonl(p.read_bytes(), name=str(p))
     assert "line 2" in str(exc.value) and "\n" not in str(exc.value)
 
 
