@@ -58,9 +58,9 @@ class DlibAsBuffalo:
     """dlib detection + a buffalo_l-labelled 512-D vector (the dlib descriptor, tiled)."""
 
     def __init__(self) -> None:
-        from facegen.id.encoders import get_encoder
+        from facegen.id.encoders import get_analyzer
 
-        self.dlib = get_encoder("dlib-resnet-v1")
+        self.dlib = get_analyzer("dlib-resnet-v1")
 
     def detect(self, rgb: np.ndarray) -> list:
         return self.dlib.detect(rgb)

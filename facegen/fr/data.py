@@ -85,10 +85,14 @@ def open_train_set(root: str | Path) -> TrainSet:
         fingerprint = dataset_stats(source.root).fingerprint
     crops = bool(getattr(source.spec, "crops", False))
     if source.format == "webdataset":
+        from facegen.io.location import open_location  # noqa: PLC0415
+
+        loc = open_location(source.root)          # shards are named relative to the dataset's location
         index_shard: dict[int, tuple[str, str]] = {}
         for tar, wanted in source._shards:
+            local = str(loc.local_file(tar))      # a store's shard is fetched once
             for key, index in wanted.items():
-                index_shard[index] = (str(tar), key)
+                index_shard[index] = (local, key)
         kept = [i for i in range(len(source)) if mask[i]]
         items = [index_shard[i] for i in kept]
         return TrainSet(str(source.root), "webdataset", items, new, num_classes, skipped, fingerprint, notes,

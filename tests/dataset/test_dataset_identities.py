@@ -154,7 +154,7 @@ def test_gaussian_prior_fit_and_sample(tmp_path) -> None:
 def test_prior_errors(tmp_path) -> None:
     with pytest.raises(InvalidArgumentError, match="m>=2"):
         GaussianPrior.fit(np.ones((1, 4)))
-    with pytest.raises(InvalidArgumentError, match="not found"):
+    with pytest.raises(InvalidArgumentError, match="no such file"):
         GaussianPrior.from_npy(tmp_path / "missing.npy")
     prior = GaussianPrior.fit(np.random.default_rng(0).normal(size=(10, 8)))
     with pytest.raises(InvalidArgumentError, match="dim 8"):
