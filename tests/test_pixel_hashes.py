@@ -129,8 +129,7 @@ def _load() -> dict[str, dict[str, str]]:
     return json.loads(GOLDEN.read_text(encoding="utf-8")) if GOLDEN.is_file() else {}
 
 
-@pytest.mark.slow
-def test_tiny_outputs_keep_their_pixels():
+def test_tiny_outputs_keep_their_pixels():        # not slow: the comparison runs in every default run and CI
     records = _load()
     fp = numerics_fingerprint()
     if fp not in records:
