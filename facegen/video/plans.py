@@ -71,9 +71,9 @@ class TrackPlanner:
             return None
         from facegen.id.encoders import same_person  # noqa: PLC0415
         if self._ref_embs is None:
-            from facegen.id.encoders import embed_image, get_encoder  # noqa: PLC0415
+            from facegen.id.encoders import embed_image, get_analyzer  # noqa: PLC0415
             from facegen.io import load_image  # noqa: PLC0415
-            enc = get_encoder(TRACK_ENCODER)
+            enc = get_analyzer(TRACK_ENCODER)
             self._ref_embs = []
             for ref in self.job.references:
                 with about_photo("reference", ref):

@@ -49,7 +49,7 @@ def single(pipe: IDGenerationPipeline, e: IDEmbedding, seed: int, **kw) -> np.nd
                 measure_similarity=False, **kw).rgb(0)
 
 
-def generate_many(pipe: IDGenerationPipeline, embeds, seeds, prompts=None, control_kps=None, batch_size=None,
+def generate_in_one_call(pipe: IDGenerationPipeline, embeds, seeds, prompts=None, control_kps=None, batch_size=None,
                   **kw) -> list[np.ndarray]:
     """The dataset's call: one Sample per image, ``batch_size`` (default: all) per diffusers call."""
     n = len(embeds)
@@ -76,7 +76,7 @@ def test_one_call_for_many_identities_equals_one_call_each(pipe):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(type(pipe.pipe), "__call__", spy)
-        many = generate_many(pipe, embeds, seeds, num_inference_steps=STEPS)
+        many = generate_in_one_call(pipe, embeds, seeds, num_inference_steps=STEPS)
     assert len(calls) == 1 and len(calls[0]) == 3           # one diffusers call, one generator per image
     assert all(im.dtype == np.uint8 and im.shape == (64, 64, 3) for im in many)
     alone = [single(pipe, e, s) for e, s in zip(embeds, seeds)]
@@ -90,13 +90,13 @@ def test_per_sample_prompts(pipes):
     pipe = pipes["tiny-faceid"]
     embeds = [emb(5, pipe), emb(5, pipe)]
     prompts = ["a photo of a person at the beach", "a charcoal drawing of a person"]
-    many = generate_many(pipe, embeds, [7, 7], prompts=prompts, num_inference_steps=STEPS)
+    many = generate_in_one_call(pipe, embeds, [7, 7], prompts=prompts, num_inference_steps=STEPS)
     for im, prompt in zip(many, prompts):
         assert levels(im, single(pipe, embeds[0], 7, prompt=prompt)) <= MAX_LEVELS
     assert levels(many[0], many[1]) > 5                      # same identity and seed: only the prompt differs
     cache = pipeline_cache(pipe.pipe)
     hits = cache.hits
-    generate_many(pipe, embeds, [7, 7], prompts=prompts, num_inference_steps=STEPS)
+    generate_in_one_call(pipe, embeds, [7, 7], prompts=prompts, num_inference_steps=STEPS)
     assert cache.hits == hits + 2                            # prompts encoded once, then reused
 
 
@@ -112,7 +112,7 @@ def test_per_sample_poses_instantid(pipes, monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(type(pipe.pipe), "__call__", spy)
-    many = generate_many(pipe, [e, e], [3, 3], control_kps=kps, num_inference_steps=STEPS)
+    many = generate_in_one_call(pipe, [e, e], [3, 3], control_kps=kps, num_inference_steps=STEPS)
     assert len(drawn[0]) == 2                                # one keypoint drawing per sample
     assert not np.array_equal(np.asarray(drawn[0][0]), np.asarray(drawn[0][1]))
     for i, (im, k) in enumerate(zip(many, kps)):
@@ -124,7 +124,7 @@ def test_compiled_pipelines_see_padded_static_batches(pipes, monkeypatch):
     pipe = pipes["tiny"]
     embeds = [emb(i, pipe) for i in range(5)]
     seeds = list(range(20, 25))
-    plain = generate_many(pipe, embeds, seeds, num_inference_steps=STEPS, batch_size=4)
+    plain = generate_in_one_call(pipe, embeds, seeds, num_inference_steps=STEPS, batch_size=4)
     applied = type("Applied", (), {"config": type("C", (), {"compile": True})(), "skipped": {}})()
     monkeypatch.setattr("facegen.speed.engine.applied_options", lambda _pipe: applied)
     sizes = []
@@ -135,9 +135,9 @@ def test_compiled_pipelines_see_padded_static_batches(pipes, monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(type(pipe.pipe), "__call__", spy)
-    padded = generate_many(pipe, embeds, seeds, num_inference_steps=STEPS, batch_size=4)
+    padded = generate_in_one_call(pipe, embeds, seeds, num_inference_steps=STEPS, batch_size=4)
     assert sizes == [4, 1]
-    padded3 = generate_many(pipe, embeds[:3], seeds[:3], num_inference_steps=STEPS, batch_size=4)
+    padded3 = generate_in_one_call(pipe, embeds[:3], seeds[:3], num_inference_steps=STEPS, batch_size=4)
     assert sizes[-1] == 4 and len(padded3) == 3              # 3 → padded to 4, the extra image dropped
     assert len(padded) == 5
     for a, b in zip(padded + padded3, plain + plain[:3]):
@@ -155,16 +155,16 @@ def test_bad_batches_are_refused(pipes):
     pipe = pipes["tiny"]
     e = emb(1, pipe)
     with pytest.raises(InvalidArgumentError, match="empty"):
-        generate_many(pipe, [], [])
+        generate_in_one_call(pipe, [], [])
     with pytest.raises(InvalidArgumentError, match="seeds"):
-        generate_many(pipe, [e, e], [1])
+        generate_in_one_call(pipe, [e, e], [1])
     with pytest.raises(InvalidArgumentError, match="no text prompt"):
-        generate_many(pipe, [e], [1], prompts=["a photo"])
+        generate_in_one_call(pipe, [e], [1], prompts=["a photo"])
     with pytest.raises(InvalidArgumentError, match="pose"):
-        generate_many(pipe, [e], [1], control_kps=[np.zeros((5, 2))])
+        generate_in_one_call(pipe, [e], [1], control_kps=[np.zeros((5, 2))])
     wrong = IDEmbedding(np.ones(512, np.float32) / np.sqrt(512), "antelopev2-glintr100")
     with pytest.raises(Exception, match="trained on"):
-        generate_many(pipe, [wrong], [1])
+        generate_in_one_call(pipe, [wrong], [1])
 
 
 def test_per_sample_ip_embeds_keep_diffusers_tiling_for_one_identity(pipes):
