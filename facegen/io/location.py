@@ -35,7 +35,8 @@ from pathlib import Path
 
 
 from facegen.errors import InvalidArgumentError
-from facegen.io.storage import Location, sha256_file
+from facegen.io.storage import Location
+from facegen.paths import sha256_of
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class LocalLocation(Location):
         return (self.path / rel).read_bytes()
 
     def sha256(self, rel: str) -> str:
-        return sha256_file(self.path / rel)
+        return sha256_of(self.path / rel)
 
     def listing(self, prefix: str = "") -> dict[str, int]:
         base = self.path / prefix if prefix else self.path
@@ -136,7 +137,7 @@ class LocalLocation(Location):
     def publish_file(self, rel: str, local: Path) -> tuple[int, str]:
         from facegen.io.atomic import replace_durably
 
-        size, digest = Path(local).stat().st_size, sha256_file(local)
+        size, digest = Path(local).stat().st_size, sha256_of(local)
         final = self.path / rel
         final.parent.mkdir(parents=True, exist_ok=True)
         replace_durably(local, final)

@@ -4,7 +4,6 @@ the object stores)."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -87,11 +86,3 @@ class Location:
     def prepare(self) -> bool:
         """Make the root usable for writing (create a folder; check a bucket); True if it was created."""
         raise NotImplementedError
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -26,7 +26,8 @@ from typing import Any, Callable, TypeVar
 
 from facegen.errors import FacegenError, InvalidArgumentError, MissingDependencyError
 from facegen.io.atomic import replace_durably
-from facegen.io.storage import Location, StorageError, sha256_file
+from facegen.io.storage import Location, StorageError
+from facegen.paths import sha256_of
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +217,7 @@ class StoreLocation(Location):
         return len(data), hashlib.sha256(data).hexdigest()
 
     def publish_file(self, rel: str, local: Path) -> tuple[int, str]:
-        size, digest = Path(local).stat().st_size, sha256_file(local)
+        size, digest = Path(local).stat().st_size, sha256_of(local)
         self._call("write", rel, lambda: self.fs.put_file(str(local), self._path(rel)))
         Path(local).unlink(missing_ok=True)
         return size, digest

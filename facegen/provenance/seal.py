@@ -25,6 +25,7 @@ from typing import Any, Iterable
 
 from facegen import __version__
 from facegen.errors import FacegenError
+from facegen.paths import sha256_of
 from facegen.provenance import credentials as _cred
 
 logger = logging.getLogger(__name__)
@@ -46,14 +47,6 @@ def sealed_files(root: Path) -> list[str]:
     return sorted(out)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _record_zip(record: dict[str, Any]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -70,7 +63,7 @@ def seal_dataset(root: Any, *, fingerprint: str, identity: _cred.SigningIdentity
 
     loc = open_location(root)
     if isinstance(loc, LocalLocation):
-        files = {rel: _sha256(loc.path / rel) for rel in sealed_files(loc.path)}
+        files = {rel: sha256_of(loc.path / rel) for rel in sealed_files(loc.path)}
     else:   # a store: one listing, then each object read once
         listed = loc.listing()
         names = [n for n in _SEALED_TOP if n in listed] + [n for n in listed if n.split("/", 1)[0] in _SEALED_DIRS]
