@@ -141,3 +141,55 @@ def check_state_dict(state: Mapping[str, Any], expected: Shapes, what: str) -> N
                          f"vs expected {expected[k]})")
         raise InvalidArgumentError(f"{what} does not match the model it is loaded into: {'; '.join(parts)}; "
                                    "is it the right file for this preset?")
+
+
+def idformer_shapes(id_dim: int, vit_width: int, id_hidden: int, dim: int, depth: int, num_queries: int,
+                    output_dim: int, ff_mult: int = 4, num_id_token: int = 5, vit_layers: int = 5) -> Shapes:
+    """PuLID's ``IDFormer`` (pulid/encoders_transformer.py; released 1280, 1024, 1024, 1024, 10, 32, 2048):
+    ``latents`` [1, queries, dim], ``proj_out`` [dim, out] (a bare parameter), ``layers.i.0`` perceiver
+    attention (heads of 64, inner = dim), ``layers.i.1.{0,1,3}`` feed-forward, ``mapping_{0..4}`` and
+    ``id_embedding_mapping``: Linear, LayerNorm, LeakyReLU, Linear, LayerNorm, LeakyReLU, Linear."""
+    shapes: Shapes = {"latents": (1, num_queries, dim), "proj_out": (dim, output_dim)}
+    for i in range(depth):
+        p = f"layers.{i}"
+        shapes.update({
+            f"{p}.0.norm1.weight": (dim,), f"{p}.0.norm1.bias": (dim,),
+            f"{p}.0.norm2.weight": (dim,), f"{p}.0.norm2.bias": (dim,),
+            f"{p}.0.to_q.weight": (dim, dim), f"{p}.0.to_kv.weight": (2 * dim, dim),
+            f"{p}.0.to_out.weight": (dim, dim),
+            f"{p}.1.0.weight": (dim,), f"{p}.1.0.bias": (dim,),
+            f"{p}.1.1.weight": (dim * ff_mult, dim), f"{p}.1.3.weight": (dim, dim * ff_mult),
+        })
+
+    def mlp(prefix: str, width_in: int, hidden: int, width_out: int) -> None:
+        for j, (o, i) in ((0, (hidden, width_in)), (3, (hidden, hidden)), (6, (width_out, hidden))):
+            shapes[f"{prefix}.{j}.weight"], shapes[f"{prefix}.{j}.bias"] = (o, i), (o,)
+        for j in (1, 4):
+            shapes[f"{prefix}.{j}.weight"] = shapes[f"{prefix}.{j}.bias"] = (hidden,)
+
+    for i in range(vit_layers):
+        mlp(f"mapping_{i}", vit_width, vit_width, dim)
+    mlp("id_embedding_mapping", id_dim, id_hidden, dim * num_id_token)
+    return shapes
+
+
+def pulid_ca_shapes(n: int, dim: int, kv_dim: int, inner: int) -> Shapes:
+    """PuLID-FLUX's ``pulid_ca`` (``PerceiverAttentionCA`` x n; released 20 x (3072, 2048, 2048)):
+    ``norm1`` over the ID tokens (kv_dim), ``norm2`` over the image tokens (dim), bias-free projections."""
+    shapes: Shapes = {}
+    for i in range(n):
+        shapes.update({f"{i}.norm1.weight": (kv_dim,), f"{i}.norm1.bias": (kv_dim,),
+                       f"{i}.norm2.weight": (dim,), f"{i}.norm2.bias": (dim,),
+                       f"{i}.to_q.weight": (inner, dim), f"{i}.to_kv.weight": (2 * inner, kv_dim),
+                       f"{i}.to_out.weight": (dim, inner)})
+    return shapes
+
+
+def pulid_attn_shapes(unet: Any) -> Shapes:
+    """PuLID v1.1's ``id_adapter_attn_layers``: ``{k}.id_to_k.weight`` / ``{k}.id_to_v.weight``
+    [hidden, cross_dim] for every cross-attention processor k of ``unet.attn_processors``."""
+    shapes: Shapes = {}
+    for s in attn_slots(unet):
+        if s.cross:
+            shapes[f"{s.key_id}.id_to_k.weight"] = shapes[f"{s.key_id}.id_to_v.weight"] = (s.hidden, s.cross_dim)
+    return shapes

@@ -70,6 +70,9 @@ for _entry in (
     Licence("inswapper-nc", "insightface inswapper_128: non-commercial research use only", False),
     Licence("dlib-models", "dlib models: Boost Software License / CC0 (face_recognition_models)", True),
     Licence("gfpgan-apache", "GFPGAN v1.4 (TencentARC/GFPGAN): Apache-2.0", True),
+    Licence("pulid-apache", "PuLID weights: Apache-2.0 (guozinan/PuLID, ToTheBeginning/PuLID)", True),
+    Licence("dreamshaper-xl-openrail++", "DreamShaper XL Lightning (Lykon/dreamshaper-xl-lightning): "
+                                         "CreativeML OpenRAIL++-M", True),
     Licence("facegen-tiny", "facegen tiny random weights (Apache-2.0); no real model inside", True),
 ):
     register_licence(_entry)

@@ -10,7 +10,8 @@ Layouts follow ../shared/reference/compat.md (sections 2.2-2.4): Arc2Face
 ``arc2face/`` UNet + ``encoder/`` CLIP text encoder (``pytorch_model.bin``), IP-Adapter-FaceID
 ``ip-adapter-faceid_sd15.bin`` / ``_sdxl.bin`` (``image_proj`` + ``ip_adapter`` incl. LoRA),
 InstantID ``ControlNetModel/`` + ``ip-adapter.bin`` (Resampler ``image_proj`` + ``ip_adapter``),
-InfiniteYou (2.7) ``infu_flux_v1.0/<stage>/{InfuseNetModel/, image_proj_model.bin}`` on FLUX.1-dev.
+InfiniteYou (2.7) ``infu_flux_v1.0/<stage>/{InfuseNetModel/, image_proj_model.bin}`` on FLUX.1-dev,
+PuLID (2.5) ``pulid_v1.1.safetensors`` on an SDXL Lightning base / ``pulid_flux_v0.9.1.safetensors`` on FLUX.1-dev.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from facegen.errors import InvalidArgumentError
 from facegen.models.licences import commercial_use, licence_text
 from facegen.models.plugins import load_family_plugins
 
-Family = Literal["arc2face", "faceid", "instantid", "infiniteyou"]
+Family = Literal["arc2face", "faceid", "instantid", "infiniteyou", "pulid-sdxl", "pulid-flux"]
 BaseArch = Literal["sd15", "sdxl", "flux"]
 
 
@@ -221,6 +222,12 @@ INFINITEYOU_REPO = "ByteDance/InfiniteYou"
 FLUX_DEV_ACCESS = ("FLUX.1-dev is gated: sign in at https://huggingface.co/black-forest-labs/FLUX.1-dev and accept "
                    "its licence, then `hf auth login` with a read token (or copy a downloaded copy there)")
 INFINITEYOU_PROMPT = "A person, portrait, cinematic"
+PULID_REPO = "guozinan/PuLID"
+#: upstream v1.1's default base (pulid/pipeline_v1_1.py; docs/pulid_v1.1.md also names RunDiffusion/Juggernaut-XL-v9)
+PULID_SDXL_BASE = "Lykon/dreamshaper-xl-lightning"
+PULID_PROMPT = "portrait, color, cinematic"           # upstream app's default prompt
+PULID_ENCODER = "pulid-antelopev2-eva02"
+PULID_ID_DIM = 1280                                    # antelopev2 (512, raw) + EVA02-CLIP-L CLS (768, unit norm)
 
 FACEID_PROMPT = "photo of a person, best quality, high quality"
 NEGATIVE_PROMPT = "monochrome, lowres, bad anatomy, worst quality, low quality, blurry"
@@ -277,6 +284,17 @@ def _infiniteyou_components(stage: str) -> tuple[Component, ...]:
     )
 
 
+def _pulid_sdxl_components(base_repo: str) -> tuple[Component, ...]:
+    return (Component("base", base_repo, sdxl_base_files()),
+            Component("pulid", PULID_REPO, ("pulid_v1.1.safetensors",), weight_name="pulid_v1.1.safetensors"))
+
+
+def _pulid_flux_components() -> tuple[Component, ...]:
+    return (Component("base", FLUX_DEV_REPO, flux_base_files(), access=FLUX_DEV_ACCESS),
+            Component("pulid", PULID_REPO, ("pulid_flux_v0.9.1.safetensors",),
+                      weight_name="pulid_flux_v0.9.1.safetensors"))
+
+
 # Tiny repositories live in the tiny cache (facegen.models.tiny), in the same layout.
 TINY_SD15_REPO = "facegen-tiny/stable-diffusion-v1-5"
 TINY_SDXL_REPO = "facegen-tiny/stable-diffusion-xl-base-1.0"
@@ -286,12 +304,14 @@ TINY_INSTANTID_REPO = "facegen-tiny/InstantID"
 TINY_LCM_SD15_REPO = "facegen-tiny/lcm-lora-sdv1-5"
 TINY_FLUX_DEV_REPO = "facegen-tiny/FLUX.1-dev"
 TINY_INFINITEYOU_REPO = "facegen-tiny/InfiniteYou"
+TINY_PULID_REPO = "facegen-tiny/PuLID"
 
 #: each real repository's tiny twin (same layout, random weights)
 TINY_REPOS: dict[str, str] = {
     SD15_REPO: TINY_SD15_REPO, SDXL_REPO: TINY_SDXL_REPO, ARC2FACE_REPO: TINY_ARC2FACE_REPO,
     FACEID_REPO: TINY_FACEID_REPO, INSTANTID_REPO: TINY_INSTANTID_REPO, LCM_SD15_REPO: TINY_LCM_SD15_REPO,
     FLUX_DEV_REPO: TINY_FLUX_DEV_REPO, INFINITEYOU_REPO: TINY_INFINITEYOU_REPO,
+    PULID_SDXL_BASE: TINY_SDXL_REPO, PULID_REPO: TINY_PULID_REPO,
 }
 
 TINY_ENCODER = "dlib-resnet-v1"
@@ -304,9 +324,11 @@ _TINY_NOTE = ("random weights for tests and demos: outputs are noise-like images
               "the ID contract is the offline dlib descriptor so it runs on any machine")
 
 
-def tiny_twin_of(real: Preset, name: str, description: str) -> Preset:
+def tiny_twin_of(real: Preset, name: str, description: str, encoder: str = TINY_ENCODER,
+                 id_dim: int = TINY_ID_DIM) -> Preset:
     """The tiny preset mirroring ``real``: same family, base, adapter normalisation, component
-    roles and files, in the tiny repositories; the offline tiny encoder and ID size; outputs and
+    roles and files, in the tiny repositories; the offline tiny encoder and ID size (``encoder`` /
+    ``id_dim`` for a family whose ID condition is more than the dlib vector); outputs and
     the reference layout scaled to :data:`TINY_SIZE`; at most :data:`TINY_STEPS` steps."""
     d = real.defaults
     scale = TINY_SIZE / d.height
@@ -315,13 +337,14 @@ def tiny_twin_of(real: Preset, name: str, description: str) -> Preset:
         max_side, min_side, _ = d.reference_resize
         resize = (round(max_side * scale), round(min_side * scale), TINY_PIXEL_MULTIPLE)
     defaults = dataclasses.replace(d, steps=min(d.steps, TINY_STEPS), height=TINY_SIZE,
-                                   width=round(d.width * scale), reference_resize=resize)
+                                   width=round(d.width * scale / TINY_PIXEL_MULTIPLE) * TINY_PIXEL_MULTIPLE,
+                                   reference_resize=resize)
     try:
         components = tuple(dataclasses.replace(c, repo=TINY_REPOS[c.repo], access="") for c in real.components)
     except KeyError as exc:
         raise InvalidArgumentError(f"preset '{real.name}': repository {exc} has no tiny twin in TINY_REPOS") from None
-    return Preset(name=name, family=real.family, base=real.base, encoder=TINY_ENCODER, normalise=real.normalise,
-                  id_dim=TINY_ID_DIM, components=components, defaults=defaults, description=description,
+    return Preset(name=name, family=real.family, base=real.base, encoder=encoder, normalise=real.normalise,
+                  id_dim=id_dim, components=components, defaults=defaults, description=description,
                   tiny=True, notes=_TINY_NOTE, twin=real.name, **_licensed("facegen-tiny"))
 
 
@@ -433,3 +456,44 @@ register_preset(tiny_twin_of(
 register_preset(tiny_twin_of(
     _INFINITEYOU_SIM, "tiny-infiniteyou-sim",
     "tiny InfiniteYou sim_stage1 checkpoint (random weights, real layouts)"))
+
+
+def pulid_sdxl_preset(name: str, base_repo: str = PULID_SDXL_BASE, base_licence: str = "dreamshaper-xl-openrail++",
+                      description: str = "") -> Preset:
+    """PuLID v1.1 on the SDXL base ``base_repo`` (a diffusers-layout SDXL repository; Lightning bases
+    suit its 4-step default), to register under ``name``: ``register_preset(pulid_sdxl_preset(
+    "pulid-juggernaut", "RunDiffusion/Juggernaut-XL-v9", "sdxl-openrail++-m"))``."""
+    return Preset(
+        name=name, family="pulid-sdxl", base="sdxl", encoder=PULID_ENCODER, normalise=False, id_dim=PULID_ID_DIM,
+        components=_pulid_sdxl_components(base_repo),
+        defaults=SamplerDefaults(scheduler="dpm++-karras", steps=4, guidance=1.2, height=1024, width=1024,
+                                 adapter_scale=1.0, prompt=PULID_PROMPT, negative_prompt=NEGATIVE_PROMPT),
+        **_licensed("pulid-apache", base_licence, "insightface-packs"),
+        description=description or f"PuLID v1.1 (IDFormer ID tokens in extra cross-attention) on {base_repo}",
+        notes="upstream's settings for Lightning bases: 4 steps, DPM++ with Karras sigmas, guidance 1.2")
+
+
+_PULID_SDXL = register_preset(pulid_sdxl_preset(
+    "pulid-sdxl", description="PuLID v1.1 on SDXL (Lykon/dreamshaper-xl-lightning, upstream's default base): "
+                              "IDFormer ID tokens in extra cross-attention of the UNet, id scale = adapter scale"))
+
+_PULID_FLUX = register_preset(Preset(
+    name="pulid-flux", family="pulid-flux", base="flux", encoder=PULID_ENCODER, normalise=False,
+    id_dim=PULID_ID_DIM, components=_pulid_flux_components(),
+    defaults=SamplerDefaults(scheduler="flow-euler", steps=20, guidance=4.0, height=1152, width=896,
+                             adapter_scale=1.0, prompt=PULID_PROMPT),
+    **_licensed("pulid-apache", "flux1-dev-nc", "insightface-packs"),
+    description="PuLID-FLUX v0.9.1 on FLUX.1-dev: IDFormer ID tokens through cross-attention after every 2nd "
+                "double / 4th single DiT block, id weight = adapter scale",
+    notes="upstream's figures: bf16 peak < 45 GB; model CPU offload < 30 GB; fp8 + offload ~17 GB"))
+
+#: the tiny PuLID condition (pulid-tiny, facegen/id): dlib descriptor (128) + a tiny EVA tower's CLS (32)
+TINY_PULID_ENCODER = "pulid-tiny"
+TINY_PULID_ID_DIM = TINY_ID_DIM + 32
+
+register_preset(tiny_twin_of(
+    _PULID_SDXL, "tiny-pulid-sdxl", "tiny PuLID v1.1 on SDXL (random weights, real layouts)",
+    encoder=TINY_PULID_ENCODER, id_dim=TINY_PULID_ID_DIM))
+register_preset(tiny_twin_of(
+    _PULID_FLUX, "tiny-pulid-flux", "tiny PuLID-FLUX v0.9.1 (random weights, real layouts)",
+    encoder=TINY_PULID_ENCODER, id_dim=TINY_PULID_ID_DIM))

@@ -1,0 +1,585 @@
+"""PuLID (ToTheBeginning/PuLID, compat.md 2.5): an IDFormer turns the ID condition into 32 ID
+tokens, which SDXL v1.1 reads through extra attention in the UNet's cross-attention layers and
+FLUX v0.9.1 through Flamingo-style cross-attention blocks after every few DiT blocks.
+
+The ID condition (encoder ``pulid-antelopev2-eva02``, see ``facegen/id``): ``IDEmbedding.vector``
+= concat(antelopev2 raw embedding, EVA02-CLIP-L CLS unit-norm) (1280) and
+``meta["vit_hidden"]`` = the 5 EVA hidden states ``(5, T, W)`` upstream passes as ``id_vit_hidden``.
+
+``IDFormer`` (upstream ``pulid/encoders_transformer.py``): 32 learned queries concatenated with
+5 ID tokens mapped from the vector; 5 scales, each a ``mapping_i`` MLP of EVA hidden state i and
+``depth/5`` perceiver layers attending over (ID tokens + mapped hidden state); the 32 queries,
+times ``proj_out``, are the ID tokens.  The unconditional tokens are ``IDFormer(zeros, zeros)``.
+
+SDXL v1.1 (``pulid_v1.1.safetensors``: ``id_adapter.*`` = the IDFormer, ``id_adapter_attn_layers.{k}.
+id_to_{k,v}.weight`` for the cross-attention processor k of ``unet.attn_processors``): each
+cross-attention adds ``id_scale * attention(query, id_to_k(tokens), id_to_v(tokens))`` to its text
+attention before ``to_out``; under CFG the negative half sees the unconditional tokens.
+
+FLUX v0.9.1 (``pulid_flux_v0.9.1.safetensors``: ``pulid_encoder.*`` = the IDFormer, ``pulid_ca.{i}.*``
+= ``PerceiverAttentionCA``): after double block i (``i % 2 == 0``) and single block i
+(``i % 4 == 0``) the image tokens get ``id_weight * ca(tokens, image)``, from the denoising step
+``id_start_step`` on.  Done with forward hooks on diffusers' ``FluxTransformer2DModel`` blocks for
+the duration of a call (diffusers' code is not forked).  FLUX.1-dev is guidance-distilled: no
+negative prompt (upstream's optional true CFG is not offered).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from facegen.adapters.base import ConditionRequest, IDAdapter, Sample
+from facegen.adapters.batching import encode_prompts, pipeline_cache
+from facegen.adapters.registry import register_family
+from facegen.errors import EncoderMismatchError, InvalidArgumentError
+from facegen.id.embedding import IDEmbedding
+from facegen.models import loading as L
+from facegen.models.checkpoints import attn_slots, check_state_dict
+from facegen.models.resolve import ResolvedPreset
+
+logger = logging.getLogger(__name__)
+
+VIT_LAYERS = 5                  # EVA hidden states the IDFormer reads (one per scale)
+NUM_ID_TOKENS = 5               # tokens mapped from the ID vector
+IDFORMER_DIM_HEAD = 64          # released: 1024 wide = 16 heads of 64
+CA_HEADS = 16                   # released PerceiverAttentionCA: 16 heads of 128 (2048 inner)
+DOUBLE_INTERVAL = 2             # a cross-attention after double block i when i % 2 == 0
+SINGLE_INTERVAL = 4             # ... and after single block i when i % 4 == 0
+SDXL_PREFIXES = ("id_adapter", "id_adapter_attn_layers")
+FLUX_PREFIXES = ("pulid_encoder", "pulid_ca")
+
+
+# ----------------------------------------------------------------------------- modules
+
+@functools.lru_cache(maxsize=1)
+def modules() -> Any:
+    """The PuLID networks under upstream's module names, built on first use (torch imported late):
+    ``PerceiverAttention``, ``PerceiverAttentionCA``, ``IDFormer``."""
+    import torch
+    from torch import nn
+
+    def heads_view(t: torch.Tensor, heads: int) -> torch.Tensor:
+        b, n, _ = t.shape
+        return t.reshape(b, n, heads, -1).transpose(1, 2)
+
+    def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dim_head: int) -> torch.Tensor:
+        # upstream scales q and k by dim_head ** -0.25 each (fp16-friendly) and takes the softmax in fp32
+        s = dim_head ** -0.25
+        weight = torch.softmax(((q * s) @ (k * s).transpose(-2, -1)).float(), dim=-1).to(q.dtype)
+        out = weight @ v
+        return out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1)
+
+    class PerceiverAttention(nn.Module):
+        """Latents attend over (context + latents)."""
+
+        def __init__(self, dim: int, dim_head: int, heads: int) -> None:
+            super().__init__()
+            self.heads, self.dim_head = heads, dim_head
+            inner = dim_head * heads
+            self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+            self.to_q = nn.Linear(dim, inner, bias=False)
+            self.to_kv = nn.Linear(dim, 2 * inner, bias=False)
+            self.to_out = nn.Linear(inner, dim, bias=False)
+
+        def forward(self, x: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+            x, latents = self.norm1(x), self.norm2(latents)
+            k, v = self.to_kv(torch.cat([x, latents], dim=-2)).chunk(2, dim=-1)
+            q = self.to_q(latents)
+            return self.to_out(attend(*(heads_view(t, self.heads) for t in (q, k, v)), self.dim_head))
+
+    class PerceiverAttentionCA(nn.Module):
+        """FLUX image tokens (``dim`` wide) attend over the ID tokens (``kv_dim`` wide)."""
+
+        def __init__(self, dim: int, kv_dim: int, dim_head: int, heads: int) -> None:
+            super().__init__()
+            self.heads, self.dim_head = heads, dim_head
+            inner = dim_head * heads
+            self.norm1, self.norm2 = nn.LayerNorm(kv_dim), nn.LayerNorm(dim)
+            self.to_q = nn.Linear(dim, inner, bias=False)
+            self.to_kv = nn.Linear(kv_dim, 2 * inner, bias=False)
+            self.to_out = nn.Linear(inner, dim, bias=False)
+
+        def forward(self, x: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+            x, latents = self.norm1(x), self.norm2(latents)
+            k, v = self.to_kv(x).chunk(2, dim=-1)
+            q = self.to_q(latents)
+            return self.to_out(attend(*(heads_view(t, self.heads) for t in (q, k, v)), self.dim_head))
+
+    def mlp(width_in: int, hidden: int, width_out: int) -> nn.Sequential:
+        return nn.Sequential(nn.Linear(width_in, hidden), nn.LayerNorm(hidden), nn.LeakyReLU(),
+                             nn.Linear(hidden, hidden), nn.LayerNorm(hidden), nn.LeakyReLU(),
+                             nn.Linear(hidden, width_out))
+
+    class IDFormer(nn.Module):
+        def __init__(self, id_dim: int, vit_width: int, id_hidden: int, dim: int, depth: int, num_queries: int,
+                     output_dim: int, ff_mult: int = 4, num_id_token: int = NUM_ID_TOKENS,
+                     dim_head: int = IDFORMER_DIM_HEAD) -> None:
+            super().__init__()
+            if depth % VIT_LAYERS:
+                raise InvalidArgumentError(f"the IDFormer's depth must be a multiple of {VIT_LAYERS}, got {depth}")
+            self.dim, self.num_queries, self.num_id_token = dim, num_queries, num_id_token
+            self.per_scale = depth // VIT_LAYERS
+            self.latents = nn.Parameter(torch.randn(1, num_queries, dim) * dim ** -0.5)
+            self.proj_out = nn.Parameter(torch.randn(dim, output_dim) * dim ** -0.5)
+            self.layers = nn.ModuleList(
+                nn.ModuleList([PerceiverAttention(dim, dim_head, dim // dim_head),
+                               nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim * ff_mult, bias=False), nn.GELU(),
+                                             nn.Linear(dim * ff_mult, dim, bias=False))])
+                for _ in range(depth))
+            for i in range(VIT_LAYERS):
+                setattr(self, f"mapping_{i}", mlp(vit_width, vit_width, dim))
+            self.id_embedding_mapping = mlp(id_dim, id_hidden, dim * num_id_token)
+
+        def forward(self, x: torch.Tensor, y: Sequence[torch.Tensor]) -> torch.Tensor:
+            """``x``: ``(B, id_dim)`` (or ``(B, n, id_dim)``, n photos); ``y``: 5 tensors ``(B, T, W)``."""
+            n = x.shape[1] if x.ndim == 3 else 1
+            ids = self.id_embedding_mapping(x).reshape(x.shape[0], self.num_id_token * n, self.dim)
+            latents = torch.cat([self.latents.expand(x.shape[0], -1, -1), ids], dim=1)
+            for i in range(VIT_LAYERS):
+                context = torch.cat([ids, getattr(self, f"mapping_{i}")(y[i])], dim=1)
+                for attn, ff in self.layers[i * self.per_scale:(i + 1) * self.per_scale]:
+                    latents = attn(context, latents) + latents
+                    latents = ff(latents) + latents
+            return latents[:, :self.num_queries] @ self.proj_out
+
+    return PerceiverAttention, PerceiverAttentionCA, IDFormer
+
+
+def idformer_from_state(state: dict[str, Any], id_dim: int, what: str) -> Any:
+    """An IDFormer shaped like ``state`` (upstream's key names), checked tensor by tensor and
+    loaded strictly; its input widths must be the preset's ``id_dim``."""
+    def shape(key: str) -> tuple[int, ...]:
+        if key not in state:
+            raise InvalidArgumentError(f"{what} is not a PuLID IDFormer: no '{key}' tensor")
+        return tuple(state[key].shape)
+
+    _, queries, dim = shape("latents")
+    output_dim = shape("proj_out")[1]
+    id_hidden, file_id_dim = shape("id_embedding_mapping.0.weight")
+    vit_width = shape("mapping_0.0.weight")[1]
+    depth = len({k.split(".")[1] for k in state if k.startswith("layers.")})
+    ff_mult = shape("layers.0.1.1.weight")[0] // dim if depth else 4
+    if file_id_dim != id_dim:
+        raise InvalidArgumentError(f"{what} takes {file_id_dim}-D ID vectors, the preset {id_dim}-D; "
+                                   "is it the right file for this preset?")
+    if dim % IDFORMER_DIM_HEAD or not depth or depth % VIT_LAYERS:
+        raise InvalidArgumentError(f"{what}: an IDFormer {dim} wide with {depth} layers is not PuLID's "
+                                   f"(heads of {IDFORMER_DIM_HEAD}, a multiple of {VIT_LAYERS} layers)")
+    _, _, IDFormer = modules()
+    model = IDFormer(id_dim=id_dim, vit_width=vit_width, id_hidden=id_hidden, dim=dim, depth=depth,
+                     num_queries=queries, output_dim=output_dim, ff_mult=ff_mult)
+    _load_strict(model, state, what)
+    return model.eval()
+
+
+def _load_strict(model: Any, state: dict[str, Any], what: str) -> None:
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    check_state_dict(state, expected, what)
+    model.load_state_dict(state, strict=True)
+
+
+def split_modules(state: dict[str, Any], prefixes: Sequence[str], what: str) -> dict[str, dict[str, Any]]:
+    """Upstream's ``load_pretrain``: split the flat checkpoint on the first ``.`` into one state dict
+    per module; a module other than ``prefixes`` (or a missing one) is named."""
+    parts: dict[str, dict[str, Any]] = {p: {} for p in prefixes}
+    unexpected = []
+    for key, value in state.items():
+        module, _, rest = key.partition(".")
+        if module in parts and rest:
+            parts[module][rest] = value
+        else:
+            unexpected.append(key)
+    if unexpected:
+        raise InvalidArgumentError(f"{what} has {len(unexpected)} unexpected tensors (e.g. "
+                                   f"{', '.join(sorted(unexpected)[:3])}); a PuLID file holds only "
+                                   f"{' / '.join(p + '.*' for p in prefixes)}")
+    empty = [p for p in prefixes if not parts[p]]
+    if empty:
+        raise InvalidArgumentError(f"{what} has no {' / '.join(p + '.*' for p in empty)} tensors; "
+                                   "is it the right PuLID file for this preset?")
+    return parts
+
+
+def read_safetensors(path: Path) -> dict[str, Any]:
+    """A released ``.safetensors`` checkpoint (no pickle), one line naming it when it cannot be read."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        from facegen.errors import ModelNotFoundError
+        raise ModelNotFoundError(path.name, [path.name], path.parent)
+    with L.model_file_errors(path, "cannot be read as a safetensors checkpoint"):
+        return load_file(str(path))
+
+
+# ----------------------------------------------------------------------------- SDXL processors
+
+@functools.lru_cache(maxsize=1)
+def processor_classes() -> tuple[type, type]:
+    """``(IDAttnProcessor, TextAttnProcessor)``: diffusers' ``AttnProcessor2_0`` arithmetic plus the
+    ID attention (cross-attention layers), and the stock processor taking (and ignoring) the ID
+    arguments (self-attention layers, so the UNet passes ``id_embedding``/``id_scale`` quietly)."""
+    import torch
+    import torch.nn.functional as F
+    from diffusers.models.attention_processor import AttnProcessor2_0
+    from torch import nn
+
+    class TextAttnProcessor(AttnProcessor2_0):  # type: ignore[misc]
+        def __call__(self, attn: Any, hidden_states: Any, encoder_hidden_states: Any = None,
+                     attention_mask: Any = None, temb: Any = None, id_embedding: Any = None,
+                     id_scale: float = 1.0) -> Any:
+            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+
+    class IDAttnProcessor(nn.Module):
+        """Upstream v1.1's ``IDAttnProcessor2_0``: text attention, plus ``id_scale`` times the query's
+        attention over the ID tokens (``id_to_k``/``id_to_v``), before ``to_out``."""
+
+        def __init__(self, hidden_size: int, cross_attention_dim: int) -> None:
+            super().__init__()
+            self.id_to_k = nn.Linear(cross_attention_dim, hidden_size, bias=False)
+            self.id_to_v = nn.Linear(cross_attention_dim, hidden_size, bias=False)
+
+        def __call__(self, attn: Any, hidden_states: Any, encoder_hidden_states: Any = None,
+                     attention_mask: Any = None, temb: Any = None, id_embedding: Any = None,
+                     id_scale: float = 1.0) -> Any:
+            residual = hidden_states
+            if attn.spatial_norm is not None:
+                hidden_states = attn.spatial_norm(hidden_states, temb)
+            input_ndim = hidden_states.ndim
+            if input_ndim == 4:
+                batch_size, channel, height, width = hidden_states.shape
+                hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
+            batch_size, sequence_length, _ = (
+                hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape)
+            if attention_mask is not None:
+                attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
+                attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
+            if attn.group_norm is not None:
+                hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+            query = attn.to_q(hidden_states)
+            if encoder_hidden_states is None:
+                encoder_hidden_states = hidden_states
+            elif attn.norm_cross:
+                encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+            key, value = attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states)
+            head_dim = key.shape[-1] // attn.heads
+
+            def split(t: Any) -> Any:
+                return t.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+
+            query, key, value = split(query), split(key), split(value)
+            if attn.norm_q is not None:
+                query = attn.norm_q(query)
+            if attn.norm_k is not None:
+                key = attn.norm_k(key)
+            hidden_states = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask,
+                                                           dropout_p=0.0, is_causal=False)
+            hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
+            hidden_states = hidden_states.to(query.dtype)
+            if id_embedding is not None and id_scale != 0:
+                if id_embedding.shape[0] != batch_size:
+                    raise RuntimeError(f"ID tokens for {id_embedding.shape[0]} rows, the UNet has {batch_size}")
+                id_key = split(self.id_to_k(id_embedding.to(self.id_to_k.weight.dtype)).to(query.dtype))
+                id_value = split(self.id_to_v(id_embedding.to(self.id_to_v.weight.dtype)).to(query.dtype))
+                id_hidden = F.scaled_dot_product_attention(query, id_key, id_value, dropout_p=0.0, is_causal=False)
+                id_hidden = id_hidden.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
+                hidden_states = hidden_states + id_scale * id_hidden.to(query.dtype)
+            hidden_states = attn.to_out[0](hidden_states)
+            hidden_states = attn.to_out[1](hidden_states)
+            if input_ndim == 4:
+                hidden_states = hidden_states.transpose(-1, -2).reshape(batch_size, channel, height, width)
+            if attn.residual_connection:
+                hidden_states = hidden_states + residual
+            return hidden_states / attn.rescale_output_factor
+
+    return IDAttnProcessor, TextAttnProcessor
+
+
+def install_id_processors(unet: Any) -> Any:
+    """Put the ID processors on ``unet``'s cross-attention layers (the others: the stock processor
+    taking the ID arguments) and return them as upstream's ``id_adapter_attn_layers``
+    (``ModuleList`` of every processor, parameter-free ones included, so the keys match)."""
+    from torch import nn
+
+    IDAttnProcessor, TextAttnProcessor = processor_classes()
+    procs: dict[str, Any] = {}
+    layers = []
+    for slot in attn_slots(unet):              # upstream's hidden-size rule and processor order
+        if slot.cross:
+            proc = IDAttnProcessor(slot.hidden, slot.cross_dim).to(device=unet.device, dtype=unet.dtype)
+            layers.append(proc)
+        else:
+            proc = TextAttnProcessor()
+            layers.append(nn.Identity())        # parameter-free: no keys, keeps the index
+        procs[slot.name] = proc
+    unet.set_attn_processor(procs)
+    return nn.ModuleList(layers)
+
+
+# ----------------------------------------------------------------------------- FLUX hooks
+
+def ca_count(n_double: int, n_single: int) -> int:
+    """Cross-attention blocks upstream inserts: one per ``DOUBLE_INTERVAL`` double and per
+    ``SINGLE_INTERVAL`` single blocks (released FLUX.1-dev: 10 + 10)."""
+    return math.ceil(n_double / DOUBLE_INTERVAL) + math.ceil(n_single / SINGLE_INTERVAL)
+
+
+def ca_positions(n_double: int, n_single: int) -> list[tuple[str, int]]:
+    """``[(block list, index)]`` after which cross-attention i acts, in upstream's order."""
+    return ([("transformer_blocks", i) for i in range(n_double) if i % DOUBLE_INTERVAL == 0]
+            + [("single_transformer_blocks", i) for i in range(n_single) if i % SINGLE_INTERVAL == 0])
+
+
+class FluxIDInjection:
+    """For one pipeline call: after each chosen FLUX block, the image tokens get
+    ``weight * ca_i(tokens, image)`` once the denoising step reaches ``start_step`` (steps counted
+    as transformer calls: FLUX.1-dev makes one per step).  ``with FluxIDInjection(...):``."""
+
+    def __init__(self, transformer: Any, cas: Any, tokens: Any, weight: float, start_step: int) -> None:
+        self.transformer, self.cas, self.tokens = transformer, cas, tokens
+        self.weight, self.start_step = float(weight), int(start_step)
+        self.calls = 0
+        self.handles: list[Any] = []
+
+    def _count(self, module: Any, args: tuple) -> None:
+        self.calls += 1
+
+    def _after(self, ca: Any) -> Any:
+        def hook(module: Any, args: tuple, kwargs: dict, output: Any) -> Any:
+            if self.calls - 1 < self.start_step or self.weight == 0:
+                return output
+            encoder_hidden_states, hidden_states = output
+            n, k = hidden_states.shape[0], self.tokens.shape[0]
+            if n != k:
+                raise RuntimeError(f"ID tokens for {k} images, the FLUX transformer got {n}")
+            tokens = self.tokens.to(device=hidden_states.device, dtype=hidden_states.dtype)
+            return encoder_hidden_states, hidden_states + self.weight * ca(tokens, hidden_states)
+        return hook
+
+    def __enter__(self) -> FluxIDInjection:
+        t = self.transformer
+        self.handles.append(t.register_forward_pre_hook(self._count))
+        for ca, (blocks, i) in zip(self.cas, ca_positions(len(t.transformer_blocks),
+                                                          len(t.single_transformer_blocks))):
+            self.handles.append(getattr(t, blocks)[i].register_forward_hook(self._after(ca), with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+
+@functools.lru_cache(maxsize=1)
+def flux_pipeline_class() -> type:
+    """``FluxPipeline`` taking ``pulid_id_tokens`` (``(N, 32, kv)``), ``pulid_id_scale`` and
+    ``pulid_start_step``; ``pulid_ca`` (the cross-attention blocks) rides along on ``to()``."""
+    import torch
+    from diffusers import FluxPipeline
+
+    class FluxPuLIDPipeline(FluxPipeline):  # type: ignore[misc]
+        pulid_ca: Any = None
+        pulid_encoder: Any = None
+
+        def to(self, *args: Any, **kwargs: Any) -> Any:
+            out = super().to(*args, **kwargs)
+            for m in (self.pulid_ca, self.pulid_encoder):
+                if m is not None:
+                    m.to(device=self.transformer.device)
+            return out
+
+        @torch.no_grad()
+        def __call__(self, *args: Any, pulid_id_tokens: Any = None, pulid_id_scale: float = 1.0,
+                     pulid_start_step: int = 0, **kwargs: Any) -> Any:
+            if pulid_id_tokens is None:
+                raise InvalidArgumentError("PuLID-FLUX needs pulid_id_tokens (the IDFormer's ID tokens)")
+            with FluxIDInjection(self.transformer, self.pulid_ca, pulid_id_tokens, pulid_id_scale,
+                                 pulid_start_step):
+                return super().__call__(*args, **kwargs)
+
+    return FluxPuLIDPipeline
+
+
+# ----------------------------------------------------------------------------- the families
+
+class _PuLIDBase(IDAdapter):
+    """What both PuLID presets share: the ID condition (vector + EVA hidden states) and the IDFormer."""
+
+    display_names: ClassVar[tuple[str, ...]] = ("PuLID", "IDFormer")
+    supports_masks = False               # one person: upstream conditions the whole image on one ID
+    max_people = 1
+    supports_adapter_scale = True        # the adapter scale is upstream's id scale / id weight
+
+    def check_embedding(self, embedding: IDEmbedding) -> None:
+        super().check_embedding(embedding)
+        hidden = embedding.meta.get("vit_hidden") if isinstance(embedding.meta, dict) else None
+        if hidden is None:
+            raise EncoderMismatchError(
+                f"preset '{self.preset.name}' needs the EVA hidden states of the face (meta['vit_hidden']); "
+                f"embed the photo with encoder='{self.encoder}' (or pass id_images)")
+        shape = np.shape(hidden)
+        if len(shape) != 3 or shape[0] != VIT_LAYERS:
+            raise EncoderMismatchError(f"preset '{self.preset.name}' takes vit_hidden of shape ({VIT_LAYERS}, T, W), "
+                                       f"got {shape}; embed the photo with encoder='{self.encoder}'")
+
+    def idformer(self, pipe: Any) -> Any:
+        raise NotImplementedError
+
+    def id_tokens(self, pipe: Any, identities: Sequence[IDEmbedding]) -> tuple[Any, Any]:
+        """``(tokens, uncond)``: ``(K, 32, out)`` ID tokens of the identities and their
+        unconditional tokens ``IDFormer(zeros, zeros of the same shapes)`` (both cached per pipeline)."""
+        import torch
+
+        former = self.idformer(pipe)
+        param = next(former.parameters())
+        vit_width = former.mapping_0[0].in_features
+        rows = []
+        for e in identities:
+            self.check_embedding(e)
+            hidden = np.asarray(e.meta["vit_hidden"], dtype=np.float32)
+            if hidden.shape[2] != vit_width:
+                raise EncoderMismatchError(f"preset '{self.preset.name}' takes {vit_width}-wide EVA hidden states, "
+                                           f"got {hidden.shape[2]}; embed the photo with encoder='{self.encoder}'")
+            rows.append((self.id_vector(e), hidden))
+        cache = pipeline_cache(pipe)
+
+        def run(vec: np.ndarray, hidden: np.ndarray) -> Any:
+            x = torch.from_numpy(vec)[None].to(device=param.device, dtype=param.dtype)
+            y = [torch.from_numpy(h)[None].to(device=param.device, dtype=param.dtype) for h in hidden]
+            with torch.no_grad():
+                return former(x, y)
+
+        tokens = torch.cat([cache.get(("pulid-tokens", cache.key_of(v, h), id(former), str(param.dtype)),
+                                      lambda v=v, h=h: run(v, h)) for v, h in rows])
+        # upstream: IDFormer(zeros_like(id_cond), zeros_like(each hidden state)) - its value depends on T
+        uncond = torch.cat([cache.get(("pulid-uncond", h.shape, id(former), str(param.dtype)),
+                                      lambda v=v, h=h: run(np.zeros_like(v), np.zeros_like(h))) for v, h in rows])
+        return tokens, uncond
+
+
+@register_family
+class PuLIDSDXLAdapter(_PuLIDBase):
+    """PuLID v1.1 on an SDXL (Lightning) base: ID attention in the UNet's cross-attention layers."""
+
+    family = "pulid-sdxl"
+    supports_negative_prompt = True
+    supports_edit = False
+    edit_refusal = "PuLID's inpainting is not implemented; run swap/age/restore with an SD1.5/SDXL preset " \
+                   "(e.g. instantid)"
+
+    def load(self, resolved: ResolvedPreset, dtype: Any) -> Any:
+        from diffusers import StableDiffusionXLPipeline
+
+        path = resolved.file("pulid")
+        with L.quiet_loading():
+            parts = L.load_sdxl_parts(resolved.repo_dir("base"), dtype)
+        scheduler = L.make_scheduler(self.preset.defaults.scheduler, parts.pop("scheduler_config"))
+        pipe = StableDiffusionXLPipeline(**parts, scheduler=scheduler, image_encoder=None, feature_extractor=None,
+                                         **L.pipeline_kwargs(StableDiffusionXLPipeline))
+        load_sdxl_pulid(pipe, read_safetensors(path), self.preset.id_dim, path.name)
+        return pipe
+
+    def idformer(self, pipe: Any) -> Any:
+        return pipe.pulid_id_adapter
+
+    def condition(self, pipe: Any, samples: Sequence[Sample], request: ConditionRequest) -> dict[str, Any]:
+        """Per-sample prompts encoded once per pipeline; the ID tokens (negative rows: the
+        unconditional tokens) as ``cross_attention_kwargs`` of the ID processors."""
+        import torch
+
+        self.check_samples(samples, request)
+        tokens, uncond = self.id_tokens(pipe, [s.identities[0] for s in samples])
+        prompt, negative = self.texts(request)
+        cfg = self.do_cfg(pipe, request.guidance_scale)
+        kwargs = encode_prompts(pipe, [prompt if s.prompt is None else s.prompt for s in samples],
+                                [negative] * len(samples), cfg)
+        if cfg:
+            tokens = torch.cat([uncond, tokens])
+        kwargs["cross_attention_kwargs"] = {"id_embedding": tokens.to(dtype=pipe.unet.dtype),
+                                            "id_scale": float(self.setting(request, "adapter_scale"))}
+        return kwargs
+
+
+def load_sdxl_pulid(pipe: Any, state: dict[str, Any], id_dim: int, what: str) -> None:
+    """Install ``pulid_v1.1.safetensors`` on an SDXL pipeline: the IDFormer as ``pipe.pulid_id_adapter``,
+    the ID processors on the UNet, every tensor checked (missing / unexpected named) and loaded strictly."""
+    parts = split_modules(state, SDXL_PREFIXES, what)
+    former = idformer_from_state(parts["id_adapter"], id_dim, f"{what} id_adapter")
+    if former.proj_out.shape[1] != pipe.unet.config.cross_attention_dim:
+        raise InvalidArgumentError(f"{what}: ID tokens {former.proj_out.shape[1]} wide, the UNet's "
+                                   f"cross-attention takes {pipe.unet.config.cross_attention_dim}")
+    layers = install_id_processors(pipe.unet)
+    _load_strict(layers, parts["id_adapter_attn_layers"], f"{what} id_adapter_attn_layers")
+    pipe.pulid_id_adapter = former.to(device=pipe.unet.device, dtype=pipe.unet.dtype)
+
+
+@register_family
+class PuLIDFluxAdapter(_PuLIDBase):
+    """PuLID v0.9.1 on FLUX.1-dev: cross-attention blocks after every 2nd double / 4th single block."""
+
+    family = "pulid-flux"
+    supports_negative_prompt = False     # FLUX.1-dev is guidance-distilled (true CFG not offered)
+    supports_edit = False
+    edit_refusal = "FLUX inpainting with PuLID is not implemented; run swap/age/restore with an " \
+                   "SD1.5/SDXL preset (e.g. instantid)"
+    quantize_choices: ClassVar[tuple[str, ...]] = ("8bit",)
+    cuda_dtype = "bf16"
+    #: upstream's "timestep to start inserting ID" default (its app's slider; 4 for photoreal, 0-1 stylised)
+    id_start_step: ClassVar[int] = 0
+
+    def load(self, resolved: ResolvedPreset, dtype: Any) -> Any:
+        from facegen.models.loading_flux import load_flux_parts
+
+        path = resolved.file("pulid")
+        with L.quiet_loading():
+            parts = load_flux_parts(resolved.repo_dir("base"), dtype, quantize=self.quantize)
+        scheduler = L.make_scheduler(self.preset.defaults.scheduler, parts.pop("scheduler_config"))
+        pipe = flux_pipeline_class()(**parts, scheduler=scheduler)
+        load_flux_pulid(pipe, read_safetensors(path), self.preset.id_dim, path.name, dtype)
+        return pipe
+
+    def idformer(self, pipe: Any) -> Any:
+        return pipe.pulid_encoder
+
+    def condition(self, pipe: Any, samples: Sequence[Sample], request: ConditionRequest) -> dict[str, Any]:
+        self.check_samples(samples, request)
+        multiple = 2 * int(pipe.vae_scale_factor)
+        if request.height % multiple or request.width % multiple:
+            raise InvalidArgumentError(f"FLUX needs height and width divisible by {multiple}, "
+                                       f"got {request.width}x{request.height}")
+        tokens, _ = self.id_tokens(pipe, [s.identities[0] for s in samples])
+        prompt, _ = self.texts(request)
+        return {"prompt": [prompt if s.prompt is None else s.prompt for s in samples],
+                "pulid_id_tokens": tokens, "pulid_id_scale": float(self.setting(request, "adapter_scale")),
+                "pulid_start_step": self.id_start_step}
+
+
+def load_flux_pulid(pipe: Any, state: dict[str, Any], id_dim: int, what: str, dtype: Any) -> None:
+    """Install ``pulid_flux_v0.9.1.safetensors`` on a FLUX pipeline: the IDFormer as
+    ``pipe.pulid_encoder`` and the cross-attention blocks as ``pipe.pulid_ca`` (checked, strict)."""
+    from torch import nn
+
+    parts = split_modules(state, FLUX_PREFIXES, what)
+    former = idformer_from_state(parts["pulid_encoder"], id_dim, f"{what} pulid_encoder")
+    t = pipe.transformer
+    n = ca_count(len(t.transformer_blocks), len(t.single_transformer_blocks))
+    dim = int(t.config.num_attention_heads * t.config.attention_head_dim)
+    kv_dim = int(former.proj_out.shape[1])
+    q = parts["pulid_ca"].get("0.to_q.weight")
+    if q is None:
+        raise InvalidArgumentError(f"{what} pulid_ca has no '0.to_q.weight' tensor")
+    inner = int(q.shape[0])
+    if inner % CA_HEADS:
+        raise InvalidArgumentError(f"{what}: a cross-attention {inner} wide is not {CA_HEADS} heads")
+    _, CA, _ = modules()
+    cas = nn.ModuleList(CA(dim=dim, kv_dim=kv_dim, dim_head=inner // CA_HEADS, heads=CA_HEADS) for _ in range(n))
+    _load_strict(cas, parts["pulid_ca"], f"{what} pulid_ca")
+    device = next(t.parameters()).device
+    pipe.pulid_encoder = former.to(device=device, dtype=dtype)
+    pipe.pulid_ca = cas.to(device=device, dtype=dtype).eval()
