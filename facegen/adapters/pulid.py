@@ -164,7 +164,9 @@ def idformer_from_state(state: dict[str, Any], id_dim: int, what: str) -> Any:
     output_dim = shape("proj_out")[1]
     id_hidden, file_id_dim = shape("id_embedding_mapping.0.weight")
     vit_width = shape("mapping_0.0.weight")[1]
-    depth = len({k.split(".")[1] for k in state if k.startswith("layers.")})
+    depth = 0
+    while f"layers.{depth}.0.to_q.weight" in state:          # contiguous layers; any other is named below
+        depth += 1
     ff_mult = shape("layers.0.1.1.weight")[0] // dim if depth else 4
     if file_id_dim != id_dim:
         raise InvalidArgumentError(f"{what} takes {file_id_dim}-D ID vectors, the preset {id_dim}-D; "
