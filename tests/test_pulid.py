@@ -236,10 +236,10 @@ def test_flux_injection_is_upstreams_block_loop():
     t = FluxTransformer2DModel(patch_size=1, in_channels=8, num_layers=3, num_single_layers=5, attention_head_dim=8,
                                num_attention_heads=2, joint_attention_dim=16, pooled_projection_dim=16,
                                guidance_embeds=True, axes_dims_rope=(2, 2, 4)).eval()
-    _, CA, _ = modules()
+    attention, _ = modules()
     n = ca_count(3, 5)
     assert n == 4 and ca_count(19, 38) == 20                       # released FLUX.1-dev: 20 blocks
-    cas = nn.ModuleList(CA(dim=16, kv_dim=12, dim_head=2, heads=16) for _ in range(n)).eval()
+    cas = nn.ModuleList(attention(16, 2, 16, kv_dim=12) for _ in range(n)).eval()
     sd = {k: v for k, v in cas.state_dict().items()}
     ids = torch.randn(1, 32, 12)
     inp = dict(hidden_states=torch.randn(1, 6, 8), encoder_hidden_states=torch.randn(1, 4, 16),
@@ -324,7 +324,7 @@ def test_the_encoder_contract_refuses_other_conditions(sdxl, flux):
             make(p, no_hidden, 1)
         with pytest.raises(EncoderMismatchError, match="trained on 'pulid-tiny'"):
             make(p, IDEmbedding(np.ones(128, np.float32), "dlib-resnet-v1"), 1)
-        with pytest.raises(EncoderMismatchError, match="32-wide EVA hidden states, got 8"):
+        with pytest.raises(EncoderMismatchError, match=r"32-wide EVA hidden states, got \[8\]"):
             bad = IDEmbedding(np.ones(TINY_DIM, np.float32), TINY_ENCODER,
                               meta={"vit_hidden": np.zeros((5, 3, 8), np.float32)})
             make(p, bad, 1)

@@ -1,36 +1,24 @@
-"""PuLID (ToTheBeginning/PuLID, compat.md 2.5): an IDFormer turns the ID condition into 32 ID
-tokens, which SDXL v1.1 reads through extra attention in the UNet's cross-attention layers and
-FLUX v0.9.1 through Flamingo-style cross-attention blocks after every few DiT blocks.
+"""PuLID (ToTheBeginning/PuLID @1aa2fc7, compat.md 2.5): SDXL v1.1 and FLUX v0.9.1.
 
-The ID condition (encoder ``pulid-antelopev2-eva02``, see ``facegen/id``): ``IDEmbedding.vector``
-= concat(antelopev2 raw embedding, EVA02-CLIP-L CLS unit-norm) (1280) and
-``meta["vit_hidden"]`` = the 5 EVA hidden states ``(5, T, W)`` upstream passes as ``id_vit_hidden``.
-
-``IDFormer`` (upstream ``pulid/encoders_transformer.py``): 32 learned queries concatenated with
-5 ID tokens mapped from the vector; 5 scales, each a ``mapping_i`` MLP of EVA hidden state i and
-``depth/5`` perceiver layers attending over (ID tokens + mapped hidden state); the 32 queries,
-times ``proj_out``, are the ID tokens.  The unconditional tokens are ``IDFormer(zeros, zeros)``.
-
-SDXL v1.1 (``pulid_v1.1.safetensors``: ``id_adapter.*`` = the IDFormer, ``id_adapter_attn_layers.{k}.
-id_to_{k,v}.weight`` for the cross-attention processor k of ``unet.attn_processors``): each
-cross-attention adds ``id_scale * attention(query, id_to_k(tokens), id_to_v(tokens))`` to its text
-attention before ``to_out``; under CFG the negative half sees the unconditional tokens.
-
-FLUX v0.9.1 (``pulid_flux_v0.9.1.safetensors``: ``pulid_encoder.*`` = the IDFormer, ``pulid_ca.{i}.*``
-= ``PerceiverAttentionCA``): after double block i (``i % 2 == 0``) and single block i
-(``i % 4 == 0``) the image tokens get ``id_weight * ca(tokens, image)``, from the denoising step
-``id_start_step`` on.  Done with forward hooks on diffusers' ``FluxTransformer2DModel`` blocks for
-the duration of a call (diffusers' code is not forked).  FLUX.1-dev is guidance-distilled: no
-negative prompt (upstream's optional true CFG is not offered).
+The condition (encoder ``pulid-antelopev2-eva02``): ``IDEmbedding.vector`` = concat(antelopev2 raw (512),
+EVA02-CLIP-L CLS unit-norm (768)) and ``meta["vit_hidden"]`` = 5 EVA hidden states ``(5, T, W)``.
+``IDFormer`` (pulid/encoders_transformer.py) turns them into 32 ID tokens: learned queries + 5 tokens
+mapped from the vector, 5 scales of perceiver layers over (those 5 tokens + ``mapping_i(hidden_i)``),
+times ``proj_out``; the unconditional tokens are the IDFormer of zeros shaped like the condition.
+SDXL (``pulid_v1.1.safetensors`` = ``id_adapter.*`` + ``id_adapter_attn_layers.{k}.id_to_{k,v}.weight``,
+k = cross-attention processor place): each cross-attention adds ``id_scale *`` the queries' attention over
+the ID tokens before ``to_out`` (the CFG negative rows: the unconditional tokens).  FLUX
+(``pulid_flux_v0.9.1.safetensors`` = ``pulid_encoder.*`` + ``pulid_ca.{i}.*``): after double block i
+(i % 2 == 0) and single block i (i % 4 == 0) the image tokens get ``id_weight * ca(tokens, image)`` from
+step ``id_start_step`` on, through forward hooks on diffusers' ``FluxTransformer2DModel`` blocks for one
+call (no fork of diffusers); FLUX.1-dev is guidance-distilled, so no negative prompt (no true CFG).
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -41,10 +29,15 @@ from facegen.adapters.registry import register_family
 from facegen.errors import EncoderMismatchError, InvalidArgumentError
 from facegen.id.embedding import IDEmbedding
 from facegen.models import loading as L
-from facegen.models.checkpoints import attn_slots, check_state_dict
+from facegen.models.checkpoints import (
+    attn_slots,
+    check_state_dict,
+    idformer_config,
+    pulid_attn_shapes,
+    pulid_ca_shapes,
+    split_checkpoint,
+)
 from facegen.models.resolve import ResolvedPreset
-
-logger = logging.getLogger(__name__)
 
 VIT_LAYERS = 5                  # EVA hidden states the IDFormer reads (one per scale)
 NUM_ID_TOKENS = 5               # tokens mapped from the ID vector
@@ -60,8 +53,7 @@ FLUX_PREFIXES = ("pulid_encoder", "pulid_ca")
 
 @functools.lru_cache(maxsize=1)
 def modules() -> Any:
-    """The PuLID networks under upstream's module names, built on first use (torch imported late):
-    ``PerceiverAttention``, ``PerceiverAttentionCA``, ``IDFormer``."""
+    """``(PerceiverAttention, IDFormer)`` under upstream's module names, built on first use."""
     import torch
     from torch import nn
 
@@ -77,30 +69,13 @@ def modules() -> Any:
         return out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1)
 
     class PerceiverAttention(nn.Module):
-        """Latents attend over (context + latents)."""
+        """Upstream's ``PerceiverAttention`` (``kv_dim`` None: latents attend over context + latents) and
+        ``PerceiverAttentionCA`` (``kv_dim``: FLUX image tokens attend over the ID tokens only)."""
 
-        def __init__(self, dim: int, dim_head: int, heads: int) -> None:
+        def __init__(self, dim: int, dim_head: int, heads: int, kv_dim: int | None = None) -> None:
             super().__init__()
-            self.heads, self.dim_head = heads, dim_head
-            inner = dim_head * heads
-            self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-            self.to_q = nn.Linear(dim, inner, bias=False)
-            self.to_kv = nn.Linear(dim, 2 * inner, bias=False)
-            self.to_out = nn.Linear(inner, dim, bias=False)
-
-        def forward(self, x: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-            x, latents = self.norm1(x), self.norm2(latents)
-            k, v = self.to_kv(torch.cat([x, latents], dim=-2)).chunk(2, dim=-1)
-            q = self.to_q(latents)
-            return self.to_out(attend(*(heads_view(t, self.heads) for t in (q, k, v)), self.dim_head))
-
-    class PerceiverAttentionCA(nn.Module):
-        """FLUX image tokens (``dim`` wide) attend over the ID tokens (``kv_dim`` wide)."""
-
-        def __init__(self, dim: int, kv_dim: int, dim_head: int, heads: int) -> None:
-            super().__init__()
-            self.heads, self.dim_head = heads, dim_head
-            inner = dim_head * heads
+            self.heads, self.dim_head, self.concat = heads, dim_head, kv_dim is None
+            inner, kv_dim = dim_head * heads, dim if kv_dim is None else kv_dim
             self.norm1, self.norm2 = nn.LayerNorm(kv_dim), nn.LayerNorm(dim)
             self.to_q = nn.Linear(dim, inner, bias=False)
             self.to_kv = nn.Linear(kv_dim, 2 * inner, bias=False)
@@ -108,7 +83,7 @@ def modules() -> Any:
 
         def forward(self, x: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
             x, latents = self.norm1(x), self.norm2(latents)
-            k, v = self.to_kv(x).chunk(2, dim=-1)
+            k, v = self.to_kv(torch.cat([x, latents], dim=-2) if self.concat else x).chunk(2, dim=-1)
             q = self.to_q(latents)
             return self.to_out(attend(*(heads_view(t, self.heads) for t in (q, k, v)), self.dim_head))
 
@@ -122,8 +97,6 @@ def modules() -> Any:
                      output_dim: int, ff_mult: int = 4, num_id_token: int = NUM_ID_TOKENS,
                      dim_head: int = IDFORMER_DIM_HEAD) -> None:
             super().__init__()
-            if depth % VIT_LAYERS:
-                raise InvalidArgumentError(f"the IDFormer's depth must be a multiple of {VIT_LAYERS}, got {depth}")
             self.dim, self.num_queries, self.num_id_token = dim, num_queries, num_id_token
             self.per_scale = depth // VIT_LAYERS
             self.latents = nn.Parameter(torch.randn(1, num_queries, dim) * dim ** -0.5)
@@ -149,85 +122,22 @@ def modules() -> Any:
                     latents = ff(latents) + latents
             return latents[:, :self.num_queries] @ self.proj_out
 
-    return PerceiverAttention, PerceiverAttentionCA, IDFormer
+    return PerceiverAttention, IDFormer
 
 
 def idformer_from_state(state: dict[str, Any], id_dim: int, what: str) -> Any:
-    """An IDFormer shaped like ``state`` (upstream's key names), checked tensor by tensor and
-    loaded strictly; its input widths must be the preset's ``id_dim``."""
-    def shape(key: str) -> tuple[int, ...]:
-        if key not in state:
-            raise InvalidArgumentError(f"{what} is not a PuLID IDFormer: no '{key}' tensor")
-        return tuple(state[key].shape)
-
-    _, queries, dim = shape("latents")
-    output_dim = shape("proj_out")[1]
-    id_hidden, file_id_dim = shape("id_embedding_mapping.0.weight")
-    vit_width = shape("mapping_0.0.weight")[1]
-    depth = 0
-    while f"layers.{depth}.0.to_q.weight" in state:          # contiguous layers; any other is named below
-        depth += 1
-    ff_mult = shape("layers.0.1.1.weight")[0] // dim if depth else 4
-    if file_id_dim != id_dim:
-        raise InvalidArgumentError(f"{what} takes {file_id_dim}-D ID vectors, the preset {id_dim}-D; "
-                                   "is it the right file for this preset?")
-    if dim % IDFORMER_DIM_HEAD or not depth or depth % VIT_LAYERS:
-        raise InvalidArgumentError(f"{what}: an IDFormer {dim} wide with {depth} layers is not PuLID's "
-                                   f"(heads of {IDFORMER_DIM_HEAD}, a multiple of {VIT_LAYERS} layers)")
-    _, _, IDFormer = modules()
-    model = IDFormer(id_dim=id_dim, vit_width=vit_width, id_hidden=id_hidden, dim=dim, depth=depth,
-                     num_queries=queries, output_dim=output_dim, ff_mult=ff_mult)
-    _load_strict(model, state, what)
-    return model.eval()
-
-
-def _load_strict(model: Any, state: dict[str, Any], what: str) -> None:
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    check_state_dict(state, expected, what)
+    """An IDFormer shaped like ``state`` (upstream's key names), checked tensor by tensor, loaded strictly."""
+    model = modules()[1](**idformer_config(state, id_dim, what))
     model.load_state_dict(state, strict=True)
-
-
-def split_modules(state: dict[str, Any], prefixes: Sequence[str], what: str) -> dict[str, dict[str, Any]]:
-    """Upstream's ``load_pretrain``: split the flat checkpoint on the first ``.`` into one state dict
-    per module; a module other than ``prefixes`` (or a missing one) is named."""
-    parts: dict[str, dict[str, Any]] = {p: {} for p in prefixes}
-    unexpected = []
-    for key, value in state.items():
-        module, _, rest = key.partition(".")
-        if module in parts and rest:
-            parts[module][rest] = value
-        else:
-            unexpected.append(key)
-    if unexpected:
-        raise InvalidArgumentError(f"{what} has {len(unexpected)} unexpected tensors (e.g. "
-                                   f"{', '.join(sorted(unexpected)[:3])}); a PuLID file holds only "
-                                   f"{' / '.join(p + '.*' for p in prefixes)}")
-    empty = [p for p in prefixes if not parts[p]]
-    if empty:
-        raise InvalidArgumentError(f"{what} has no {' / '.join(p + '.*' for p in empty)} tensors; "
-                                   "is it the right PuLID file for this preset?")
-    return parts
-
-
-def read_safetensors(path: Path) -> dict[str, Any]:
-    """A released ``.safetensors`` checkpoint (no pickle), one line naming it when it cannot be read."""
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        from facegen.errors import ModelNotFoundError
-        raise ModelNotFoundError(path.name, [path.name], path.parent)
-    with L.model_file_errors(path, "cannot be read as a safetensors checkpoint"):
-        return load_file(str(path))
+    return model.eval()
 
 
 # ----------------------------------------------------------------------------- SDXL processors
 
 @functools.lru_cache(maxsize=1)
 def processor_classes() -> tuple[type, type]:
-    """``(IDAttnProcessor, TextAttnProcessor)``: diffusers' ``AttnProcessor2_0`` arithmetic plus the
-    ID attention (cross-attention layers), and the stock processor taking (and ignoring) the ID
-    arguments (self-attention layers, so the UNet passes ``id_embedding``/``id_scale`` quietly)."""
-    import torch
+    """``(IDAttnProcessor, TextAttnProcessor)``: upstream v1.1's ID attention (cross-attention layers) and
+    diffusers' processor taking and ignoring the ID arguments (self-attention: no warning per call)."""
     import torch.nn.functional as F
     from diffusers.models.attention_processor import AttnProcessor2_0
     from torch import nn
@@ -239,66 +149,37 @@ def processor_classes() -> tuple[type, type]:
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
 
     class IDAttnProcessor(nn.Module):
-        """Upstream v1.1's ``IDAttnProcessor2_0``: text attention, plus ``id_scale`` times the query's
-        attention over the ID tokens (``id_to_k``/``id_to_v``), before ``to_out``."""
+        """Upstream's ``IDAttnProcessor2_0``, ``to_out(text attn + id_scale * the queries' attn over id_to_k/v
+        (tokens))``, as diffusers' processor + ``id_scale * to_out.weight @ id attn`` (to_out is linear)."""
 
         def __init__(self, hidden_size: int, cross_attention_dim: int) -> None:
             super().__init__()
             self.id_to_k = nn.Linear(cross_attention_dim, hidden_size, bias=False)
             self.id_to_v = nn.Linear(cross_attention_dim, hidden_size, bias=False)
+            self.text = AttnProcessor2_0()
 
         def __call__(self, attn: Any, hidden_states: Any, encoder_hidden_states: Any = None,
                      attention_mask: Any = None, temb: Any = None, id_embedding: Any = None,
                      id_scale: float = 1.0) -> Any:
-            residual = hidden_states
-            if attn.spatial_norm is not None:
-                hidden_states = attn.spatial_norm(hidden_states, temb)
-            input_ndim = hidden_states.ndim
-            if input_ndim == 4:
-                batch_size, channel, height, width = hidden_states.shape
-                hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
-            batch_size, sequence_length, _ = (
-                hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape)
-            if attention_mask is not None:
-                attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
-                attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
-            if attn.group_norm is not None:
-                hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-            query = attn.to_q(hidden_states)
-            if encoder_hidden_states is None:
-                encoder_hidden_states = hidden_states
-            elif attn.norm_cross:
-                encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-            key, value = attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states)
-            head_dim = key.shape[-1] // attn.heads
+            out = self.text(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+            if id_embedding is None or id_scale == 0:
+                return out
+            b = hidden_states.shape[0]
+            if hidden_states.ndim != 3 or attn.residual_connection or attn.group_norm is not None \
+                    or attn.spatial_norm is not None or attn.norm_q is not None or attn.rescale_output_factor != 1:
+                raise RuntimeError("PuLID's ID attention expects SDXL's plain cross-attention layers")
+            if id_embedding.shape[0] != b:
+                raise RuntimeError(f"ID tokens for {id_embedding.shape[0]} rows, the UNet has {b}")
 
             def split(t: Any) -> Any:
-                return t.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+                return t.view(b, -1, attn.heads, t.shape[-1] // attn.heads).transpose(1, 2)
 
-            query, key, value = split(query), split(key), split(value)
-            if attn.norm_q is not None:
-                query = attn.norm_q(query)
-            if attn.norm_k is not None:
-                key = attn.norm_k(key)
-            hidden_states = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask,
-                                                           dropout_p=0.0, is_causal=False)
-            hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
-            hidden_states = hidden_states.to(query.dtype)
-            if id_embedding is not None and id_scale != 0:
-                if id_embedding.shape[0] != batch_size:
-                    raise RuntimeError(f"ID tokens for {id_embedding.shape[0]} rows, the UNet has {batch_size}")
-                id_key = split(self.id_to_k(id_embedding.to(self.id_to_k.weight.dtype)).to(query.dtype))
-                id_value = split(self.id_to_v(id_embedding.to(self.id_to_v.weight.dtype)).to(query.dtype))
-                id_hidden = F.scaled_dot_product_attention(query, id_key, id_value, dropout_p=0.0, is_causal=False)
-                id_hidden = id_hidden.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
-                hidden_states = hidden_states + id_scale * id_hidden.to(query.dtype)
-            hidden_states = attn.to_out[0](hidden_states)
-            hidden_states = attn.to_out[1](hidden_states)
-            if input_ndim == 4:
-                hidden_states = hidden_states.transpose(-1, -2).reshape(batch_size, channel, height, width)
-            if attn.residual_connection:
-                hidden_states = hidden_states + residual
-            return hidden_states / attn.rescale_output_factor
+            query = attn.to_q(hidden_states)
+            ids = id_embedding.to(self.id_to_k.weight.dtype)
+            id_hidden = F.scaled_dot_product_attention(split(query), split(self.id_to_k(ids).to(query.dtype)),
+                                                       split(self.id_to_v(ids).to(query.dtype)))
+            id_hidden = id_hidden.transpose(1, 2).reshape(b, -1, query.shape[-1]).to(query.dtype)
+            return out + id_scale * F.linear(id_hidden, attn.to_out[0].weight)
 
     return IDAttnProcessor, TextAttnProcessor
 
@@ -349,9 +230,6 @@ class FluxIDInjection:
         self.calls = 0
         self.handles: list[Any] = []
 
-    def _count(self, module: Any, args: tuple) -> None:
-        self.calls += 1
-
     def _after(self, ca: Any) -> Any:
         def hook(module: Any, args: tuple, kwargs: dict, output: Any) -> Any:
             if self.calls - 1 < self.start_step or self.weight == 0:
@@ -361,12 +239,13 @@ class FluxIDInjection:
             if n != k:
                 raise RuntimeError(f"ID tokens for {k} images, the FLUX transformer got {n}")
             tokens = self.tokens.to(device=hidden_states.device, dtype=hidden_states.dtype)
+            ca.to(device=hidden_states.device)          # follows the transformer (moved or offloaded)
             return encoder_hidden_states, hidden_states + self.weight * ca(tokens, hidden_states)
         return hook
 
     def __enter__(self) -> FluxIDInjection:
         t = self.transformer
-        self.handles.append(t.register_forward_pre_hook(self._count))
+        self.handles.append(t.register_forward_pre_hook(lambda *_: setattr(self, "calls", self.calls + 1)))
         for ca, (blocks, i) in zip(self.cas, ca_positions(len(t.transformer_blocks),
                                                           len(t.single_transformer_blocks))):
             self.handles.append(getattr(t, blocks)[i].register_forward_hook(self._after(ca), with_kwargs=True))
@@ -380,21 +259,13 @@ class FluxIDInjection:
 
 @functools.lru_cache(maxsize=1)
 def flux_pipeline_class() -> type:
-    """``FluxPipeline`` taking ``pulid_id_tokens`` (``(N, 32, kv)``), ``pulid_id_scale`` and
-    ``pulid_start_step``; ``pulid_ca`` (the cross-attention blocks) rides along on ``to()``."""
+    """``FluxPipeline`` taking ``pulid_id_tokens`` (``(N, 32, kv)``), ``pulid_id_scale``, ``pulid_start_step``."""
     import torch
     from diffusers import FluxPipeline
 
     class FluxPuLIDPipeline(FluxPipeline):  # type: ignore[misc]
         pulid_ca: Any = None
         pulid_encoder: Any = None
-
-        def to(self, *args: Any, **kwargs: Any) -> Any:
-            out = super().to(*args, **kwargs)
-            for m in (self.pulid_ca, self.pulid_encoder):
-                if m is not None:
-                    m.to(device=self.transformer.device)
-            return out
 
         @torch.no_grad()
         def __call__(self, *args: Any, pulid_id_tokens: Any = None, pulid_id_scale: float = 1.0,
@@ -430,25 +301,19 @@ class _PuLIDBase(IDAdapter):
             raise EncoderMismatchError(f"preset '{self.preset.name}' takes vit_hidden of shape ({VIT_LAYERS}, T, W), "
                                        f"got {shape}; embed the photo with encoder='{self.encoder}'")
 
-    def idformer(self, pipe: Any) -> Any:
-        raise NotImplementedError
+    idformer_attr: ClassVar[str]          # the pipeline attribute holding the IDFormer (upstream's name)
 
     def id_tokens(self, pipe: Any, identities: Sequence[IDEmbedding]) -> tuple[Any, Any]:
         """``(tokens, uncond)``: ``(K, 32, out)`` ID tokens of the identities and their
         unconditional tokens ``IDFormer(zeros, zeros of the same shapes)`` (both cached per pipeline)."""
         import torch
 
-        former = self.idformer(pipe)
-        param = next(former.parameters())
-        vit_width = former.mapping_0[0].in_features
-        rows = []
-        for e in identities:
-            self.check_embedding(e)
-            hidden = np.asarray(e.meta["vit_hidden"], dtype=np.float32)
-            if hidden.shape[2] != vit_width:
-                raise EncoderMismatchError(f"preset '{self.preset.name}' takes {vit_width}-wide EVA hidden states, "
-                                           f"got {hidden.shape[2]}; embed the photo with encoder='{self.encoder}'")
-            rows.append((self.id_vector(e), hidden))
+        former = getattr(pipe, self.idformer_attr).to(device=pipe._execution_device)
+        param, width = next(former.parameters()), former.mapping_0[0].in_features
+        rows = [(self.id_vector(e), np.asarray(e.meta["vit_hidden"], dtype=np.float32)) for e in identities]
+        if any(h.shape[2] != width for _, h in rows):
+            raise EncoderMismatchError(f"preset '{self.preset.name}' takes {width}-wide EVA hidden states, got "
+                                       f"{[h.shape[2] for _, h in rows]}; embed with encoder='{self.encoder}'")
         cache = pipeline_cache(pipe)
 
         def run(vec: np.ndarray, hidden: np.ndarray) -> Any:
@@ -470,6 +335,7 @@ class PuLIDSDXLAdapter(_PuLIDBase):
     """PuLID v1.1 on an SDXL (Lightning) base: ID attention in the UNet's cross-attention layers."""
 
     family = "pulid-sdxl"
+    idformer_attr = "pulid_id_adapter"
     supports_negative_prompt = True
     supports_edit = False
     edit_refusal = "PuLID's inpainting is not implemented; run swap/age/restore with an SD1.5/SDXL preset " \
@@ -484,11 +350,8 @@ class PuLIDSDXLAdapter(_PuLIDBase):
         scheduler = L.make_scheduler(self.preset.defaults.scheduler, parts.pop("scheduler_config"))
         pipe = StableDiffusionXLPipeline(**parts, scheduler=scheduler, image_encoder=None, feature_extractor=None,
                                          **L.pipeline_kwargs(StableDiffusionXLPipeline))
-        load_sdxl_pulid(pipe, read_safetensors(path), self.preset.id_dim, path.name)
+        load_sdxl_pulid(pipe, L.load_safetensors_state(path), self.preset.id_dim, path.name)
         return pipe
-
-    def idformer(self, pipe: Any) -> Any:
-        return pipe.pulid_id_adapter
 
     def condition(self, pipe: Any, samples: Sequence[Sample], request: ConditionRequest) -> dict[str, Any]:
         """Per-sample prompts encoded once per pipeline; the ID tokens (negative rows: the
@@ -511,13 +374,13 @@ class PuLIDSDXLAdapter(_PuLIDBase):
 def load_sdxl_pulid(pipe: Any, state: dict[str, Any], id_dim: int, what: str) -> None:
     """Install ``pulid_v1.1.safetensors`` on an SDXL pipeline: the IDFormer as ``pipe.pulid_id_adapter``,
     the ID processors on the UNet, every tensor checked (missing / unexpected named) and loaded strictly."""
-    parts = split_modules(state, SDXL_PREFIXES, what)
+    parts = split_checkpoint(state, SDXL_PREFIXES, what)
     former = idformer_from_state(parts["id_adapter"], id_dim, f"{what} id_adapter")
     if former.proj_out.shape[1] != pipe.unet.config.cross_attention_dim:
         raise InvalidArgumentError(f"{what}: ID tokens {former.proj_out.shape[1]} wide, the UNet's "
                                    f"cross-attention takes {pipe.unet.config.cross_attention_dim}")
-    layers = install_id_processors(pipe.unet)
-    _load_strict(layers, parts["id_adapter_attn_layers"], f"{what} id_adapter_attn_layers")
+    check_state_dict(parts["id_adapter_attn_layers"], pulid_attn_shapes(pipe.unet), f"{what} id_adapter_attn_layers")
+    install_id_processors(pipe.unet).load_state_dict(parts["id_adapter_attn_layers"], strict=True)
     pipe.pulid_id_adapter = former.to(device=pipe.unet.device, dtype=pipe.unet.dtype)
 
 
@@ -526,6 +389,7 @@ class PuLIDFluxAdapter(_PuLIDBase):
     """PuLID v0.9.1 on FLUX.1-dev: cross-attention blocks after every 2nd double / 4th single block."""
 
     family = "pulid-flux"
+    idformer_attr = "pulid_encoder"
     supports_negative_prompt = False     # FLUX.1-dev is guidance-distilled (true CFG not offered)
     supports_edit = False
     edit_refusal = "FLUX inpainting with PuLID is not implemented; run swap/age/restore with an " \
@@ -543,11 +407,8 @@ class PuLIDFluxAdapter(_PuLIDBase):
             parts = load_flux_parts(resolved.repo_dir("base"), dtype, quantize=self.quantize)
         scheduler = L.make_scheduler(self.preset.defaults.scheduler, parts.pop("scheduler_config"))
         pipe = flux_pipeline_class()(**parts, scheduler=scheduler)
-        load_flux_pulid(pipe, read_safetensors(path), self.preset.id_dim, path.name, dtype)
+        load_flux_pulid(pipe, L.load_safetensors_state(path), self.preset.id_dim, path.name, dtype)
         return pipe
-
-    def idformer(self, pipe: Any) -> Any:
-        return pipe.pulid_encoder
 
     def condition(self, pipe: Any, samples: Sequence[Sample], request: ConditionRequest) -> dict[str, Any]:
         self.check_samples(samples, request)
@@ -567,7 +428,7 @@ def load_flux_pulid(pipe: Any, state: dict[str, Any], id_dim: int, what: str, dt
     ``pipe.pulid_encoder`` and the cross-attention blocks as ``pipe.pulid_ca`` (checked, strict)."""
     from torch import nn
 
-    parts = split_modules(state, FLUX_PREFIXES, what)
+    parts = split_checkpoint(state, FLUX_PREFIXES, what)
     former = idformer_from_state(parts["pulid_encoder"], id_dim, f"{what} pulid_encoder")
     t = pipe.transformer
     n = ca_count(len(t.transformer_blocks), len(t.single_transformer_blocks))
@@ -579,9 +440,10 @@ def load_flux_pulid(pipe: Any, state: dict[str, Any], id_dim: int, what: str, dt
     inner = int(q.shape[0])
     if inner % CA_HEADS:
         raise InvalidArgumentError(f"{what}: a cross-attention {inner} wide is not {CA_HEADS} heads")
-    _, CA, _ = modules()
-    cas = nn.ModuleList(CA(dim=dim, kv_dim=kv_dim, dim_head=inner // CA_HEADS, heads=CA_HEADS) for _ in range(n))
-    _load_strict(cas, parts["pulid_ca"], f"{what} pulid_ca")
+    check_state_dict(parts["pulid_ca"], pulid_ca_shapes(n, dim, kv_dim, inner), f"{what} pulid_ca")
+    attention, _ = modules()
+    cas = nn.ModuleList(attention(dim, inner // CA_HEADS, CA_HEADS, kv_dim=kv_dim) for _ in range(n))
+    cas.load_state_dict(parts["pulid_ca"], strict=True)
     device = next(t.parameters()).device
     pipe.pulid_encoder = former.to(device=device, dtype=dtype)
     pipe.pulid_ca = cas.to(device=device, dtype=dtype).eval()

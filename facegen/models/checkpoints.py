@@ -193,3 +193,49 @@ def pulid_attn_shapes(unet: Any) -> Shapes:
         if s.cross:
             shapes[f"{s.key_id}.id_to_k.weight"] = shapes[f"{s.key_id}.id_to_v.weight"] = (s.hidden, s.cross_dim)
     return shapes
+
+
+def split_checkpoint(state: Mapping[str, Any], prefixes: tuple[str, ...], what: str) -> dict[str, dict[str, Any]]:
+    """PuLID's ``load_pretrain``: a flat checkpoint split on the first ``.`` into one state dict per
+    module; a tensor of any other module, or a module with no tensors, is named."""
+    parts: dict[str, dict[str, Any]] = {p: {} for p in prefixes}
+    unexpected = []
+    for key, value in state.items():
+        module, _, rest = key.partition(".")
+        if module in parts and rest:
+            parts[module][rest] = value
+        else:
+            unexpected.append(key)
+    wanted = " / ".join(p + ".*" for p in prefixes)
+    if unexpected:
+        raise InvalidArgumentError(f"{what} has {len(unexpected)} unexpected tensors (e.g. "
+                                   f"{', '.join(sorted(unexpected)[:3])}); this preset's file holds only {wanted}")
+    empty = [p + ".*" for p in prefixes if not parts[p]]
+    if empty:
+        raise InvalidArgumentError(f"{what} has no {' / '.join(empty)} tensors; is it the right file for this preset?")
+    return parts
+
+
+def idformer_config(state: Mapping[str, Any], id_dim: int, what: str) -> dict[str, int]:
+    """The IDFormer hyper-parameters of a state dict (read from its shapes), after checking every
+    tensor against :func:`idformer_shapes` (missing / unexpected / mis-shaped ones named)."""
+    def shape(key: str) -> tuple[int, ...]:
+        if key not in state:
+            raise InvalidArgumentError(f"{what} is not a PuLID IDFormer: no '{key}' tensor")
+        return tuple(state[key].shape)
+
+    _, queries, dim = shape("latents")
+    depth = 0
+    while f"layers.{depth}.0.to_q.weight" in state:          # contiguous layers; any other is named below
+        depth += 1
+    cfg = dict(id_dim=id_dim, vit_width=shape("mapping_0.0.weight")[1], id_hidden=shape("id_embedding_mapping.0.weight")[0],
+               dim=dim, depth=depth, num_queries=queries, output_dim=shape("proj_out")[1],
+               ff_mult=shape("layers.0.1.1.weight")[0] // dim if depth else 4)
+    if shape("id_embedding_mapping.0.weight")[1] != id_dim:
+        raise InvalidArgumentError(f"{what} takes {shape('id_embedding_mapping.0.weight')[1]}-D ID vectors, the preset "
+                                   f"{id_dim}-D; is it the right file for this preset?")
+    if dim % 64 or not depth or depth % 5:
+        raise InvalidArgumentError(f"{what}: an IDFormer {dim} wide with {depth} layers is not PuLID's "
+                                   "(heads of 64, a multiple of 5 layers)")
+    check_state_dict(state, idformer_shapes(**cfg), what)
+    return cfg

@@ -292,6 +292,16 @@ def check_tokenizer_files(folder: Path) -> None:
                                                         f"got {v!r}")
 
 
+def load_safetensors_state(path: Path) -> dict[str, Any]:
+    """A released ``.safetensors`` state dict (flat; no pickle), one line naming the file when unreadable."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise ModelNotFoundError(path.name, [path.name], path.parent)
+    with model_file_errors(path, "cannot be read as a safetensors checkpoint"):
+        return load_file(str(path))
+
+
 def load_pickle_state(path: Path) -> dict[str, Any]:
     """A released ``.bin`` state dict, read with ``weights_only=True`` (tensors and containers only)."""
     import torch

@@ -324,12 +324,16 @@ _TINY_NOTE = ("random weights for tests and demos: outputs are noise-like images
               "the ID contract is the offline dlib descriptor so it runs on any machine")
 
 
-def tiny_twin_of(real: Preset, name: str, description: str, encoder: str = TINY_ENCODER,
-                 id_dim: int = TINY_ID_DIM) -> Preset:
+#: real encoder -> (tiny encoder, ID size) for conditions that are more than one vector (default: the dlib one)
+TINY_CONDITIONS: dict[str, tuple[str, int]] = {}
+
+
+def tiny_twin_of(real: Preset, name: str, description: str) -> Preset:
     """The tiny preset mirroring ``real``: same family, base, adapter normalisation, component
-    roles and files, in the tiny repositories; the offline tiny encoder and ID size (``encoder`` /
-    ``id_dim`` for a family whose ID condition is more than the dlib vector); outputs and
+    roles and files, in the tiny repositories; the offline tiny encoder and ID size (the one
+    :data:`TINY_CONDITIONS` names for ``real``'s encoder, else the dlib descriptor); outputs and
     the reference layout scaled to :data:`TINY_SIZE`; at most :data:`TINY_STEPS` steps."""
+    encoder, id_dim = TINY_CONDITIONS.get(real.encoder, (TINY_ENCODER, TINY_ID_DIM))
     d = real.defaults
     scale = TINY_SIZE / d.height
     resize = None
@@ -488,12 +492,10 @@ _PULID_FLUX = register_preset(Preset(
     notes="upstream's figures: bf16 peak < 45 GB; model CPU offload < 30 GB; fp8 + offload ~17 GB"))
 
 #: the tiny PuLID condition (pulid-tiny, facegen/id): dlib descriptor (128) + a tiny EVA tower's CLS (32)
-TINY_PULID_ENCODER = "pulid-tiny"
 TINY_PULID_ID_DIM = TINY_ID_DIM + 32
+TINY_CONDITIONS[PULID_ENCODER] = ("pulid-tiny", TINY_PULID_ID_DIM)
 
 register_preset(tiny_twin_of(
-    _PULID_SDXL, "tiny-pulid-sdxl", "tiny PuLID v1.1 on SDXL (random weights, real layouts)",
-    encoder=TINY_PULID_ENCODER, id_dim=TINY_PULID_ID_DIM))
+    _PULID_SDXL, "tiny-pulid-sdxl", "tiny PuLID v1.1 on SDXL (random weights, real layouts)"))
 register_preset(tiny_twin_of(
-    _PULID_FLUX, "tiny-pulid-flux", "tiny PuLID-FLUX v0.9.1 (random weights, real layouts)",
-    encoder=TINY_PULID_ENCODER, id_dim=TINY_PULID_ID_DIM))
+    _PULID_FLUX, "tiny-pulid-flux", "tiny PuLID-FLUX v0.9.1 (random weights, real layouts)"))

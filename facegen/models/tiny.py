@@ -166,7 +166,7 @@ def _save_diffusers(model: Any, folder: Path) -> None:
     model.save_pretrained(folder, safe_serialization=True)
 
 
-def _unet(config: dict[str, Any], name: str) -> Any:
+def tiny_unet(config: dict[str, Any], name: str) -> Any:
     from diffusers import UNet2DConditionModel
 
     with seeded(name):
@@ -210,7 +210,7 @@ def _build_sd15(dst: Path) -> None:
     write_json(dst / "scheduler" / "scheduler_config.json", SD15_SCHEDULER)
     write_tokenizer(dst / "tokenizer")
     save_text_encoder(dst / "text_encoder", "sd15/text_encoder", SD15_TEXT_HIDDEN, with_projection=False)
-    _save_diffusers(_unet(SD15_UNET, "sd15/unet"), dst / "unet")
+    _save_diffusers(tiny_unet(SD15_UNET, "sd15/unet"), dst / "unet")
     with seeded("sd15/vae"):
         vae = AutoencoderKL(**_vae(0.18215, force_upcast=True))
     _save_diffusers(vae, dst / "vae")
@@ -232,21 +232,21 @@ def _build_sdxl(dst: Path) -> None:
     write_tokenizer(dst / "tokenizer_2", pad_token="!")
     save_text_encoder(dst / "text_encoder", "sdxl/text_encoder", SDXL_TEXT_HIDDEN, with_projection=False)
     save_text_encoder(dst / "text_encoder_2", "sdxl/text_encoder_2", SDXL_TEXT_HIDDEN, with_projection=True)
-    _save_diffusers(_unet(SDXL_UNET, "sdxl/unet"), dst / "unet")
+    _save_diffusers(tiny_unet(SDXL_UNET, "sdxl/unet"), dst / "unet")
     with seeded("sdxl/vae"):
         vae = AutoencoderKL(**_vae(0.13025, force_upcast=True))
     _save_diffusers(vae, dst / "vae")
 
 
 def _build_arc2face(dst: Path) -> None:
-    _save_diffusers(_unet(SD15_UNET, "arc2face/unet"), dst / "arc2face")
+    _save_diffusers(tiny_unet(SD15_UNET, "arc2face/unet"), dst / "arc2face")
     save_text_encoder(dst / "encoder", "arc2face/encoder", SD15_TEXT_HIDDEN, with_projection=False,
                        as_pickle=True)
 
 
 def faceid_state_dict(base: str) -> dict[str, dict[str, Any]]:
     """A FaceID ``.bin`` payload for the tiny ``base`` ('sd15'|'sdxl') UNet."""
-    unet = _unet(SD15_UNET if base == "sd15" else SDXL_UNET, f"{base}/unet-structure")
+    unet = tiny_unet(SD15_UNET if base == "sd15" else SDXL_UNET, f"{base}/unet-structure")
     cross = unet.config.cross_attention_dim
     with seeded(f"faceid/{base}") as gen:
         image_proj = random_state(faceid_image_proj_shapes(
@@ -257,7 +257,7 @@ def faceid_state_dict(base: str) -> dict[str, dict[str, Any]]:
 
 def instantid_state_dict() -> dict[str, dict[str, Any]]:
     """An InstantID ``ip-adapter.bin`` payload (Resampler image_proj + IP attention)."""
-    unet = _unet(SDXL_UNET, "sdxl/unet-structure")
+    unet = tiny_unet(SDXL_UNET, "sdxl/unet-structure")
     with seeded("instantid/ip-adapter") as gen:
         image_proj = random_state(resampler_shapes(
             embedding_dim=R.TINY_ID_DIM, dim=RESAMPLER_DIM, output_dim=unet.config.cross_attention_dim,
@@ -274,7 +274,7 @@ def lcm_lora_state_dict() -> dict[str, Any]:
     which diffusers' ``load_lora_weights`` converts to PEFT layers."""
     import torch
 
-    unet = _unet(SD15_UNET, "sd15/unet-structure")
+    unet = tiny_unet(SD15_UNET, "sd15/unet-structure")
     state: dict[str, Any] = {}
     with seeded("lcm-lora/sd15") as gen:
         for name, mod in unet.named_modules():

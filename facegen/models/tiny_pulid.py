@@ -16,7 +16,7 @@ from typing import Any
 
 from facegen.models import registry as R
 from facegen.models.checkpoints import Shapes, idformer_shapes, pulid_attn_shapes, pulid_ca_shapes
-from facegen.models.tiny import BUILDERS, SDXL_UNET, SPECS, _unet, seeded
+from facegen.models.tiny import BUILDERS, SDXL_UNET, SPECS, seeded, tiny_unet
 from facegen.models.tiny_flux import TRANSFORMER
 
 TINY_EVA_EMBED = R.TINY_PULID_ID_DIM - R.TINY_ID_DIM     # released: 768
@@ -62,7 +62,7 @@ def _idformer(output_dim: int) -> Shapes:
 
 def sdxl_state_dict() -> dict[str, Any]:
     """The tiny ``pulid_v1.1.safetensors``: flat keys ``id_adapter.*`` / ``id_adapter_attn_layers.*``."""
-    unet = _unet(SDXL_UNET, "sdxl/unet-structure")
+    unet = tiny_unet(SDXL_UNET, "sdxl/unet-structure")
     with seeded("pulid/v1.1") as gen:
         former = random_tensors(_idformer(int(unet.config.cross_attention_dim)), gen)
         attn = random_tensors(pulid_attn_shapes(unet), gen)

@@ -29,7 +29,8 @@ from facegen.models.tiny import ensure_tiny
 from facegen.paths import ModelAccess
 
 TINY = ("tiny", "tiny-faceid", "tiny-faceid-sdxl", "tiny-instantid")
-REAL = ("arc2face", "arc2face-lcm", "faceid-sd15", "faceid-sdxl", "instantid", "infiniteyou", "infiniteyou-sim")
+REAL = ("arc2face", "arc2face-lcm", "faceid-sd15", "faceid-sdxl", "instantid", "infiniteyou", "infiniteyou-sim",
+        "pulid-sdxl", "pulid-flux")
 
 
 def _bin(path: Path) -> dict:
