@@ -358,7 +358,7 @@ def test_capabilities_are_class_data(sdxl, flux):
 
 
 def test_a_user_named_sdxl_base_is_a_preset():
-    from facegen.models.registry import pulid_sdxl_preset
+    from facegen.models.presets_pulid import pulid_sdxl_preset
 
     p = pulid_sdxl_preset("pulid-juggernaut", "RunDiffusion/Juggernaut-XL-v9", "sdxl-openrail++-m")
     assert p.component("base").repo == "RunDiffusion/Juggernaut-XL-v9" and p.family == "pulid-sdxl"

@@ -34,3 +34,16 @@ def load_family_plugins() -> None:
             raise FacegenError(f"the facegen family '{ep.name}' ({ep.value}, entry point group "
                                f"{FAMILY_ENTRY_POINTS}) failed to load: {type(exc).__name__}: {exc}; "
                                "fix or uninstall that package") from exc
+
+
+def load_preset_modules() -> None:
+    """Import the ``facegen.models.presets_*`` modules (called once, as the registry finishes loading): a
+    built-in family may keep its presets in a file of its own, registered on import like the registry's."""
+    import importlib
+    import pkgutil
+
+    import facegen.models as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name.startswith("presets_"):
+            importlib.import_module(f"{pkg.__name__}.{info.name}")

@@ -11,7 +11,7 @@ Layouts follow ../shared/reference/compat.md (sections 2.2-2.4): Arc2Face
 ``ip-adapter-faceid_sd15.bin`` / ``_sdxl.bin`` (``image_proj`` + ``ip_adapter`` incl. LoRA),
 InstantID ``ControlNetModel/`` + ``ip-adapter.bin`` (Resampler ``image_proj`` + ``ip_adapter``),
 InfiniteYou (2.7) ``infu_flux_v1.0/<stage>/{InfuseNetModel/, image_proj_model.bin}`` on FLUX.1-dev,
-PuLID (2.5) ``pulid_v1.1.safetensors`` on an SDXL Lightning base / ``pulid_flux_v0.9.1.safetensors`` on FLUX.1-dev.
+PuLID (2.5) in :mod:`facegen.models.presets_pulid`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from facegen.errors import InvalidArgumentError
 from facegen.models.licences import commercial_use, licence_text
-from facegen.models.plugins import load_family_plugins
+from facegen.models.plugins import load_family_plugins, load_preset_modules
 
 Family = Literal["arc2face", "faceid", "instantid", "infiniteyou", "pulid-sdxl", "pulid-flux"]
 BaseArch = Literal["sd15", "sdxl", "flux"]
@@ -222,12 +222,6 @@ INFINITEYOU_REPO = "ByteDance/InfiniteYou"
 FLUX_DEV_ACCESS = ("FLUX.1-dev is gated: sign in at https://huggingface.co/black-forest-labs/FLUX.1-dev and accept "
                    "its licence, then `hf auth login` with a read token (or copy a downloaded copy there)")
 INFINITEYOU_PROMPT = "A person, portrait, cinematic"
-PULID_REPO = "guozinan/PuLID"
-#: upstream v1.1's default base (pulid/pipeline_v1_1.py; docs/pulid_v1.1.md also names RunDiffusion/Juggernaut-XL-v9)
-PULID_SDXL_BASE = "Lykon/dreamshaper-xl-lightning"
-PULID_PROMPT = "portrait, color, cinematic"           # upstream app's default prompt
-PULID_ENCODER = "pulid-antelopev2-eva02"
-PULID_ID_DIM = 1280                                    # antelopev2 (512, raw) + EVA02-CLIP-L CLS (768, unit norm)
 
 FACEID_PROMPT = "photo of a person, best quality, high quality"
 NEGATIVE_PROMPT = "monochrome, lowres, bad anatomy, worst quality, low quality, blurry"
@@ -235,7 +229,7 @@ INSTANTID_NEGATIVE = ("(lowres, low quality, worst quality:1.2), (text:1.2), wat
                       "drawing, illustration, glitch, deformed, mutated, cross-eyed, ugly, disfigured")
 
 
-def _licensed(*keys: str) -> dict[str, Any]:
+def licensed(*keys: str) -> dict[str, Any]:
     """``licence`` and ``commercial_use`` of a preset, composed from the licence table."""
     return {"licence": licence_text(*keys), "commercial_use": commercial_use(*keys)}
 
@@ -284,17 +278,6 @@ def _infiniteyou_components(stage: str) -> tuple[Component, ...]:
     )
 
 
-def _pulid_sdxl_components(base_repo: str) -> tuple[Component, ...]:
-    return (Component("base", base_repo, sdxl_base_files()),
-            Component("pulid", PULID_REPO, ("pulid_v1.1.safetensors",), weight_name="pulid_v1.1.safetensors"))
-
-
-def _pulid_flux_components() -> tuple[Component, ...]:
-    return (Component("base", FLUX_DEV_REPO, flux_base_files(), access=FLUX_DEV_ACCESS),
-            Component("pulid", PULID_REPO, ("pulid_flux_v0.9.1.safetensors",),
-                      weight_name="pulid_flux_v0.9.1.safetensors"))
-
-
 # Tiny repositories live in the tiny cache (facegen.models.tiny), in the same layout.
 TINY_SD15_REPO = "facegen-tiny/stable-diffusion-v1-5"
 TINY_SDXL_REPO = "facegen-tiny/stable-diffusion-xl-base-1.0"
@@ -304,14 +287,12 @@ TINY_INSTANTID_REPO = "facegen-tiny/InstantID"
 TINY_LCM_SD15_REPO = "facegen-tiny/lcm-lora-sdv1-5"
 TINY_FLUX_DEV_REPO = "facegen-tiny/FLUX.1-dev"
 TINY_INFINITEYOU_REPO = "facegen-tiny/InfiniteYou"
-TINY_PULID_REPO = "facegen-tiny/PuLID"
 
 #: each real repository's tiny twin (same layout, random weights)
 TINY_REPOS: dict[str, str] = {
     SD15_REPO: TINY_SD15_REPO, SDXL_REPO: TINY_SDXL_REPO, ARC2FACE_REPO: TINY_ARC2FACE_REPO,
     FACEID_REPO: TINY_FACEID_REPO, INSTANTID_REPO: TINY_INSTANTID_REPO, LCM_SD15_REPO: TINY_LCM_SD15_REPO,
     FLUX_DEV_REPO: TINY_FLUX_DEV_REPO, INFINITEYOU_REPO: TINY_INFINITEYOU_REPO,
-    PULID_SDXL_BASE: TINY_SDXL_REPO, PULID_REPO: TINY_PULID_REPO,
 }
 
 TINY_ENCODER = "dlib-resnet-v1"
@@ -349,7 +330,7 @@ def tiny_twin_of(real: Preset, name: str, description: str) -> Preset:
         raise InvalidArgumentError(f"preset '{real.name}': repository {exc} has no tiny twin in TINY_REPOS") from None
     return Preset(name=name, family=real.family, base=real.base, encoder=encoder, normalise=real.normalise,
                   id_dim=id_dim, components=components, defaults=defaults, description=description,
-                  tiny=True, notes=_TINY_NOTE, twin=real.name, **_licensed("facegen-tiny"))
+                  tiny=True, notes=_TINY_NOTE, twin=real.name, **licensed("facegen-tiny"))
 
 
 _ARC2FACE = register_preset(Preset(
@@ -361,7 +342,7 @@ _ARC2FACE = register_preset(Preset(
     id_dim=512,
     components=_arc2face_components(),
     defaults=SamplerDefaults(scheduler="dpm++", steps=25, guidance=3.0, height=512, width=512),
-    **_licensed("arc2face-cc-by-nc", "sd15-openrail-m", "insightface-packs"),
+    **licensed("arc2face-cc-by-nc", "sd15-openrail-m", "insightface-packs"),
     description="Arc2Face: SD1.5 UNet + CLIP text encoder fine-tuned on ArcFace embeddings "
                 "('photo of a id person'); no text prompt",
 ))
@@ -375,7 +356,7 @@ _ARC2FACE_LCM = register_preset(Preset(
     id_dim=512,
     components=_arc2face_components() + (_lcm_lora_component(),),
     defaults=SamplerDefaults(scheduler="lcm", steps=3, guidance=1.0, height=512, width=512),
-    **_licensed("arc2face-cc-by-nc", "lcm-lora-openrail++", "sd15-openrail-m", "insightface-packs"),
+    **licensed("arc2face-cc-by-nc", "lcm-lora-openrail++", "sd15-openrail-m", "insightface-packs"),
     description="Arc2Face with the LCM-LoRA for SD1.5: 2-4 steps, guidance 1.0",
 ))
 
@@ -390,7 +371,7 @@ _FACEID_SD15 = register_preset(Preset(
     defaults=SamplerDefaults(scheduler="ddim", steps=30, guidance=7.5, height=512, width=512,
                              adapter_scale=1.0, lora_scale=1.0, prompt=FACEID_PROMPT,
                              negative_prompt=NEGATIVE_PROMPT),
-    **_licensed("ip-adapter-faceid-nc", "sd15-openrail-m", "insightface-packs"),
+    **licensed("ip-adapter-faceid-nc", "sd15-openrail-m", "insightface-packs"),
     description="IP-Adapter-FaceID on SD1.5 (4 ID tokens + the LoRA shipped in the .bin)",
 ))
 
@@ -405,7 +386,7 @@ _FACEID_SDXL = register_preset(Preset(
     defaults=SamplerDefaults(scheduler="ddim", steps=30, guidance=7.5, height=1024, width=1024,
                              adapter_scale=1.0, lora_scale=1.0, prompt=FACEID_PROMPT,
                              negative_prompt=NEGATIVE_PROMPT),
-    **_licensed("ip-adapter-faceid-nc", "sdxl-openrail++-m", "insightface-packs"),
+    **licensed("ip-adapter-faceid-nc", "sdxl-openrail++-m", "insightface-packs"),
     description="IP-Adapter-FaceID on SDXL (4 ID tokens + the LoRA shipped in the .bin)",
 ))
 
@@ -421,7 +402,7 @@ _INSTANTID = register_preset(Preset(
                              adapter_scale=0.8, controlnet_scale=0.8, prompt=FACEID_PROMPT,
                              negative_prompt=INSTANTID_NEGATIVE, face_layout="reference",
                              reference_resize=(1280, 1024, 64)),
-    **_licensed("instantid-apache", "sdxl-openrail++-m", "insightface-packs"),
+    **licensed("instantid-apache", "sdxl-openrail++-m", "insightface-packs"),
     description="InstantID: SDXL + IdentityNet (ControlNet on the 5-keypoint drawing and the "
                 "face tokens) + Resampler face tokens in IP attention",
 ))
@@ -432,7 +413,7 @@ def _infiniteyou_preset(name: str, stage: str, description: str) -> Preset:
         components=_infiniteyou_components(stage),
         defaults=SamplerDefaults(scheduler="flow-euler", steps=30, guidance=3.5, height=1152, width=864,
                                  controlnet_scale=1.0, prompt=INFINITEYOU_PROMPT, control_guidance=(0.0, 1.0)),
-        **_licensed("infiniteyou-cc-by-nc", "flux1-dev-nc", "insightface-packs", "facexlib-arcface"),
+        **licensed("infiniteyou-cc-by-nc", "flux1-dev-nc", "insightface-packs", "facexlib-arcface"),
         description=description,
         notes="FLUX.1-dev in bf16 needs ~43 GB of GPU memory; with model CPU offload ~30 GB; with 8-bit "
               "weights (optimum-quanto) ~24 GB, both ~16 GB (upstream's figures)")
@@ -462,40 +443,5 @@ register_preset(tiny_twin_of(
     "tiny InfiniteYou sim_stage1 checkpoint (random weights, real layouts)"))
 
 
-def pulid_sdxl_preset(name: str, base_repo: str = PULID_SDXL_BASE, base_licence: str = "dreamshaper-xl-openrail++",
-                      description: str = "") -> Preset:
-    """PuLID v1.1 on the SDXL base ``base_repo`` (a diffusers-layout SDXL repository; Lightning bases
-    suit its 4-step default), to register under ``name``: ``register_preset(pulid_sdxl_preset(
-    "pulid-juggernaut", "RunDiffusion/Juggernaut-XL-v9", "sdxl-openrail++-m"))``."""
-    return Preset(
-        name=name, family="pulid-sdxl", base="sdxl", encoder=PULID_ENCODER, normalise=False, id_dim=PULID_ID_DIM,
-        components=_pulid_sdxl_components(base_repo),
-        defaults=SamplerDefaults(scheduler="dpm++-karras", steps=4, guidance=1.2, height=1024, width=1024,
-                                 adapter_scale=1.0, prompt=PULID_PROMPT, negative_prompt=NEGATIVE_PROMPT),
-        **_licensed("pulid-apache", base_licence, "insightface-packs"),
-        description=description or f"PuLID v1.1 (IDFormer ID tokens in extra cross-attention) on {base_repo}",
-        notes="upstream's settings for Lightning bases: 4 steps, DPM++ with Karras sigmas, guidance 1.2")
 
-
-_PULID_SDXL = register_preset(pulid_sdxl_preset(
-    "pulid-sdxl", description="PuLID v1.1 on SDXL (Lykon/dreamshaper-xl-lightning, upstream's default base): "
-                              "IDFormer ID tokens in extra cross-attention of the UNet, id scale = adapter scale"))
-
-_PULID_FLUX = register_preset(Preset(
-    name="pulid-flux", family="pulid-flux", base="flux", encoder=PULID_ENCODER, normalise=False,
-    id_dim=PULID_ID_DIM, components=_pulid_flux_components(),
-    defaults=SamplerDefaults(scheduler="flow-euler", steps=20, guidance=4.0, height=1152, width=896,
-                             adapter_scale=1.0, prompt=PULID_PROMPT),
-    **_licensed("pulid-apache", "flux1-dev-nc", "insightface-packs"),
-    description="PuLID-FLUX v0.9.1 on FLUX.1-dev: IDFormer ID tokens through cross-attention after every 2nd "
-                "double / 4th single DiT block, id weight = adapter scale",
-    notes="upstream's figures: bf16 peak < 45 GB; model CPU offload < 30 GB; fp8 + offload ~17 GB"))
-
-#: the tiny PuLID condition (pulid-tiny, facegen/id): dlib descriptor (128) + a tiny EVA tower's CLS (32)
-TINY_PULID_ID_DIM = TINY_ID_DIM + 32
-TINY_CONDITIONS[PULID_ENCODER] = ("pulid-tiny", TINY_PULID_ID_DIM)
-
-register_preset(tiny_twin_of(
-    _PULID_SDXL, "tiny-pulid-sdxl", "tiny PuLID v1.1 on SDXL (random weights, real layouts)"))
-register_preset(tiny_twin_of(
-    _PULID_FLUX, "tiny-pulid-flux", "tiny PuLID-FLUX v0.9.1 (random weights, real layouts)"))
+load_preset_modules()                 # families whose presets live in a file of their own (presets_*.py)

@@ -16,10 +16,11 @@ from typing import Any
 
 from facegen.models import registry as R
 from facegen.models.checkpoints import Shapes, idformer_shapes, pulid_attn_shapes, pulid_ca_shapes
+from facegen.models.presets_pulid import TINY_PULID_ID_DIM, TINY_PULID_REPO
 from facegen.models.tiny import BUILDERS, SDXL_UNET, SPECS, seeded, tiny_unet
 from facegen.models.tiny_flux import TRANSFORMER
 
-TINY_EVA_EMBED = R.TINY_PULID_ID_DIM - R.TINY_ID_DIM     # released: 768
+TINY_EVA_EMBED = TINY_PULID_ID_DIM - R.TINY_ID_DIM     # released: 768
 TINY_EVA_WIDTH = 32                                       # released: 1024
 #: released: id_hidden 1024, dim 1024, depth 10, 32 queries, 2048 out (the SDXL cross width / the FLUX kv width)
 IDFORMER = dict(id_hidden=64, dim=128, depth=5, num_queries=32, ff_mult=4)
@@ -57,7 +58,7 @@ def random_tensors(shapes: Shapes, gen: Any) -> dict[str, Any]:
 
 
 def _idformer(output_dim: int) -> Shapes:
-    return idformer_shapes(id_dim=R.TINY_PULID_ID_DIM, vit_width=TINY_EVA_WIDTH, output_dim=output_dim, **IDFORMER)
+    return idformer_shapes(id_dim=TINY_PULID_ID_DIM, vit_width=TINY_EVA_WIDTH, output_dim=output_dim, **IDFORMER)
 
 
 def sdxl_state_dict() -> dict[str, Any]:
@@ -91,6 +92,6 @@ def _build_pulid(dst: Path) -> None:
     save_file({k: v.contiguous() for k, v in flux_state_dict().items()}, str(dst / FLUX_FILE))
 
 
-BUILDERS[R.TINY_PULID_REPO] = _build_pulid
+BUILDERS[TINY_PULID_REPO] = _build_pulid
 SPECS["pulid"] = json.dumps({"init": 1, "idformer": IDFORMER, "eva": [TINY_EVA_EMBED, TINY_EVA_WIDTH],
                              "flux_id": FLUX_ID_WIDTH, "ca": CA_INNER}, sort_keys=True)
