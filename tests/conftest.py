@@ -181,3 +181,21 @@ def tiny_run(tmp_path_factory, small_identity_set) -> Path:
     model, _, _ = build(recipe, ts.num_classes, 0)
     write_run(run, model.eval(), run_config(recipe, ts, 0, 0))
     return run
+
+
+@pytest.fixture(scope="session")
+def condition_for():
+    """``condition_for(preset, seed)``: a random IDEmbedding that meets a tiny preset's encoder contract
+    (its encoder and ID size; the EVA hidden states ``(5, T, W)`` of the ``pulid-tiny`` condition), so the
+    invariants run on every tiny twin without embedding a photo."""
+    from facegen.id.embedding import IDEmbedding
+
+    def make(preset, seed: int, scale: float = 0.6) -> IDEmbedding:
+        rng = np.random.default_rng(seed)
+        v = rng.normal(size=preset.id_dim).astype(np.float32)
+        meta = {}
+        if preset.encoder == "pulid-tiny":
+            from facegen.models.tiny_pulid import TINY_EVA_WIDTH
+            meta["vit_hidden"] = rng.normal(size=(5, 17, TINY_EVA_WIDTH)).astype(np.float32)
+        return IDEmbedding(scale * v / np.linalg.norm(v), preset.encoder, meta=meta)
+    return make
