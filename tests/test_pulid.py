@@ -23,11 +23,11 @@ from facegen.id.embedding import IDEmbedding
 from facegen.pipelines.generation import IDGenerationPipeline
 
 SDXL, FLUX = "tiny-pulid-sdxl", "tiny-pulid-flux"
-TINY_ENCODER, TINY_DIM, EVA_WIDTH, TOKENS = "pulid-tiny", 160, 32, 17
+TINY_ENCODER, TINY_DIM, EVA_WIDTH, TOKENS = "pulid-tiny", 192, 128, 17
 
 
 def emb(seed: int, tokens: int = TOKENS, encoder: str = TINY_ENCODER, dim: int = TINY_DIM) -> IDEmbedding:
-    """A pulid-tiny shaped condition: vector (128 dlib + 32 EVA CLS) and EVA hidden states (5, T, 32)."""
+    """A pulid-tiny shaped condition: vector (128 dlib + 64 EVA CLS) and EVA hidden states (5, T, 128)."""
     r = np.random.default_rng(seed)
     return IDEmbedding(r.normal(size=dim).astype(np.float32), encoder,
                        meta={"vit_hidden": r.normal(size=(5, tokens, EVA_WIDTH)).astype(np.float32)})
@@ -146,7 +146,8 @@ def upstream_idformer(sd, x, y, num_id_token=5):
     """encoders_transformer.IDFormer.forward over a state dict (heads of 64)."""
     dim = sd["latents"].shape[-1]
     depth = len({k.split(".")[1] for k in sd if k.startswith("layers.")}) // 5
-    ids = _mlp(x, sd, "id_embedding_mapping").reshape(x.shape[0], num_id_token, dim)
+    n = x.shape[1] if x.ndim == 3 else 1                            # several ID images: n condition rows
+    ids = _mlp(x, sd, "id_embedding_mapping").reshape(x.shape[0], num_id_token * n, dim)
     latents = torch.cat([sd["latents"].repeat(x.shape[0], 1, 1), ids], dim=1)
     for i in range(5):
         ctx = torch.cat([ids, _mlp(y[i], sd, f"mapping_{i}")], dim=1)
@@ -192,6 +193,25 @@ def test_id_tokens_are_upstreams_idformer(name, prefix, sdxl, flux):
     assert tokens.shape == (1, 32, sd["proj_out"].shape[1])
 
 
+def test_several_photos_are_fed_as_upstream_feeds_several_id_images(sdxl):
+    """pipeline_v1_1.get_id_embedding(image_list): id_cond rows stacked (1, n, D), hidden states
+    concatenated along the tokens; the unconditional tokens from zeros shaped like ONE image's."""
+    sd = _checkpoint(sdxl, "id_adapter")
+    a, b = emb(21), emb(22)
+    both = IDEmbedding(((a.vector + b.vector) / 2).astype(np.float32), TINY_ENCODER,
+                       meta={"vit_hidden": np.concatenate([a.meta["vit_hidden"], b.meta["vit_hidden"]], axis=1),
+                             "id_conds": np.stack([a.vector, b.vector])})
+    tokens, uncond = sdxl.adapter.id_tokens(sdxl.pipe, [both])
+    x = torch.from_numpy(np.stack([a.vector, b.vector]))[None]
+    y = [torch.from_numpy(h)[None] for h in both.meta["vit_hidden"]]
+    torch.testing.assert_close(tokens, upstream_idformer(sd, x, y), rtol=1e-4, atol=1e-5)
+    zeros = [torch.zeros(1, TOKENS, EVA_WIDTH)] * 5
+    torch.testing.assert_close(uncond, upstream_idformer(sd, torch.zeros(1, TINY_DIM), zeros), rtol=1e-4, atol=1e-5)
+    with pytest.raises(EncoderMismatchError, match="id_conds of shape"):
+        bad = IDEmbedding(both.vector, TINY_ENCODER, meta={**both.meta, "id_conds": np.zeros((3, TINY_DIM), np.float32)})
+        sdxl.adapter.id_tokens(sdxl.pipe, [bad])
+
+
 def test_sdxl_cross_attention_is_upstreams_id_processor(sdxl):
     unet = sdxl.pipe.unet
     sd = _checkpoint(sdxl, "id_adapter_attn_layers")
@@ -230,15 +250,15 @@ def test_flux_injection_is_upstreams_block_loop():
     from diffusers import FluxTransformer2DModel
     from torch import nn
 
-    from facegen.adapters.pulid import FluxIDInjection, ca_count, modules
+    from facegen.adapters.pulid import FluxIDInjection, ca_positions, modules
 
     torch.manual_seed(0)
     t = FluxTransformer2DModel(patch_size=1, in_channels=8, num_layers=3, num_single_layers=5, attention_head_dim=8,
                                num_attention_heads=2, joint_attention_dim=16, pooled_projection_dim=16,
                                guidance_embeds=True, axes_dims_rope=(2, 2, 4)).eval()
     attention, _ = modules()
-    n = ca_count(3, 5)
-    assert n == 4 and ca_count(19, 38) == 20                       # released FLUX.1-dev: 20 blocks
+    n = len(ca_positions(3, 5))
+    assert n == 4 and len(ca_positions(19, 38)) == 20              # released FLUX.1-dev: 20 blocks
     cas = nn.ModuleList(attention(16, 2, 16, kv_dim=12) for _ in range(n)).eval()
     sd = {k: v for k, v in cas.state_dict().items()}
     ids = torch.randn(1, 32, 12)
@@ -298,23 +318,23 @@ def test_strict_loading_names_the_bad_tensors(sdxl, flux):
 
     state = load_file(str(resolve_preset(sdxl.preset).file("pulid")))
     with pytest.raises(InvalidArgumentError, match=r"unexpected 1 keys \(e\.g\. layers\.9\.0\.to_q\.weight"):
-        load_sdxl_pulid(sdxl.pipe, {**state, "id_adapter.layers.9.0.to_q.weight": torch.zeros(1)}, 160, "f")
+        load_sdxl_pulid(sdxl.pipe, {**state, "id_adapter.layers.9.0.to_q.weight": torch.zeros(1)}, 192, "f")
     dropped = "id_adapter_attn_layers.1.id_to_v.weight"
     with pytest.raises(InvalidArgumentError, match=r"missing 1 keys \(e\.g\. 1\.id_to_v\.weight"):
-        load_sdxl_pulid(sdxl.pipe, {k: v for k, v in state.items() if k != dropped}, 160, "f")
+        load_sdxl_pulid(sdxl.pipe, {k: v for k, v in state.items() if k != dropped}, 192, "f")
     with pytest.raises(InvalidArgumentError, match="unexpected tensors.*pulid_ca.0.to_q.weight"):
-        load_sdxl_pulid(sdxl.pipe, {**state, "pulid_ca.0.to_q.weight": torch.zeros(1)}, 160, "f")
-    with pytest.raises(InvalidArgumentError, match="takes 160-D ID vectors, the preset 1280-D"):
+        load_sdxl_pulid(sdxl.pipe, {**state, "pulid_ca.0.to_q.weight": torch.zeros(1)}, 192, "f")
+    with pytest.raises(InvalidArgumentError, match="takes 192-D ID vectors, the preset 1280-D"):
         load_sdxl_pulid(sdxl.pipe, state, 1280, "f")
     fstate = load_file(str(resolve_preset(flux.preset).file("pulid")))
     with pytest.raises(InvalidArgumentError, match="no pulid_ca"):
-        load_flux_pulid(flux.pipe, {k: v for k, v in fstate.items() if not k.startswith("pulid_ca")}, 160, "f",
+        load_flux_pulid(flux.pipe, {k: v for k, v in fstate.items() if not k.startswith("pulid_ca")}, 192, "f",
                         torch.float32)
     with pytest.raises(InvalidArgumentError, match=r"unexpected .*2\.norm1\.bias"):   # one block too many
         extra = {f"pulid_ca.2.{k[len('pulid_ca.0.'):]}": v for k, v in fstate.items() if k.startswith("pulid_ca.0.")}
-        load_flux_pulid(flux.pipe, {**fstate, **extra}, 160, "f", torch.float32)
+        load_flux_pulid(flux.pipe, {**fstate, **extra}, 192, "f", torch.float32)
     with pytest.raises(InvalidArgumentError, match="SDXL|id_adapter"):                # a FLUX file on SDXL
-        load_sdxl_pulid(sdxl.pipe, fstate, 160, "f")
+        load_sdxl_pulid(sdxl.pipe, fstate, 192, "f")
 
 
 def test_the_encoder_contract_refuses_other_conditions(sdxl, flux):
@@ -324,7 +344,7 @@ def test_the_encoder_contract_refuses_other_conditions(sdxl, flux):
             make(p, no_hidden, 1)
         with pytest.raises(EncoderMismatchError, match="trained on 'pulid-tiny'"):
             make(p, IDEmbedding(np.ones(128, np.float32), "dlib-resnet-v1"), 1)
-        with pytest.raises(EncoderMismatchError, match=r"32-wide EVA hidden states, got \[8\]"):
+        with pytest.raises(EncoderMismatchError, match="128-wide EVA hidden states, got 8"):
             bad = IDEmbedding(np.ones(TINY_DIM, np.float32), TINY_ENCODER,
                               meta={"vit_hidden": np.zeros((5, 3, 8), np.float32)})
             make(p, bad, 1)

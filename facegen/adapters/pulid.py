@@ -17,7 +17,6 @@ call (no fork of diffusers); FLUX.1-dev is guidance-distilled, so no negative pr
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -28,15 +27,8 @@ from facegen.adapters.batching import encode_prompts, pipeline_cache
 from facegen.adapters.registry import register_family
 from facegen.errors import EncoderMismatchError, InvalidArgumentError
 from facegen.id.embedding import IDEmbedding
+from facegen.models import checkpoints as C
 from facegen.models import loading as L
-from facegen.models.checkpoints import (
-    attn_slots,
-    check_state_dict,
-    idformer_config,
-    pulid_attn_shapes,
-    pulid_ca_shapes,
-    split_checkpoint,
-)
 from facegen.models.resolve import ResolvedPreset
 
 VIT_LAYERS = 5                  # EVA hidden states the IDFormer reads (one per scale)
@@ -127,7 +119,7 @@ def modules() -> Any:
 
 def idformer_from_state(state: dict[str, Any], id_dim: int, what: str) -> Any:
     """An IDFormer shaped like ``state`` (upstream's key names), checked tensor by tensor, loaded strictly."""
-    model = modules()[1](**idformer_config(state, id_dim, what))
+    model = modules()[1](**C.idformer_config(state, id_dim, what))
     model.load_state_dict(state, strict=True)
     return model.eval()
 
@@ -193,13 +185,10 @@ def install_id_processors(unet: Any) -> Any:
     IDAttnProcessor, TextAttnProcessor = processor_classes()
     procs: dict[str, Any] = {}
     layers = []
-    for slot in attn_slots(unet):              # upstream's hidden-size rule and processor order
-        if slot.cross:
-            proc = IDAttnProcessor(slot.hidden, slot.cross_dim).to(device=unet.device, dtype=unet.dtype)
-            layers.append(proc)
-        else:
-            proc = TextAttnProcessor()
-            layers.append(nn.Identity())        # parameter-free: no keys, keeps the index
+    for slot in C.attn_slots(unet):            # upstream's hidden-size rule and processor order
+        proc = IDAttnProcessor(slot.hidden, slot.cross_dim).to(device=unet.device, dtype=unet.dtype) \
+            if slot.cross else TextAttnProcessor()
+        layers.append(proc if slot.cross else nn.Identity())     # parameter-free places keep the index
         procs[slot.name] = proc
     unet.set_attn_processor(procs)
     return nn.ModuleList(layers)
@@ -207,14 +196,9 @@ def install_id_processors(unet: Any) -> Any:
 
 # ----------------------------------------------------------------------------- FLUX hooks
 
-def ca_count(n_double: int, n_single: int) -> int:
-    """Cross-attention blocks upstream inserts: one per ``DOUBLE_INTERVAL`` double and per
-    ``SINGLE_INTERVAL`` single blocks (released FLUX.1-dev: 10 + 10)."""
-    return math.ceil(n_double / DOUBLE_INTERVAL) + math.ceil(n_single / SINGLE_INTERVAL)
-
-
 def ca_positions(n_double: int, n_single: int) -> list[tuple[str, int]]:
-    """``[(block list, index)]`` after which cross-attention i acts, in upstream's order."""
+    """``[(block list, index)]`` after which cross-attention i acts, in upstream's order (released
+    FLUX.1-dev, 19 double + 38 single blocks: 10 + 10)."""
     return ([("transformer_blocks", i) for i in range(n_double) if i % DOUBLE_INTERVAL == 0]
             + [("single_transformer_blocks", i) for i in range(n_single) if i % SINGLE_INTERVAL == 0])
 
@@ -252,9 +236,8 @@ class FluxIDInjection:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles.clear()
+        while self.handles:
+            self.handles.pop().remove()
 
 
 @functools.lru_cache(maxsize=1)
@@ -272,8 +255,7 @@ def flux_pipeline_class() -> type:
                      pulid_start_step: int = 0, **kwargs: Any) -> Any:
             if pulid_id_tokens is None:
                 raise InvalidArgumentError("PuLID-FLUX needs pulid_id_tokens (the IDFormer's ID tokens)")
-            with FluxIDInjection(self.transformer, self.pulid_ca, pulid_id_tokens, pulid_id_scale,
-                                 pulid_start_step):
+            with FluxIDInjection(self.transformer, self.pulid_ca, pulid_id_tokens, pulid_id_scale, pulid_start_step):
                 return super().__call__(*args, **kwargs)
 
     return FluxPuLIDPipeline
@@ -282,12 +264,11 @@ def flux_pipeline_class() -> type:
 # ----------------------------------------------------------------------------- the families
 
 class _PuLIDBase(IDAdapter):
-    """What both PuLID presets share: the ID condition (vector + EVA hidden states) and the IDFormer."""
+    """What both PuLID presets share: the ID condition (vector + EVA hidden states) and the IDFormer;
+    the adapter scale is upstream's id scale / id weight."""
 
     display_names: ClassVar[tuple[str, ...]] = ("PuLID", "IDFormer")
-    supports_masks = False               # one person: upstream conditions the whole image on one ID
-    max_people = 1
-    supports_adapter_scale = True        # the adapter scale is upstream's id scale / id weight
+    max_people = 1                       # no region masks: upstream conditions the whole image on one ID
 
     def check_embedding(self, embedding: IDEmbedding) -> None:
         super().check_embedding(embedding)
@@ -304,16 +285,27 @@ class _PuLIDBase(IDAdapter):
     idformer_attr: ClassVar[str]          # the pipeline attribute holding the IDFormer (upstream's name)
 
     def id_tokens(self, pipe: Any, identities: Sequence[IDEmbedding]) -> tuple[Any, Any]:
-        """``(tokens, uncond)``: ``(K, 32, out)`` ID tokens of the identities and their
-        unconditional tokens ``IDFormer(zeros, zeros of the same shapes)`` (both cached per pipeline)."""
+        """``(tokens, uncond)``: ``(K, 32, out)`` ID tokens of the identities and their unconditional
+        tokens (both cached per pipeline).  An identity of n photos (``meta["id_conds"]`` (n, D), hidden
+        states ``(5, n*T, W)``) is fed as upstream v1.1 feeds several ID images: n condition rows (5n ID
+        tokens); the unconditional tokens are the IDFormer of zeros shaped like one photo's condition."""
         import torch
 
         former = getattr(pipe, self.idformer_attr).to(device=pipe._execution_device)
         param, width = next(former.parameters()), former.mapping_0[0].in_features
-        rows = [(self.id_vector(e), np.asarray(e.meta["vit_hidden"], dtype=np.float32)) for e in identities]
-        if any(h.shape[2] != width for _, h in rows):
-            raise EncoderMismatchError(f"preset '{self.preset.name}' takes {width}-wide EVA hidden states, got "
-                                       f"{[h.shape[2] for _, h in rows]}; embed with encoder='{self.encoder}'")
+        rows = []
+        for e in identities:
+            vec, hidden = self.id_vector(e), np.asarray(e.meta["vit_hidden"], dtype=np.float32)
+            conds = e.meta.get("id_conds")
+            if conds is not None:
+                vec = np.asarray(conds, dtype=np.float32)
+                if vec.ndim != 2 or vec.shape[1] != self.preset.id_dim or hidden.shape[1] % vec.shape[0]:
+                    raise EncoderMismatchError(f"id_conds of shape {vec.shape} do not fit vit_hidden {hidden.shape}; "
+                                               f"embed the photos with encoder='{self.encoder}'")
+            if hidden.shape[2] != width:
+                raise EncoderMismatchError(f"preset '{self.preset.name}' takes {width}-wide EVA hidden states, "
+                                           f"got {hidden.shape[2]}; embed with encoder='{self.encoder}'")
+            rows.append((vec, hidden))
         cache = pipeline_cache(pipe)
 
         def run(vec: np.ndarray, hidden: np.ndarray) -> Any:
@@ -322,11 +314,15 @@ class _PuLIDBase(IDAdapter):
             with torch.no_grad():
                 return former(x, y)
 
-        tokens = torch.cat([cache.get(("pulid-tokens", cache.key_of(v, h), id(former), str(param.dtype)),
-                                      lambda v=v, h=h: run(v, h)) for v, h in rows])
-        # upstream: IDFormer(zeros_like(id_cond), zeros_like(each hidden state)) - its value depends on T
-        uncond = torch.cat([cache.get(("pulid-uncond", h.shape, id(former), str(param.dtype)),
-                                      lambda v=v, h=h: run(np.zeros_like(v), np.zeros_like(h))) for v, h in rows])
+        def zeros(v: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            n = v.shape[0] if v.ndim == 2 else 1
+            return np.zeros(v.shape[-1], np.float32), np.zeros((h.shape[0], h.shape[1] // n, h.shape[2]), np.float32)
+
+        key = (id(former), str(param.dtype))
+        tokens = torch.cat([cache.get(("pulid-tokens", cache.key_of(v, h), *key), lambda v=v, h=h: run(v, h))
+                            for v, h in rows])
+        uncond = torch.cat([cache.get(("pulid-uncond", zeros(v, h)[1].shape, *key), lambda v=v, h=h: run(*zeros(v, h)))
+                            for v, h in rows])
         return tokens, uncond
 
 
@@ -374,13 +370,14 @@ class PuLIDSDXLAdapter(_PuLIDBase):
 def load_sdxl_pulid(pipe: Any, state: dict[str, Any], id_dim: int, what: str) -> None:
     """Install ``pulid_v1.1.safetensors`` on an SDXL pipeline: the IDFormer as ``pipe.pulid_id_adapter``,
     the ID processors on the UNet, every tensor checked (missing / unexpected named) and loaded strictly."""
-    parts = split_checkpoint(state, SDXL_PREFIXES, what)
+    parts = C.split_checkpoint(state, SDXL_PREFIXES, what)
     former = idformer_from_state(parts["id_adapter"], id_dim, f"{what} id_adapter")
     if former.proj_out.shape[1] != pipe.unet.config.cross_attention_dim:
         raise InvalidArgumentError(f"{what}: ID tokens {former.proj_out.shape[1]} wide, the UNet's "
                                    f"cross-attention takes {pipe.unet.config.cross_attention_dim}")
-    check_state_dict(parts["id_adapter_attn_layers"], pulid_attn_shapes(pipe.unet), f"{what} id_adapter_attn_layers")
-    install_id_processors(pipe.unet).load_state_dict(parts["id_adapter_attn_layers"], strict=True)
+    attn = parts["id_adapter_attn_layers"]
+    C.check_state_dict(attn, C.pulid_attn_shapes(pipe.unet), f"{what} id_adapter_attn_layers")
+    install_id_processors(pipe.unet).load_state_dict(attn, strict=True)
     pipe.pulid_id_adapter = former.to(device=pipe.unet.device, dtype=pipe.unet.dtype)
 
 
@@ -428,10 +425,10 @@ def load_flux_pulid(pipe: Any, state: dict[str, Any], id_dim: int, what: str, dt
     ``pipe.pulid_encoder`` and the cross-attention blocks as ``pipe.pulid_ca`` (checked, strict)."""
     from torch import nn
 
-    parts = split_checkpoint(state, FLUX_PREFIXES, what)
+    parts = C.split_checkpoint(state, FLUX_PREFIXES, what)
     former = idformer_from_state(parts["pulid_encoder"], id_dim, f"{what} pulid_encoder")
     t = pipe.transformer
-    n = ca_count(len(t.transformer_blocks), len(t.single_transformer_blocks))
+    n = len(ca_positions(len(t.transformer_blocks), len(t.single_transformer_blocks)))
     dim = int(t.config.num_attention_heads * t.config.attention_head_dim)
     kv_dim = int(former.proj_out.shape[1])
     q = parts["pulid_ca"].get("0.to_q.weight")
@@ -440,7 +437,7 @@ def load_flux_pulid(pipe: Any, state: dict[str, Any], id_dim: int, what: str, dt
     inner = int(q.shape[0])
     if inner % CA_HEADS:
         raise InvalidArgumentError(f"{what}: a cross-attention {inner} wide is not {CA_HEADS} heads")
-    check_state_dict(parts["pulid_ca"], pulid_ca_shapes(n, dim, kv_dim, inner), f"{what} pulid_ca")
+    C.check_state_dict(parts["pulid_ca"], C.pulid_ca_shapes(n, dim, kv_dim, inner), f"{what} pulid_ca")
     attention, _ = modules()
     cas = nn.ModuleList(attention(dim, inner // CA_HEADS, CA_HEADS, kv_dim=kv_dim) for _ in range(n))
     cas.load_state_dict(parts["pulid_ca"], strict=True)

@@ -228,8 +228,8 @@ def idformer_config(state: Mapping[str, Any], id_dim: int, what: str) -> dict[st
     depth = 0
     while f"layers.{depth}.0.to_q.weight" in state:          # contiguous layers; any other is named below
         depth += 1
-    cfg = dict(id_dim=id_dim, vit_width=shape("mapping_0.0.weight")[1], id_hidden=shape("id_embedding_mapping.0.weight")[0],
-               dim=dim, depth=depth, num_queries=queries, output_dim=shape("proj_out")[1],
+    cfg = dict(id_dim=id_dim, vit_width=shape("mapping_0.0.weight")[1],
+               id_hidden=shape("id_embedding_mapping.0.weight")[0], dim=dim, depth=depth, num_queries=queries, output_dim=shape("proj_out")[1],
                ff_mult=shape("layers.0.1.1.weight")[0] // dim if depth else 4)
     if shape("id_embedding_mapping.0.weight")[1] != id_dim:
         raise InvalidArgumentError(f"{what} takes {shape('id_embedding_mapping.0.weight')[1]}-D ID vectors, the preset "

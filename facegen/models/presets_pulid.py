@@ -73,8 +73,8 @@ _PULID_FLUX = register_preset(Preset(
                 "double / 4th single DiT block, id weight = adapter scale",
     notes="upstream's figures: bf16 peak < 45 GB; model CPU offload < 30 GB; fp8 + offload ~17 GB"))
 
-#: the tiny PuLID condition (pulid-tiny, facegen/id): dlib descriptor (128) + a tiny EVA tower's CLS (32)
-TINY_PULID_ID_DIM = TINY_ID_DIM + 32
+#: the tiny PuLID condition (pulid-tiny): dlib descriptor (128) + the tiny EVA tower's CLS (64, eva_clip.TINY_EVA)
+TINY_PULID_ID_DIM = TINY_ID_DIM + 64
 TINY_CONDITIONS[PULID_ENCODER] = ("pulid-tiny", TINY_PULID_ID_DIM)
 
 register_preset(tiny_twin_of(

@@ -21,7 +21,7 @@ from facegen.models.tiny import BUILDERS, SDXL_UNET, SPECS, seeded, tiny_unet
 from facegen.models.tiny_flux import TRANSFORMER
 
 TINY_EVA_EMBED = TINY_PULID_ID_DIM - R.TINY_ID_DIM     # released: 768
-TINY_EVA_WIDTH = 32                                       # released: 1024
+TINY_EVA_WIDTH = 128                                      # released: 1024 (= eva_clip.TINY_EVA.width)
 #: released: id_hidden 1024, dim 1024, depth 10, 32 queries, 2048 out (the SDXL cross width / the FLUX kv width)
 IDFORMER = dict(id_hidden=64, dim=128, depth=5, num_queries=32, ff_mult=4)
 FLUX_ID_WIDTH = 64                # the FLUX IDFormer's output (the cross-attention's kv width); released 2048
