@@ -20,7 +20,8 @@ def test_registry_entries_carry_their_contracts():
     assert normalise == {"antelopev2-glintr100": False,       # InstantID: raw
                          "buffalo_l-w600k-r50": True,         # FaceID: normed
                          "arc2face-arcface": True,
-                         "infiniteyou-ir-se50": True}         # InfiniteYou: normed
+                         "infiniteyou-ir-se50": True,         # InfiniteYou: normed
+                         "pulid-antelopev2-eva02": False}     # PuLID: raw antelopev2 + unit-norm EVA CLS
     assert not hasattr(get_encoder_spec("buffalo_l-w600k-r50"), "adapter_normalised")
     assert get_encoder_spec("dlib-resnet-v1").metric == "euclidean"
     for spec in ENCODERS.values():
