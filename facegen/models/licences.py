@@ -61,6 +61,9 @@ for _entry in (
     Licence("ip-adapter-faceid-nc", "IP-Adapter-FaceID (h94): non-commercial research use (insightface)", False),
     Licence("instantid-apache", "InstantID weights: Apache-2.0 (InstantX/InstantID)", True),
     Licence("infiniteyou-cc-by-nc", "InfiniteYou weights: CC BY-NC 4.0 (ByteDance/InfiniteYou)", False),
+    Licence("pulid-apache", "PuLID weights: Apache-2.0 (guozinan/PuLID, ToTheBeginning/PuLID)", True),
+    Licence("dreamshaper-xl-openrail++", "DreamShaper XL Lightning (Lykon/dreamshaper-xl-lightning): "
+                                         "CreativeML OpenRAIL++-M", True),
     Licence("flux1-dev-nc", "FLUX.1 [dev]: FLUX.1 [dev] Non-Commercial License (black-forest-labs/FLUX.1-dev, "
                             "gated: accept it on the hub)", False),
     Licence("facexlib-arcface", "facexlib ArcFace IR-SE50 (recognition_arcface_ir_se50.pth): MIT code; "
@@ -70,9 +73,6 @@ for _entry in (
     Licence("inswapper-nc", "insightface inswapper_128: non-commercial research use only", False),
     Licence("dlib-models", "dlib models: Boost Software License / CC0 (face_recognition_models)", True),
     Licence("gfpgan-apache", "GFPGAN v1.4 (TencentARC/GFPGAN): Apache-2.0", True),
-    Licence("pulid-apache", "PuLID weights: Apache-2.0 (guozinan/PuLID, ToTheBeginning/PuLID)", True),
-    Licence("dreamshaper-xl-openrail++", "DreamShaper XL Lightning (Lykon/dreamshaper-xl-lightning): "
-                                         "CreativeML OpenRAIL++-M", True),
     Licence("facegen-tiny", "facegen tiny random weights (Apache-2.0); no real model inside", True),
 ):
     register_licence(_entry)
