@@ -88,6 +88,9 @@ class IDAdapter(ABC):
     quantize_choices: ClassVar[tuple[str, ...]] = ()
     #: the dtype on a CUDA device when the caller names none (FLUX needs bf16)
     cuda_dtype: ClassVar[str] = "fp16"
+    #: an identity can be a bare vector (a dataset's sampled identities); False: the condition also
+    #: needs state only a photo gives (PuLID's EVA hidden states)
+    vector_identities: ClassVar[bool] = True
 
     def __init__(self, preset: Preset) -> None:
         if preset.family != self.family:

@@ -269,6 +269,7 @@ class _PuLIDBase(IDAdapter):
 
     display_names: ClassVar[tuple[str, ...]] = ("PuLID", "IDFormer")
     max_people = 1                       # no region masks: upstream conditions the whole image on one ID
+    vector_identities = False            # the EVA hidden states come from a photo: no sampled identities
 
     def check_embedding(self, embedding: IDEmbedding) -> None:
         super().check_embedding(embedding)

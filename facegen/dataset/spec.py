@@ -223,6 +223,15 @@ class DatasetSpec:
 
                 raise InvalidArgumentError(refusal(spec.model, "takes no pose control (remove the poses from the "
                                                    "dataset spec)", lambda a: a.supports_control_kps))
+        if preset is not None:
+            from facegen.pipelines.generation import adapter_for  # noqa: PLC0415
+
+            if not adapter_for(preset).vector_identities:
+                from facegen.adapters.registry import refusal  # noqa: PLC0415
+
+                raise InvalidArgumentError(refusal(spec.model, "cannot make dataset identities from sampled vectors "
+                                                   "(its ID condition needs a photo's token states)",
+                                                   lambda a: a.vector_identities))
         if spec.prompts and preset is not None:
             from facegen.pipelines.generation import adapter_for  # noqa: PLC0415
 

@@ -102,6 +102,7 @@ def test_spec_file_with_out_flag_and_generator_option_typos(reference, tmp_path)
 @pytest.mark.parametrize("spec_text, message", [
     ("model: tiny-instantid\nposes: [left]\n", "a pose is a yaw angle"),
     ("model: tiny\nposes: [30]\n", "takes no pose control"),
+    ("model: tiny-pulid-sdxl\n", "cannot make dataset identities from sampled vectors"),
 ])
 def test_bad_poses_are_refused_before_anything_is_written(tmp_path, spec_text, message):
     spec = tmp_path / "spec.yaml"
