@@ -115,6 +115,11 @@ def test_flux_id_weight_zero_and_a_late_start_are_the_plain_flux_pipeline(flux):
     on = dict(flux.adapter.condition(pipe, [Sample.of(emb(9))], request(flux)))
     late = pipe(**{**on, "pulid_start_step": 2}, generator=torch.Generator().manual_seed(0), **common).images
     torch.testing.assert_close(late, base, rtol=0, atol=0)            # from step 2 on: never, in 2 steps
+    flux.adapter.id_start_step = 1                                   # the user's setting on a loaded pipeline
+    try:
+        assert flux.adapter.condition(pipe, [Sample.of(emb(9))], request(flux))["pulid_start_step"] == 1
+    finally:
+        del flux.adapter.id_start_step                               # back to the class default (0)
     second = pipe(**{**on, "pulid_start_step": 1}, generator=torch.Generator().manual_seed(0), **common).images
     first = pipe(**on, generator=torch.Generator().manual_seed(0), **common).images
     assert not torch.equal(second, base) and not torch.equal(first, second)
@@ -384,3 +389,32 @@ def test_a_user_named_sdxl_base_is_a_preset():
     assert p.component("base").repo == "RunDiffusion/Juggernaut-XL-v9" and p.family == "pulid-sdxl"
     assert p.component("pulid").files == ("pulid_v1.1.safetensors",) and "Apache-2.0" in p.licence
     assert math.isclose(p.defaults.guidance, 1.2)
+
+
+def test_cli_generate_with_the_tiny_preset(tmp_path, tom_hanks_path):
+    """One photo through the CLI: the pulid-tiny front door embeds it (vector + EVA hidden states), the
+    tiny PuLID SDXL twin generates, twice the same pixels."""
+    import hashlib
+    import json
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from facegen.id.registry import ENCODERS
+
+    if TINY_ENCODER not in ENCODERS:
+        pytest.skip("the pulid-tiny encoder lands with wip-pulidenc")
+
+    def run(out: str) -> tuple[str, dict]:
+        proc = subprocess.run([sys.executable, "-m", "facegen", "generate", "--model", SDXL, "--id", str(tom_hanks_path),
+                               "--seed", "5", "--steps", "2", "--prompt", "a portrait of a man", "--out",
+                               str(tmp_path / out), "--no-progress"], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        with Image.open(tmp_path / out / "0000.png") as im:
+            digest = hashlib.sha256(np.asarray(im.convert("RGB")).tobytes()).hexdigest()
+        (record,) = [json.loads(line) for line in (tmp_path / out / "metadata.jsonl").read_text().splitlines()]
+        return digest, record
+
+    (a, meta_a), (b, _) = run("a"), run("b")
+    assert a == b and meta_a["preset"] == SDXL and meta_a["seed"] == 5
