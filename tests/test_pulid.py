@@ -418,3 +418,15 @@ def test_cli_generate_with_the_tiny_preset(tmp_path, tom_hanks_path):
 
     (a, meta_a), (b, _) = run("a"), run("b")
     assert a == b and meta_a["preset"] == SDXL and meta_a["seed"] == 5
+
+
+@pytest.mark.slow
+def test_flux_8bit_weights_keep_the_injection():
+    """``quantize='8bit'`` (int8 transformer + T5 through diffusers' quanto config): the hooks sit on the
+    quantized blocks and the cross-attention blocks stay in the pipeline's dtype."""
+    pytest.importorskip("optimum.quanto")
+    p = IDGenerationPipeline.from_preset(FLUX, device="cpu", quantize="8bit", fast_path=False)
+    assert type(p.pipe.transformer.transformer_blocks[0].attn.to_q).__name__ == "QLinear"
+    a, b = make(p, emb(1), 3, steps=1), make(p, emb(2), 3, steps=1)
+    assert a.shape == (1, 64, 48, 3) and not np.array_equal(a, b)
+    assert next(p.pipe.pulid_ca.parameters()).dtype == torch.float32
