@@ -83,17 +83,23 @@ def test_batch_equals_one_by_one(name, sdxl, flux):
 
 def test_sdxl_id_scale_zero_is_the_base_pipeline(sdxl):
     from diffusers import StableDiffusionXLPipeline
+    from diffusers.models.attention_processor import AttnProcessor2_0
 
-    from facegen.models import get_preset, resolve_preset
     from facegen.models import loading as L
 
-    parts = L.load_sdxl_parts(resolve_preset(get_preset(SDXL)).repo_dir("base"), torch.float32)
-    sched = L.make_scheduler("dpm++-karras", parts.pop("scheduler_config"))
-    base = StableDiffusionXLPipeline(**parts, scheduler=sched)        # stock processors, no PuLID
+    p = sdxl.pipe
+    sched = L.make_scheduler("dpm++-karras", p.scheduler.config)
+    base = StableDiffusionXLPipeline(vae=p.vae, text_encoder=p.text_encoder, text_encoder_2=p.text_encoder_2,
+                                     tokenizer=p.tokenizer, tokenizer_2=p.tokenizer_2, unet=p.unet, scheduler=sched)
     base.set_progress_bar_config(disable=True)
     d = sdxl.preset.defaults
-    ref = base(d.prompt, negative_prompt=d.negative_prompt, num_inference_steps=2, guidance_scale=d.guidance,
-               height=64, width=64, generator=[torch.Generator().manual_seed(9)], output_type="np").images
+    ours = p.unet.attn_processors
+    p.unet.set_attn_processor(AttnProcessor2_0())                      # the stock UNet, no PuLID
+    try:
+        ref = base(d.prompt, negative_prompt=d.negative_prompt, num_inference_steps=2, guidance_scale=d.guidance,
+                   height=64, width=64, generator=[torch.Generator().manual_seed(9)], output_type="np").images
+    finally:
+        p.unet.set_attn_processor(ours)
     ref = (ref * 255).round().astype(np.uint8)
     assert np.array_equal(make(sdxl, emb(3), 9, adapter_scale=0.0), ref)
     assert not np.array_equal(make(sdxl, emb(3), 9), ref)
