@@ -344,6 +344,51 @@ def test_real_entry_names_its_files_and_licences(tmp_path):
         get_analyzer("pulid-antelopev2-eva02", ModelAccess(tmp_path, accept_license=True))
 
 
+def test_real_entry_wires_antelopev2_and_the_eva_path(tmp_path, shared_faces, rgb_of):
+    """The real entry's front door on its own file names (tiny-config weights in the released
+    layouts, a stub glintr100 session): the raw ArcFace-112 vector, then the normalised EVA CLS."""
+    from types import SimpleNamespace
+
+    from facegen.faces.align import warp_face
+    from facegen.id.encoders import build_analyzer, get_analyzer
+    from facegen.id.registry import get_encoder_spec
+    from facegen.models.tiny_eva import eva_clip_state, parsing_state
+    from facegen.paths import ModelAccess
+
+    (tmp_path / "antelopev2").mkdir()
+    (tmp_path / "antelopev2" / "glintr100.onnx").write_bytes(b"stub")
+    (tmp_path / "QuanSun" / "EVA-CLIP").mkdir(parents=True)
+    torch.save(eva_clip_state(), tmp_path / "QuanSun" / "EVA-CLIP" / "EVA02_CLIP_L_336_psz14_s6B.pt")
+    (tmp_path / "facexlib").mkdir()
+    torch.save(parsing_state(), tmp_path / "facexlib" / "parsing_bisenet.pth")
+    fed = []
+
+    class Session:
+        def get_inputs(self):
+            return [SimpleNamespace(name="input.1", shape=[None, 3, 112, 112])]
+
+        def run(self, _names, feeds):
+            fed.append(feeds["input.1"])
+            return [feeds["input.1"].reshape(len(feeds["input.1"]), -1)[:, :512] * 40.0]     # a raw-scale vector
+
+    spec = get_encoder_spec("pulid-antelopev2-eva02")
+    access = ModelAccess(tmp_path, accept_license=True)
+    rgb = rgb_of(shared_faces / "obama_1.jpg")
+    face = get_analyzer("pulid-tiny").analyze(rgb)[0].face            # any detector's five points
+    real = build_analyzer(spec, access, session_factory=lambda p, providers, **kw: Session())
+    with pytest.raises(InvalidArgumentError, match="makes 1280-D vectors, but its networks gave 576"):
+        real.embed(rgb, face)                                          # a tiny EVA file is not the entry's
+    fed.clear()
+    real = build_analyzer(dataclasses.replace(spec, dim=512 + 64), access,
+                          session_factory=lambda p, providers, **kw: Session())
+    e = real.embed(rgb, face)
+    crop, _ = warp_face(rgb, face.kps, 112, "arcface")
+    np.testing.assert_allclose(fed[0][0], (crop.transpose(2, 0, 1) - 127.5) / 127.5, atol=1e-6)
+    assert e.encoder == "pulid-antelopev2-eva02" and e.dim == 512 + 64     # this file's EVA gives 64 (the real: 768)
+    np.testing.assert_allclose(e.vector[:512], fed[0].reshape(1, -1)[0, :512] * 40.0, rtol=1e-6)   # raw, not normalised
+    assert abs(np.linalg.norm(e.vector[512:]) - 1) < 1e-5 and e.meta["vit_hidden"].shape == (5, 17, 128)
+
+
 # ----------------------------------------------------------------------------- the encoder contract
 
 def test_pulid_embeddings_and_other_families_refuse_each_other():
