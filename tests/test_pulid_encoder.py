@@ -278,6 +278,7 @@ def test_tiny_encoder_on_a_real_photo(tiny_pulid, shared_faces, rgb_of):
     enc = tiny_pulid.embedder
     m = umeyama(e.face.kps, FFHQ_512)
     crop = cv2.warpAffine(rgb, m, (512, 512), borderValue=border)
+    np.testing.assert_array_equal(tiny_pulid.align(rgb, e.face).crop, crop)     # the front door's crop is this one
     x = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255.0
     mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     with torch.no_grad():

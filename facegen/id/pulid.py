@@ -25,15 +25,16 @@ five consistent points).  ``IDEmbedding.meta["vit_hidden"]`` is the float32 ``(L
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from facegen.errors import InvalidArgumentError
-from facegen.faces.align import align_matrix, crop_template
-from facegen.faces.analyzer import Aligner, CropEmbedder, FaceAnalyzer, WarpAligner
-from facegen.faces.types import Face
+from facegen.faces.align import TemplateName, align_matrix, crop_template
+from facegen.faces.analyzer import Aligner, CropEmbedder, FaceAnalyzer
+from facegen.faces.types import AlignedFace, Face
 from facegen.id.embedding import IDEmbedding
 from facegen.id.registry import EncoderSpec
 from facegen.models.eva_clip import CLIP_MEAN, CLIP_STD
@@ -43,6 +44,23 @@ BACKGROUND_LABELS = (0, 16, 18, 7, 8, 9, 14, 15)
 #: facexlib's warp border, (135, 133, 132) on its BGR image
 FFHQ_BORDER_RGB = (132, 133, 135)
 GREY_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+@dataclass(frozen=True)
+class FaceRestoreAligner:
+    """facexlib ``FaceRestoreHelper.align_warp_face``'s crop: the similarity warp onto the template,
+    bilinear, its grey constant border (not :class:`WarpAligner`'s black)."""
+
+    template: TemplateName
+    size: int
+
+    def align(self, rgb: np.ndarray, face: Face) -> AlignedFace:
+        import cv2  # noqa: PLC0415
+
+        m = align_matrix(face.kps, self.size, self.template)
+        crop = cv2.warpAffine(rgb, m, (self.size, self.size), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=FFHQ_BORDER_RGB)
+        return AlignedFace(face, crop, m)
 
 
 class PulidEncoder:
@@ -64,17 +82,9 @@ class PulidEncoder:
                                        f"not '{spec.template}'")
         self.template = crop.template
 
-    def aligner(self) -> WarpAligner:
-        """The crop the EVA path starts from (facexlib's FFHQ 512)."""
-        return WarpAligner(self.template, self.spec.crop_size)
-
-    def face_crop(self, rgb: np.ndarray, face: Face) -> np.ndarray:
-        import cv2  # noqa: PLC0415
-
-        s = self.spec.crop_size
-        m = align_matrix(face.kps, s, self.template)
-        return cv2.warpAffine(rgb, m, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                              borderValue=FFHQ_BORDER_RGB)
+    def aligner(self) -> "FaceRestoreAligner":
+        """The crop the EVA path starts from (facexlib's FFHQ 512, grey border)."""
+        return FaceRestoreAligner(self.template, self.spec.crop_size)
 
     def features_image(self, crops: Sequence[np.ndarray]) -> Any:
         """``(N, 3, S, S)`` in [0, 1]: the grey face on white (steps 2 of the module docstring)."""
@@ -106,7 +116,8 @@ class PulidEncoder:
 
         ante = np.asarray(self.recogniser.embed_crops(
             [self.recogniser_aligner.align(rgb, f).crop for rgb, f in pairs]), dtype=np.float32)
-        image = self.features_image([self.face_crop(rgb, f) for rgb, f in pairs])
+        aligner = self.aligner()
+        image = self.features_image([aligner.align(rgb, f).crop for rgb, f in pairs])
         with torch.inference_mode():
             cls, hidden = self.eva(self.eva_input(image))
             cls = cls / cls.norm(dim=1, keepdim=True)
