@@ -407,6 +407,18 @@ def test_pulid_embeddings_and_other_families_refuse_each_other():
     adapter_for(as_pulid).check_embedding(pulid)               # its own encoder's embedding passes
 
 
+def test_the_judge_of_a_pulid_generation_is_not_its_own_recogniser(tmp_path):
+    from facegen.metrics import choose_judge
+    from facegen.paths import ModelAccess
+
+    for rel in ("antelopev2/glintr100.onnx", "buffalo_l/w600k_r50.onnx"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"stub")
+    access = ModelAccess(tmp_path, accept_license=True)
+    assert choose_judge("buffalo_l-w600k-r50", access) == "antelopev2-glintr100"
+    assert choose_judge("pulid-antelopev2-eva02", access) == "buffalo_l-w600k-r50"     # not glintr100 again
+
+
 # ----------------------------------------------------------------------------- several photos, saved files
 
 def _fake(seed: int, tokens: int = 17) -> IDEmbedding:
