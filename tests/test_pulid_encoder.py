@@ -273,10 +273,10 @@ def test_tiny_encoder_on_a_real_photo(tiny_pulid, shared_faces, rgb_of):
     # RGB/255, the background labels white and the rest grey, 336 (here 56) bicubic without antialias, CLIP mean/std
     import cv2
 
-    from facegen.faces.align import FFHQ_512, umeyama
+    from facegen.faces.align import FFHQ_512
 
     enc = tiny_pulid.embedder
-    m = umeyama(e.face.kps, FFHQ_512)
+    m = cv2.estimateAffinePartial2D(e.face.kps, FFHQ_512, method=cv2.LMEDS)[0]    # facexlib align_warp_face
     crop = cv2.warpAffine(rgb, m, (512, 512), borderValue=border)
     np.testing.assert_array_equal(tiny_pulid.align(rgb, e.face).crop, crop)     # the front door's crop is this one
     x = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255.0
@@ -297,6 +297,23 @@ def test_tiny_encoder_on_a_real_photo(tiny_pulid, shared_faces, rgb_of):
     # another person: another condition
     other = tiny_pulid.analyze(rgb_of(shared_faces / "biden_1.jpg"))[0]
     assert np.abs(other.vector[128:] - e.vector[128:]).max() > 1e-3
+
+
+def test_the_eva_crop_is_facexlibs_lmeds_warp_even_when_a_point_disagrees(tiny_pulid):
+    import cv2
+
+    from facegen.faces.align import FFHQ_512, umeyama
+    from facegen.faces.types import Face
+
+    kps = FFHQ_512 * 0.4 + 100
+    kps[3] += (30, -25)                                  # one mouth corner far off: LMedS drops it, least squares not
+    face = Face(np.array([80, 80, 320, 320], np.float32), kps.astype(np.float32), 0.9)
+    rgb = np.random.default_rng(0).integers(0, 256, (420, 420, 3), dtype=np.uint8)
+    got = tiny_pulid.align(rgb, face)
+    want = cv2.estimateAffinePartial2D(face.kps, FFHQ_512, method=cv2.LMEDS)[0]
+    np.testing.assert_allclose(got.matrix, want, atol=1e-9)
+    assert np.abs(got.matrix - umeyama(face.kps, FFHQ_512)).max() > 1e-2
+    np.testing.assert_array_equal(got.crop, cv2.warpAffine(rgb, want, (512, 512), borderValue=(132, 133, 135)))
 
 
 def test_parsing_whitens_upstreams_labels_and_greys_the_rest(tiny_pulid, monkeypatch):

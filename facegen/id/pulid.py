@@ -17,9 +17,9 @@ Upstream (ToTheBeginning/PuLID @1aa2fc7, ``pipeline_v1_1.py`` / ``pipeline_flux.
 
 facegen's differences, on purpose: one detector per entry (the recogniser's: SCRFD for antelopev2)
 gives the keypoints of both crops, where upstream pairs insightface's largest face with facexlib
-RetinaFace's centre face; the FFHQ warp is the least-squares similarity of
-:func:`facegen.faces.align.align_matrix` (facexlib: OpenCV's LMedS estimate, the same transform on
-five consistent points).  ``IDEmbedding.meta["vit_hidden"]`` is the float32 ``(L, T, W)`` array.
+RetinaFace's centre face; the FFHQ warp is facexlib's own (OpenCV's LMedS similarity estimate,
+grey border: :class:`FaceRestoreAligner`).  ``IDEmbedding.meta["vit_hidden"]`` is the float32
+``(L, T, W)`` array.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from facegen.errors import InvalidArgumentError
-from facegen.faces.align import TemplateName, align_matrix, crop_template
+from facegen.faces.align import TemplateName, align_matrix, crop_template, template_points
 from facegen.faces.analyzer import Aligner, CropEmbedder, FaceAnalyzer
 from facegen.faces.types import AlignedFace, Face
 from facegen.id.embedding import IDEmbedding
@@ -48,8 +48,8 @@ GREY_WEIGHTS = (0.299, 0.587, 0.114)
 
 @dataclass(frozen=True)
 class FaceRestoreAligner:
-    """facexlib ``FaceRestoreHelper.align_warp_face``'s crop: the similarity warp onto the template,
-    bilinear, its grey constant border (not :class:`WarpAligner`'s black)."""
+    """facexlib ``FaceRestoreHelper.align_warp_face``'s crop: ``cv2.estimateAffinePartial2D(kps,
+    template, method=cv2.LMEDS)``, bilinear warp, its grey constant border."""
 
     template: TemplateName
     size: int
@@ -57,7 +57,12 @@ class FaceRestoreAligner:
     def align(self, rgb: np.ndarray, face: Face) -> AlignedFace:
         import cv2  # noqa: PLC0415
 
-        m = align_matrix(face.kps, self.size, self.template)
+        # facexlib's estimate: OpenCV's LMedS similarity (equal to the least-squares one on consistent
+        # points; on a face whose five points disagree it drops one, and so must the crop PuLID was trained on)
+        dst = template_points(self.size, self.template)
+        m = cv2.estimateAffinePartial2D(np.asarray(face.kps, np.float32), dst, method=cv2.LMEDS)[0]
+        if m is None:
+            m = align_matrix(face.kps, self.size, self.template)
         crop = cv2.warpAffine(rgb, m, (self.size, self.size), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=FFHQ_BORDER_RGB)
         return AlignedFace(face, crop, m)
