@@ -22,10 +22,14 @@ logger = logging.getLogger(__name__)
 
 
 def choose_judge(exclude: str | None = None, access: ModelAccess = DEFAULT_ACCESS) -> str:
-    """Name of the independent judge encoder for a generation conditioned on ``exclude``."""
+    """Name of the independent judge encoder for a generation conditioned on ``exclude`` (nor the
+    network a composite ``exclude`` starts with: PuLID's is antelopev2's glintr100)."""
     root = access.root
+    skip = {exclude}
+    if exclude in ENCODERS:
+        skip.add(ENCODERS[exclude].recogniser)
     for name, spec in ENCODERS.items():
-        if spec.backend != "onnx" or name == exclude:
+        if spec.backend != "onnx" or name in skip:
             continue
         if not spec.commercial_use and not access.accepted:
             continue

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facegen.paths import sha256_of
 from facegen.provenance import rivagan
 
 #: the comparison's tolerance: on the marked frame (values in [-1, 1]), and on the decoder's
@@ -100,7 +101,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "rivagan.safetensors"
         convert(src, out)
-        digest = rivagan.file_sha256(out)
+        digest = sha256_of(out)
         print(f"converted: sha256 {digest} ({out.stat().st_size:,} bytes)")
         worst = compare(src, out)
         print(f"torch vs onnxruntime: max |difference| {worst:.2e} (tolerance {TOL:g})")

@@ -24,6 +24,25 @@ def insightface_images_dir() -> Path | None:
     return d if d.is_dir() else None
 
 
+def cli(capfd, *args):
+    """Run the CLI in-process; (exit code, stdout, stderr)."""
+    from facegen.cli import main  # noqa: PLC0415
+
+    capfd.readouterr()
+    rc = main([str(a) for a in args])
+    out, err = capfd.readouterr()
+    return rc, out, err
+
+
+def assert_one_line_error(rc, err, *fragments):
+    """The CLI refused with exit 2 and one ``error:`` line holding every fragment, no traceback."""
+    assert rc == 2, err
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for frag in fragments:
+        assert frag in lines[0], err
+
+
 @pytest.fixture(scope="session")
 def tom_hanks_path() -> Path:
     d = insightface_images_dir()

@@ -18,27 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_one_line_error, cli
 from PIL import Image
 
 from facegen.cli import main
 from facegen.errors import BadImageError
 from facegen.paths import ModelAccess
-
-
-def cli(capfd, *args):
-    """Run the CLI in-process; (exit code, stdout, stderr)."""
-    capfd.readouterr()
-    rc = main(list(args))
-    out, err = capfd.readouterr()
-    return rc, out, err
-
-
-def assert_one_line_error(rc, err, *fragments):
-    assert rc == 2, err
-    lines = [ln for ln in err.strip().splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for frag in fragments:
-        assert frag in lines[0], err
 
 
 @pytest.fixture()

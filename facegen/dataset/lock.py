@@ -13,8 +13,6 @@ import json
 import logging
 import os
 import socket
-import sys
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -24,7 +22,7 @@ from facegen.io.files import open_lock_file
 
 from facegen.io.storage import Location
 from facegen.io.location import LocalLocation
-from facegen.io.store import StoreLocation, StoreLock
+from facegen.io.store import StoreLocation, StoreLock, lock_owner, pid_alive
 
 try:
     import fcntl
@@ -41,9 +39,7 @@ class DatasetLockedError(FacegenError):
 
 
 def _owner_text() -> bytes:
-    owner = {"pid": os.getpid(), "host": socket.gethostname(),
-             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-             "command": " ".join(sys.argv)[:300]}
+    owner = lock_owner()
     return (json.dumps(owner, sort_keys=True) + "\n").encode("utf-8")
 
 
@@ -61,20 +57,6 @@ def _describe(owner: dict[str, Any] | None) -> str:
     if not owner:
         return "an unknown process"
     return f"pid {owner.get('pid')} on host {owner.get('host')}, started {owner.get('started')}"
-
-
-def _pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
 
 
 class FolderLock:
@@ -131,7 +113,7 @@ class FolderLock:
                 return True
         owner = _read_owner(fd)
         if owner and owner.get("host") == socket.gethostname():
-            return not _pid_alive(owner.get("pid"))
+            return not pid_alive(owner.get("pid"), this_process=False)
         return not owner  # another host's lock cannot be checked here: it holds until removed
 
     def release(self) -> None:

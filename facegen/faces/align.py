@@ -50,6 +50,7 @@ CROP_TEMPLATES: dict[str, CropTemplate] = {t.name: t for t in (
     CropTemplate("arcface112", "arcface", 112),               # insightface ArcFace recognition
     CropTemplate("arcface128", "arcface", 128),               # inswapper_128 (template shifted 8 px)
     CropTemplate("dlib-chip150", None, 150, padding=0.25),    # dlib ResNet descriptor's own chip
+    CropTemplate("ffhq512", "ffhq", 512),                     # facexlib FaceRestoreHelper (PuLID's EVA crop)
 )}
 
 

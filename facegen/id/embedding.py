@@ -80,6 +80,10 @@ def mean_embedding(embeddings: Sequence[IDEmbedding], normalise_each: bool = Tru
     Each vector is unit-normalised before averaging when ``normalise_each`` (insightface
     practice for normalised contracts); the mean is rescaled to the average input norm, so a
     raw-vector contract keeps its usual magnitude.
+
+    Embeddings that carry token states (``meta["vit_hidden"]``, PuLID's EVA states ``(L, T, W)``)
+    keep them concatenated along the tokens, ``(L, n*T, W)``, as upstream PuLID v1.1 does for
+    several ID images, with the per-photo vectors in ``meta["id_conds"]`` ``(n, D)``.
     """
     if not embeddings:
         raise InvalidArgumentError("mean_embedding needs at least one embedding")
@@ -90,5 +94,22 @@ def mean_embedding(embeddings: Sequence[IDEmbedding], normalise_each: bool = Tru
     n = float(np.linalg.norm(mean))
     if n > 0:
         mean = mean / n * target_norm
-    return IDEmbedding(mean.astype(np.float32), enc, face=embeddings[0].face,
-                       meta={"averaged_from": len(embeddings)})
+    meta: dict[str, Any] = {"averaged_from": len(embeddings)}
+    meta.update(merged_token_states(embeddings))
+    return IDEmbedding(mean.astype(np.float32), enc, face=embeddings[0].face, meta=meta)
+
+
+def merged_token_states(embeddings: Sequence[IDEmbedding]) -> dict[str, np.ndarray]:
+    """``{"vit_hidden": (L, sum T, W), "id_conds": (n, D)}`` of embeddings that all carry token
+    states; ``{}`` when none does; an error when only some do or their layers/widths differ."""
+    states = [e.meta.get("vit_hidden") for e in embeddings]
+    if all(h is None for h in states):
+        return {}
+    if any(h is None for h in states):
+        raise InvalidArgumentError("some of these embeddings carry EVA hidden states (vit_hidden) and some do not; "
+                                   "embed every photo with the same encoder")
+    arrays = [np.asarray(h, dtype=np.float32) for h in states]
+    if len({(a.ndim, a.shape[0], a.shape[-1]) for a in arrays}) != 1 or arrays[0].ndim != 3:
+        raise InvalidArgumentError(f"vit_hidden shapes do not match: {', '.join(str(a.shape) for a in arrays)}")
+    conds = [np.asarray(e.meta.get("id_conds", e.vector[None]), dtype=np.float32) for e in embeddings]
+    return {"vit_hidden": np.concatenate(arrays, axis=1), "id_conds": np.concatenate(conds, axis=0)}

@@ -67,10 +67,13 @@ def missing_files(spec: EncoderSpec, access: ModelAccess = DEFAULT_ACCESS) -> li
     """The files under the models folder the entry still needs: its network and its detector
     pack's detector (what ``facegen doctor`` and a preset's missing-weights message list).  The
     dlib entry's files come with its package: none."""
-    if spec.backend == "dlib":
+    if spec.backend == "dlib" or spec.tiny:
         return []
     root = access.root
     missing = [_named(f) for f in spec.files if f.locate(root) is None]
+    if spec.recogniser is not None:
+        missing += [m for m in missing_files(get_encoder_spec(spec.recogniser), access) if m not in missing]
+        return missing
     if spec.detector_pack:
         from facegen.faces.insightface_backend import PACK_DETECTORS  # noqa: PLC0415
         det = f"{spec.detector_pack}/{PACK_DETECTORS.get(spec.detector_pack, 'scrfd_*.onnx')}"
@@ -79,20 +82,33 @@ def missing_files(spec: EncoderSpec, access: ModelAccess = DEFAULT_ACCESS) -> li
     return missing
 
 
-def network_file(spec: EncoderSpec, access: ModelAccess) -> Path:
-    """The entry's network file: its licence accepted, found in the models folder (every missing
-    file named, with where to get it) and its sha256 checked where the registry pins one."""
+def network_files(spec: EncoderSpec, access: ModelAccess) -> dict[str, Path]:
+    """The entry's network files by role: its licence accepted, found in the models folder (every
+    missing file named, with where to get it; a tiny entry's are built under the tiny cache) and
+    their sha256 checked where the registry pins one."""
     if not spec.commercial_use:
         access.require(f"encoder '{spec.name}'", spec.licence)
-    root = access.root
+    if spec.tiny:
+        from facegen.models.tiny import ensure_repo, tiny_root  # noqa: PLC0415
+        root = tiny_root()
+        for repo in dict.fromkeys("/".join(f.relpath.split("/")[:2]) for f in spec.files):
+            ensure_repo(repo, root)
+    else:
+        root = access.root
     paths = [f.locate(root) for f in spec.files]
     missing = [_named(f) for f, p in zip(spec.files, paths) if p is None]
     if missing:
         sources = [f.url for f in spec.files if f.url]
         raise ModelNotFoundError(f"encoder '{spec.name}'", missing, root,
                                  hint=f"network: {spec.network}" + (f"; get it from {', '.join(sources)}" if sources else ""))
-    check_sha256(paths[0], spec.files[0].sha256)
-    return paths[0]  # type: ignore[return-value]
+    for f, p in zip(spec.files, paths):
+        check_sha256(p, f.sha256)           # type: ignore[arg-type]
+    return {f.role: p for f, p in zip(spec.files, paths)}  # type: ignore[misc]
+
+
+def network_file(spec: EncoderSpec, access: ModelAccess) -> Path:
+    """The entry's (first) network file, as :func:`network_files` finds it."""
+    return next(iter(network_files(spec, access).values()))
 
 
 class OnnxArcFaceEncoder:
@@ -228,6 +244,8 @@ def build_analyzer(spec: EncoderSpec, access: ModelAccess = DEFAULT_ACCESS,
                    det_size: tuple[int, int] = (640, 640)) -> Analyzer:
     """The face front door of an encoder entry: its detector, its template, its network."""
     embedder: DlibEncoder | OnnxArcFaceEncoder | IResNetRunEncoder
+    if spec.backend == "pulid":
+        return _pulid_analyzer(spec, access, providers, session_factory, det_size)
     if spec.backend == "dlib":
         embedder = DlibEncoder(spec)
         detector: Any = functools.partial(get_detector, spec.detector)
@@ -253,6 +271,23 @@ def build_analyzer(spec: EncoderSpec, access: ModelAccess = DEFAULT_ACCESS,
     return FaceAnalyzer(name, detector, embedder.aligner(), embedder,
                         make=lambda v, face: IDEmbedding(np.asarray(v, dtype=np.float32), name, face=face),
                         similarity=similarity, spec=spec)
+
+
+def _pulid_analyzer(spec: EncoderSpec, access: ModelAccess, providers: Any, session_factory: Any,
+                    det_size: tuple[int, int]) -> Analyzer:
+    """A ``pulid`` entry's front door: its recogniser entry's detector and network, and the EVA path
+    (:mod:`facegen.id.pulid`) on the same faces."""
+    from facegen.id.pulid import PulidAnalyzer, PulidEncoder  # noqa: PLC0415
+
+    if spec.recogniser is None:
+        raise InvalidArgumentError(f"encoder '{spec.name}' names no recogniser entry")
+    files = network_files(spec, access)
+    inner = build_analyzer(get_encoder_spec(spec.recogniser), access, providers, session_factory, det_size)
+    embedder = PulidEncoder(spec, inner.embedder, inner.aligner, files["eva"], files["parsing"])
+    name = spec.name
+    return PulidAnalyzer(name, lambda: inner.detector, embedder.aligner(), embedder,
+                         make=lambda v, face: IDEmbedding(np.asarray(v, dtype=np.float32), name, face=face),
+                         similarity=similarity, spec=spec)
 
 
 @functools.lru_cache(maxsize=8)

@@ -19,6 +19,8 @@ from typing import Literal
 from facegen.errors import InvalidArgumentError
 from facegen.faces.align import crop_template
 from facegen.models.auxiliary import WeightFile, get_auxiliary
+from facegen.models.eva_clip import (EVA02_L14_336, EVA_FILE, PARSING_FILE, TINY_EVA, TINY_EVA_REPO,
+                                      TINY_PARSING_REPO)
 from facegen.models.licences import commercial_use, licence_text
 
 __all__ = ["DEFAULT_ENCODER", "ENCODERS", "EncoderSpec", "WeightFile", "get_encoder_spec", "register_encoder",
@@ -29,7 +31,7 @@ __all__ = ["DEFAULT_ENCODER", "ENCODERS", "EncoderSpec", "WeightFile", "get_enco
 class EncoderSpec:
     name: str
     network: str
-    backend: Literal["dlib", "onnx", "torch-irse", "torch-iresnet"]
+    backend: Literal["dlib", "onnx", "torch-irse", "torch-iresnet", "pulid"]
     detector: str                 # detector backend name (facegen.faces.detect.DETECTORS)
     template: str                 # crop template name (facegen.faces.align.CROP_TEMPLATES)
     crop_size: int
@@ -46,6 +48,8 @@ class EncoderSpec:
     notes: str = ""
     typical_norm: float | None = None  # mean raw-vector norm on real faces, when measured
     path: str | None = None            # a trained run's folder (facegen fr-train), its own network
+    recogniser: str | None = None      # a composite's first part: the entry whose vector it starts with (PuLID)
+    tiny: bool = False                 # its files are facegen's tiny random weights, built on first use
 
 
 ENCODERS: dict[str, EncoderSpec] = {}
@@ -58,6 +62,8 @@ def register_encoder(spec: EncoderSpec) -> EncoderSpec:
     if crop.size != spec.crop_size:
         raise InvalidArgumentError(f"encoder '{spec.name}': template '{spec.template}' crops {crop.size} px, "
                                    f"but crop_size is {spec.crop_size}")
+    if spec.recogniser is not None and spec.recogniser not in ENCODERS:
+        raise InvalidArgumentError(f"encoder '{spec.name}': its recogniser '{spec.recogniser}' is not registered")
     ENCODERS[spec.name] = spec
     return spec
 
@@ -209,4 +215,52 @@ register_encoder(EncoderSpec(
                       role="recognition"),),
     detector_pack="antelopev2",
     notes="InfiniteYou feeds the L2-normalised vector (upstream: SCRFD at 640, 320, then 160)",
+))
+
+_PULID_NOTES = ("PuLID's id_cond: the recogniser's vector (raw) then the EVA02-CLIP CLS of the FFHQ-512 crop with "
+                "the background whitened by face parsing, grey, at {side} px (L2-normalised); "
+                "meta['vit_hidden'] = the EVA states entering blocks {blocks}, float32 (L, T, W) = {shape}")
+
+register_encoder(EncoderSpec(
+    name="pulid-antelopev2-eva02",
+    network="PuLID ID condition: antelopev2 glintr100 (raw, 512) + EVA02-CLIP-L-14-336 CLS (normalised, 768)",
+    backend="pulid",
+    detector="insightface",
+    template="ffhq512",
+    crop_size=512,
+    color_order="rgb",
+    mean=0.0, std=255.0,          # the FFHQ crop in [0, 1] (then ImageNet mean/std to parse, CLIP's for EVA)
+    dim=512 + EVA02_L14_336.embed_dim,
+    metric="cosine",
+    threshold=0.3,                # not measured here (no weights offline): the recogniser's
+    licence=licence_text("insightface-packs", "eva-clip-mit", "facexlib-parsing"),
+    commercial_use=commercial_use("insightface-packs", "eva-clip-mit", "facexlib-parsing"),
+    files=(get_auxiliary("eva02-clip-l-336").file("eva"), get_auxiliary("facexlib-parsing").file("parsing")),
+    detector_pack="antelopev2",
+    recogniser="antelopev2-glintr100",
+    notes=_PULID_NOTES.format(side=EVA02_L14_336.image_size, blocks=EVA02_L14_336.hidden_blocks,
+                              shape=(5, EVA02_L14_336.tokens, EVA02_L14_336.width)),
+))
+
+register_encoder(EncoderSpec(
+    name="pulid-tiny",
+    network="tiny PuLID ID condition: dlib descriptor (128) + a tiny random-weight EVA tower's CLS "
+            f"(normalised, {TINY_EVA.embed_dim})",
+    backend="pulid",
+    detector="dlib",
+    template="ffhq512",
+    crop_size=512,
+    color_order="rgb",
+    mean=0.0, std=255.0,
+    dim=128 + TINY_EVA.embed_dim,
+    metric="cosine",
+    threshold=0.3,                # random EVA weights: not a verification threshold
+    licence=licence_text("dlib-models", "facegen-tiny"),
+    commercial_use=commercial_use("dlib-models", "facegen-tiny"),
+    files=(WeightFile(f"{TINY_EVA_REPO}/{EVA_FILE}", role="eva"),
+           WeightFile(f"{TINY_PARSING_REPO}/{PARSING_FILE}", role="parsing")),
+    recogniser="dlib-resnet-v1",
+    tiny=True,
+    notes=_PULID_NOTES.format(side=TINY_EVA.image_size, blocks=TINY_EVA.hidden_blocks,
+                              shape=(5, TINY_EVA.tokens, TINY_EVA.width)) + " (tiny twin: random weights)",
 ))

@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -281,17 +282,20 @@ STALE_AFTER_S = 600.0
 RENEW_EVERY_S = 60.0
 
 
-def _owner() -> dict[str, Any]:
+def lock_owner() -> dict[str, Any]:
+    """What a lock file says of its holder: this process's pid, host, start time and command."""
     return {"pid": os.getpid(), "host": socket.gethostname(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "command": " ".join(sys.argv)[:300]}
 
 
-def _pid_alive(pid: Any) -> bool:
-    """Whether process ``pid`` of this host runs (this process counts: another lock of it holds)."""
+def pid_alive(pid: Any, *, this_process: bool) -> bool:
+    """Whether process ``pid`` of this host runs; ``this_process``: what the caller's own pid
+    counts as (a store lock: another lock of this process holds; a folder lock: its own leftover)."""
     if not isinstance(pid, int) or pid <= 0:
         return False
     if pid == os.getpid():
-        return True
+        return this_process
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -322,7 +326,7 @@ class StoreLock:
 
     def acquire(self) -> StoreLock:
         stale_after = float(os.environ.get("FACEGEN_STORE_LOCK_STALE_S", STALE_AFTER_S))
-        self._text = (json.dumps(_owner(), sort_keys=True) + "\n").encode("utf-8")
+        self._text = (json.dumps(lock_owner(), sort_keys=True) + "\n").encode("utf-8")
         for _ in range(3):
             if self.loc.create_exclusive(self.rel, self._text):
                 break
@@ -333,7 +337,7 @@ class StoreLock:
             owner = owner if isinstance(owner, dict) else {}
             written = self.loc.modified(self.rel)
             age = None if written is None else time.time() - written
-            dead_here = owner.get("host") == socket.gethostname() and not _pid_alive(owner.get("pid"))
+            dead_here = owner.get("host") == socket.gethostname() and not pid_alive(owner.get("pid"), this_process=True)
             if written is not None and not dead_here and (age is None or age < stale_after):
                 raise StoreLockedError(
                     f"{self.loc.url} is being written by another facegen dataset run (pid {owner.get('pid')} on host "

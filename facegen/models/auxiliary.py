@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from facegen.errors import InvalidArgumentError
+from facegen.models.eva_clip import EVA_FILE, EVA_REPO, PARSING_FILE, PARSING_URL
 from facegen.models.licences import commercial_use, licence_text
 
 
@@ -150,6 +151,30 @@ register_auxiliary(AuxiliaryWeights(
     commercial_use=commercial_use("gfpgan-apache"),
     package="gfpgan",
     hint="pip install gfpgan, and put GFPGANv1.4.pth there",
+))
+
+
+register_auxiliary(AuxiliaryWeights(
+    name="eva02-clip-l-336",
+    purpose="EVA02-CLIP-L-14-336 visual tower (PuLID's ID condition: encoder pulid-antelopev2-eva02)",
+    files=(WeightFile(f"{EVA_REPO}/{EVA_FILE.removesuffix('.pt')}.safetensors", url=f"{EVA_REPO}:{EVA_FILE}",
+                      alternatives=(f"{EVA_REPO}/{EVA_FILE}", f"eva_clip/{EVA_FILE}", EVA_FILE), role="eva"),),
+    licence=licence_text("eva-clip-mit"),
+    commercial_use=commercial_use("eva-clip-mit"),
+    encoder="pulid-antelopev2-eva02",
+    hint=f"the released {EVA_FILE} (a weights-only torch pickle) or a safetensors copy of it",
+))
+
+register_auxiliary(AuxiliaryWeights(
+    name="facexlib-parsing",
+    purpose="facexlib BiSeNet face parser (PuLID whitens the background before EVA-CLIP)",
+    files=(WeightFile(f"facexlib/{PARSING_FILE}", url=PARSING_URL,
+                      alternatives=(PARSING_FILE, f"facexlib/weights/{PARSING_FILE}"), role="parsing"),),
+    licence=licence_text("facexlib-parsing"),
+    commercial_use=commercial_use("facexlib-parsing"),
+    template="ffhq512",
+    encoder="pulid-antelopev2-eva02",
+    hint="download it from the facexlib v0.2.0 release",
 ))
 
 

@@ -123,22 +123,26 @@ def lora_rank_of(ip_adapter: Mapping[str, Any]) -> int | None:
     return None
 
 
-def check_state_dict(state: Mapping[str, Any], expected: Shapes, what: str) -> None:
-    """Raise InvalidArgumentError unless ``state`` has exactly the expected keys and shapes."""
+def check_state_dict(state: Mapping[str, Any], expected: Shapes, what: str, every: bool = False) -> None:
+    """Raise InvalidArgumentError unless ``state`` has exactly the expected keys and shapes
+    (naming three of each kind of problem, or ``every`` one)."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     mismatched = sorted(k for k in set(expected) & set(state)
                         if tuple(state[k].shape) != tuple(expected[k]))
     if missing or unexpected or mismatched:
+        def names(keys: list[str]) -> str:
+            return ", ".join(keys) if every else f"e.g. {', '.join(keys[:3])}"
+
         parts = []
         if missing:
-            parts.append(f"missing {len(missing)} keys (e.g. {', '.join(missing[:3])})")
+            parts.append(f"missing {len(missing)} keys ({names(missing)})")
         if unexpected:
-            parts.append(f"unexpected {len(unexpected)} keys (e.g. {', '.join(unexpected[:3])})")
+            parts.append(f"unexpected {len(unexpected)} keys ({names(unexpected)})")
         if mismatched:
-            k = mismatched[0]
-            parts.append(f"{len(mismatched)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)} "
-                         f"vs expected {expected[k]})")
+            shown = mismatched if every else mismatched[:1]
+            what_ = "; ".join(f"{k}: file {tuple(state[k].shape)} vs expected {expected[k]}" for k in shown)
+            parts.append(f"{len(mismatched)} shape mismatches ({what_ if every else 'e.g. ' + what_})")
         raise InvalidArgumentError(f"{what} does not match the model it is loaded into: {'; '.join(parts)}; "
                                    "is it the right file for this preset?")
 

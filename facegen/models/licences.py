@@ -73,6 +73,9 @@ for _entry in (
     Licence("inswapper-nc", "insightface inswapper_128: non-commercial research use only", False),
     Licence("dlib-models", "dlib models: Boost Software License / CC0 (face_recognition_models)", True),
     Licence("gfpgan-apache", "GFPGAN v1.4 (TencentARC/GFPGAN): Apache-2.0", True),
+    Licence("eva-clip-mit", "EVA-CLIP weights (QuanSun/EVA-CLIP EVA02_CLIP_L_336_psz14_s6B): MIT", True),
+    Licence("facexlib-parsing", "facexlib BiSeNet face parser (parsing_bisenet.pth): MIT code; weights trained "
+                                "on CelebAMask-HQ, non-commercial research use", False),
     Licence("facegen-tiny", "facegen tiny random weights (Apache-2.0); no real model inside", True),
 ):
     register_licence(_entry)

@@ -17,13 +17,14 @@ The weights ship with facegen (``weights/rivagan.safetensors``, MIT licence, see
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from facegen.paths import sha256_of
 
 WEIGHTS = Path(__file__).parent / "weights" / "rivagan.safetensors"
 #: sha256 of the shipped weights (scripts/convert_rivagan.py reproduces the file byte for byte)
@@ -138,10 +139,6 @@ def state_from_onnx(initialisers: dict[str, Any]) -> dict[str, torch.Tensor]:
     return out
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 _NETS: dict[tuple[str, str], nn.Module] = {}
 _LOCK = threading.Lock()
 
@@ -159,7 +156,7 @@ def network(kind: str, device: torch.device | str = "cpu") -> nn.Module:
             if not WEIGHTS.is_file():
                 raise ModelFileError(WEIGHTS, "the RivaGAN watermark weights are missing from this facegen "
                                               "install (reinstall facegen; scripts/convert_rivagan.py remakes them)")
-            if file_sha256(WEIGHTS) != WEIGHTS_SHA256:
+            if sha256_of(WEIGHTS) != WEIGHTS_SHA256:
                 raise ModelFileError(WEIGHTS, "sha256 does not match the shipped RivaGAN weights (damaged file; "
                                               "reinstall facegen or run scripts/convert_rivagan.py)")
             state = load_file(str(WEIGHTS))

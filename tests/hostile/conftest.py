@@ -13,24 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from facegen.cli import main
-
-
-def cli(capfd, *args):
-    """Run the CLI in-process; (exit code, stdout, stderr)."""
-    capfd.readouterr()
-    rc = main([str(a) for a in args])
-    out, err = capfd.readouterr()
-    return rc, out, err
-
-
-def assert_one_line_error(rc, err, *fragments):
-    assert rc == 2, err
-    lines = [ln for ln in err.strip().splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for frag in fragments:
-        assert frag in lines[0], err
-
 
 def within_seconds(fn, seconds: float = 20.0):
     """fn() in a thread; fail (instead of hanging the suite) if it does not return in time.

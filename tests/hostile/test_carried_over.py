@@ -9,7 +9,7 @@ import pytest
 
 from facegen.errors import InvalidArgumentError
 
-from .conftest import assert_one_line_error, cli
+from conftest import assert_one_line_error, cli
 
 
 @pytest.mark.parametrize("device", ["tpu", "xla", "meta", "cuda:99", "gpu0", "cpu:x"])

@@ -13,7 +13,7 @@ from PIL import Image, PngImagePlugin
 
 from facegen.errors import FacegenError
 
-from .conftest import assert_one_line_error, cli
+from conftest import assert_one_line_error, cli
 
 HOSTILE = ['{"provenance": {"watermark": "x"}}', '{"provenance": "x"}', '{"provenance": {"content_id": [1]}}',
            "[1,2]", '"text"', "[" * 200_000 + "]" * 200_000, '{"a": ' * 5000 + "1" + "}" * 5000,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from conftest import assert_one_line_error, cli
 
 from facegen.dataset.lock import FolderLock
 from facegen.errors import FacegenError
@@ -30,8 +31,6 @@ def test_planted_lock_link_is_refused_and_its_target_untouched(tmp_path, target_
 
 
 def test_dataset_cli_with_a_planted_lock_link_is_one_line(capfd, tmp_path):
-    from .conftest import assert_one_line_error, cli
-
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")
     folder = tmp_path / "lk"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import assert_one_line_error, cli
+from conftest import assert_one_line_error, cli
 
 
 @pytest.fixture()

@@ -15,7 +15,9 @@ from PIL import Image
 
 from facegen.errors import FacegenError
 
-from .conftest import assert_one_line_error, cli, within_seconds
+from conftest import assert_one_line_error, cli
+
+from .conftest import within_seconds
 
 pytest.importorskip("c2pa")
 

@@ -10,7 +10,7 @@ import pytest
 
 from facegen.errors import InvalidArgumentError
 
-from .conftest import assert_one_line_error, cli
+from conftest import assert_one_line_error, cli
 
 
 def _saved_identity(tmp_path):

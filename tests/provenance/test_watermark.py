@@ -22,6 +22,7 @@ from PIL import Image
 
 from conftest import REPO, insightface_images_dir
 
+from facegen.paths import sha256_of
 from facegen.io import load_image
 from facegen.provenance import detect_watermark, rivagan, watermark_images
 from facegen.provenance import watermark as W
@@ -74,7 +75,7 @@ def test_found_needs_30_of_32_bits_at_the_default_threshold():
 
 
 def test_shipped_weights_have_their_sha256_and_licence():
-    assert rivagan.file_sha256(rivagan.WEIGHTS) == rivagan.WEIGHTS_SHA256
+    assert sha256_of(rivagan.WEIGHTS) == rivagan.WEIGHTS_SHA256
     notice = (rivagan.WEIGHTS.parent / "LICENSE-rivagan.txt").read_text()
     assert "MIT License" in notice and "ShieldMnt" in notice
 
