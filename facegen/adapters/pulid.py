@@ -377,7 +377,7 @@ def load_sdxl_pulid(pipe: Any, state: dict[str, Any], id_dim: int, what: str) ->
         raise InvalidArgumentError(f"{what}: ID tokens {former.proj_out.shape[1]} wide, the UNet's "
                                    f"cross-attention takes {pipe.unet.config.cross_attention_dim}")
     attn = parts["id_adapter_attn_layers"]
-    C.check_state_dict(attn, C.pulid_attn_shapes(pipe.unet), f"{what} id_adapter_attn_layers")
+    C.check_state_dict(attn, C.pulid_attn_shapes(pipe.unet), f"{what} id_adapter_attn_layers", every=True)
     install_id_processors(pipe.unet).load_state_dict(attn, strict=True)
     pipe.pulid_id_adapter = former.to(device=pipe.unet.device, dtype=pipe.unet.dtype)
 
@@ -438,7 +438,7 @@ def load_flux_pulid(pipe: Any, state: dict[str, Any], id_dim: int, what: str, dt
     inner = int(q.shape[0])
     if inner % CA_HEADS:
         raise InvalidArgumentError(f"{what}: a cross-attention {inner} wide is not {CA_HEADS} heads")
-    C.check_state_dict(parts["pulid_ca"], C.pulid_ca_shapes(n, dim, kv_dim, inner), f"{what} pulid_ca")
+    C.check_state_dict(parts["pulid_ca"], C.pulid_ca_shapes(n, dim, kv_dim, inner), f"{what} pulid_ca", every=True)
     attention, _ = modules()
     cas = nn.ModuleList(attention(dim, inner // CA_HEADS, CA_HEADS, kv_dim=kv_dim) for _ in range(n))
     cas.load_state_dict(parts["pulid_ca"], strict=True)

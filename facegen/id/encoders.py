@@ -244,7 +244,7 @@ def build_analyzer(spec: EncoderSpec, access: ModelAccess = DEFAULT_ACCESS,
                    det_size: tuple[int, int] = (640, 640)) -> Analyzer:
     """The face front door of an encoder entry: its detector, its template, its network."""
     embedder: DlibEncoder | OnnxArcFaceEncoder | IResNetRunEncoder
-    if spec.backend == "pulid":
+    if spec.backend == "eva-composite":
         return _pulid_analyzer(spec, access, providers, session_factory, det_size)
     if spec.backend == "dlib":
         embedder = DlibEncoder(spec)

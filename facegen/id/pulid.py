@@ -83,7 +83,7 @@ class PulidEncoder:
         self.parser = load_bisenet(parsing_path)
         crop = crop_template(spec.template)
         if crop.template is None:
-            raise InvalidArgumentError(f"encoder '{spec.name}': PuLID's EVA crop is a warped template, "
+            raise InvalidArgumentError(f"encoder '{spec.name}': the EVA crop is a warped template, "
                                        f"not '{spec.template}'")
         self.template = crop.template
 

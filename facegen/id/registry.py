@@ -31,7 +31,7 @@ __all__ = ["DEFAULT_ENCODER", "ENCODERS", "EncoderSpec", "WeightFile", "get_enco
 class EncoderSpec:
     name: str
     network: str
-    backend: Literal["dlib", "onnx", "torch-irse", "torch-iresnet", "pulid"]
+    backend: Literal["dlib", "onnx", "torch-irse", "torch-iresnet", "eva-composite"]
     detector: str                 # detector backend name (facegen.faces.detect.DETECTORS)
     template: str                 # crop template name (facegen.faces.align.CROP_TEMPLATES)
     crop_size: int
@@ -224,7 +224,7 @@ _PULID_NOTES = ("PuLID's id_cond: the recogniser's vector (raw) then the EVA02-C
 register_encoder(EncoderSpec(
     name="pulid-antelopev2-eva02",
     network="PuLID ID condition: antelopev2 glintr100 (raw, 512) + EVA02-CLIP-L-14-336 CLS (normalised, 768)",
-    backend="pulid",
+    backend="eva-composite",
     detector="insightface",
     template="ffhq512",
     crop_size=512,
@@ -246,7 +246,7 @@ register_encoder(EncoderSpec(
     name="pulid-tiny",
     network="tiny PuLID ID condition: dlib descriptor (128) + a tiny random-weight EVA tower's CLS "
             f"(normalised, {TINY_EVA.embed_dim})",
-    backend="pulid",
+    backend="eva-composite",
     detector="dlib",
     template="ffhq512",
     crop_size=512,

@@ -151,4 +151,4 @@ def load_id_embeds(path: str | os.PathLike[str]) -> list[IDEmbedding]:
         raise InvalidArgumentError(f"{p}: {rows.shape[1]}-D vectors, but encoder '{encoder}' makes {spec.dim}-D ones")
     embs = [IDEmbedding(row, encoder, meta={"source": str(p), "row": i})     # IDEmbedding checks the range
             for i, row in enumerate(rows)]
-    return _attach_states(embs, p, side, meta, needs_states=spec.backend == "pulid")
+    return _attach_states(embs, p, side, meta, needs_states=spec.backend == "eva-composite")

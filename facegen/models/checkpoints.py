@@ -212,8 +212,8 @@ def split_checkpoint(state: Mapping[str, Any], prefixes: tuple[str, ...], what: 
             unexpected.append(key)
     wanted = " / ".join(p + ".*" for p in prefixes)
     if unexpected:
-        raise InvalidArgumentError(f"{what} has {len(unexpected)} unexpected tensors (e.g. "
-                                   f"{', '.join(sorted(unexpected)[:3])}); this preset's file holds only {wanted}")
+        raise InvalidArgumentError(f"{what} has {len(unexpected)} unexpected tensors ({', '.join(sorted(unexpected))}); "
+                                   f"this preset's file holds only {wanted}")
     empty = [p + ".*" for p in prefixes if not parts[p]]
     if empty:
         raise InvalidArgumentError(f"{what} has no {' / '.join(empty)} tensors; is it the right file for this preset?")
@@ -241,5 +241,5 @@ def idformer_config(state: Mapping[str, Any], id_dim: int, what: str) -> dict[st
     if dim % 64 or not depth or depth % 5:
         raise InvalidArgumentError(f"{what}: an IDFormer {dim} wide with {depth} layers is not PuLID's "
                                    "(heads of 64, a multiple of 5 layers)")
-    check_state_dict(state, idformer_shapes(**cfg), what)
+    check_state_dict(state, idformer_shapes(**cfg), what, every=True)
     return cfg

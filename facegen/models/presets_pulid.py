@@ -5,6 +5,7 @@ base, ``pulid_flux_v0.9.1.safetensors`` on FLUX.1-dev (hub ``guozinan/PuLID``), 
 
 from __future__ import annotations
 
+from facegen.models.eva_clip import TINY_EVA
 from facegen.models.registry import (
     FLUX_DEV_ACCESS,
     FLUX_DEV_REPO,
@@ -28,6 +29,8 @@ PULID_REPO = "guozinan/PuLID"
 PULID_SDXL_BASE = "Lykon/dreamshaper-xl-lightning"
 PULID_PROMPT = "portrait, color, cinematic"           # upstream app's default prompt
 PULID_ENCODER = "pulid-antelopev2-eva02"
+#: the weights the pulid-antelopev2-eva02 condition is made with (its encoder entry's licence)
+ENCODER_LICENCES = ("insightface-packs", "eva-clip-mit", "facexlib-parsing")
 PULID_ID_DIM = 1280                                    # antelopev2 (512, raw) + EVA02-CLIP-L CLS (768, unit norm)
 TINY_PULID_REPO = "facegen-tiny/PuLID"
 TINY_REPOS.update({PULID_SDXL_BASE: TINY_SDXL_REPO, PULID_REPO: TINY_PULID_REPO})
@@ -54,7 +57,7 @@ def pulid_sdxl_preset(name: str, base_repo: str = PULID_SDXL_BASE, base_licence:
         components=_pulid_sdxl_components(base_repo),
         defaults=SamplerDefaults(scheduler="dpm++-karras", steps=4, guidance=1.2, height=1024, width=1024,
                                  adapter_scale=1.0, prompt=PULID_PROMPT, negative_prompt=NEGATIVE_PROMPT),
-        **licensed("pulid-apache", base_licence, "insightface-packs"),
+        **licensed("pulid-apache", base_licence, *ENCODER_LICENCES),
         description=description or f"PuLID v1.1 (IDFormer ID tokens in extra cross-attention) on {base_repo}",
         notes="upstream's settings for Lightning bases: 4 steps, DPM++ with Karras sigmas, guidance 1.2")
 
@@ -68,13 +71,13 @@ _PULID_FLUX = register_preset(Preset(
     id_dim=PULID_ID_DIM, components=_pulid_flux_components(),
     defaults=SamplerDefaults(scheduler="flow-euler", steps=20, guidance=4.0, height=1152, width=896,
                              adapter_scale=1.0, prompt=PULID_PROMPT),
-    **licensed("pulid-apache", "flux1-dev-nc", "insightface-packs"),
+    **licensed("pulid-apache", "flux1-dev-nc", *ENCODER_LICENCES),
     description="PuLID-FLUX v0.9.1 on FLUX.1-dev: IDFormer ID tokens through cross-attention after every 2nd "
                 "double / 4th single DiT block, id weight = adapter scale",
     notes="upstream's figures: bf16 peak < 45 GB; model CPU offload < 30 GB; fp8 + offload ~17 GB"))
 
-#: the tiny PuLID condition (pulid-tiny): dlib descriptor (128) + the tiny EVA tower's CLS (64, eva_clip.TINY_EVA)
-TINY_PULID_ID_DIM = TINY_ID_DIM + 64
+#: the tiny PuLID condition (pulid-tiny): dlib descriptor (128) + the tiny EVA tower's CLS
+TINY_PULID_ID_DIM = TINY_ID_DIM + TINY_EVA.embed_dim
 TINY_CONDITIONS[PULID_ENCODER] = ("pulid-tiny", TINY_PULID_ID_DIM)
 
 register_preset(tiny_twin_of(

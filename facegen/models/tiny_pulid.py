@@ -5,7 +5,7 @@ for the cross-attention processors of the tiny SDXL UNet; ``pulid_flux_v0.9.1.sa
 ``pulid_encoder.*`` + ``pulid_ca.{i}.*`` for the tiny FLUX transformer (1 double + 1 single block: 2
 cross-attentions).  The bases are the tiny SDXL / FLUX.1-dev repositories.  The ID condition is
 ``pulid-tiny``: 128 (dlib) + :data:`TINY_EVA_EMBED` wide, with EVA hidden states
-:data:`TINY_EVA_WIDTH` wide (figures agreed in notes/PULID.md).  Seeded per checkpoint.
+:data:`TINY_EVA_WIDTH` wide (:data:`facegen.models.eva_clip.TINY_EVA`).  Seeded per checkpoint.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from typing import Any
 
 from facegen.models import registry as R
 from facegen.models.checkpoints import Shapes, idformer_shapes, pulid_attn_shapes, pulid_ca_shapes
+from facegen.models.eva_clip import TINY_EVA
 from facegen.models.presets_pulid import TINY_PULID_ID_DIM, TINY_PULID_REPO
 from facegen.models.tiny import BUILDERS, SDXL_UNET, SPECS, seeded, tiny_unet
 from facegen.models.tiny_flux import TRANSFORMER
 
-TINY_EVA_EMBED = TINY_PULID_ID_DIM - R.TINY_ID_DIM     # released: 768
-TINY_EVA_WIDTH = 128                                      # released: 1024 (= eva_clip.TINY_EVA.width)
+TINY_EVA_EMBED = TINY_EVA.embed_dim                      # released: 768
+TINY_EVA_WIDTH = TINY_EVA.width                           # released: 1024
 #: released: id_hidden 1024, dim 1024, depth 10, 32 queries, 2048 out (the SDXL cross width / the FLUX kv width)
 IDFORMER = dict(id_hidden=64, dim=128, depth=5, num_queries=32, ff_mult=4)
 FLUX_ID_WIDTH = 64                # the FLUX IDFormer's output (the cross-attention's kv width); released 2048
