@@ -95,6 +95,15 @@ def test_generate_images_with_provenance_seed_and_similarity(served, first_run):
         assert hashlib.sha256(Path(path).read_bytes()).digest() == hashlib.sha256(original.read_bytes()).digest()
 
 
+def test_a_new_family_generates_through_its_capabilities(served, tom_hanks_path):
+    """A PuLID twin from the same tab: its own front door embeds the photo (vector + EVA hidden states),
+    no app code names the family."""
+    gallery, files, _, details = generate(served[2], photo(tom_hanks_path), preset="tiny-pulid-sdxl", n=1, seed=3)
+    meta = read_metadata(files[0])
+    assert meta["metadata"]["preset"] == "tiny-pulid-sdxl" and meta["metadata"]["adapter"] == "pulid-sdxl"
+    assert meta["metadata"]["encoder"] == "pulid-tiny" and details[0]["seed"] == 3 and len(gallery) == 1
+
+
 def test_inspect_tab_reports_the_downloaded_result(served, first_run, tmp_path):
     from facegen.app.tabs import TABS
 
