@@ -379,7 +379,7 @@ def load_sdxl_pulid(pipe: Any, state: dict[str, Any], id_dim: int, what: str) ->
     attn = parts["id_adapter_attn_layers"]
     C.check_state_dict(attn, C.pulid_attn_shapes(pipe.unet), f"{what} id_adapter_attn_layers", every=True)
     install_id_processors(pipe.unet).load_state_dict(attn, strict=True)
-    pipe.pulid_id_adapter = former.to(device=pipe.unet.device, dtype=pipe.unet.dtype)
+    pipe.pulid_id_adapter = former.float().to(device=pipe.unet.device)     # fp32, as upstream v1.1 runs it
 
 
 @register_family
