@@ -141,20 +141,24 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255 ** 2 / mse)
 
 
-def robustness(marked_set: list[np.ndarray], rng_seed: int) -> dict:
-    rows = {}
+def robustness(marked_set: list[np.ndarray], rng_seed: int, rows: dict | None = None, batch: int = 8) -> dict:
+    """Every attack on every image of ``marked_set``, read in batches; adds the counts to ``rows``."""
+    rows = {} if rows is None else rows
     for name, attack in attacks(np.random.default_rng(rng_seed)).items():
-        readings = [W.detect(np.ascontiguousarray(attack(x))) for x in marked_set]
-        found = sum(r.found for r in readings)
-        rows[name] = {"detected": found / len(marked_set), "bits": statistics.mean(r.bit_agreement for r in readings)}
-        print(f"  {name:52s} detected {found}/{len(marked_set)}  key bits {rows[name]['bits']:.3f}", flush=True)
+        attacked = [np.ascontiguousarray(attack(x)) for x in marked_set]
+        readings = W.detect_batch(attacked, batch=batch)
+        row = rows.setdefault(name, {"n": 0, "found": 0, "bits_sum": 0.0})
+        row["n"] += len(readings)
+        row["found"] += sum(r.found for r in readings)
+        row["bits_sum"] += sum(r.bit_agreement for r in readings)
+        row["detected"] = row["found"] / row["n"]
+        row["bits"] = row["bits_sum"] / row["n"]
     return rows
 
 
-def false_positives(photos: list[np.ndarray], n: int, seed: int) -> dict:
+def fp_crops(photos: list[np.ndarray], n: int, seed: int):
+    """``n`` unmarked crops (30-100 % of each side, random mirror) resized to long side 256/384/512/1024."""
     rng = np.random.default_rng(seed)
-    found, best = 0, 0
-    hist: dict[int, int] = {}
     for i in range(n):
         rgb = photos[i % len(photos)]
         h, w = rgb.shape[:2]
@@ -163,18 +167,37 @@ def false_positives(photos: list[np.ndarray], n: int, seed: int) -> dict:
         c = np.ascontiguousarray(rgb[y:y + ch, x:x + cw][:, ::-1] if rng.random() < 0.5 else rgb[y:y + ch, x:x + cw])
         side = int(rng.choice([256, 384, 512, 1024]))
         f = side / max(ch, cw)
-        c = cv2.resize(c, (max(1, round(cw * f)), max(1, round(ch * f))), interpolation=cv2.INTER_AREA)
-        r = W.detect(c)
-        found += r.found
-        best = max(best, r.agreeing_bits)
-        hist[r.agreeing_bits] = hist.get(r.agreeing_bits, 0) + 1
+        yield cv2.resize(c, (max(1, round(cw * f)), max(1, round(ch * f))), interpolation=cv2.INTER_AREA)
+
+
+def false_positives(photos: list[np.ndarray], n: int, seed: int, save=None, batch: int = 8) -> dict:
+    """Reads ``n`` unmarked crops, ``batch`` at a time; ``save(partial)`` after each batch."""
     k = W.bits_needed()
     rate = W.p_value(W.BITS, k, len(W.CROP_FRACTIONS))
-    print(f"false positives: {found}/{n} unmarked crops (analytic rate per image <= {rate:.2g}: "
+    out = {"n": 0, "found": 0, "analytic_rate": rate, "bits_needed": k, "max_bits": 0, "bits_histogram": {}}
+    pending: list[np.ndarray] = []
+
+    def flush() -> None:
+        for r in W.detect_batch(pending, batch=batch):
+            out["n"] += 1
+            out["found"] += r.found
+            out["max_bits"] = max(out["max_bits"], r.agreeing_bits)
+            out["bits_histogram"][r.agreeing_bits] = out["bits_histogram"].get(r.agreeing_bits, 0) + 1
+        pending.clear()
+        if save:
+            save(out)
+
+    for c in fp_crops(photos, n, seed):
+        pending.append(c)
+        if len(pending) == batch * 4:
+            flush()
+            print(f"  false positives so far: {out['found']}/{out['n']}", flush=True)
+    if pending:
+        flush()
+    print(f"false positives: {out['found']}/{out['n']} unmarked crops (analytic rate per image <= {rate:.2g}: "
           f">= {k}/{W.BITS} key bits at one of {len(W.CROP_FRACTIONS)} readings); most key bits on an unmarked "
-          f"crop: {best}/{W.BITS}", flush=True)
-    return {"n": n, "found": found, "analytic_rate": rate, "max_bits": best,
-            "bits_histogram": dict(sorted(hist.items()))}
+          f"crop: {out['max_bits']}/{W.BITS}", flush=True)
+    return out
 
 
 def _median(fn, reps: int) -> float:
@@ -243,38 +266,88 @@ def timing(photo: np.ndarray, tmp: Path, device: str | None, reps: int = 2) -> d
     return out
 
 
+def marked_crops(photos: list[np.ndarray], n: int, size: int, start: int, count: int, cache: Path | None
+                 ) -> tuple[list, list, list]:
+    """Crops ``start:start + count`` of the ``n`` at ``size``, their marked copies and the embed
+    info; cached in ``cache`` (keyed by the watermark's settings) so that a rerun reads them."""
+    import hashlib  # noqa: PLC0415
+
+    src = crops(photos, n, size, seed=1)[start:start + count]
+    key = hashlib.sha256(repr((W.METHOD, W.GAINS, W.CHECK_JPEG_QUALITY, W.WORK_SIDE)).encode()).hexdigest()[:10]
+    f = cache / f"marked-{size}-{n}-{start}-{count}-{key}.npz" if cache else None
+    if f and f.is_file():
+        z = np.load(f, allow_pickle=False)
+        return src, list(z["marked"]), json.loads(str(z["info"]))
+    marked, info = W.embed(src)
+    if f:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(f, marked=np.stack(marked), info=json.dumps(info))
+    return src, marked, info
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=50, help="marked crops per size")
+    ap.add_argument("--n", type=int, default=100, help="marked crops per size")
     ap.add_argument("--sizes", default="512,1024")
-    ap.add_argument("--fp", type=int, default=200, help="unmarked crops for the false-positive count")
+    ap.add_argument("--fp", type=int, default=2000, help="unmarked crops for the false-positive count")
+    ap.add_argument("--only", choices=("robustness", "fp", "all"), default="all",
+                    help="run one part (two processes can share the work); --timing-only: the cost table")
+    ap.add_argument("--chunk", type=int, default=10, help="marked crops per size per round (sizes alternate)")
+    ap.add_argument("--batch", type=int, default=8, help="readings per network call")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--cache", default=None, help="folder caching the marked crops between runs")
     ap.add_argument("--device", default=None, help="torch device for the cost table (default: CPU)")
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--json", default=None, help="results, rewritten after every round (a stopped run keeps them)")
     ap.add_argument("--timing-only", action="store_true", help="only the cost of marking, signing, inspecting")
     args = ap.parse_args()
+    if args.threads:
+        import torch  # noqa: PLC0415
+
+        torch.set_num_threads(args.threads)
     paths = photo_paths()
     if not paths:
         print("no photos found (../shared/faces, insightface)", file=sys.stderr)
         return 1
     photos = [load_image(p) for p in paths]
-    report: dict = {"photos": [p.name for p in paths], "n": args.n, "sizes": {}}
-    if not args.timing_only:
-        for size in (int(s) for s in args.sizes.split(",")):
-            src = crops(photos, args.n, size, seed=1)
-            t = time.perf_counter()
-            marked, info = W.embed(src)
-            emb = (time.perf_counter() - t) / len(marked)
-            ps = [psnr(a, b) for a, b in zip(marked, src)]
-            gains = {g: sum(i["gain"] == g for i in info) for g in W.GAINS}
-            print(f"{size}²: {len(src)} crops of {len(paths)} photos; PSNR mean {statistics.mean(ps):.1f} dB, min "
-                  f"{min(ps):.1f} dB; gains {gains}; embed {emb:.2f} s/image", flush=True)
-            report["sizes"][size] = {"psnr_mean": statistics.mean(ps), "psnr_min": min(ps), "gains": gains,
-                                     "attacks": robustness(marked, rng_seed=3)}
-        report["false_positives"] = false_positives(photos, args.fp, seed=2)
-    with tempfile.TemporaryDirectory() as tmp:
-        report["timing"] = timing(photos[0], Path(tmp), args.device)
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1, default=str))
+    report: dict = {"photos": [p.name for p in paths], "settings": {"gains": W.GAINS, "crop_fractions":
+                    W.CROP_FRACTIONS, "found_p": W.FOUND_P}, "command": " ".join(sys.argv), "sizes": {}}
+
+    def save() -> None:
+        if args.json:
+            tmp = Path(args.json + ".tmp")
+            tmp.write_text(json.dumps(report, indent=1, default=str))
+            tmp.replace(args.json)
+
+    cache = Path(args.cache) if args.cache else None
+    if not args.timing_only and args.only in ("all", "robustness"):
+        sizes = [int(s) for s in args.sizes.split(",")]
+        per: dict[int, dict] = {s: {"n": 0, "psnr": [], "gains": {}, "attacks": {}} for s in sizes}
+        for size in sizes:
+            report["sizes"][size] = per[size]
+        for start in range(0, args.n, args.chunk):
+            for size in sizes:
+                count = min(args.chunk, args.n - start)
+                src, marked, info = marked_crops(photos, args.n, size, start, count, cache)
+                r = per[size]
+                r["psnr"] += [psnr(a, b) for a, b in zip(marked, src)]
+                for i in info:
+                    r["gains"][str(i["gain"])] = r["gains"].get(str(i["gain"]), 0) + 1
+                robustness(marked, rng_seed=3 + start, rows=r["attacks"], batch=args.batch)
+                r["n"] += count
+                r["psnr_mean"], r["psnr_min"] = statistics.mean(r["psnr"]), min(r["psnr"])
+                save()
+                print(f"{size}²: {r['n']} crops; PSNR mean {r['psnr_mean']:.2f} dB, min {r['psnr_min']:.1f}; gains "
+                      f"{r['gains']}; " + "; ".join(f"{k} {v['found']}/{v['n']}" for k, v in r["attacks"].items()),
+                      flush=True)
+    if not args.timing_only and args.only in ("all", "fp"):
+        def keep(part: dict) -> None:
+            report["false_positives"] = part
+            save()
+        false_positives(photos, args.fp, seed=2, save=keep, batch=args.batch)
+    if args.timing_only or args.only == "all":
+        with tempfile.TemporaryDirectory() as tmp:
+            report["timing"] = timing(photos[0], Path(tmp), args.device)
+        save()
     return 0
 
 

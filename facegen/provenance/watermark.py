@@ -47,11 +47,20 @@ CROP_FRACTIONS = (1.0, 0.9, 0.8, 0.7)
 #: "found" when the p-value is at most this (the false-positive rate per image)
 FOUND_P = 1e-6
 #: gains on RivaGAN's residual, tried in turn until the mark reads back through the check
-#: attack (each gain g costs 20·log10(g) dB against gain 1's ~42.5 dB: 1.5 -> ~39 dB)
-GAINS = (1.5, 2.0, 2.6)
+#: attack (measured PSNR on photo crops, rounding included: 1.25 -> ~41 dB, 1.6 -> ~38.5 dB,
+#: 2.0 -> ~36.5 dB, 2.6 -> ~34.3 dB). Issue 26's second round started at 1.25 instead of 1.5:
+#: on 16 photo crops at 1024² every crop that passes the check at 1.2 also read 32/32 bits
+#: after the combined attack, and the crops that fail it gain little from any gain.
+GAINS = (1.25, 1.6, 2.0, 2.6)
 #: the read-back check: the marked image at its working size, JPEG-compressed at this quality,
 #: must give all 32 key bits, else the next gain is tried (flat, dark or clipped images)
 CHECK_JPEG_QUALITY = 75
+#: brightness normalisation before reading: an image whose bright end (the 99th percentile of
+#: each pixel's brightest channel) is below DARK_LEVEL is scaled so that it sits at BRIGHT_LEVEL
+#: (a darkened copy, e.g. brightness x 0.5, carries a mark scaled down with it). A fixed
+#: function of the pixels, not a try: the p-value's count of readings is unchanged.
+DARK_LEVEL = 160
+BRIGHT_LEVEL = 235
 #: smallest image that can hold the mark (short side, and area)
 MIN_SIDE = 128
 MIN_AREA = 256 * 256
@@ -253,6 +262,16 @@ def embed(images: Sequence[np.ndarray], *, device: Any = None, gains: Sequence[f
     return out, info
 
 
+def normalise_brightness(rgb: np.ndarray) -> np.ndarray:
+    """``rgb`` with its bright end lifted to :data:`BRIGHT_LEVEL` when it is below
+    :data:`DARK_LEVEL` (else unchanged)."""
+    top = float(np.percentile(rgb.max(axis=2), 99))
+    if top >= DARK_LEVEL:
+        return rgb
+    scale = BRIGHT_LEVEL / max(top, 8.0)
+    return np.clip(np.rint(rgb.astype(np.float32) * scale), 0, 255).astype(np.uint8)
+
+
 def reading_sizes(height: int, width: int) -> list[tuple[float, tuple[int, int]]]:
     """(assumed kept side fraction, size to read at) for each try."""
     return [(c, _work_size(height, width, WORK_SIDE * c)) for c in CROP_FRACTIONS]
@@ -260,21 +279,45 @@ def reading_sizes(height: int, width: int) -> list[tuple[float, tuple[int, int]]
 
 def detect(rgb: np.ndarray, *, alpha: float = FOUND_P, device: Any = None) -> Reading:
     """Look for facegen's mark in ``rgb`` (any size, RGB uint8)."""
-    h, w = rgb.shape[:2]
+    return detect_batch([rgb], alpha=alpha, device=device)[0]
+
+
+def detect_batch(images: Sequence[np.ndarray], *, alpha: float = FOUND_P, device: Any = None,
+                 batch: int = 8) -> list[Reading]:
+    """:func:`detect` for many images: images of one size are read together, ``batch`` at a
+    time, on ``device``; each image's readings stop at the first that is found (the
+    p-value counts every planned try, so stopping early is fine). Equals :func:`detect`
+    one by one."""
     tries = len(CROP_FRACTIONS)
-    if min(h, w) < MIN_SIDE // 2:
-        return Reading(False, 1.0, 0.0, 0, tries, alpha,
-                       reason=f"image too small to read a watermark ({w}x{h}; it needs a short side of "
-                              f"{MIN_SIDE // 2} px)")
-    dev = _device(device)
-    best: tuple[int, float] | None = None
-    for frac, hw in reading_sizes(h, w):
-        logits = _decode([_resize(np.ascontiguousarray(rgb), hw, shrink=hw[0] < h)], dev)[0]
-        k = int(_agreement(logits))
-        if best is None or k > best[0]:
-            best = (k, frac)
-        if p_value(BITS, best[0], tries) <= alpha:      # Bonferroni over all planned tries: stopping is fine
-            break
-    assert best is not None
-    p = p_value(BITS, best[0], tries)
-    return Reading(p <= alpha, p, best[0] / BITS, best[0], tries, alpha, crop_fraction=best[1])
+    out: list[Reading | None] = [None] * len(images)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, im in enumerate(images):
+        h, w = im.shape[:2]
+        if min(h, w) < MIN_SIDE // 2:
+            out[i] = Reading(False, 1.0, 0.0, 0, tries, alpha,
+                             reason=f"image too small to read a watermark ({w}x{h}; it needs a short side of "
+                                    f"{MIN_SIDE // 2} px)")
+        else:
+            groups.setdefault((h, w), []).append(i)
+    if groups:
+        dev = _device(device)
+    for (h, w), idx in groups.items():
+        best: dict[int, tuple[int, float]] = {}
+        todo = list(idx)
+        for frac, hw in reading_sizes(h, w):
+            agree: list[int] = []
+            for s in range(0, len(todo), batch):
+                chunk = [_resize(normalise_brightness(np.ascontiguousarray(images[i])), hw, shrink=hw[0] < h)
+                         for i in todo[s:s + batch]]
+                agree += [int(k) for k in _agreement(_decode(chunk, dev))]
+            for i, k in zip(todo, agree):
+                if i not in best or k > best[i][0]:
+                    best[i] = (k, frac)
+            todo = [i for i in todo if p_value(BITS, best[i][0], tries) > alpha]
+            if not todo:
+                break
+        for i in idx:
+            k, frac = best[i]
+            p = p_value(BITS, k, tries)
+            out[i] = Reading(p <= alpha, p, k / BITS, k, tries, alpha, crop_fraction=frac)
+    return [r for r in out if r is not None]
