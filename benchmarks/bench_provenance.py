@@ -130,6 +130,7 @@ def attacks(rng: np.random.Generator) -> dict:
         "JPEG q75 + resize 0.5 + crop 10 %, together": lambda x: jpeg(resize(crop10(x, rng), 0.5), 75),
         "Meta combo: crop 0.71 + JPEG q60 + brightness x0.5": lambda x: np.clip(
             jpeg(crop_window(x, 0.71, rng), 60).astype(np.float32) * 0.5, 0, 255).astype(np.uint8),
+        "Meta combo, read without brightness normalisation": None,     # the same images as the row above
         "rotate 2°": lambda x: rotate(x, 2.0),
         "resize 0.8 + PNG (screenshot)": lambda x: png(resize(x, 0.8)),
         "H.264 CRF 28": h264,
@@ -144,9 +145,11 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def robustness(marked_set: list[np.ndarray], rng_seed: int, rows: dict | None = None, batch: int = 8) -> dict:
     """Every attack on every image of ``marked_set``, read in batches; adds the counts to ``rows``."""
     rows = {} if rows is None else rows
+    attacked: list[np.ndarray] = []
     for name, attack in attacks(np.random.default_rng(rng_seed)).items():
-        attacked = [np.ascontiguousarray(attack(x)) for x in marked_set]
-        readings = W.detect_batch(attacked, batch=batch)
+        if attack is not None:
+            attacked = [np.ascontiguousarray(attack(x)) for x in marked_set]
+        readings = W.detect_batch(attacked, batch=batch, normalise=attack is not None)
         row = rows.setdefault(name, {"n": 0, "found": 0, "bits_sum": 0.0})
         row["n"] += len(readings)
         row["found"] += sum(r.found for r in readings)

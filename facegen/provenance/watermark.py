@@ -17,7 +17,9 @@ guarantee); the metadata and the C2PA manifest carry it.
 Readings: an image that was resized (any factor) but not cropped holds the mark at its
 working size; a crop keeping a fraction ``c`` of the side holds it at ``c ×`` the working
 size. :func:`detect` reads at ``WORK_SIDE × c`` for each ``c`` in :data:`CROP_FRACTIONS`
-and keeps the best reading (stopping at the first that is found).
+and keeps the best reading (stopping at the first that is found). A dark image is first
+lifted (:func:`normalise_brightness`: a fixed function of the pixels, so not a try).
+:func:`detect_batch` reads many images together; :func:`embed` marks many in one call.
 
 Everything is deterministic given the pixels (same torch build and device), which the
 dataset's byte-identical resume needs.
@@ -283,12 +285,13 @@ def detect(rgb: np.ndarray, *, alpha: float = FOUND_P, device: Any = None) -> Re
 
 
 def detect_batch(images: Sequence[np.ndarray], *, alpha: float = FOUND_P, device: Any = None,
-                 batch: int = 8) -> list[Reading]:
+                 batch: int = 8, normalise: bool = True) -> list[Reading]:
     """:func:`detect` for many images: images of one size are read together, ``batch`` at a
     time, on ``device``; each image's readings stop at the first that is found (the
     p-value counts every planned try, so stopping early is fine). Equals :func:`detect`
-    one by one."""
+    one by one. ``normalise=False`` skips :func:`normalise_brightness` (the benchmark's ablation)."""
     tries = len(CROP_FRACTIONS)
+    lift = normalise_brightness if normalise else (lambda x: x)
     out: list[Reading | None] = [None] * len(images)
     groups: dict[tuple[int, int], list[int]] = {}
     for i, im in enumerate(images):
@@ -307,7 +310,7 @@ def detect_batch(images: Sequence[np.ndarray], *, alpha: float = FOUND_P, device
         for frac, hw in reading_sizes(h, w):
             agree: list[int] = []
             for s in range(0, len(todo), batch):
-                chunk = [_resize(normalise_brightness(np.ascontiguousarray(images[i])), hw, shrink=hw[0] < h)
+                chunk = [_resize(lift(np.ascontiguousarray(images[i])), hw, shrink=hw[0] < h)
                          for i in todo[s:s + batch]]
                 agree += [int(k) for k in _agreement(_decode(chunk, dev))]
             for i, k in zip(todo, agree):
