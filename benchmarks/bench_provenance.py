@@ -176,14 +176,15 @@ def fp_crops(photos: list[np.ndarray], n: int, seed: int):
 def false_positives(photos: list[np.ndarray], n: int, seed: int, save=None, batch: int = 8) -> dict:
     """Reads ``n`` unmarked crops, ``batch`` at a time; ``save(partial)`` after each batch."""
     k = W.bits_needed()
-    rate = W.p_value(W.BITS, k, len(W.CROP_FRACTIONS))
-    out = {"n": 0, "found": 0, "analytic_rate": rate, "bits_needed": k, "max_bits": 0, "bits_histogram": {}}
+    rate = W.p_value(W.BITS, k, W.MAX_TRIES)
+    out = {"n": 0, "found": 0, "analytic_rate": rate, "bits_needed": k, "max_bits": 0, "dark": 0, "bits_histogram": {}}
     pending: list[np.ndarray] = []
 
     def flush() -> None:
         for r in W.detect_batch(pending, batch=batch):
             out["n"] += 1
             out["found"] += r.found
+            out["dark"] += r.tries > len(W.CROP_FRACTIONS)
             out["max_bits"] = max(out["max_bits"], r.agreeing_bits)
             out["bits_histogram"][r.agreeing_bits] = out["bits_histogram"].get(r.agreeing_bits, 0) + 1
         pending.clear()
@@ -198,8 +199,8 @@ def false_positives(photos: list[np.ndarray], n: int, seed: int, save=None, batc
     if pending:
         flush()
     print(f"false positives: {out['found']}/{out['n']} unmarked crops (analytic rate per image <= {rate:.2g}: "
-          f">= {k}/{W.BITS} key bits at one of {len(W.CROP_FRACTIONS)} readings); most key bits on an unmarked "
-          f"crop: {out['max_bits']}/{W.BITS}", flush=True)
+          f">= {k}/{W.BITS} key bits at one of at most {W.MAX_TRIES} readings); most key bits on an unmarked "
+          f"crop: {out['max_bits']}/{W.BITS}; dark crops (read twice): {out['dark']}", flush=True)
     return out
 
 
@@ -277,6 +278,7 @@ def marked_crops(photos: list[np.ndarray], n: int, size: int, start: int, count:
 
     src = crops(photos, n, size, seed=1)[start:start + count]
     key = hashlib.sha256(repr((W.METHOD, W.GAINS, W.CHECK_JPEG_QUALITY, W.WORK_SIDE)).encode()).hexdigest()[:10]
+    # (the embed does not read with the brightness lift: the cache stays valid across reading changes)
     f = cache / f"marked-{size}-{n}-{start}-{count}-{key}.npz" if cache else None
     if f and f.is_file():
         z = np.load(f, allow_pickle=False)
