@@ -2,9 +2,19 @@
 cost of marking on the CPU (torch, batch 1 and 8, against the ONNX reference), signing and
 inspecting (issues 13 and 26).
 
-    python benchmarks/bench_provenance.py --sizes 512,1024 --n 50 --fp 2000 --json out.json
+    python benchmarks/bench_provenance.py --sizes 512,1024 --n 100 --fp 2000 --json out.json
     python benchmarks/bench_provenance.py --timing-only
     python benchmarks/bench_provenance.py --timing-only --device cuda      # on a GPU
+
+On a busy machine split the work over two processes and cache the marked crops; each rewrites
+its JSON after every round, so a run stopped by a time limit still leaves its figures:
+
+    nice -n 5 timeout 3900 python benchmarks/bench_provenance.py --only robustness --threads 1 \
+        --cache /tmp/wm-cache --json robust.json &
+    nice -n 5 timeout 3900 python benchmarks/bench_provenance.py --only fp --threads 1 --json fp.json &
+
+The marked crops go through the attacks 10 per size per round, the sizes alternating, so every
+size and attack has figures from the first round on.
 
 Images: square crops (random position, 55-100 % of the short side, random mirror; fixed seed)
 of the real photos in ../shared/faces and the insightface wheel's example photos, resized to
@@ -14,7 +24,8 @@ the false-positive set also mixes sizes (256, 384, 512, 1024) and non-square cro
 
 Attacks: JPEG q75 / q50; crop 25 % (a 75 % window); JPEG q75 + resize 0.5 + crop 10 %
 together; Meta's combination (crop to 0.71 of each side + JPEG q60 + brightness x 0.5);
-rotation 2°; resize 0.8 + PNG (a screenshot); H.264 CRF 28 (the frames of a re-encode).
+rotation 2°; resize 0.8 + PNG (a screenshot); H.264 CRF 28 (the frames of a re-encode); and
+Meta's combination read without the brightness lift (the ablation of that step).
 """
 
 from __future__ import annotations
