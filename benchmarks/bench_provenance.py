@@ -2,9 +2,19 @@
 cost of marking on the CPU (torch, batch 1 and 8, against the ONNX reference), signing and
 inspecting (issues 13 and 26).
 
-    python benchmarks/bench_provenance.py --sizes 512,1024 --n 50 --fp 2000 --json out.json
+    python benchmarks/bench_provenance.py --sizes 512,1024 --n 100 --fp 2000 --json out.json
     python benchmarks/bench_provenance.py --timing-only
     python benchmarks/bench_provenance.py --timing-only --device cuda      # on a GPU
+
+On a busy machine split the work over two processes and cache the marked crops; each rewrites
+its JSON after every round, so a run stopped by a time limit still leaves its figures:
+
+    nice -n 5 timeout 3900 python benchmarks/bench_provenance.py --only robustness --threads 1 \
+        --cache /tmp/wm-cache --json robust.json &
+    nice -n 5 timeout 3900 python benchmarks/bench_provenance.py --only fp --threads 1 --json fp.json &
+
+The marked crops go through the attacks 10 per size per round, the sizes alternating, so every
+size and attack has figures from the first round on.
 
 Images: square crops (random position, 55-100 % of the short side, random mirror; fixed seed)
 of the real photos in ../shared/faces and the insightface wheel's example photos, resized to
@@ -14,7 +24,8 @@ the false-positive set also mixes sizes (256, 384, 512, 1024) and non-square cro
 
 Attacks: JPEG q75 / q50; crop 25 % (a 75 % window); JPEG q75 + resize 0.5 + crop 10 %
 together; Meta's combination (crop to 0.71 of each side + JPEG q60 + brightness x 0.5);
-rotation 2°; resize 0.8 + PNG (a screenshot); H.264 CRF 28 (the frames of a re-encode).
+rotation 2°; resize 0.8 + PNG (a screenshot); H.264 CRF 28 (the frames of a re-encode); and
+Meta's combination read without the brightness lift (the ablation of that step).
 """
 
 from __future__ import annotations
@@ -130,6 +141,7 @@ def attacks(rng: np.random.Generator) -> dict:
         "JPEG q75 + resize 0.5 + crop 10 %, together": lambda x: jpeg(resize(crop10(x, rng), 0.5), 75),
         "Meta combo: crop 0.71 + JPEG q60 + brightness x0.5": lambda x: np.clip(
             jpeg(crop_window(x, 0.71, rng), 60).astype(np.float32) * 0.5, 0, 255).astype(np.uint8),
+        "Meta combo, read without brightness normalisation": None,     # the same images as the row above
         "rotate 2°": lambda x: rotate(x, 2.0),
         "resize 0.8 + PNG (screenshot)": lambda x: png(resize(x, 0.8)),
         "H.264 CRF 28": h264,
@@ -141,20 +153,26 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255 ** 2 / mse)
 
 
-def robustness(marked_set: list[np.ndarray], rng_seed: int) -> dict:
-    rows = {}
+def robustness(marked_set: list[np.ndarray], rng_seed: int, rows: dict | None = None, batch: int = 8) -> dict:
+    """Every attack on every image of ``marked_set``, read in batches; adds the counts to ``rows``."""
+    rows = {} if rows is None else rows
+    attacked: list[np.ndarray] = []
     for name, attack in attacks(np.random.default_rng(rng_seed)).items():
-        readings = [W.detect(np.ascontiguousarray(attack(x))) for x in marked_set]
-        found = sum(r.found for r in readings)
-        rows[name] = {"detected": found / len(marked_set), "bits": statistics.mean(r.bit_agreement for r in readings)}
-        print(f"  {name:52s} detected {found}/{len(marked_set)}  key bits {rows[name]['bits']:.3f}", flush=True)
+        if attack is not None:
+            attacked = [np.ascontiguousarray(attack(x)) for x in marked_set]
+        readings = W.detect_batch(attacked, batch=batch, normalise=attack is not None)
+        row = rows.setdefault(name, {"n": 0, "found": 0, "bits_sum": 0.0})
+        row["n"] += len(readings)
+        row["found"] += sum(r.found for r in readings)
+        row["bits_sum"] += sum(r.bit_agreement for r in readings)
+        row["detected"] = row["found"] / row["n"]
+        row["bits"] = row["bits_sum"] / row["n"]
     return rows
 
 
-def false_positives(photos: list[np.ndarray], n: int, seed: int) -> dict:
+def fp_crops(photos: list[np.ndarray], n: int, seed: int):
+    """``n`` unmarked crops (30-100 % of each side, random mirror) resized to long side 256/384/512/1024."""
     rng = np.random.default_rng(seed)
-    found, best = 0, 0
-    hist: dict[int, int] = {}
     for i in range(n):
         rgb = photos[i % len(photos)]
         h, w = rgb.shape[:2]
@@ -163,18 +181,38 @@ def false_positives(photos: list[np.ndarray], n: int, seed: int) -> dict:
         c = np.ascontiguousarray(rgb[y:y + ch, x:x + cw][:, ::-1] if rng.random() < 0.5 else rgb[y:y + ch, x:x + cw])
         side = int(rng.choice([256, 384, 512, 1024]))
         f = side / max(ch, cw)
-        c = cv2.resize(c, (max(1, round(cw * f)), max(1, round(ch * f))), interpolation=cv2.INTER_AREA)
-        r = W.detect(c)
-        found += r.found
-        best = max(best, r.agreeing_bits)
-        hist[r.agreeing_bits] = hist.get(r.agreeing_bits, 0) + 1
+        yield cv2.resize(c, (max(1, round(cw * f)), max(1, round(ch * f))), interpolation=cv2.INTER_AREA)
+
+
+def false_positives(photos: list[np.ndarray], n: int, seed: int, save=None, batch: int = 8) -> dict:
+    """Reads ``n`` unmarked crops, ``batch`` at a time; ``save(partial)`` after each batch."""
     k = W.bits_needed()
-    rate = W.p_value(W.BITS, k, len(W.CROP_FRACTIONS))
-    print(f"false positives: {found}/{n} unmarked crops (analytic rate per image <= {rate:.2g}: "
-          f">= {k}/{W.BITS} key bits at one of {len(W.CROP_FRACTIONS)} readings); most key bits on an unmarked "
-          f"crop: {best}/{W.BITS}", flush=True)
-    return {"n": n, "found": found, "analytic_rate": rate, "max_bits": best,
-            "bits_histogram": dict(sorted(hist.items()))}
+    rate = W.p_value(W.BITS, k, W.MAX_TRIES)
+    out = {"n": 0, "found": 0, "analytic_rate": rate, "bits_needed": k, "max_bits": 0, "dark": 0, "bits_histogram": {}}
+    pending: list[np.ndarray] = []
+
+    def flush() -> None:
+        for r in W.detect_batch(pending, batch=batch):
+            out["n"] += 1
+            out["found"] += r.found
+            out["dark"] += r.tries > len(W.CROP_FRACTIONS)
+            out["max_bits"] = max(out["max_bits"], r.agreeing_bits)
+            out["bits_histogram"][r.agreeing_bits] = out["bits_histogram"].get(r.agreeing_bits, 0) + 1
+        pending.clear()
+        if save:
+            save(out)
+
+    for c in fp_crops(photos, n, seed):
+        pending.append(c)
+        if len(pending) == batch * 4:
+            flush()
+            print(f"  false positives so far: {out['found']}/{out['n']}", flush=True)
+    if pending:
+        flush()
+    print(f"false positives: {out['found']}/{out['n']} unmarked crops (analytic rate per image <= {rate:.2g}: "
+          f">= {k}/{W.BITS} key bits at one of at most {W.MAX_TRIES} readings); most key bits on an unmarked "
+          f"crop: {out['max_bits']}/{W.BITS}; dark crops (read twice): {out['dark']}", flush=True)
+    return out
 
 
 def _median(fn, reps: int) -> float:
@@ -186,8 +224,8 @@ def _median(fn, reps: int) -> float:
     return statistics.median(times)
 
 
-def onnx_reference(x: np.ndarray) -> float | None:
-    """Seconds to mark one image the way facegen did before issue 26 (onnxruntime on the CPU,
+def onnx_reference(x: np.ndarray):
+    """A callable marking one image the way facegen did before issue 26 (onnxruntime on the CPU,
     encoder at 256 + one read-back), when invisible-watermark's ONNX files are installed."""
     spec = importlib.util.find_spec("imwatermark")
     if spec is None or not spec.submodule_search_locations:
@@ -205,27 +243,62 @@ def onnx_reference(x: np.ndarray) -> float | None:
         dec.run(None, {"frame": out})
 
     run()
-    return _median(run, 2)
+    return run
 
 
-def timing(photo: np.ndarray, tmp: Path, device: str | None, reps: int = 2) -> dict:
+def timing(photo: np.ndarray, tmp: Path, device: str | None, reps: int = 3) -> dict:
+    """Rounds interleaved (the load of a shared machine moves between them), medians reported."""
     from facegen.io import encode_png  # noqa: PLC0415
     from facegen.provenance import credentials as C  # noqa: PLC0415
     from facegen.provenance.inspect import inspect_file  # noqa: PLC0415
 
     out: dict = {"device": device or "cpu"}
     x = cv2.resize(photo, (512, 512), interpolation=cv2.INTER_AREA)
-    W.embed([x], device=device)                                    # load the networks once
-    for batch in (1, 8):
-        per = _median(lambda: W.embed([x] * batch, device=device), reps) / batch
-        out[f"embed_ms_batch{batch}"] = per * 1000
-        print(f"512² watermark on {out['device']}, batch {batch}: {per * 1000:.0f} ms per image", flush=True)
-    out["detect_ms"] = _median(lambda: W.detect(x, device=device), reps) * 1000
-    ref = onnx_reference(x)
+    marked, info = W.embed([x], device=device)                     # load the networks once
+    out["gain"] = info[0]["gain"]
+    dev = W._device(device)
+    work = [cv2.resize(x, (256, 256), interpolation=cv2.INTER_AREA)]
+
+    def like_for_like() -> None:                 # the reference's work: encoder + decoder at 256, one image
+        W._residuals(work, dev)
+        W._decode(work, dev)
+
+    ref = onnx_reference(x) if out["device"] == "cpu" else None
+    jobs = {"embed_ms_batch1": (lambda: W.embed([x], device=device), 1),
+            "embed_ms_batch8": (lambda: W.embed([x] * 8, device=device), 8),
+            "torch_encoder_decoder_ms": (like_for_like, 1),
+            "detect_marked_ms": (lambda: W.detect(marked[0], device=device), 1),
+            "detect_unmarked_ms": (lambda: W.detect(x, device=device), 1)}
+    if out["device"] == "cpu":                   # what CPU_MICRO_BATCH avoids: 8 images in one network call
+
+        def one_call() -> None:
+            keep, W.CPU_MICRO_BATCH = W.CPU_MICRO_BATCH, 8
+            try:
+                W.embed([x] * 8, device=device)
+            finally:
+                W.CPU_MICRO_BATCH = keep
+        jobs["embed_ms_batch8_one_network_call"] = (one_call, 8)
     if ref is not None:
-        out["onnx_reference_ms"] = ref * 1000
-        print(f"  reference (onnxruntime CPU, before issue 26): {ref * 1000:.0f} ms per image; torch batch 8 is "
-              f"x{ref * 1000 / out['embed_ms_batch8']:.2f} faster", flush=True)
+        jobs["onnx_reference_ms"] = (ref, 1)
+    times: dict[str, list[float]] = {k: [] for k in jobs}
+    for _ in range(reps):
+        for k, (fn, n) in jobs.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append((time.perf_counter() - t) / n * 1000)
+    for k in jobs:
+        out[k] = statistics.median(times[k])
+    print(f"512² watermark on {out['device']} (gain {out['gain']}), ms per image, median of {reps} interleaved "
+          f"rounds: embed batch 1 {out['embed_ms_batch1']:.0f}, batch 8 {out['embed_ms_batch8']:.0f} (in one network "
+          f"call: {out.get('embed_ms_batch8_one_network_call', float('nan')):.0f}); encoder + "
+          f"decoder at 256 {out['torch_encoder_decoder_ms']:.0f}; detect marked {out['detect_marked_ms']:.0f}, "
+          f"unmarked {out['detect_unmarked_ms']:.0f}", flush=True)
+    if ref is not None:
+        r = out["onnx_reference_ms"]
+        print(f"  reference (onnxruntime CPU, encoder + decoder at 256, before issue 26): {r:.0f} ms per image; "
+              f"torch like for like x{r / out['torch_encoder_decoder_ms']:.2f}, torch embed batch 1 "
+              f"x{r / out['embed_ms_batch1']:.2f}, batch 8 x{r / out['embed_ms_batch8']:.2f} (>1: torch faster)",
+              flush=True)
     meta = {"preset": "bench", "seed": 0}
     off = Provenance(watermark=False, c2pa=False)
     out["plain_png_s"] = _median(lambda: save_image(tmp / "plain.png", x, meta, provenance=off), reps)
@@ -237,44 +310,95 @@ def timing(photo: np.ndarray, tmp: Path, device: str | None, reps: int = 2) -> d
     out["inspect_s"] = _median(lambda: inspect_file(tmp / "both.png"), reps)
     rep = inspect_file(tmp / "both.png")
     assert rep["verdict"].startswith("AI-generated by facegen"), rep["verdict"]
-    print(f"512²: detect {out['detect_ms']:.0f} ms; sign {out['sign_s'] * 1000:.1f} ms; save with both marks "
+    print(f"512²: sign {out['sign_s'] * 1000:.1f} ms; save with both marks "
           f"{out['save_all_s']:.2f} s (plain PNG {out['plain_png_s']:.3f} s); inspect {out['inspect_s']:.2f} s",
           flush=True)
     return out
 
 
+def marked_crops(photos: list[np.ndarray], n: int, size: int, start: int, count: int, cache: Path | None
+                 ) -> tuple[list, list, list]:
+    """Crops ``start:start + count`` of the ``n`` at ``size``, their marked copies and the embed
+    info; cached in ``cache`` (keyed by the watermark's settings) so that a rerun reads them."""
+    import hashlib  # noqa: PLC0415
+
+    src = crops(photos, n, size, seed=1)[start:start + count]
+    key = hashlib.sha256(repr((W.METHOD, W.GAINS, W.CHECK_JPEG_QUALITY, W.WORK_SIDE)).encode()).hexdigest()[:10]
+    # (the embed does not read with the brightness lift: the cache stays valid across reading changes)
+    f = cache / f"marked-{size}-{n}-{start}-{count}-{key}.npz" if cache else None
+    if f and f.is_file():
+        z = np.load(f, allow_pickle=False)
+        return src, list(z["marked"]), json.loads(str(z["info"]))
+    marked, info = W.embed(src)
+    if f:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(f, marked=np.stack(marked), info=json.dumps(info))
+    return src, marked, info
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=50, help="marked crops per size")
+    ap.add_argument("--n", type=int, default=100, help="marked crops per size")
     ap.add_argument("--sizes", default="512,1024")
-    ap.add_argument("--fp", type=int, default=200, help="unmarked crops for the false-positive count")
+    ap.add_argument("--fp", type=int, default=2000, help="unmarked crops for the false-positive count")
+    ap.add_argument("--only", choices=("robustness", "fp", "all"), default="all",
+                    help="run one part (two processes can share the work); --timing-only: the cost table")
+    ap.add_argument("--chunk", type=int, default=10, help="marked crops per size per round (sizes alternate)")
+    ap.add_argument("--batch", type=int, default=8, help="readings per network call")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--cache", default=None, help="folder caching the marked crops between runs")
     ap.add_argument("--device", default=None, help="torch device for the cost table (default: CPU)")
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--json", default=None, help="results, rewritten after every round (a stopped run keeps them)")
     ap.add_argument("--timing-only", action="store_true", help="only the cost of marking, signing, inspecting")
     args = ap.parse_args()
+    if args.threads:
+        import torch  # noqa: PLC0415
+
+        torch.set_num_threads(args.threads)
     paths = photo_paths()
     if not paths:
         print("no photos found (../shared/faces, insightface)", file=sys.stderr)
         return 1
     photos = [load_image(p) for p in paths]
-    report: dict = {"photos": [p.name for p in paths], "n": args.n, "sizes": {}}
-    if not args.timing_only:
-        for size in (int(s) for s in args.sizes.split(",")):
-            src = crops(photos, args.n, size, seed=1)
-            t = time.perf_counter()
-            marked, info = W.embed(src)
-            emb = (time.perf_counter() - t) / len(marked)
-            ps = [psnr(a, b) for a, b in zip(marked, src)]
-            gains = {g: sum(i["gain"] == g for i in info) for g in W.GAINS}
-            print(f"{size}²: {len(src)} crops of {len(paths)} photos; PSNR mean {statistics.mean(ps):.1f} dB, min "
-                  f"{min(ps):.1f} dB; gains {gains}; embed {emb:.2f} s/image", flush=True)
-            report["sizes"][size] = {"psnr_mean": statistics.mean(ps), "psnr_min": min(ps), "gains": gains,
-                                     "attacks": robustness(marked, rng_seed=3)}
-        report["false_positives"] = false_positives(photos, args.fp, seed=2)
-    with tempfile.TemporaryDirectory() as tmp:
-        report["timing"] = timing(photos[0], Path(tmp), args.device)
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1, default=str))
+    report: dict = {"photos": [p.name for p in paths], "settings": {"gains": W.GAINS, "crop_fractions":
+                    W.CROP_FRACTIONS, "found_p": W.FOUND_P}, "command": " ".join(sys.argv), "sizes": {}}
+
+    def save() -> None:
+        if args.json:
+            tmp = Path(args.json + ".tmp")
+            tmp.write_text(json.dumps(report, indent=1, default=str))
+            tmp.replace(args.json)
+
+    cache = Path(args.cache) if args.cache else None
+    if not args.timing_only and args.only in ("all", "robustness"):
+        sizes = [int(s) for s in args.sizes.split(",")]
+        per: dict[int, dict] = {s: {"n": 0, "psnr": [], "gains": {}, "attacks": {}} for s in sizes}
+        for size in sizes:
+            report["sizes"][size] = per[size]
+        for start in range(0, args.n, args.chunk):
+            for size in sizes:
+                count = min(args.chunk, args.n - start)
+                src, marked, info = marked_crops(photos, args.n, size, start, count, cache)
+                r = per[size]
+                r["psnr"] += [psnr(a, b) for a, b in zip(marked, src)]
+                for i in info:
+                    r["gains"][str(i["gain"])] = r["gains"].get(str(i["gain"]), 0) + 1
+                robustness(marked, rng_seed=3 + start, rows=r["attacks"], batch=args.batch)
+                r["n"] += count
+                r["psnr_mean"], r["psnr_min"] = statistics.mean(r["psnr"]), min(r["psnr"])
+                save()
+                print(f"{size}²: {r['n']} crops; PSNR mean {r['psnr_mean']:.2f} dB, min {r['psnr_min']:.1f}; gains "
+                      f"{r['gains']}; " + "; ".join(f"{k} {v['found']}/{v['n']}" for k, v in r["attacks"].items()),
+                      flush=True)
+    if not args.timing_only and args.only in ("all", "fp"):
+        def keep(part: dict) -> None:
+            report["false_positives"] = part
+            save()
+        false_positives(photos, args.fp, seed=2, save=keep, batch=args.batch)
+    if args.timing_only or args.only == "all":
+        with tempfile.TemporaryDirectory() as tmp:
+            report["timing"] = timing(photos[0], Path(tmp), args.device)
+        save()
     return 0
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from facegen.io import save_image
+from facegen.io import save_images
 from facegen.pipelines.similarity import similarity_text
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def save_results(images: Sequence[Any], out_dir: Path, *, job: str, preset: str,
     metadata: one mapping for the whole run, or one per image (the pipeline's own
     provenance); ``job``, ``preset``, ``seed`` and ``id_similarity`` are added.
     """
-    results = []
+    items, kept = [], []
     for i, image in enumerate(images):
         seed = _item(seeds, i)
         sim = _item(similarities, i)
@@ -61,8 +61,10 @@ def save_results(images: Sequence[Any], out_dir: Path, *, job: str, preset: str,
         meta = {**_plain(base), "job": job, "preset": preset, "seed": seed, "id_similarity": sim,
                 "source": "facegen web demo"}
         name = f"{job}-{i:02d}" + (f"-seed{seed}" if seed is not None else "") + ".png"
-        path = save_image(out_dir / name, image, meta).path
-        results.append(SavedResult(path, None if seed is None else int(seed), sim, preset))
+        items.append((out_dir / name, image, meta))
+        kept.append((None if seed is None else int(seed), sim))
+    saved = save_images(items)                      # the batch watermarked in one call
+    results = [SavedResult(s.path, seed, sim, preset) for s, (seed, sim) in zip(saved, kept)]
     logger.info("saved %d %s result(s) in %s", len(results), job, out_dir)
     return results
 

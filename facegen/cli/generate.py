@@ -140,18 +140,19 @@ def check_out_dir(out_dir: Path, id_args: list[str], ids: list[Path], overwrite:
 
 
 class ImageWriter:
-    """Writes each image as it is made (atomically) and appends its ``metadata.jsonl`` line
-    (strict JSON, flushed), so an interrupted run keeps every finished image, listed.
-    ``ids``: the reference files (photos or saved embeddings), recorded by name (no folder: no
-    path of the user's machine is written) and never removed."""
+    """Writes each batch of images as it is made (atomically, watermarked in one call on the
+    pipeline's device) and appends their ``metadata.jsonl`` lines (strict JSON, flushed), so an
+    interrupted run keeps every finished image, listed. ``ids``: the reference files (photos or
+    saved embeddings), recorded by name (no folder: no path of the user's machine is written)
+    and never removed."""
 
     def __init__(self, out_dir: Path, ids: list[Path], previous: list[str], provenance: Any = None) -> None:
         self.out_dir, self.ids, self.previous, self.provenance = out_dir, ids, previous, provenance
         self.records: list[dict[str, Any]] = []
         self._fd: int | None = None
 
-    def __call__(self, i: int, image: Any, meta: dict[str, Any]) -> None:
-        from facegen.io import save_image
+    def __call__(self, first: int, images: list[Any], metas: list[dict[str, Any]]) -> None:
+        from facegen.io import save_images
         from facegen.limits import json_safe
 
         if self._fd is None:
@@ -160,15 +161,17 @@ class ImageWriter:
                 remove_previous_run(self.out_dir, self.previous, self.ids)   # --overwrite: no stale images
             self._fd = os.open(self.out_dir / "metadata.jsonl", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND,
                                0o644)
-        name = f"{i:04d}.png"
-        written = save_image(self.out_dir / name, image, metadata=meta,
-                             provenance=self.provenance).metadata.get("provenance", {})   # what the file holds
-        record = json_safe({"file": name, "ai_generated": True, **meta, "provenance": written,
-                            "references": [p.name for p in self.ids]})     # names, never paths
-        line = (json.dumps(record, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
-        os.write(self._fd, line)
-        os.fsync(self._fd)
-        self.records.append(record)
+        names = [f"{i:04d}.png" for i in range(first, first + len(images))]
+        saved = save_images([(self.out_dir / n, im, m) for n, im, m in zip(names, images, metas)],
+                            provenance=self.provenance)
+        for name, meta, written in zip(names, metas, saved):
+            record = json_safe({"file": name, "ai_generated": True, **meta,
+                                "provenance": written.metadata.get("provenance", {}),   # what the file holds
+                                "references": [p.name for p in self.ids]})     # names, never paths
+            line = (json.dumps(record, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
+            os.write(self._fd, line)
+            os.fsync(self._fd)
+            self.records.append(record)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -217,7 +220,7 @@ def run_generate(args: argparse.Namespace) -> int:
                       guidance_scale=args.guidance, height=args.height, width=args.width,
                       adapter_scale=args.adapter_scale, controlnet_scale=args.controlnet_scale,
                       lora_scale=args.lora_scale, scheduler=args.scheduler, batch_size=args.batch_size,
-                      progress=not args.no_progress, on_image=writer,
+                      progress=not args.no_progress, on_images=writer,
                       face_layout=args.face_layout)
     finally:
         writer.close()

@@ -179,39 +179,46 @@ def process_shard(ctx: RunContext, shard: int, on_images: Callable[[int], None] 
     # identities finished together: about four generator batches of work at a time
     per_chunk = max(1, -(-4 * spec.batch_size // spec.images_per_id))
     writer = W.ShardWriter(root, shard, spec.format)
+    device = getattr(ctx.generate_fn, "device", None)      # the generator's (None: CUDA when available)
     try:
         for chunk in _batches(ids, per_chunk):
             done = _finalise_identities(ctx, chunk, result)
-            for ident in chunk:
-                for index in sorted(done[ident]):
-                    item, rgb, scores = done[ident][index]
-                    meta = _provenance(ctx, item)
-                    png = W.encode_png(rgb, meta, spec.provenance)
-                    crop_png = crop_ref = None
-                    if spec.crops and ctx.align_fn is not None:
-                        crop = ctx.align_fn(rgb)
-                        if crop is not None:
-                            crop_png = W.encode_png(np.ascontiguousarray(crop, dtype=np.uint8), {**meta, "crop": "arcface112"},
-                                                    spec.provenance)
-                            crop_ref = (W.image_relpath(ident, index, crop=True) if spec.format == "imagefolder"
-                                        else f"{item.key}.crop112.png")
-                    record: dict[str, Any] = {
-                        "key": item.key, "identity": ident, "index": index, "attempt": item.attempt,
-                        "seed": item.seed, "noise_level": item.noise_level,
-                        "embedding_sha256": embedding_sha256(item.embedding),
-                        "identity_sha256": embedding_sha256(ctx.identities[ident]),
-                        "prompt": item.prompt, "pose": item.pose,
-                        "scores": scores.to_dict() if ctx.chain is not None else None,
-                        "crop": crop_ref,
-                    }
-                    writer.add(item.key, ident, index, png, record, crop_png)
-                    records.append({**record, **writer.location(ident, index)})
-                    emb = scores.embedding
-                    if emb is not None:
-                        judge = emb.encoder
-                    embeddings.append(None if emb is None else emb.vector)
-                    result.accepted += 1
-                if on_images is not None:
+            entries = [(ident, index, *done[ident][index]) for ident in chunk for index in sorted(done[ident])]
+            metas = [_provenance(ctx, item) for _, _, item, _, _ in entries]
+            # the chunk's images marked in one call on the pipeline's device (then their crops)
+            pngs = W.encode_pngs([(rgb, meta, "image.png") for (_, _, _, rgb, _), meta in zip(entries, metas)],
+                                 spec.provenance, device)
+            crops: list[np.ndarray | None] = [None] * len(entries)
+            if spec.crops and ctx.align_fn is not None:
+                crops = [ctx.align_fn(rgb) for _, _, _, rgb, _ in entries]
+            with_crop = [j for j, c in enumerate(crops) if c is not None]
+            crop_pngs = dict(zip(with_crop, W.encode_pngs(
+                [(np.ascontiguousarray(crops[j], dtype=np.uint8), {**metas[j], "crop": "arcface112"}, "image.png")
+                 for j in with_crop], spec.provenance, device) if with_crop else []))
+            for j, (ident, index, item, rgb, scores) in enumerate(entries):
+                crop_png = crop_pngs.get(j)
+                crop_ref = None
+                if crop_png is not None:
+                    crop_ref = (W.image_relpath(ident, index, crop=True) if spec.format == "imagefolder"
+                                else f"{item.key}.crop112.png")
+                record: dict[str, Any] = {
+                    "key": item.key, "identity": ident, "index": index, "attempt": item.attempt,
+                    "seed": item.seed, "noise_level": item.noise_level,
+                    "embedding_sha256": embedding_sha256(item.embedding),
+                    "identity_sha256": embedding_sha256(ctx.identities[ident]),
+                    "prompt": item.prompt, "pose": item.pose,
+                    "scores": scores.to_dict() if ctx.chain is not None else None,
+                    "crop": crop_ref,
+                }
+                writer.add(item.key, ident, index, pngs[j], record, crop_png)
+                records.append({**record, **writer.location(ident, index)})
+                emb = scores.embedding
+                if emb is not None:
+                    judge = emb.encoder
+                embeddings.append(None if emb is None else emb.vector)
+                result.accepted += 1
+            if on_images is not None:
+                for ident in chunk:
                     on_images(len(done[ident]))
         published = writer.commit()
     except BaseException:

@@ -32,7 +32,7 @@ import math
 import os
 import shutil
 import tarfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,15 +132,24 @@ def _finite_or_none(value: Any) -> Any:
 
 def encode_png(rgb: np.ndarray, metadata: Mapping[str, Any],
                provenance: Mapping[str, Any] | None = None) -> bytes:
-    """PNG bytes of ``rgb`` carrying facegen's provenance (AI-generated tag, and the
-    invisible watermark unless the spec's ``provenance`` turns it off). No per-image C2PA
-    manifest: its signature is not reproducible; the dataset's seal covers the image."""
-    from facegen.io import encode_png as encode_marked_png
+    """PNG bytes of ``rgb`` carrying facegen's provenance: :func:`encode_pngs` for one image."""
+    return encode_pngs([(rgb, metadata, "image.png")], provenance)[0]
+
+
+def encode_pngs(items: Sequence[tuple[np.ndarray, Mapping[str, Any], str]],
+                provenance: Mapping[str, Any] | None = None, device: str | None = None) -> list[bytes]:
+    """PNG bytes of each ``(rgb, metadata, title)`` carrying facegen's provenance (AI-generated
+    tag, and the invisible watermark unless the spec's ``provenance`` turns it off), the batch
+    watermarked in one call on ``device`` (the generator's; ``None``: CUDA when available).
+    No per-image C2PA manifest: its signature is not reproducible; the dataset's seal covers
+    the image."""
+    from facegen.io import encode_pngs as encode_marked_pngs
     from facegen.provenance import Provenance
 
     wanted = {"watermark": True, "c2pa": True, **dict(provenance or {})}
-    options = Provenance(watermark=bool(wanted["watermark"]), c2pa="dataset_seal" if wanted["c2pa"] else False)
-    return encode_marked_png(rgb, dict(metadata), provenance=options)
+    options = Provenance(watermark=bool(wanted["watermark"]), c2pa="dataset_seal" if wanted["c2pa"] else False,
+                         device=device)
+    return encode_marked_pngs([(rgb, dict(meta), title) for rgb, meta, title in items], provenance=options)
 
 
 def _tar_info(name: str, size: int) -> tarfile.TarInfo:

@@ -23,7 +23,7 @@ inflation).
 
 Modules: ``images`` (load_image, open_regular), ``guard`` (allowlist, pixel limit, bomb
 guard), ``pixels`` (colour modes and arrays to RGB), ``metadata`` (the marks: build and
-read back), ``save`` (save_image, encode_png), ``atomic`` (the writer), ``files`` and
+read back), ``save`` (save_image(s), encode_png(s)), ``atomic`` (the writer), ``files`` and
 ``arrays`` (the safe readers of everything that is not an image), ``location`` (where a
 dataset lives: a folder or an fsspec URL, :func:`~facegen.io.location.open_location`) and
 ``store`` (the object-store side: whole-object writes, retries, the lock object).
@@ -35,7 +35,7 @@ from facegen.io.atomic import atomic_write, atomic_write_bytes
 from facegen.io.guard import ALLOWED_FORMATS, DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, resolve_max_pixels
 from facegen.io.images import ImageSource, load_image, open_regular
 from facegen.io.metadata import DIGITAL_SOURCE_TYPE, read_metadata
-from facegen.io.save import SavedImage, encode_png, save_image
+from facegen.io.save import SavedImage, encode_png, encode_pngs, save_image, save_images
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -50,6 +50,8 @@ __all__ = [
     "read_metadata",
     "resolve_max_pixels",
     "encode_png",
+    "encode_pngs",
     "save_image",
+    "save_images",
     "SavedImage",
 ]

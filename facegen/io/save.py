@@ -14,7 +14,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -55,6 +55,7 @@ def save_image(path: str | os.PathLike[str], rgb: np.ndarray | Image.Image,
                provenance: Provenance | None = None) -> SavedImage:
     """Write ``rgb`` to ``path`` atomically, marked as AI-generated; return what was written
     (:class:`SavedImage`: the path, the format, the metadata stored with its provenance block).
+    A batch of images: :func:`save_images` (one watermark call for all).
 
     The format follows the suffix: ``.png`` (primary), ``.jpg``/``.jpeg`` (quality 95) or
     ``.webp`` (quality 95). ``rgb`` is anything :func:`load_image` accepts as an array or
@@ -74,59 +75,88 @@ def save_image(path: str | os.PathLike[str], rgb: np.ndarray | Image.Image,
         BadImageError: ``rgb`` is not a usable image.
         FacegenError: the file cannot be written (permissions, disk full, ...).
     """
-    path = Path(path)
-    fmt = _SAVE_FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise InvalidArgumentError(
-            f"cannot save {path}: unsupported suffix {path.suffix or '(none)'!r}; use "
-            f"{', '.join(sorted(_SAVE_FORMATS))}")
-    if path.is_dir():
-        raise InvalidArgumentError(f"cannot save to {path}: it is a directory")
-    image, meta, payload, software, xmp = _prepare(rgb, metadata, "save_image", provenance)
-
-    if fmt == "PNG":
-        options: dict[str, Any] = {"pnginfo": png_options(meta, payload, software, xmp)}
-    else:
-        options = {"quality": 95, "exif": exif_bytes(software, payload),
-                   "xmp": xmp.encode("utf-8")}
-
-    buf = io.BytesIO()
-    try:
-        image.save(buf, format=fmt, **options)
-    except ValueError as exc:  # e.g. "EXIF data is too long" for JPEG segments
-        raise InvalidArgumentError(
-            f"cannot save {path.name} as {fmt}: {exc}; metadata this large needs PNG"
-        ) from exc
-    data = sign_encoded(buf.getvalue(), fmt, meta, provenance, title=path.name)
-    atomic_write_bytes(path, data)
-    logger.debug("saved %s (%s, %dx%d) with provenance metadata", path, fmt,
-                 image.width, image.height)
-    return SavedImage(path, fmt, json.loads(payload))
+    return save_images([(path, rgb, metadata)], provenance=provenance, caller="save_image")[0]
 
 
-def _prepare(rgb: np.ndarray | Image.Image, metadata: Mapping[str, Any] | None,
+def save_images(items: Sequence[tuple[str | os.PathLike[str], np.ndarray | Image.Image,
+                                      Mapping[str, Any] | None]], *,
+                provenance: Provenance | None = None, caller: str = "save_images") -> list[SavedImage]:
+    """:func:`save_image` for a batch of ``(path, rgb, metadata)``: every path and metadata is
+    checked first, the batch is watermarked in one call on ``provenance.device`` (the
+    pipeline's), then each file is encoded, signed and written atomically, in order."""
+    paths: list[tuple[Path, str]] = []
+    for item in items:
+        path = Path(item[0])
+        fmt = _SAVE_FORMATS.get(path.suffix.lower())
+        if fmt is None:
+            raise InvalidArgumentError(
+                f"cannot save {path}: unsupported suffix {path.suffix or '(none)'!r}; use "
+                f"{', '.join(sorted(_SAVE_FORMATS))}")
+        if path.is_dir():
+            raise InvalidArgumentError(f"cannot save to {path}: it is a directory")
+        paths.append((path, fmt))
+    prepared = _prepare([it[1] for it in items], [it[2] for it in items], caller, provenance)
+    saved = []
+    for (path, fmt), (image, meta, payload, software, xmp) in zip(paths, prepared):
+        if fmt == "PNG":
+            options: dict[str, Any] = {"pnginfo": png_options(meta, payload, software, xmp)}
+        else:
+            options = {"quality": 95, "exif": exif_bytes(software, payload),
+                       "xmp": xmp.encode("utf-8")}
+        buf = io.BytesIO()
+        try:
+            image.save(buf, format=fmt, **options)
+        except ValueError as exc:  # e.g. "EXIF data is too long" for JPEG segments
+            raise InvalidArgumentError(
+                f"cannot save {path.name} as {fmt}: {exc}; metadata this large needs PNG"
+            ) from exc
+        data = sign_encoded(buf.getvalue(), fmt, meta, provenance, title=path.name)
+        atomic_write_bytes(path, data)
+        logger.debug("saved %s (%s, %dx%d) with provenance metadata", path, fmt,
+                     image.width, image.height)
+        saved.append(SavedImage(path, fmt, json.loads(payload)))
+    return saved
+
+
+def _prepare(rgbs: Sequence[np.ndarray | Image.Image], metadatas: Sequence[Mapping[str, Any] | None],
              caller: str, provenance: Provenance | None
-             ) -> tuple[Image.Image, dict[str, Any], str, str, str]:
-    """Pixels and provenance fields shared by :func:`save_image` and :func:`encode_png`."""
-    if isinstance(rgb, Image.Image):
-        pixels = pil_to_rgb(rgb, None, None, "<PIL image>", restore_frame=True)
-    elif isinstance(rgb, np.ndarray):
-        pixels = array_to_rgb(rgb, None, "<array>")
-    else:
-        raise InvalidArgumentError(
-            f"{caller} needs a numpy array or PIL.Image, got {type(rgb).__name__}")
-    pixels, meta = mark(pixels, check_metadata(metadata), provenance)
-    payload = json.dumps(json_safe(meta), ensure_ascii=False, sort_keys=True, default=json_default,
-                         allow_nan=False)
+             ) -> list[tuple[Image.Image, dict[str, Any], str, str, str]]:
+    """Pixels and provenance fields shared by :func:`save_images` and :func:`encode_pngs`: the
+    whole batch marked in one :func:`facegen.provenance.mark` call."""
+    pixels = []
+    for rgb in rgbs:
+        if isinstance(rgb, Image.Image):
+            pixels.append(pil_to_rgb(rgb, None, None, "<PIL image>", restore_frame=True))
+        elif isinstance(rgb, np.ndarray):
+            pixels.append(array_to_rgb(rgb, None, "<array>"))
+        else:
+            raise InvalidArgumentError(
+                f"{caller} needs a numpy array or PIL.Image, got {type(rgb).__name__}")
+    metas = [check_metadata(m) for m in metadatas]
     software = f"facegen {__version__}"
-    return Image.fromarray(pixels), meta, payload, software, build_xmp(software, payload)
+    out = []
+    for marked, meta in mark(pixels, metas, provenance):
+        payload = json.dumps(json_safe(meta), ensure_ascii=False, sort_keys=True, default=json_default,
+                             allow_nan=False)
+        out.append((Image.fromarray(marked), meta, payload, software, build_xmp(software, payload)))
+    return out
 
 
 def encode_png(rgb: np.ndarray | Image.Image, metadata: Mapping[str, Any] | None = None, *,
                provenance: Provenance | None = None, title: str = "image.png") -> bytes:
     """PNG bytes with the same AI-generated provenance :func:`save_image` writes (for
-    archive members such as WebDataset shards; ``title`` names it in a C2PA manifest)."""
-    image, meta, payload, software, xmp = _prepare(rgb, metadata, "encode_png", provenance)
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", pnginfo=png_options(meta, payload, software, xmp))
-    return sign_encoded(buf.getvalue(), "PNG", meta, provenance, title=title)
+    archive members such as WebDataset shards; ``title`` names it in a C2PA manifest).
+    A batch: :func:`encode_pngs`."""
+    return encode_pngs([(rgb, metadata, title)], provenance=provenance, caller="encode_png")[0]
+
+
+def encode_pngs(items: Sequence[tuple[np.ndarray | Image.Image, Mapping[str, Any] | None, str]], *,
+                provenance: Provenance | None = None, caller: str = "encode_pngs") -> list[bytes]:
+    """:func:`encode_png` for a batch of ``(rgb, metadata, title)``, watermarked in one call."""
+    out = []
+    for (_, _, title), (image, meta, payload, software, xmp) in zip(
+            items, _prepare([it[0] for it in items], [it[1] for it in items], caller, provenance)):
+        buf = io.BytesIO()
+        image.save(buf, format="PNG", pnginfo=png_options(meta, payload, software, xmp))
+        out.append(sign_encoded(buf.getvalue(), "PNG", meta, provenance, title=title))
+    return out

@@ -14,7 +14,7 @@ dataset job), in numbered stages, each a method or function you can call alone::
        provenance        (AI-generated, preset, adapter, seeds, version), made once
     5. denoise           per micro-batch: the adapter conditions (samples → diffusers kwargs),
                          one CPU torch.Generator per image: image i depends on its seed only
-    6. measure           each batch's images judged and recorded as they come (``on_image``)
+    6. measure           each batch's images judged and recorded as they come (``on_images``)
     7. output            the PipelineOutput (several people: each person's report on it)
 
 Example::
@@ -320,7 +320,7 @@ class IDGenerationPipeline:
                  callback: Callable[[int, int], None] | None = None, *, lora_scale: float | None = None,
                  id_masks: Sequence[Any] | None = None, control_kps: Any = None, batch_size: int | None = None,
                  measure_similarity: bool = True, face_layout: str | None = None,
-                 on_image: Callable[[int, Any, dict[str, Any]], None] | None = None,
+                 on_images: Callable[[int, list[Any], list[dict[str, Any]]], None] | None = None,
                  samples: Sequence[Sample] | None = None, output_type: str = "pil",
                  people: Sequence[Any] | None = None, layout: Any = None) -> PipelineOutput:
         """Generate ``num_images`` images of the identity in ``id_images`` or ``id_embeds`` — or one
@@ -340,9 +340,10 @@ class IDGenerationPipeline:
         ``height``/``width`` are given (then the photo is fitted inside them, centred);
         ``"portrait"`` re-frames the face into a fixed portrait (what embeddings without a photo
         always get).
-        ``on_image(i, image, provenance)`` is called as soon as image i is made and measured
-        (``provenance`` is what ``result.provenance(i)`` gives), so a caller can write each
-        image as it is done instead of losing everything to an interruption.
+        ``on_images(first, images, provenances)`` is called as soon as each batch (images
+        ``first``, ``first + 1``, ...) is made and measured (``provenances[j]`` is what
+        ``result.provenance(first + j)`` gives), so a caller can write (and watermark) the batch
+        in one call as it is done instead of losing everything to an interruption.
         ``output_type``: ``"pil"`` (PIL images) or ``"np"`` (RGB uint8 arrays).
         ``people`` (photos or embeddings, one entry per person) and ``layout`` (``"side-by-side"``,
         ``"group"``, face boxes): several people in one image (:mod:`facegen.pipelines.people`).
@@ -363,9 +364,9 @@ class IDGenerationPipeline:
         if people is not None or layout is not None:
             from facegen.pipelines.people import people_stage
             stage = people_stage(self, people, layout, args, given=dict(id_images=id_images, id_embeds=id_embeds,
-                                 samples=samples), measure_similarity=measure_similarity, on_image=on_image)
+                                 samples=samples), measure_similarity=measure_similarity, on_images=on_images)
             id_images, id_embeds, args = stage.id_images, stage.id_embeds, stage.args
-            measure_similarity, on_image = stage.measure_similarity, stage.on_image
+            measure_similarity, on_images = stage.measure_similarity, stage.on_images
         # 2. check, then fill the preset's defaults
         self.check_inputs(id_images=id_images, id_embeds=id_embeds, samples=samples, **dataclasses.asdict(args))
         req = self.fill_defaults(args, samples)
@@ -401,12 +402,11 @@ class IDGenerationPipeline:
             scores = score(first, out)
             sims.extend(scores)
             made.extend(out)
-            if on_image is not None:
-                for j, (im, sim) in enumerate(zip(out, scores)):
-                    i = first + j
-                    on_image(i, im, {"preset": self.preset.name, "adapter": self.preset.family,
-                                     "seed": int(req.seeds[i]), "id_similarity": sim,
-                                     **self._image_meta(meta, samples[i])})
+            if on_images is not None:
+                on_images(first, out, [{"preset": self.preset.name, "adapter": self.preset.family,
+                                        "seed": int(req.seeds[first + j]), "id_similarity": sim,
+                                        **self._image_meta(meta, samples[first + j])}
+                                       for j, sim in enumerate(scores)])
 
         # 5. condition and denoise, batch by batch → 6. each batch measured and recorded (batch_done)
         self.denoise(samples, req, progress=progress, callback=callback, on_batch=batch_done)

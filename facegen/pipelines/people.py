@@ -173,12 +173,12 @@ class PeopleStage:
     id_embeds: list[IDEmbedding] | None
     args: CallArgs
     measure_similarity: bool
-    on_image: Callable[[int, Any, dict[str, Any]], None] | None
+    on_images: Callable[[int, list[Any], list[dict[str, Any]]], None] | None
     finish: Callable[[PipelineOutput], PipelineOutput]
 
 
 def people_stage(pipe: IDGenerationPipeline, people: Any, layout: Any, args: CallArgs, *, given: dict[str, Any],
-                 measure_similarity: bool, on_image: Callable[[int, Any, dict[str, Any]], None] | None
+                 measure_similarity: bool, on_images: Callable[[int, list[Any], list[dict[str, Any]]], None] | None
                  ) -> PeopleStage:
     """Stages 1-3 above for ``pipe(people=..., layout=...)``; ``given`` are the per-identity
     arguments the caller also passed (refused: ``people`` replaces them)."""
@@ -190,10 +190,10 @@ def people_stage(pipe: IDGenerationPipeline, people: Any, layout: Any, args: Cal
     if len(persons) == 1 and layout is None:            # today's single-person call, same pixels
         embeds = isinstance(persons[0][0], IDEmbedding)
 
-        def one_done(i: int, image: Any, meta: dict[str, Any]) -> None:
-            if on_image is not None:
-                on_image(i, image, {**meta, "people": 1,
-                                    "people_report": [r.to_dict() for r in single_person(meta["id_similarity"])]})
+        def one_done(first: int, images: list[Any], metas: list[dict[str, Any]]) -> None:
+            if on_images is not None:
+                on_images(first, images, [{**meta, "people": 1, "people_report": [
+                    r.to_dict() for r in single_person(meta["id_similarity"])]} for meta in metas])
 
         def finish_one(out: PipelineOutput) -> PipelineOutput:
             out.people = [single_person(sim) for sim in out.id_similarity]
@@ -213,12 +213,14 @@ def people_stage(pipe: IDGenerationPipeline, people: Any, layout: Any, args: Cal
              "layout": [[round(float(v), 4) for v in b] for b in plan.boxes],
              "id_judge": None if judge is None else judge.name, "face_layout": None}
 
-    def image_done(i: int, image: Any, meta: dict[str, Any]) -> None:
-        reports[i] = _report(judge, image, plan)
-        meta = {**meta, **extra, "id_similarity": overall_similarity(reports[i]),
-                "people_report": [r.to_dict() for r in reports[i]]}
-        if on_image is not None:
-            on_image(i, image, meta)
+    def batch_done(first: int, images: list[Any], metas: list[dict[str, Any]]) -> None:
+        out = []
+        for i, (image, meta) in enumerate(zip(images, metas), start=first):
+            reports[i] = _report(judge, image, plan)
+            out.append({**meta, **extra, "id_similarity": overall_similarity(reports[i]),
+                        "people_report": [r.to_dict() for r in reports[i]]})
+        if on_images is not None:
+            on_images(first, images, out)
 
     def finish(out: PipelineOutput) -> PipelineOutput:
         out.people = [reports[i] for i in range(len(out))]
@@ -228,7 +230,7 @@ def people_stage(pipe: IDGenerationPipeline, people: Any, layout: Any, args: Cal
         return out
     return PeopleStage(None, plan.identities, dataclasses.replace(args, id_masks=plan.masks,
                                                                   control_kps=plan.control_kps),
-                       False, image_done, finish)
+                       False, batch_done, finish)
 
 
 def _report(judge: PeopleJudge | None, image: Any, plan: PeoplePlan) -> list[PersonReport]:

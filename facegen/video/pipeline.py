@@ -107,6 +107,8 @@ class _TrackState:
 
 #: frames timed (after the first, which carries the warm-up) for the run's one-line estimate
 ESTIMATE_FRAMES = 3
+#: frames watermarked together (one batched call on the pipeline's device) before they are encoded
+MARK_BATCH = 8
 
 
 def estimate_line(seconds_per_frame: float, frames_left: int, fps: float) -> str | None:
@@ -183,9 +185,35 @@ class VideoEditPipeline:
         timings = dict.fromkeys(("decode", "detect_track", "edit", "measure", "encode", "watermark"), 0.0)
         seg = done
         writer = None
+        pending: list[tuple[int, np.ndarray]] = []   # edited frames waiting for their batch's watermark
         first = self.count                              # frames done before this run (a resume)
+
+        def flush() -> None:
+            """Watermark the pending frames in one call on the pipeline's device, write them, and
+            commit the segment when they complete it (pending never crosses a segment's end)."""
+            nonlocal writer, seg
+            if not pending:
+                return
+            t0 = time.perf_counter()
+            rgbs = [e for _, e in pending]
+            if wm_on:
+                rgbs = vp.mark_frames(rgbs, prov.device)
+            timings["watermark"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for (pts, _), rgb in zip(pending, rgbs):
+                if writer is None:
+                    writer = vc.SegmentWriter(store.segment_tmp(seg), info, st.encode)
+                writer.write(pts, rgb)
+            pending.clear()
+            if writer is not None and writer.frames == seg_frames:     # 4. commit the segment and the state
+                writer.close()
+                writer = None
+                store.commit(seg, *self._state())
+                seg += 1
+            timings["encode"] += time.perf_counter() - t0
+
         t = t_est = time.perf_counter()
-        # 3. frame by frame
+        # 3. frame by frame (the watermark and the encoder take them MARK_BATCH at a time)
         for frame in frames:
             timings["decode"] += time.perf_counter() - t
             if st.max_frames is not None and self.count >= st.max_frames:
@@ -193,22 +221,12 @@ class VideoEditPipeline:
             if self.first_pts is None:
                 self.first_pts = frame.pts
             edited = self._frame(frame, judge_every, timings)
-            t = time.perf_counter()
-            if wm_on:
-                edited = vp.mark_frame(edited, prov.device)
-            timings["watermark"] += time.perf_counter() - t
-            t = time.perf_counter()
-            if writer is None:
-                writer = vc.SegmentWriter(store.segment_tmp(seg), info, st.encode)
-            writer.write(frame.pts, edited)
+            pending.append((frame.pts, edited))
             self.count += 1
             self.last_pts = frame.pts
-            if writer.frames == seg_frames:          # 4. commit the segment and the state
-                writer.close()
-                writer = None
-                store.commit(seg, *self._state())
-                seg += 1
-            timings["encode"] += time.perf_counter() - t
+            in_segment = (writer.frames if writer is not None else 0) + len(pending)
+            if len(pending) >= MARK_BATCH or in_segment == seg_frames:
+                flush()
             if bar is not None:
                 bar.update(1)
             t = time.perf_counter()
@@ -217,6 +235,7 @@ class VideoEditPipeline:
             elif self.count == first + 1 + ESTIMATE_FRAMES and (line := estimate_line(
                     (t - t_est) / ESTIMATE_FRAMES, est - self.count, float(info.fps))):
                 logger.warning(line)
+        flush()
         if writer is not None:
             writer.close()
             store.commit(seg, *self._state())

@@ -79,7 +79,7 @@ SAMPLED_FRAMES = 8
 def read_video_watermark(path: str | os.PathLike[str], info: Any = None, frames: int = SAMPLED_FRAMES
                          ) -> dict[str, Any]:
     """The watermark reading of a video: each of ``frames`` evenly spaced frames is read
-    (:func:`facegen.provenance.watermark.detect`); ``frames_found`` of ``frames_read`` carry the
+    (:func:`facegen.provenance.watermark.detect_batch`); ``frames_found`` of ``frames_read`` carry the
     mark; ``p_value`` is the best frame's, multiplied by the frames read (Bonferroni), and
     ``found`` compares it with the same threshold as an image."""
     from facegen.provenance import watermark as _wm  # noqa: PLC0415
@@ -90,10 +90,11 @@ def read_video_watermark(path: str | os.PathLike[str], info: Any = None, frames:
         return {"found": False, "p_value": None, "bit_agreement": None, "reason": _wm.MISSING}
     total = max(1, int(info.frames or 0))
     step = max(1, total // frames)
-    readings = []
+    sampled = []
     for i, frame in enumerate(read_frames(info)):
-        if i % step == 0 and len(readings) < frames:
-            readings.append(_wm.detect(frame.rgb))
+        if i % step == 0 and len(sampled) < frames:
+            sampled.append(frame.rgb)
+    readings = _wm.detect_batch(sampled)            # the sampled frames read together
     if not readings:
         return {"found": False, "p_value": None, "bit_agreement": None, "reason": "no frame decoded"}
     best = min(readings, key=lambda r: r.p_value)
@@ -128,11 +129,11 @@ def inspect_video(path: str | os.PathLike[str], trust: Iterable[bytes] = ()) -> 
                       "duration": round(info.duration, 3), "rotation": info.rotation, "audio": list(info.audio)}}
 
 
-def mark_frame(rgb: np.ndarray, device: Any = None) -> np.ndarray:
-    """facegen's invisible watermark on one video frame (every frame is marked, so any cut
-    slice carries it)."""
+def mark_frames(rgbs: list[np.ndarray], device: Any = None) -> list[np.ndarray]:
+    """facegen's invisible watermark on a batch of video frames, in one call on ``device`` (every
+    frame is marked, so any cut slice carries it)."""
     from facegen.provenance import watermark as _wm  # noqa: PLC0415
-    return _wm.embed([rgb], device=device)[0][0]
+    return _wm.embed(rgbs, device=device)[0]
 
 
 def watermark_plan(options: Provenance, width: int, height: int) -> tuple[bool, dict[str, Any]]:

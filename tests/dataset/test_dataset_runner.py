@@ -4,12 +4,14 @@ after kill -9, refusal of a changed spec, filters and regeneration, dataset_stat
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import logging
 import os
 import pickle
 import signal
 import subprocess
+import tarfile
 import sys
 import textwrap
 import time
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from facegen.dataset import writers as W
 from facegen.dataset.filters import EncoderEmbedFn, FilterChain, FilterConfig, ImageScores, average_hash
@@ -251,8 +254,9 @@ def test_resume_removes_the_half_written_root_files_of_a_killed_run(tmp_path: Pa
     assert _files(root) == ref
 
 
-def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path: Path, reference) -> None:
-    _, ref = reference
+def _kill_9_mid_shard_then_resume(tmp_path: Path, spec_kw: dict, size: int) -> Path:
+    """Runs the dataset in a subprocess (one image per generator call), kills it with SIGKILL
+    while shard 1 is being written, then resumes it here; returns the root."""
     root = tmp_path / "killed"
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(f"""
@@ -260,12 +264,12 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path: Path, referen
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_dataset_runner import FakeGenerate, _spec
         from facegen.dataset.runner import run_dataset
-        run_dataset(_spec(__import__("pathlib").Path({str(root)!r}), batch_size=1),
-                    FakeGenerate(delay=0.15), progress=False)
+        run_dataset(_spec(__import__("pathlib").Path({str(root)!r}), batch_size=1, **{spec_kw!r}),
+                    FakeGenerate(size={size}, delay=0.15), progress=False)
     """))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + 300
         # wait until shard 0 is done and shard 1 is being written, then kill it mid-shard
         while not (W.part_path(root, 0).exists() and list((root / ".tmp").glob("shard-000001.*"))):
             assert proc.poll() is None, proc.stderr.read().decode()
@@ -280,8 +284,32 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path: Path, referen
     assert proc.returncode == -signal.SIGKILL
     assert not W.part_path(root, 2).exists() and not (root / "manifest.jsonl").exists()
     assert list((root / ".tmp").iterdir())  # a partial shard was being written
-    run_dataset(_spec(root), FakeGenerate(), progress=False)
+    run_dataset(_spec(root, **spec_kw), FakeGenerate(size=size), progress=False)
+    return root
+
+
+def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path: Path, reference) -> None:
+    _, ref = reference
+    root = _kill_9_mid_shard_then_resume(tmp_path, {}, 32)
     assert _files(root) == ref
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9_with_watermarked_images_is_byte_identical(tmp_path: Path) -> None:
+    """Images large enough to hold the watermark (256², the 32 px ones above are too small):
+    every image is marked (chunks of another composition in the killed run, one image per
+    generator call) and the resumed dataset equals an uninterrupted run byte for byte."""
+    kw = {"num_ids": 4, "images_per_id": 2, "shard_size": 1}
+    ref_root = tmp_path / "reference"
+    run_dataset(_spec(ref_root, **kw), FakeGenerate(size=256), progress=False)
+    manifest = [json.loads(line) for line in (ref_root / "manifest.jsonl").read_text().splitlines()]
+    assert len(manifest) == 8
+    with tarfile.open(ref_root / "shards" / "shard-000000.tar") as tar:
+        png = next(m for m in tar.getmembers() if m.name.endswith(".png"))
+        meta = json.loads(Image.open(io.BytesIO(tar.extractfile(png).read())).text["facegen"])
+    assert meta["provenance"]["watermark"]["embedded"] is True
+    root = _kill_9_mid_shard_then_resume(tmp_path, kw, 256)
+    assert _files(root) == _files(ref_root)
 
 
 def test_changed_spec_in_the_same_folder_is_refused(tmp_path: Path, reference) -> None:

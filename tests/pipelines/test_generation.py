@@ -301,3 +301,13 @@ def test_a_missing_similarity_says_why():
     assert similarity_text(0.51234, "dlib-resnet-v1") == "0.512"
     assert similarity_text(None, "dlib-resnet-v1") == "n/a (no face found in the result)"
     assert similarity_text(None, None).startswith("n/a (not measured")
+
+
+def test_on_images_gets_each_batch_once_with_its_provenance(pipes):
+    """The caller gets each denoised batch in one call (so the writer marks it in one call)."""
+    name = next(n for n in list_presets() if get_preset(n).tiny and get_preset(n).base != "flux")
+    calls: list[tuple[int, int, list[int]]] = []
+    out = gen(pipes[name], emb(2), num_images=3, seed=20, batch_size=2,
+              on_images=lambda first, ims, metas: calls.append((first, len(ims), [m["seed"] for m in metas])))
+    assert calls == [(0, 2, [20, 21]), (2, 1, [22])]
+    assert [out.provenance(i)["seed"] for i in range(3)] == [20, 21, 22]
