@@ -18,10 +18,9 @@ A resume checks every finished shard's files against the sizes and sha256 in its
 ``files.json`` and redoes a shard whose files do not match (a truncated tar, a zeroed PNG,
 an emptied part), saying which file was damaged.
 
-Every file is written under a temporary name and renamed (``os.replace``) when complete
-(:mod:`facegen.io.atomic`: fsync'ed first, the folder fsync'ed after),
-and every byte is a function of the spec (tar headers carry no times or owners, PNGs no
-dates), so a resumed run ends byte-identical to an uninterrupted one.
+Every file is written under a temporary name and renamed when complete (:mod:`facegen.io.atomic`:
+fsync'ed first, the folder fsync'ed after), and every byte is a function of the spec (tar headers carry
+no times or owners, PNGs no dates), so a resumed run ends byte-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -138,17 +137,15 @@ def encode_png(rgb: np.ndarray, metadata: Mapping[str, Any],
 
 def encode_pngs(items: Sequence[tuple[np.ndarray, Mapping[str, Any], str]],
                 provenance: Mapping[str, Any] | None = None, device: str | None = None) -> list[bytes]:
-    """PNG bytes of each ``(rgb, metadata, title)`` carrying facegen's provenance (AI-generated
-    tag, and the invisible watermark unless the spec's ``provenance`` turns it off), the batch
-    watermarked in one call on ``device`` (the generator's; ``None``: CUDA when available).
-    No per-image C2PA manifest: its signature is not reproducible; the dataset's seal covers
-    the image."""
+    """PNG bytes of each ``(rgb, metadata, title)`` with the AI-generated tag and (unless the spec turns it off)
+    the watermark, marked in one call on ``device`` (the generator's; ``None``: CUDA when available). No
+    per-image C2PA manifest (its signature is not reproducible): the dataset's seal covers the image."""
     from facegen.io import encode_pngs as encode_marked_pngs
     from facegen.provenance import Provenance
 
     wanted = {"watermark": True, "c2pa": True, **dict(provenance or {})}
-    options = Provenance(watermark=bool(wanted["watermark"]), c2pa="dataset_seal" if wanted["c2pa"] else False,
-                         device=device)
+    seal = "dataset_seal" if wanted["c2pa"] else False
+    options = Provenance(watermark=bool(wanted["watermark"]), c2pa=seal, device=device)
     return encode_marked_pngs([(rgb, dict(meta), title) for rgb, meta, title in items], provenance=options)
 
 
