@@ -5,6 +5,7 @@ inspecting (issues 13 and 26).
     python benchmarks/bench_provenance.py --sizes 512,1024 --n 100 --fp 2000 --json out.json
     python benchmarks/bench_provenance.py --timing-only
     python benchmarks/bench_provenance.py --timing-only --device cuda      # on a GPU
+    python benchmarks/bench_provenance.py --only gains --n 100 --sizes 512    # what the gain ladder can buy
 
 On a busy machine split the work over two processes and cache the marked crops; each rewrites
 its JSON after every round, so a run stopped by a time limit still leaves its figures:
@@ -336,13 +337,66 @@ def marked_crops(photos: list[np.ndarray], n: int, size: int, start: int, count:
     return src, marked, info
 
 
+PROBE_GAINS = (1.25, 1.5, 2.0, 2.6)
+
+
+def gain_probe(photos: list[np.ndarray], n: int, size: int, seed: int = 1) -> list[dict]:
+    """Each of ``n`` crops marked at every gain of :data:`PROBE_GAINS` (one residual per crop): its PSNR,
+    the embed's read-back bits (JPEG q75 at the working size) and the combined attack's reading
+    (the same crop window at every gain).  What the gain ladder can and cannot buy, per crop."""
+    dev = W._device(None)
+    rows = []
+    for i, img in enumerate(crops(photos, n, size, seed=seed)):
+        hw = W._work_size(*img.shape[:2])
+        res = W._residuals([W._resize(np.ascontiguousarray(img), hw, shrink=True)], dev)[0]
+        row: dict = {"crop": i}
+        for g in PROBE_GAINS:
+            m = W._apply(img, res, g)
+            rb = int(W._agreement(W._decode([W._jpeg(W._resize(m, hw, shrink=True), W.CHECK_JPEG_QUALITY)], dev))[0])
+            rng = np.random.default_rng(1000 + i)
+            reading = W.detect_batch([np.ascontiguousarray(jpeg(resize(crop10(m, rng), 0.5), 75))])[0]
+            row[str(g)] = {"psnr": psnr(m, img), "read_back": rb, "found": bool(reading.found),
+                           "bits": round(float(reading.bit_agreement) * W.BITS)}
+        rows.append(row)
+    return rows
+
+
+def ladder_outcomes(rows: list[dict], ladder: tuple[float, ...], *, smallest_best: bool = False) -> dict:
+    """Mean PSNR and combined-attack detections if the embed walked ``ladder`` (next gain while the
+    read-back is short of all bits); ``smallest_best``: keep the smallest gain with the best read-back."""
+    psnrs, found = [], 0
+    for r in rows:
+        tried = []
+        for g in ladder:
+            tried.append(str(g))
+            if r[str(g)]["read_back"] == W.BITS:
+                break
+        g = tried[-1]
+        if smallest_best:
+            best = max(r[t]["read_back"] for t in tried)
+            g = next(t for t in tried if r[t]["read_back"] == best)
+        psnrs.append(r[g]["psnr"])
+        found += r[g]["found"]
+    return {"psnr_mean": round(statistics.mean(psnrs), 2), "found": found, "n": len(rows)}
+
+
+def gain_report(rows: list[dict]) -> dict:
+    g = PROBE_GAINS
+    out = {f"fixed gain {x}": ladder_outcomes(rows, (x,)) for x in g}
+    out["found at some gain"] = {"found": sum(any(r[str(x)]["found"] for x in g) for r in rows), "n": len(rows)}
+    for name, lad, best in ((f"ladder {g}", g, False), (f"ladder {g[1:]}", g[1:], False),
+                            (f"ladder {g}, smallest best read-back", g, True)):
+        out[name] = ladder_outcomes(rows, lad, smallest_best=best)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=100, help="marked crops per size")
     ap.add_argument("--sizes", default="512,1024")
     ap.add_argument("--fp", type=int, default=2000, help="unmarked crops for the false-positive count")
-    ap.add_argument("--only", choices=("robustness", "fp", "all"), default="all",
-                    help="run one part (two processes can share the work); --timing-only: the cost table")
+    ap.add_argument("--only", choices=("robustness", "fp", "gains", "all"), default="all",
+                    help="run one part (two processes can share the work); gains: every crop at every gain of the ladder through the combined attack (not part of all); --timing-only: the cost table")
     ap.add_argument("--chunk", type=int, default=10, help="marked crops per size per round (sizes alternate)")
     ap.add_argument("--batch", type=int, default=8, help="readings per network call")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -370,6 +424,14 @@ def main() -> int:
             tmp.replace(args.json)
 
     cache = Path(args.cache) if args.cache else None
+    if args.only == "gains":
+        for size in [int(s) for s in args.sizes.split(",")]:
+            rows = gain_probe(photos, args.n, size)
+            report["sizes"][size] = {"report": gain_report(rows), "crops": rows}
+            save()
+            for name, r in report["sizes"][size]["report"].items():
+                print(f"{size}² {name}: " + ", ".join(f"{k} {v}" for k, v in r.items()), flush=True)
+        return 0
     if not args.timing_only and args.only in ("all", "robustness"):
         sizes = [int(s) for s in args.sizes.split(",")]
         per: dict[int, dict] = {s: {"n": 0, "psnr": [], "gains": {}, "attacks": {}} for s in sizes}
