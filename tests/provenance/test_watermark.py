@@ -244,3 +244,18 @@ def test_save_images_marks_the_batch_in_one_call(tmp_path, tom_hanks_path, monke
     for a, b in zip(alone, saved):
         assert a.path.read_bytes() == b.path.read_bytes()
         assert b.metadata["provenance"]["watermark"]["embedded"] is True
+
+
+def test_a_mark_that_never_reads_back_whole_keeps_the_smallest_gain_of_its_best_read_back(monkeypatch):
+    """bench_provenance --only gains: a crop whose JPEG read-back stays short of 32 bits at every
+    gain reads no better at the top gain, which only costs PSNR; the embed keeps the smallest
+    gain that gave its best read-back (ties: the smaller)."""
+    rng = np.random.default_rng(5)
+    img = cv2.GaussianBlur(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8), (0, 0), 3)
+    script = iter([29, 31, 30, 31])                      # read-back bits at gains 1.25, 1.6, 2.0, 2.6
+    monkeypatch.setattr(W, "_agreement", lambda logits: np.array([next(script) for _ in range(len(logits))]))
+    out, info = W.embed([img], device="cpu")
+    assert info == [{"gain": 1.6, "read_back": round(31 / 32, 4)}]
+    res = W._residuals([W._resize(img, W._work_size(256, 256), shrink=True)], W._device("cpu"))[0]
+    assert np.array_equal(out[0], W._apply(img, res, 1.6))
+    assert not np.array_equal(out[0], W._apply(img, res, 2.6))
