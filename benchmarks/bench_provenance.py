@@ -352,7 +352,7 @@ def gain_probe(photos: list[np.ndarray], n: int, size: int, seed: int = 1) -> li
         row: dict = {"crop": i}
         for g in PROBE_GAINS:
             m = W._apply(img, res, g)
-            rb = int(W._agreement(W._decode([W._jpeg(W._resize(m, hw, shrink=True), W.CHECK_JPEG_QUALITY)], dev))[0])
+            rb = int(W.read_back([m], hw, dev)[0])
             rng = np.random.default_rng(1000 + i)
             reading = W.detect_batch([np.ascontiguousarray(jpeg(resize(crop10(m, rng), 0.5), 75))])[0]
             row[str(g)] = {"psnr": psnr(m, img), "read_back": rb, "found": bool(reading.found),

@@ -244,6 +244,12 @@ def _jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
     return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
 
 
+def read_back(marked: Sequence[np.ndarray], hw: tuple[int, int], device: Any) -> np.ndarray:
+    """Key bits each marked image gives at working size ``hw`` after JPEG q:data:`CHECK_JPEG_QUALITY`
+    (the embed's check)."""
+    return _agreement(_decode([_jpeg(_resize(m, hw, shrink=True), CHECK_JPEG_QUALITY) for m in marked], device))
+
+
 def embed(images: Sequence[np.ndarray], *, device: Any = None, gains: Sequence[float] = GAINS
           ) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
     """Mark RGB uint8 images (any sizes that hold the mark; :func:`too_small` first), in
@@ -271,8 +277,7 @@ def embed(images: Sequence[np.ndarray], *, device: Any = None, gains: Sequence[f
         for n, gain in enumerate(gains):
             for j in todo:
                 out[idx[j]] = _apply(images[idx[j]], res[j], gain)
-            checks = [_jpeg(_resize(out[idx[j]], hw, shrink=True), CHECK_JPEG_QUALITY) for j in todo]
-            agree = _agreement(_decode(checks, dev))
+            agree = read_back([out[idx[j]] for j in todo], hw, dev)
             left = []
             for t, j in enumerate(todo):
                 if j not in best or agree[t] > best[j][0]:
