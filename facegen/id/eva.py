@@ -151,17 +151,9 @@ def read_eva_state(path: Path) -> dict[str, Any]:
     ``weights_only=True``) or a safetensors file, of the whole CLIP (``visual.*`` kept, the
     text tower dropped) or of the tower alone; wrappers ``model``/``module``/``state_dict`` and a
     ``module.`` prefix are undone as upstream's loader does; rope tables are dropped (recomputed)."""
-    from facegen.models.loading import load_pickle_state
+    from facegen.models.loading import load_pickle_state, load_safetensors_state
 
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            state: dict[str, Any] = load_file(str(path))
-        except Exception as exc:  # noqa: BLE001 - a damaged header: one line naming the file
-            raise InvalidArgumentError(f"{path} is not a readable safetensors file ({exc})") from None
-    else:
-        state = load_pickle_state(path)
+    state = load_safetensors_state(path) if path.suffix == ".safetensors" else load_pickle_state(path)
     for wrapper in ("model", "module", "state_dict"):
         if isinstance(state.get(wrapper), dict):
             state = state[wrapper]
