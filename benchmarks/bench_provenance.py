@@ -6,6 +6,7 @@ inspecting (issues 13 and 26).
     python benchmarks/bench_provenance.py --timing-only
     python benchmarks/bench_provenance.py --timing-only --device cuda      # on a GPU
     python benchmarks/bench_provenance.py --only gains --n 100 --sizes 512    # what the gain ladder can buy
+    python benchmarks/bench_provenance.py --only video --clips 8 --trials 5   # 1-second slices of marked clips
 
 On a busy machine split the work over two processes and cache the marked crops; each rewrites
 its JSON after every round, so a run stopped by a time limit still leaves its figures:
@@ -20,8 +21,11 @@ size and attack has figures from the first round on.
 Images: square crops (random position, 55-100 % of the short side, random mirror; fixed seed)
 of the real photos in ../shared/faces and the insightface wheel's example photos, resized to
 each of ``--sizes``. The marked set and the unmarked (false-positive) set are different crops;
-the false-positive set also mixes sizes (256, 384, 512, 1024) and non-square crops.
-"Detected" = facegen's rule: p-value <= 1e-6 (:func:`facegen.provenance.watermark.p_value`).
+the false-positive set also mixes sizes (256, 384, 512, 1024) and non-square crops, and ends
+with 10 frames of an unmarked pan/zoom clip of each photo (H.264 CRF 23).
+"Detected" = facegen's rule: p-value <= 1e-6 (:func:`facegen.provenance.watermark.detect`).
+Video (``--only video``, :mod:`_provenance_video`): marked pan/zoom clips of the photos, cut into
+1-second slices at random starts, re-encoded at H.264 CRF 28 and read as ``facegen inspect`` does.
 
 Attacks: JPEG q75 / q50; crop 25 % (a 75 % window); JPEG q75 + resize 0.5 + crop 10 %
 together; Meta's combination (crop to 0.71 of each side + JPEG q60 + brightness x 0.5);
@@ -34,6 +38,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import io
+import itertools
 import json
 import statistics
 import sys
@@ -185,34 +190,47 @@ def fp_crops(photos: list[np.ndarray], n: int, seed: int):
         yield cv2.resize(c, (max(1, round(cw * f)), max(1, round(ch * f))), interpolation=cv2.INTER_AREA)
 
 
-def false_positives(photos: list[np.ndarray], n: int, seed: int, save=None, batch: int = 8) -> dict:
-    """Reads ``n`` unmarked crops, ``batch`` at a time; ``save(partial)`` after each batch."""
-    k = W.bits_needed()
-    rate = W.p_value(W.BITS, k, W.MAX_TRIES)
-    out = {"n": 0, "found": 0, "analytic_rate": rate, "bits_needed": k, "max_bits": 0, "dark": 0, "bits_histogram": {}}
-    pending: list[np.ndarray] = []
+def false_positives(photos: list[np.ndarray], n: int, seed: int, save=None, batch: int = 8,
+                    video_frames: int = 10) -> dict:
+    """Reads ``n`` unmarked crops, then ``video_frames`` frames of an unmarked clip of each photo,
+    ``batch`` at a time; ``save(partial)`` after each batch. Besides the count found, the share of
+    p-values at or below 0.1 / 0.01 / 0.001 checks the stated rate where 2,000 images can
+    (an honest p-value has at most that share)."""
+    from _provenance_video import unmarked_frames  # noqa: PLC0415
+
+    levels = (0.1, 0.01, 0.001)
+    out = {"n": 0, "video_frames": 0, "found": 0, "analytic_rate": W.FOUND_P, "dark": 0, "min_p": 1.0,
+           "p_at_most": {str(t): 0 for t in levels}, "max_bits": 0, "bits_histogram": {}}
+    pending: list[tuple[np.ndarray, bool]] = []
 
     def flush() -> None:
-        for r in W.detect_batch(pending, batch=batch):
+        for r, (_, video) in zip(W.detect_batch([x for x, _ in pending], batch=batch), pending):
             out["n"] += 1
+            out["video_frames"] += video
             out["found"] += r.found
             out["dark"] += r.tries > len(W.CROP_FRACTIONS)
+            out["min_p"] = min(out["min_p"], r.p_value)
+            for t in levels:
+                out["p_at_most"][str(t)] += r.p_value <= t
             out["max_bits"] = max(out["max_bits"], r.agreeing_bits)
             out["bits_histogram"][r.agreeing_bits] = out["bits_histogram"].get(r.agreeing_bits, 0) + 1
         pending.clear()
         if save:
             save(out)
 
-    for c in fp_crops(photos, n, seed):
-        pending.append(c)
+    for item in itertools.chain(((c, False) for c in fp_crops(photos, n, seed)),
+                                ((f, True) for f in unmarked_frames(photos, per_clip=video_frames))):
+        pending.append(item)
         if len(pending) == batch * 4:
             flush()
             print(f"  false positives so far: {out['found']}/{out['n']}", flush=True)
     if pending:
         flush()
-    print(f"false positives: {out['found']}/{out['n']} unmarked crops (analytic rate per image <= {rate:.2g}: "
-          f">= {k}/{W.BITS} key bits at one of at most {W.MAX_TRIES} readings); most key bits on an unmarked "
-          f"crop: {out['max_bits']}/{W.BITS}; dark crops (read twice): {out['dark']}", flush=True)
+    shares = ", ".join(f"p <= {t}: {out['p_at_most'][str(t)]} ({out['p_at_most'][str(t)] / out['n']:.2%})"
+                       for t in levels)
+    print(f"false positives: {out['found']}/{out['n']} unmarked images ({out['video_frames']} of them video frames; "
+          f"stated rate per image <= {W.FOUND_P:g}); smallest p-value {out['min_p']:.2g}; {shares}; most key bits "
+          f"on one: {out['max_bits']}/{W.BITS}; dark (read twice): {out['dark']}", flush=True)
     return out
 
 
@@ -324,7 +342,7 @@ def marked_crops(photos: list[np.ndarray], n: int, size: int, start: int, count:
     import hashlib  # noqa: PLC0415
 
     src = crops(photos, n, size, seed=1)[start:start + count]
-    key = hashlib.sha256(repr((W.METHOD, W.GAINS, W.CHECK_JPEG_QUALITY, W.WORK_SIDE)).encode()).hexdigest()[:10]
+    key = hashlib.sha256(repr((W.METHOD, W.GAINS, W.CHECK_JPEG_QUALITY, W.CHECK_CROP, W.CHECK_CROP_BITS, W.WORK_SIDE)).encode()).hexdigest()[:10]
     # (the embed does not read with the brightness lift: the cache stays valid across reading changes)
     f = cache / f"marked-{size}-{n}-{start}-{count}-{key}.npz" if cache else None
     if f and f.is_file():
@@ -337,13 +355,15 @@ def marked_crops(photos: list[np.ndarray], n: int, size: int, start: int, count:
     return src, marked, info
 
 
-PROBE_GAINS = (1.25, 1.5, 2.0, 2.6)
+PROBE_GAINS = (1.0, 1.25, 1.4, 1.6, 1.8, 2.0, 2.3, 2.6)
+META = "Meta combo: crop 0.71 + JPEG q60 + brightness x0.5"
 
 
 def gain_probe(photos: list[np.ndarray], n: int, size: int, seed: int = 1) -> list[dict]:
     """Each of ``n`` crops marked at every gain of :data:`PROBE_GAINS` (one residual per crop): its PSNR,
-    the embed's read-back bits (JPEG q75 at the working size) and the combined attack's reading
-    (the same crop window at every gain).  What the gain ladder can and cannot buy, per crop."""
+    the embed's read-back (:func:`facegen.provenance.watermark.read_back`), and whether the combined
+    attack and Meta's combination are found (the same windows at every gain). What a gain ladder
+    and its check can and cannot buy, per crop."""
     dev = W._device(None)
     rows = []
     for i, img in enumerate(crops(photos, n, size, seed=seed)):
@@ -352,41 +372,39 @@ def gain_probe(photos: list[np.ndarray], n: int, size: int, seed: int = 1) -> li
         row: dict = {"crop": i}
         for g in PROBE_GAINS:
             m = W._apply(img, res, g)
-            rb = int(W.read_back([m], hw, dev)[0])
+            rb = W.read_back([m], hw, dev)
             rng = np.random.default_rng(1000 + i)
-            reading = W.detect_batch([np.ascontiguousarray(jpeg(resize(crop10(m, rng), 0.5), 75))])[0]
-            row[str(g)] = {"psnr": psnr(m, img), "read_back": rb, "found": bool(reading.found),
-                           "bits": round(float(reading.bit_agreement) * W.BITS)}
+            combined = np.ascontiguousarray(jpeg(resize(crop10(m, rng), 0.5), 75))
+            meta = np.ascontiguousarray(attacks(rng)[META](m))
+            readings = W.detect_batch([combined, meta])
+            row[str(g)] = {"psnr": psnr(m, img), "read_back": [int(b) for b in rb[0]], "passes": bool(W.passes(rb)[0]),
+                           "found": bool(readings[0].found), "meta_found": bool(readings[1].found)}
         rows.append(row)
     return rows
 
 
-def ladder_outcomes(rows: list[dict], ladder: tuple[float, ...], *, smallest_best: bool = False) -> dict:
-    """Mean PSNR and combined-attack detections if the embed walked ``ladder`` (next gain while the
-    read-back is short of all bits); ``smallest_best``: keep the smallest gain with the best read-back."""
-    psnrs, found = [], 0
+def ladder_outcomes(rows: list[dict], ladder: tuple[float, ...], *, old_check: bool = False) -> dict:
+    """Mean PSNR and detections if the embed walked ``ladder`` (next gain while the check fails;
+    the last gain when it never passes); ``old_check``: the third round's check (all 32 bits at
+    the working size only)."""
+    psnrs, found, meta = [], 0, 0
     for r in rows:
-        tried = []
-        for g in ladder:
-            tried.append(str(g))
-            if r[str(g)]["read_back"] == W.BITS:
-                break
-        g = tried[-1]
-        if smallest_best:
-            best = max(r[t]["read_back"] for t in tried)
-            g = next(t for t in tried if r[t]["read_back"] == best)
+        g = next((str(x) for x in ladder if (r[str(x)]["read_back"][0] == W.BITS if old_check
+                                             else r[str(x)]["passes"])), str(ladder[-1]))
         psnrs.append(r[g]["psnr"])
         found += r[g]["found"]
-    return {"psnr_mean": round(statistics.mean(psnrs), 2), "found": found, "n": len(rows)}
+        meta += r[g]["meta_found"]
+    return {"psnr_mean": round(statistics.mean(psnrs), 2), "found": found, "meta_found": meta, "n": len(rows)}
 
 
 def gain_report(rows: list[dict]) -> dict:
     g = PROBE_GAINS
     out = {f"fixed gain {x}": ladder_outcomes(rows, (x,)) for x in g}
     out["found at some gain"] = {"found": sum(any(r[str(x)]["found"] for x in g) for r in rows), "n": len(rows)}
-    for name, lad, best in ((f"ladder {g}", g, False), (f"ladder {g[1:]}", g[1:], False),
-                            (f"ladder {g}, smallest best read-back", g, True)):
-        out[name] = ladder_outcomes(rows, lad, smallest_best=best)
+    out[f"ladder {W.GAINS} (the embed's)"] = ladder_outcomes(rows, W.GAINS)
+    out[f"ladder {W.GAINS}, old check"] = ladder_outcomes(rows, W.GAINS, old_check=True)
+    out["ladder (1.25, 1.6, 2.0, 2.6), old check (third round)"] = ladder_outcomes(rows, (1.25, 1.6, 2.0, 2.6),
+                                                                                   old_check=True)
     return out
 
 
@@ -395,7 +413,10 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=100, help="marked crops per size")
     ap.add_argument("--sizes", default="512,1024")
     ap.add_argument("--fp", type=int, default=2000, help="unmarked crops for the false-positive count")
-    ap.add_argument("--only", choices=("robustness", "fp", "gains", "all"), default="all",
+    ap.add_argument("--clips", type=int, default=8, help="marked clips for the video slice test")
+    ap.add_argument("--clip-seconds", type=float, default=4.0)
+    ap.add_argument("--trials", type=int, default=5, help="1-second slices cut from each clip")
+    ap.add_argument("--only", choices=("robustness", "fp", "video", "gains", "all"), default="all",
                     help="run one part (two processes can share the work); gains: every crop at every gain of the ladder through the combined attack (not part of all); --timing-only: the cost table")
     ap.add_argument("--chunk", type=int, default=10, help="marked crops per size per round (sizes alternate)")
     ap.add_argument("--batch", type=int, default=8, help="readings per network call")
@@ -457,6 +478,14 @@ def main() -> int:
             report["false_positives"] = part
             save()
         false_positives(photos, args.fp, seed=2, save=keep, batch=args.batch)
+    if not args.timing_only and args.only in ("all", "video"):
+        from _provenance_video import slice_trials  # noqa: PLC0415
+
+        report["video_slices"] = v = slice_trials(photos, args.clips, args.clip_seconds, args.trials)
+        save()
+        print(f"video: {v['found']}/{v['trials']} one-second slices (re-encoded at H.264 CRF 28) found "
+              f"({v['detected']:.0%}); sampled frames carrying the mark {v['frames_found']}/{v['frames_read']}",
+              flush=True)
     if args.timing_only or args.only == "all":
         with tempfile.TemporaryDirectory() as tmp:
             report["timing"] = timing(photos[0], Path(tmp), args.device)

@@ -34,7 +34,7 @@ SIZES = {480: (854, 480), 720: (1280, 720)}
 
 
 def make_clip(folder: Path, size: tuple[int, int], frames: int, fps: Fraction) -> Path:
-    from conftest import pan_zoom_frames, write_clip  # tests/video: the same clip maker as the tests
+    from _video_helpers import pan_zoom_frames, write_clip  # tests/video: the same clip maker as the tests
 
     from facegen.io import load_image
 

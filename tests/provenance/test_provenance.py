@@ -151,7 +151,7 @@ def test_watermark_survives_jpeg_q75_and_half_resize(tmp_path, tom_hanks_path, h
     report = inspect_file(attacked)
     assert report["c2pa"]["state"] == "absent" and not report["metadata"]["ai_generated"]
     assert report["watermark"]["found"] and report["watermark"]["p_value"] <= W.FOUND_P
-    assert report["watermark"]["bit_agreement"] >= W.bits_needed() / W.BITS
+    assert report["watermark"]["bit_agreement"] >= 0.75                 # most key bits read back
     assert "p-value" in "\n".join(summary_lines(report))
     assert report["verdict"] == STRIPPED
 

@@ -1,0 +1,122 @@
+"""bench_provenance's video parts (issue 26 items 4 and 5): marked clips cut into 1-second slices
+and re-encoded, and the frames of unmarked clips for the false-positive set.
+
+Clips: a pan/zoom over each real photo (the clip maker of tests/video), encoded at CRF 18.
+The marked output is what facegen's video writer makes of it: every decoded frame marked by
+:func:`facegen.video.provenance.mark_frames` (8 frames per call, as the frame loop does) and
+encoded by :class:`facegen.video.container.SegmentWriter` with the output's default
+:class:`~facegen.video.container.EncodeSettings` (CRF 18, a keyframe every second). A trial cuts
+the frames of one second from a random start, re-encodes them with libx264 at CRF 28 and reads
+the slice as ``facegen inspect`` does (:func:`facegen.video.provenance.read_video_watermark`).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "video"))
+
+#: frame sizes of the clips, in turn (w, h)
+CLIP_SIZES = ((640, 360), (480, 480), (854, 480), (320, 240))
+FPS = Fraction(15)
+
+
+def source_clip(folder: Path, rgb: np.ndarray, size: tuple[int, int], frames: int, name: str) -> Path:
+    from _video_helpers import pan_zoom_frames, write_clip  # noqa: PLC0415  (tests/video: the tests' clip maker)
+
+    return write_clip(folder / f"{name}.mp4", pan_zoom_frames(rgb, frames, size, zoom=0.15, pan=0.1), FPS,
+                      audio=False, crf=18)
+
+
+def marked_output(src: Path, dst: Path) -> Path:
+    """``src``'s frames marked 8 at a time and written by facegen's output encoder."""
+    from facegen.video.container import EncodeSettings, SegmentWriter, probe, read_frames  # noqa: PLC0415
+    from facegen.video.provenance import mark_frames  # noqa: PLC0415
+
+    info = probe(src)
+    writer = SegmentWriter(dst, info, EncodeSettings())
+    batch: list = []
+
+    def flush() -> None:
+        for (pts, _), rgb in zip(batch, mark_frames([b[1] for b in batch])):
+            writer.write(pts, rgb)
+        batch.clear()
+
+    for frame in read_frames(info):
+        batch.append((frame.pts, frame.rgb))
+        if len(batch) == 8:
+            flush()
+    if batch:
+        flush()
+    writer.close()
+    return dst
+
+
+def decoded(path: Path) -> list[np.ndarray]:
+    import av  # noqa: PLC0415
+
+    with av.open(str(path)) as inp:
+        return [f.to_ndarray(format="rgb24") for f in inp.decode(video=0)]
+
+
+def cut_reencode(frames: list[np.ndarray], start: int, dst: Path, crf: int = 28) -> Path:
+    """Frames ``start`` .. ``start`` + one second re-encoded with libx264 at ``crf``."""
+    import av  # noqa: PLC0415
+
+    picked = frames[start:start + int(FPS)]
+    with av.open(str(dst), "w") as out:
+        st = out.add_stream("libx264", rate=FPS)
+        st.height, st.width = picked[0].shape[:2]
+        st.pix_fmt, st.options = "yuv420p", {"crf": str(crf), "preset": "veryfast"}
+        for f in picked:
+            out.mux(st.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")))
+        out.mux(st.encode())
+    return dst
+
+
+def slice_trials(photos: list[np.ndarray], clips: int, seconds: float, trials: int, seed: int = 4) -> dict:
+    """``trials`` 1-second slices cut at random from each of ``clips`` marked clips of ``seconds``."""
+    from facegen.video.provenance import read_video_watermark  # noqa: PLC0415
+
+    rng = np.random.default_rng(seed)
+    out = {"clips": 0, "trials": 0, "found": 0, "frames_found": 0, "frames_read": 0, "misses": []}
+    n = int(round(float(FPS) * seconds))
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        for c in range(clips):
+            size = CLIP_SIZES[c % len(CLIP_SIZES)]
+            src = source_clip(d, photos[c % len(photos)], size, n, f"src{c}")
+            frames = decoded(marked_output(src, d / f"out{c}.mp4"))
+            out["clips"] += 1
+            for t in range(trials):
+                start = int(rng.integers(0, len(frames) - int(FPS) + 1))
+                got = read_video_watermark(cut_reencode(frames, start, d / f"cut{c}-{t}.mp4"))
+                out["trials"] += 1
+                out["found"] += bool(got["found"])
+                out["frames_found"] += got.get("frames_found", 0)
+                out["frames_read"] += got.get("frames_read", 0)
+                if not got["found"]:
+                    out["misses"].append({"clip": c, "size": size, "start": start, "p_value": got.get("p_value")})
+            print(f"  video slices: clip {c + 1}/{clips} {size[0]}x{size[1]}: {out['found']}/{out['trials']} "
+                  f"found so far", flush=True)
+    out["detected"] = out["found"] / max(1, out["trials"])
+    return out
+
+
+def unmarked_frames(photos: list[np.ndarray], per_clip: int = 10, frames: int = 30):
+    """Every third frame of an unmarked pan/zoom clip of each photo (``per_clip`` of ``frames``),
+    H.264-encoded at CRF 23 and decoded: the false-positive set's video frames."""
+    from _video_helpers import pan_zoom_frames, write_clip  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for c, rgb in enumerate(photos):
+            size = CLIP_SIZES[c % len(CLIP_SIZES)]
+            clip = write_clip(Path(tmp) / f"u{c}.mp4", pan_zoom_frames(rgb, frames, size, zoom=0.15, pan=0.1), FPS,
+                              audio=False, crf=23)
+            yield from decoded(clip)[:: max(1, frames // per_clip)][:per_clip]
