@@ -3,7 +3,7 @@ and re-encoded, and the frames of unmarked clips for the false-positive set.
 
 Clips: a pan/zoom over each real photo (the clip maker of tests/video), encoded at CRF 18.
 The marked output is what facegen's video writer makes of it: every decoded frame marked by
-:func:`facegen.video.provenance.mark_frames` (8 frames per call, as the frame loop does) and
+:func:`facegen.video.provenance.mark_frames` (``MARK_BATCH`` frames per call, as the frame loop does) and
 encoded by :class:`facegen.video.container.SegmentWriter` with the output's default
 :class:`~facegen.video.container.EncodeSettings` (CRF 18, a keyframe every second). A trial cuts
 the frames of one second from a random start, re-encodes them with libx264 at CRF 28 and reads
@@ -22,21 +22,25 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "video"))
 
+from _video_helpers import decoded, pan_zoom_frames, write_clip  # noqa: E402  (tests/video: the tests' clip maker)
+
 #: frame sizes of the clips, in turn (w, h)
 CLIP_SIZES = ((640, 360), (480, 480), (854, 480), (320, 240))
 FPS = Fraction(15)
 
 
-def source_clip(folder: Path, rgb: np.ndarray, size: tuple[int, int], frames: int, name: str) -> Path:
-    from _video_helpers import pan_zoom_frames, write_clip  # noqa: PLC0415  (tests/video: the tests' clip maker)
-
+def source_clip(folder: Path, rgb: np.ndarray, size: tuple[int, int], frames: int, name: str, crf: int = 18
+                ) -> Path:
+    """A pan/zoom clip over ``rgb`` (tests/video's clip maker), H.264 at ``crf``."""
     return write_clip(folder / f"{name}.mp4", pan_zoom_frames(rgb, frames, size, zoom=0.15, pan=0.1), FPS,
-                      audio=False, crf=18)
+                      audio=False, crf=crf)
 
 
 def marked_output(src: Path, dst: Path) -> Path:
-    """``src``'s frames marked 8 at a time and written by facegen's output encoder."""
+    """``src``'s frames marked ``MARK_BATCH`` at a time (as the frame loop does) and written by
+    facegen's output encoder."""
     from facegen.video.container import EncodeSettings, SegmentWriter, probe, read_frames  # noqa: PLC0415
+    from facegen.video.pipeline import MARK_BATCH  # noqa: PLC0415
     from facegen.video.provenance import mark_frames  # noqa: PLC0415
 
     info = probe(src)
@@ -50,7 +54,7 @@ def marked_output(src: Path, dst: Path) -> Path:
 
     for frame in read_frames(info):
         batch.append((frame.pts, frame.rgb))
-        if len(batch) == 8:
+        if len(batch) == MARK_BATCH:
             flush()
     if batch:
         flush()
@@ -58,26 +62,9 @@ def marked_output(src: Path, dst: Path) -> Path:
     return dst
 
 
-def decoded(path: Path) -> list[np.ndarray]:
-    import av  # noqa: PLC0415
-
-    with av.open(str(path)) as inp:
-        return [f.to_ndarray(format="rgb24") for f in inp.decode(video=0)]
-
-
 def cut_reencode(frames: list[np.ndarray], start: int, dst: Path, crf: int = 28) -> Path:
     """Frames ``start`` .. ``start`` + one second re-encoded with libx264 at ``crf``."""
-    import av  # noqa: PLC0415
-
-    picked = frames[start:start + int(FPS)]
-    with av.open(str(dst), "w") as out:
-        st = out.add_stream("libx264", rate=FPS)
-        st.height, st.width = picked[0].shape[:2]
-        st.pix_fmt, st.options = "yuv420p", {"crf": str(crf), "preset": "veryfast"}
-        for f in picked:
-            out.mux(st.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")))
-        out.mux(st.encode())
-    return dst
+    return write_clip(dst, frames[start:start + int(FPS)], FPS, audio=False, crf=crf, preset="veryfast")
 
 
 def slice_trials(photos: list[np.ndarray], clips: int, seconds: float, trials: int, seed: int = 4) -> dict:
@@ -112,11 +99,7 @@ def slice_trials(photos: list[np.ndarray], clips: int, seconds: float, trials: i
 def unmarked_frames(photos: list[np.ndarray], per_clip: int = 10, frames: int = 30):
     """Every third frame of an unmarked pan/zoom clip of each photo (``per_clip`` of ``frames``),
     H.264-encoded at CRF 23 and decoded: the false-positive set's video frames."""
-    from _video_helpers import pan_zoom_frames, write_clip  # noqa: PLC0415
-
     with tempfile.TemporaryDirectory() as tmp:
         for c, rgb in enumerate(photos):
-            size = CLIP_SIZES[c % len(CLIP_SIZES)]
-            clip = write_clip(Path(tmp) / f"u{c}.mp4", pan_zoom_frames(rgb, frames, size, zoom=0.15, pan=0.1), FPS,
-                              audio=False, crf=23)
+            clip = source_clip(Path(tmp), rgb, CLIP_SIZES[c % len(CLIP_SIZES)], frames, f"u{c}", crf=23)
             yield from decoded(clip)[:: max(1, frames // per_clip)][:per_clip]

@@ -120,10 +120,9 @@ def reading_p_value(logits: np.ndarray) -> float:
     return sign_flip_tail(np.abs(logits), float((_key_signs() * logits).sum()))
 
 
-def p_value(readings: Sequence[float], tries: int | None = None) -> float:
-    """An image's p-value from its readings' p-values: the best one times the readings tried
-    (``tries``, default: as many as given; a Bonferroni bound, capped at 1)."""
-    return float(min(1.0, min(readings) * (tries or len(readings))))
+def p_value(best_reading: float, tries: int) -> float:
+    """An image's p-value: its best reading's times the readings tried (a Bonferroni bound, capped at 1)."""
+    return float(min(1.0, best_reading * tries))
 
 
 @dataclass(frozen=True)
@@ -312,9 +311,11 @@ def embed(images: Sequence[np.ndarray], *, device: Any = None, gains: Sequence[f
             for j in todo:
                 out[idx[j]] = _apply(images[idx[j]], res[j], gain)
             read = read_back([out[idx[j]] for j in todo], hw, dev)
-            for j, bits, ok in zip(todo, read, passes(read)):
-                info[idx[j]] = {"gain": gain, "read_back": [round(int(b) / BITS, 4) for b in bits], "passed": bool(ok)}
-            todo = [j for j, ok in zip(todo, passes(read)) if not ok]
+            ok = passes(read)
+            for j, bits, passed in zip(todo, read, ok):
+                info[idx[j]] = {"gain": gain, "read_back": [round(int(b) / BITS, 4) for b in bits],
+                                "passed": bool(passed)}
+            todo = [j for j, passed in zip(todo, ok) if not passed]
             if not todo:
                 break
     for done in info:
@@ -392,12 +393,12 @@ def detect_batch(images: Sequence[np.ndarray], *, alpha: float = FOUND_P, device
                         p = reading_p_value(row)
                         if i not in best or p < best[i][0]:
                             best[i] = (p, int(k), frac, v == 1)
-                todo = [i for i in todo if p_value([best[i][0]], tries[i]) > alpha]
+                todo = [i for i in todo if p_value(best[i][0], tries[i]) > alpha]
             if not todo:
                 break
         for i in idx:
             p1, k, frac, lifted = best[i]
-            p = p_value([p1], tries[i])
+            p = p_value(p1, tries[i])
             out[i] = Reading(p <= alpha, p, k / BITS, k, tries[i], alpha, crop_fraction=frac,
                              extra={"brightened": lifted} if len(variants[i]) > 1 else {})
     return [r for r in out if r is not None]

@@ -68,7 +68,7 @@ def test_equal_weights_give_the_binomial_tail_times_the_tries(n, k, tries):
     exact = Fraction(sum(math.comb(n, i) for i in range(k, n + 1)), 2 ** n)
     for w in (1.0, 3.7):
         assert W.sign_flip_tail([w] * n, w * (2 * k - n)) == float(exact)
-    got = W.p_value([W.sign_flip_tail([0.4] * n, 0.4 * (2 * k - n))], tries)
+    got = W.p_value(W.sign_flip_tail([0.4] * n, 0.4 * (2 * k - n)), tries)
     assert got == pytest.approx(min(1.0, tries * float(binom.sf(k - 1, n, 0.5))), rel=1e-12)
 
 
@@ -98,7 +98,7 @@ def test_a_reading_p_value_weighs_each_bit_by_its_strength():
     assert W.reading_p_value(weak) * W.MAX_TRIES <= W.FOUND_P < W.reading_p_value(strong) * len(W.CROP_FRACTIONS)
     equal = signs.copy()
     equal[:2] *= -1                                          # 30 of 32 equally strong bits: still found at 8 tries
-    assert W.p_value([W.reading_p_value(equal)], W.MAX_TRIES) <= W.FOUND_P
+    assert W.p_value(W.reading_p_value(equal), W.MAX_TRIES) <= W.FOUND_P
     assert W.MAX_TRIES == 8                          # a dark image: each fraction as it is and brightened
     assert bin(W.KEY).count("1") == int(W.key_bits().sum())
 

@@ -33,9 +33,9 @@ def pan_zoom_frames(rgb: np.ndarray, n: int, size: tuple[int, int], zoom: float 
 
 
 def write_clip(path: Path, frames: list[np.ndarray], fps: Fraction = Fraction(15), *, audio: bool = True,
-               rotation: int = 0, sample_rate: int = 16000, crf: int = 18) -> Path:
+               rotation: int = 0, sample_rate: int = 16000, crf: int = 18, preset: str = "ultrafast") -> Path:
     """An H.264 MP4 (+ AAC sine wave); ``rotation``: frames are stored turned so that the
-    display rotation shows them upright."""
+    display rotation shows them upright; ``crf``/``preset``: libx264's quality and speed."""
     import av
 
     k = (rotation // 90) % 4
@@ -44,7 +44,7 @@ def write_clip(path: Path, frames: list[np.ndarray], fps: Fraction = Fraction(15
         vs = c.add_stream("libx264", rate=fps)
         vs.height, vs.width = stored[0].shape[:2]
         vs.pix_fmt = "yuv420p"
-        vs.options = {"crf": str(crf), "preset": "ultrafast"}
+        vs.options = {"crf": str(crf), "preset": preset}
         if rotation:
             vs.set_display_rotation(rotation)
         a = None

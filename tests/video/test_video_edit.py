@@ -122,14 +122,7 @@ def _cut_reencode(src, dst, start: int, seconds: float, crf: int = 28) -> list:
         rate = stream.average_rate
         frames = [f.to_ndarray(format="rgb24") for f in inp.decode(video=0)]
     picked = frames[start:start + max(1, int(round(float(rate) * seconds)))]
-    with av.open(str(dst), "w") as out:
-        st = out.add_stream("libx264", rate=rate)
-        st.height, st.width = picked[0].shape[:2]
-        st.pix_fmt, st.options = "yuv420p", {"crf": str(crf), "preset": "veryfast"}
-        for f in picked:
-            out.mux(st.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-        out.mux(st.encode())
-    return decoded(dst)
+    return decoded(write_clip(dst, picked, rate, audio=False, crf=crf, preset="veryfast"))
 
 
 def test_provenance_tags_manifest_and_inspect(swap_run):
